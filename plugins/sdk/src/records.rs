@@ -1,0 +1,147 @@
+//! Emitting records and checkpoints.
+//!
+//! The host wants batches (hundreds to thousands of records per `emit`), and a checkpoint covers
+//! every record emitted before it. [`Batcher`] does both right: it buffers records per stream,
+//! emits a batch every `size` records, and flushes a stream before checkpointing it.
+//!
+//! ```ignore
+//! let mut out = Batcher::new(1000);
+//! for item in page {
+//!     out.push("items", &item)?;
+//! }
+//! out.checkpoint("items", &json!({"cursor": last}))?;
+//! ```
+
+use serde::Serialize;
+
+use crate::bindings::sluice::connector::records as raw;
+use crate::error::{ConnectorError, Result};
+
+pub use raw::EmitError;
+
+/// Emits one batch of serialized JSON objects to `stream` (prefer [`Batcher`]).
+pub fn emit(stream: &str, records: &[String]) -> Result<()> {
+    raw::emit(stream, records).map_err(ConnectorError::from)
+}
+
+/// Records the state `stream` has reached; it covers every record emitted before (prefer
+/// [`Batcher::checkpoint`], which flushes first).
+pub fn checkpoint<T: Serialize + ?Sized>(stream: &str, state: &T) -> Result<()> {
+    let state = serde_json::to_string(state)?;
+    raw::checkpoint(stream, &state).map_err(ConnectorError::from)
+}
+
+/// Buffers records per stream and emits them in batches.
+///
+/// Call [`flush`](Self::flush) (or [`checkpoint`](Self::checkpoint)) at the end of a sync; a
+/// batcher dropped with records pending still emits them, ignoring errors.
+#[derive(Debug)]
+pub struct Batcher {
+    size: usize,
+    pending: Vec<(String, Vec<String>)>,
+    emitted: u64,
+}
+
+impl Default for Batcher {
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_SIZE)
+    }
+}
+
+impl Batcher {
+    /// The batch size of [`Batcher::default`].
+    pub const DEFAULT_SIZE: usize = 1000;
+
+    /// A batcher that emits a stream's records every `size` records (at least 1).
+    pub fn new(size: usize) -> Self {
+        Self {
+            size: size.max(1),
+            pending: Vec::new(),
+            emitted: 0,
+        }
+    }
+
+    /// Adds a record (it must serialize to a JSON object); emits the stream's batch when full.
+    pub fn push<T: Serialize + ?Sized>(&mut self, stream: &str, record: &T) -> Result<()> {
+        let json = serde_json::to_string(record)?;
+        self.push_json(stream, json)
+    }
+
+    /// Adds an already serialized JSON object; emits the stream's batch when full.
+    pub fn push_json(&mut self, stream: &str, record: String) -> Result<()> {
+        let size = self.size;
+        let buffer = self.buffer(stream);
+        buffer.push(record);
+        if buffer.len() >= size {
+            self.flush_stream(stream)?;
+        }
+        Ok(())
+    }
+
+    /// Emits the pending records of `stream`.
+    pub fn flush_stream(&mut self, stream: &str) -> Result<()> {
+        if let Some((_, buffer)) = self.pending.iter_mut().find(|(s, _)| s == stream)
+            && !buffer.is_empty()
+        {
+            let result = emit(stream, buffer);
+            if result.is_ok() {
+                self.emitted += buffer.len() as u64;
+            }
+            buffer.clear();
+            return result;
+        }
+        Ok(())
+    }
+
+    /// Emits the pending records of every stream.
+    pub fn flush(&mut self) -> Result<()> {
+        let streams: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(s, _)| s.clone())
+            .collect();
+        for stream in streams {
+            self.flush_stream(&stream)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes `stream`, then checkpoints `state` for it: the state never precedes the records
+    /// it covers.
+    pub fn checkpoint<T: Serialize + ?Sized>(&mut self, stream: &str, state: &T) -> Result<()> {
+        self.flush_stream(stream)?;
+        checkpoint(stream, state)
+    }
+
+    /// Records of `stream` buffered and not yet emitted.
+    pub fn pending(&self, stream: &str) -> usize {
+        self.pending
+            .iter()
+            .find(|(s, _)| s == stream)
+            .map_or(0, |(_, b)| b.len())
+    }
+
+    /// Records emitted so far, all streams together.
+    pub fn emitted(&self) -> u64 {
+        self.emitted
+    }
+
+    fn buffer(&mut self, stream: &str) -> &mut Vec<String> {
+        let index = match self.pending.iter().position(|(s, _)| s == stream) {
+            Some(i) => i,
+            None => {
+                self.pending
+                    .push((stream.to_string(), Vec::with_capacity(self.size.min(4096))));
+                self.pending.len() - 1
+            }
+        };
+        &mut self.pending[index].1
+    }
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
