@@ -1,0 +1,65 @@
+//! The HTTP API: thin handlers over the registry and the run manager.
+//!
+//! `/health`, `/ready` and `/openapi.json` are open; every `/internal/*` route needs the
+//! `x-connect-service-token` header (checked in [`auth`]).
+
+mod auth;
+mod connectors;
+mod error;
+mod mirror;
+mod openapi;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use sluice_runs::manager::RunManager;
+use sluice_runtime::registry::Registry;
+
+pub use error::ApiError;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub runs: Arc<RunManager>,
+    /// Deadline of a `validate` or `discover` call.
+    pub call_deadline: Duration,
+    token: Arc<auth::Token>,
+}
+
+impl AppState {
+    pub fn new(registry: Arc<Registry>, runs: Arc<RunManager>, token: &str, call_deadline: Duration) -> Self {
+        Self { registry, runs, call_deadline, token: Arc::new(auth::Token::new(token)) }
+    }
+}
+
+/// The largest request body accepted.
+pub const BODY_LIMIT: usize = 1 << 20;
+
+/// The service's router.
+pub fn router(state: AppState) -> Router {
+    let internal = Router::new()
+        .route("/mirror-connections/ping", post(mirror::ping))
+        .route("/mirror-connections/validate", post(mirror::validate))
+        .route("/mirror-connections/runs", post(mirror::create_run).get(mirror::list_runs))
+        .route("/mirror-connections/runs/{run_id}", get(mirror::get_run))
+        .route("/mirror-connections/runs/{run_id}/cancel", post(mirror::cancel_run))
+        .route("/mirror-connections/schema-sync", post(mirror::schema_sync))
+        .route("/connectors", get(connectors::list))
+        .route("/connectors/{id}", get(connectors::get_one))
+        .fallback(error::not_found)
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
+    Router::new()
+        .route("/health", get(connectors::health))
+        .route("/ready", get(connectors::ready))
+        .route("/openapi.json", get(openapi::serve))
+        .nest("/internal", internal)
+        .fallback(error::not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+pub use openapi::document as openapi_document;

@@ -1,0 +1,142 @@
+//! Run status, persisted as one JSON file per run so it survives a restart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::RwLock;
+
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::StreamStats;
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn is_active(self) -> bool {
+        matches!(self, Self::Queued | Self::Running)
+    }
+}
+
+/// Why a run failed, as the API reports it (never containing credentials).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RunErrorInfo {
+    pub code: String,
+    pub message: String,
+}
+
+/// A run as the API reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub connection_id: String,
+    pub connector: String,
+    pub connector_version: Option<String>,
+    pub status: RunStatus,
+    pub full_refresh: bool,
+    /// Streams requested (empty: all).
+    pub requested_streams: Vec<String>,
+    pub streams: BTreeMap<String, StreamStats>,
+    pub bucket: String,
+    pub prefix: String,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub error: Option<RunErrorInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
+    pub idempotency_key: Option<String>,
+}
+
+/// Persisted run records, with an in-memory index.
+pub struct RunBook {
+    dir: PathBuf,
+    runs: RwLock<HashMap<String, RunRecord>>,
+}
+
+impl RunBook {
+    /// Loads every record under `dir`. Runs that were queued or running when the service
+    /// stopped are marked failed: nothing of them was committed after the restart.
+    pub fn open(dir: impl Into<PathBuf>) -> std::io::Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)?;
+        let mut runs = HashMap::new();
+        let mut interrupted = Vec::new();
+        for entry in std::fs::read_dir(&dir)?.filter_map(Result::ok) {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(&path) else { continue };
+            match serde_json::from_slice::<RunRecord>(&bytes) {
+                Ok(mut r) => {
+                    if r.status.is_active() {
+                        r.status = RunStatus::Failed;
+                        r.finished_at = Some(crate::now_rfc3339());
+                        r.error = Some(RunErrorInfo {
+                            code: "interrupted".into(),
+                            message: "the service stopped while this run was in flight; it committed nothing (its connection's _state.json is unchanged)".into(),
+                        });
+                        interrupted.push(r.clone());
+                    }
+                    runs.insert(r.run_id.clone(), r);
+                }
+                Err(e) => tracing::warn!(file = %path.display(), "skipping unreadable run record: {e}"),
+            }
+        }
+        let book = Self { dir, runs: RwLock::new(runs) };
+        for r in interrupted {
+            tracing::warn!(run_id = %r.run_id, connection_id = %r.connection_id, "run was in flight at the last stop; marked failed");
+            book.save(&r);
+        }
+        Ok(book)
+    }
+
+    pub fn get(&self, run_id: &str) -> Option<RunRecord> {
+        self.runs.read().ok()?.get(run_id).cloned()
+    }
+
+    /// Runs, newest first, optionally of one connection.
+    pub fn list(&self, connection_id: Option<&str>) -> Vec<RunRecord> {
+        let Ok(runs) = self.runs.read() else { return vec![] };
+        let mut out: Vec<RunRecord> = runs.values().filter(|r| connection_id.is_none_or(|c| r.connection_id == c)).cloned().collect();
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.run_id.cmp(&a.run_id)));
+        out
+    }
+
+    /// The run an idempotency key created, if any.
+    pub fn by_idempotency_key(&self, key: &str) -> Option<RunRecord> {
+        self.runs.read().ok()?.values().find(|r| r.idempotency_key.as_deref() == Some(key)).cloned()
+    }
+
+    /// Stores (and persists) a record.
+    pub fn save(&self, record: &RunRecord) {
+        if let Ok(mut runs) = self.runs.write() {
+            runs.insert(record.run_id.clone(), record.clone());
+        }
+        let path = self.dir.join(format!("{}.json", record.run_id));
+        let tmp = path.with_extension("json.tmp");
+        let result = serde_json::to_vec_pretty(record)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|_| std::fs::rename(&tmp, &path));
+        if let Err(e) = result {
+            tracing::error!(run_id = %record.run_id, "cannot persist run record: {e}");
+        }
+    }
+
+    /// Applies `f` to a record and persists it.
+    pub fn update(&self, run_id: &str, f: impl FnOnce(&mut RunRecord)) -> Option<RunRecord> {
+        let mut r = self.get(run_id)?;
+        f(&mut r);
+        self.save(&r);
+        Some(r)
+    }
+}

@@ -1,0 +1,453 @@
+//! The one wasmtime engine of the process, the compile cache, and calls into plugins.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, Store, UpdateDeadline};
+
+use crate::bindings::exports::sluice::connector::connector as wit;
+use crate::bindings::{ConnectorPlugin, ConnectorPluginPre, WIT_PACKAGE, WIT_VERSION};
+use crate::error::{CallError, ErrorCode, LoadError};
+use crate::host::{CallLabels, CallState, HostState, RecordSink, Secrets, Stop};
+use crate::manifest::{Manifest, StreamSpec};
+use crate::outbound::{Outbound, OutboundConfig};
+use crate::policy::{Destinations, OperatorPolicy};
+
+/// How often the epoch ticks; deadlines and cancellation are checked at this granularity.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Operator settings for the runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled artifacts are cached (created if missing).
+    pub cache_dir: PathBuf,
+    /// The most linear memory any plugin call may use, in MiB.
+    pub max_memory_mib: u32,
+    /// Memory for plugins that do not ask for an amount, in MiB.
+    pub default_memory_mib: u32,
+    pub policy: OperatorPolicy,
+    pub outbound: OutboundConfig,
+}
+
+impl RuntimeConfig {
+    pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            cache_dir: cache_dir.into(),
+            max_memory_mib: 256,
+            default_memory_mib: 64,
+            policy: OperatorPolicy::default(),
+            outbound: OutboundConfig::default(),
+        }
+    }
+}
+
+/// The plugin runtime: load components, call them.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    outbound: Arc<Outbound>,
+    config: RuntimeConfig,
+    engine_key: String,
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
+        let mut wc = Config::new();
+        wc.async_support(true).epoch_interruption(true).wasm_component_model(true);
+        let engine = Engine::new(&wc)?;
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        ConnectorPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        let engine_key = format!("{:016x}", h.finish());
+        std::fs::create_dir_all(&config.cache_dir)?;
+        spawn_epoch_ticker(&engine);
+        let outbound = Arc::new(Outbound::new(config.policy.clone(), config.outbound.clone())?);
+        Ok(Self { inner: Arc::new(Inner { engine, linker, outbound, config, engine_key }) })
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// Loads a plugin file: read, check, compile (or reuse the cache), link, read its manifest.
+    pub async fn load_file(&self, path: &Path) -> Result<Plugin, LoadError> {
+        let bytes = tokio::fs::read(path).await.map_err(|e| LoadError::Io(format!("{}: {e}", path.display())))?;
+        self.load_bytes(bytes, Some(path.to_path_buf())).await
+    }
+
+    /// Loads a plugin from bytes (see [`Runtime::load_file`]).
+    pub async fn load_bytes(&self, bytes: Vec<u8>, path: Option<PathBuf>) -> Result<Plugin, LoadError> {
+        let started = Instant::now();
+        check_component_header(&bytes)?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let size = bytes.len() as u64;
+        let this = self.clone();
+        let sha = sha256.clone();
+        let (component, cached) = tokio::task::spawn_blocking(move || this.compile_cached(&bytes, &sha))
+            .await
+            .map_err(|e| LoadError::Compile(e.to_string()))??;
+        let wit_version = self.check_world(&component)?;
+        let imports = self.import_names(&component);
+        let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let pre = ConnectorPluginPre::new(pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let manifest = self.read_manifest(&pre).await?;
+        let info = PluginInfo {
+            id: manifest.id.clone(),
+            version: manifest.version.clone(),
+            sha256,
+            size,
+            path,
+            wit_version,
+            imports,
+            compiled_from_cache: cached,
+            load_ms: started.elapsed().as_secs_f64() * 1e3,
+            loaded_at: SystemTime::now(),
+        };
+        Ok(Plugin { runtime: self.clone(), info: Arc::new(info), manifest: Arc::new(manifest), pre })
+    }
+
+    /// Compiles `bytes`, or deserializes the artifact an earlier compile of the same bytes by
+    /// an engine with the same settings left in the cache. Returns whether the cache served.
+    fn compile_cached(&self, bytes: &[u8], sha256: &str) -> Result<(Component, bool), LoadError> {
+        let engine = &self.inner.engine;
+        let path = self.inner.config.cache_dir.join(format!("{sha256}-{}.cwasm", self.inner.engine_key));
+        if path.is_file() {
+            // SAFETY: the cache directory is the host's own; artifacts in it were written by
+            // `precompile_component` below with an engine of the same compatibility hash.
+            match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(c) => return Ok((c, true)),
+                Err(e) => tracing::warn!(path = %path.display(), "dropping unusable cached artifact: {e:#}"),
+            }
+        }
+        let artifact = engine.precompile_component(bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        if let Err(e) = std::fs::write(&tmp, &artifact).and_then(|_| std::fs::rename(&tmp, &path)) {
+            tracing::warn!(path = %path.display(), "cannot cache compiled artifact: {e}");
+        }
+        // SAFETY: `artifact` was produced just now by this engine.
+        let c = unsafe { Component::deserialize(engine, &artifact) }.map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        Ok((c, false))
+    }
+
+    /// Checks imports and exports against the world; returns the plugin's WIT version.
+    fn check_world(&self, component: &Component) -> Result<String, LoadError> {
+        let engine = &self.inner.engine;
+        let ty = component.component_type();
+        let mut version = None;
+        for (name, _) in ty.imports(engine) {
+            if name.starts_with("wasi:") {
+                continue;
+            }
+            let Some(v) = name.strip_prefix(WIT_PACKAGE).and_then(|r| r.strip_prefix('/')).map(|r| r.split_once('@').map(|x| x.1).unwrap_or("")) else {
+                return Err(LoadError::UndeclaredImport(name.to_string()));
+            };
+            check_version(v)?;
+            version = Some(v.to_string());
+        }
+        let export = ty
+            .exports(engine)
+            .find_map(|(name, item)| {
+                let v = name.strip_prefix(WIT_PACKAGE)?.strip_prefix("/connector@")?;
+                matches!(item, ComponentItem::ComponentInstance(_)).then(|| v.to_string())
+            })
+            .ok_or_else(|| LoadError::IncompatibleWorld(format!("does not export {WIT_PACKAGE}/connector: not a Sluice connector")))?;
+        check_version(&export)?;
+        Ok(version.unwrap_or(export))
+    }
+
+    fn import_names(&self, component: &Component) -> Vec<String> {
+        component.component_type().imports(&self.inner.engine).map(|(n, _)| n.to_string()).collect()
+    }
+
+    async fn read_manifest(&self, pre: &ConnectorPluginPre<HostState>) -> Result<Manifest, LoadError> {
+        // A throwaway manifest so the call has a context; it reaches nothing and has no secrets.
+        let placeholder = Arc::new(Manifest {
+            id: "loading".into(),
+            name: "loading".into(),
+            version: "0.0.0".into(),
+            description: String::new(),
+            config_schema: Value::Null,
+            secrets: vec![],
+            hosts: vec![],
+            streams: vec![],
+            memory_mib: None,
+        });
+        let opts = CallOptions { deadline: Duration::from_secs(5), ..CallOptions::default() };
+        let state = self.call_state(placeholder, Destinations::none(), opts, None, Default::default());
+        let raw = self
+            .call(pre, state, self.inner.config.default_memory_mib, |p, s| Box::pin(async move { p.sluice_connector_connector().call_manifest(s).await }))
+            .await
+            .map_err(|e| LoadError::Manifest(format!("manifest call failed: {e}")))?;
+        Manifest::from_wit(raw).map_err(|e| LoadError::Manifest(e.to_string()))
+    }
+
+    fn call_state(&self, manifest: Arc<Manifest>, destinations: Destinations, opts: CallOptions, sink: Option<Box<dyn RecordSink>>, streams: std::collections::HashSet<String>) -> CallState {
+        CallState {
+            manifest,
+            destinations,
+            outbound: self.inner.outbound.clone(),
+            secrets: opts.secrets,
+            sink,
+            streams,
+            cancel: opts.cancel,
+            deadline: Instant::now() + opts.deadline,
+            labels: opts.labels,
+        }
+    }
+
+    /// Runs one export call in a fresh store with the call's limits, mapping traps to errors.
+    async fn call<R, F>(&self, pre: &ConnectorPluginPre<HostState>, state: CallState, memory_mib: u32, f: F) -> Result<R, CallError>
+    where
+        F: for<'a> FnOnce(&'a ConnectorPlugin, &'a mut Store<HostState>) -> std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>,
+        R: Send,
+    {
+        let memory_mib = memory_mib.min(self.inner.config.max_memory_mib);
+        let deadline = state.deadline;
+        let budget = deadline.saturating_duration_since(Instant::now());
+        let cancel = state.cancel.clone();
+        let mut store = Store::new(&self.inner.engine, HostState::new(state, (memory_mib as usize) << 20));
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            let call = &ctx.data().call;
+            if call.cancel.is_cancelled() {
+                return Err(wasmtime::Error::new(Stop::Cancelled));
+            }
+            if Instant::now() >= call.deadline {
+                return Err(wasmtime::Error::new(Stop::Deadline));
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        let run = async {
+            let plugin = pre.instantiate_async(&mut store).await?;
+            f(&plugin, &mut store).await
+        };
+        // The epoch callback stops a busy guest; this also bounds time spent in host calls.
+        let outcome = tokio::select! {
+            r = run => Some(r),
+            _ = tokio::time::sleep_until(deadline.into()) => None,
+            _ = cancel.cancelled() => return Err(CallError::Cancelled),
+        };
+        store.data().flush_stdio();
+        let Some(result) = outcome else { return Err(CallError::Deadline(budget)) };
+        let secrets = &store.data().call.secrets;
+        result.map_err(|e| {
+            match e.downcast_ref::<Stop>() {
+                Some(Stop::Deadline) => return CallError::Deadline(budget),
+                Some(Stop::Cancelled) => return CallError::Cancelled,
+                Some(Stop::MemoryLimit) => {
+                    tracing::warn!(plugin = %store.data().call.manifest.id, limit_mib = memory_mib, "plugin hit its memory limit");
+                    return CallError::MemoryLimit(memory_mib as u64);
+                }
+                Some(Stop::Contract(m)) => return CallError::Contract(secrets.redact(m)),
+                Some(Stop::Host(m)) => return CallError::Host(secrets.redact(m)),
+                None => {}
+            }
+            let msg = match e.downcast_ref::<wasmtime::Trap>() {
+                Some(trap) => trap.to_string(),
+                None => format!("{e:#}"),
+            };
+            tracing::warn!(plugin = %store.data().call.manifest.id, "plugin trapped: {msg}");
+            CallError::Trap(secrets.redact(&msg))
+        })
+    }
+}
+
+fn check_version(v: &str) -> Result<(), LoadError> {
+    let host: Vec<&str> = WIT_VERSION.split('.').collect();
+    let got: Vec<&str> = v.split('.').collect();
+    // Semver for 0.x: the minor is the breaking part; for 1.x and later, the major.
+    let compatible = got.len() == 3 && if host[0] == "0" { got[0] == "0" && got[1] == host[1] } else { got[0] == host[0] };
+    if compatible {
+        Ok(())
+    } else {
+        Err(LoadError::IncompatibleWorld(format!(
+            "built against {WIT_PACKAGE}@{v}, this host provides {WIT_PACKAGE}@{WIT_VERSION}"
+        )))
+    }
+}
+
+fn check_component_header(bytes: &[u8]) -> Result<(), LoadError> {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 0x0d, 0x00, 0x01, 0x00]) => Ok(()),
+        Some([0, b'a', b's', b'm', 0x01, 0x00, 0x00, 0x00]) => Err(LoadError::NotComponent(
+            "a core wasm module; build it as a component (wasm-component-ld or `wasm-tools component new`)".into(),
+        )),
+        _ => Err(LoadError::NotComponent("missing the \\0asm component header".into())),
+    }
+}
+
+/// Ticks the engine's epoch until the engine is dropped.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("sluice-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawn epoch thread");
+}
+
+/// Per-call options chosen by the caller.
+#[derive(Clone)]
+pub struct CallOptions {
+    pub secrets: Secrets,
+    /// Wall-clock budget of the call, host calls included.
+    pub deadline: Duration,
+    pub cancel: CancellationToken,
+    pub labels: CallLabels,
+}
+
+impl Default for CallOptions {
+    fn default() -> Self {
+        Self { secrets: Secrets::default(), deadline: Duration::from_secs(30), cancel: CancellationToken::new(), labels: CallLabels::default() }
+    }
+}
+
+/// Facts about a loaded plugin file.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginInfo {
+    pub id: String,
+    pub version: String,
+    pub sha256: String,
+    pub size: u64,
+    pub path: Option<PathBuf>,
+    pub wit_version: String,
+    pub imports: Vec<String>,
+    pub compiled_from_cache: bool,
+    pub load_ms: f64,
+    #[serde(with = "system_time_secs")]
+    pub loaded_at: SystemTime,
+}
+
+mod system_time_secs {
+    use serde::Serializer;
+    use std::time::SystemTime;
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+    }
+}
+
+/// What a sync asks of a connector.
+#[derive(Debug, Clone)]
+pub struct SyncRequest {
+    pub config: Value,
+    pub streams: Vec<String>,
+    pub state: Vec<(String, Value)>,
+}
+
+/// A loaded, linked plugin version. Cheap to clone; calls on it are independent.
+#[derive(Clone)]
+pub struct Plugin {
+    runtime: Runtime,
+    info: Arc<PluginInfo>,
+    manifest: Arc<Manifest>,
+    pre: ConnectorPluginPre<HostState>,
+}
+
+impl Plugin {
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    fn memory_mib(&self) -> u32 {
+        self.manifest.memory_mib.unwrap_or(self.runtime.inner.config.default_memory_mib)
+    }
+
+    fn state(&self, config: &Value, opts: CallOptions, sink: Option<Box<dyn RecordSink>>, streams: std::collections::HashSet<String>) -> CallState {
+        let dest = self.runtime.inner.outbound.destinations(&self.manifest.hosts, config);
+        self.runtime.call_state(self.manifest.clone(), dest, opts, sink, streams)
+    }
+
+    /// Checks config and credentials against the upstream; returns the account summary.
+    pub async fn validate(&self, config: &Value, opts: CallOptions) -> Result<Value, CallError> {
+        let secrets = opts.secrets.clone();
+        let state = self.state(config, opts, None, Default::default());
+        let text = config.to_string();
+        let out = self
+            .runtime
+            .call(&self.pre, state, self.memory_mib(), |p, s| Box::pin(async move { p.sluice_connector_connector().call_validate(s, &text).await }))
+            .await?;
+        let account = out.map_err(|e| connector_error(e, &secrets))?;
+        serde_json::from_str(&account).map_err(|e| CallError::Contract(format!("validate returned invalid JSON: {e}")))
+    }
+
+    /// The streams this config produces.
+    pub async fn discover(&self, config: &Value, opts: CallOptions) -> Result<Vec<StreamSpec>, CallError> {
+        let secrets = opts.secrets.clone();
+        let state = self.state(config, opts, None, Default::default());
+        let text = config.to_string();
+        let out = self
+            .runtime
+            .call(&self.pre, state, self.memory_mib(), |p, s| Box::pin(async move { p.sluice_connector_connector().call_discover(s, &text).await }))
+            .await?;
+        let streams = out.map_err(|e| connector_error(e, &secrets))?;
+        streams
+            .into_iter()
+            .map(|s| StreamSpec::from_wit(s).map_err(|e| CallError::Contract(e.to_string())))
+            .collect()
+    }
+
+    /// Reads the selected streams into `sink`.
+    pub async fn sync(&self, req: SyncRequest, sink: Box<dyn RecordSink>, opts: CallOptions) -> Result<(), CallError> {
+        let secrets = opts.secrets.clone();
+        let streams = req.streams.iter().cloned().collect();
+        let state = self.state(&req.config, opts, Some(sink), streams);
+        let wreq = wit::SyncRequest {
+            config: req.config.to_string(),
+            streams: req.streams,
+            state: req.state.into_iter().map(|(k, v)| (k, v.to_string())).collect(),
+        };
+        let out = self
+            .runtime
+            .call(&self.pre, state, self.memory_mib(), |p, s| Box::pin(async move { p.sluice_connector_connector().call_sync(s, &wreq).await }))
+            .await?;
+        out.map_err(|e| connector_error(e, &secrets))
+    }
+
+    /// Instantiates and calls `manifest` (the cheapest full call; used by benchmarks).
+    pub async fn call_manifest(&self) -> Result<(), CallError> {
+        let state = self.runtime.call_state(self.manifest.clone(), Destinations::none(), CallOptions::default(), None, Default::default());
+        self.runtime
+            .call(&self.pre, state, self.memory_mib(), |p, s| Box::pin(async move { p.sluice_connector_connector().call_manifest(s).await }))
+            .await
+            .map(|_| ())
+    }
+}
+
+fn connector_error(e: crate::bindings::sluice::connector::types::ConnectorError, secrets: &Secrets) -> CallError {
+    use crate::bindings::sluice::connector::types::ErrorCode as W;
+    let code = match e.code {
+        W::InvalidCredentials => ErrorCode::InvalidCredentials,
+        W::InsufficientScope => ErrorCode::InsufficientScope,
+        W::InvalidConfig => ErrorCode::InvalidConfig,
+        W::Unreachable => ErrorCode::Unreachable,
+        W::RateLimited => ErrorCode::RateLimited,
+        W::Internal => ErrorCode::Internal,
+    };
+    CallError::Connector { code, message: secrets.redact(&e.message) }
+}

@@ -1,0 +1,90 @@
+//! Errors of loading and calling plugins.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// The connector error codes of the WIT `error-code` enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidCredentials,
+    InsufficientScope,
+    InvalidConfig,
+    Unreachable,
+    RateLimited,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::InvalidConfig => "invalid_config",
+            Self::Unreachable => "unreachable",
+            Self::RateLimited => "rate_limited",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// Why a plugin call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The connector itself returned an error.
+    #[error("{message}")]
+    Connector { code: ErrorCode, message: String },
+    /// The call ran past its wall-clock deadline and was stopped.
+    #[error("plugin exceeded its deadline of {0:?}")]
+    Deadline(Duration),
+    /// The plugin tried to grow its memory past its limit and was stopped.
+    #[error("plugin exceeded its memory limit of {0} MiB")]
+    MemoryLimit(u64),
+    /// The call was cancelled by the caller.
+    #[error("cancelled")]
+    Cancelled,
+    /// The plugin trapped (panic, unreachable, bad memory access, ...).
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+    /// The plugin broke the contract (bad record, unknown stream, invalid discover output).
+    #[error("plugin broke the contract: {0}")]
+    Contract(String),
+    /// The host failed while serving the plugin (e.g. staging could not write).
+    #[error("host error: {0}")]
+    Host(String),
+}
+
+impl CallError {
+    /// A stable snake_case code for APIs and run status.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Connector { code, .. } => code.as_str(),
+            Self::Deadline(_) => "deadline_exceeded",
+            Self::MemoryLimit(_) => "memory_limit",
+            Self::Cancelled => "cancelled",
+            Self::Trap(_) => "plugin_trap",
+            Self::Contract(_) => "plugin_contract",
+            Self::Host(_) => "host_error",
+        }
+    }
+}
+
+/// Why a plugin file could not be loaded.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {0}")]
+    Io(String),
+    #[error("not a WebAssembly component: {0}")]
+    NotComponent(String),
+    #[error("{0}")]
+    IncompatibleWorld(String),
+    #[error("undeclared import {0:?}: a connector may import only sluice:connector/* and wasi:*")]
+    UndeclaredImport(String),
+    #[error("compile failed: {0}")]
+    Compile(String),
+    #[error("link failed: {0}")]
+    Link(String),
+    #[error("{0}")]
+    Manifest(String),
+}

@@ -1,0 +1,22 @@
+//! The Sluice plugin runtime.
+//!
+//! - [`Runtime`]: one wasmtime engine (component model, async, epoch deadlines), a compile
+//!   cache on disk, and calls into plugins with memory and time limits.
+//! - [`policy`] and [`outbound`]: the capability rules and the one HTTP choke point.
+//! - [`registry`]: the plugin directory, loaded at start and hot-reloaded.
+
+mod bindings;
+mod engine;
+mod error;
+mod host;
+pub mod manifest;
+pub mod outbound;
+pub mod policy;
+pub mod registry;
+
+pub use bindings::{WIT_PACKAGE, WIT_VERSION};
+pub use engine::{CallOptions, Plugin, PluginInfo, Runtime, RuntimeConfig, SyncRequest};
+pub use error::{CallError, ErrorCode, LoadError};
+pub use host::{CallLabels, RecordSink, Secrets};
+pub use manifest::{Manifest, SecretSpec, StreamSpec};
+pub use tokio_util::sync::CancellationToken;

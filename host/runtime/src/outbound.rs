@@ -1,0 +1,396 @@
+//! The one choke point for plugin HTTP: destination checks on every hop, address checks at
+//! resolution, timeouts, a response size cap, retries with jittered backoff and rate-limit waits.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, StatusCode};
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::policy::{AddressGrant, Destinations, HostRule, OperatorPolicy, origin};
+
+/// Limits that apply to every plugin request.
+#[derive(Debug, Clone)]
+pub struct OutboundConfig {
+    pub connect_timeout: Duration,
+    /// Time for one attempt, from sending to the last body byte.
+    pub request_timeout: Duration,
+    pub max_response_bytes: u64,
+    /// Attempts for connection errors and 5xx of idempotent requests.
+    pub max_attempts: u32,
+    pub max_redirects: u32,
+    /// The longest single rate-limit wait; a longer one returns the 429 to the plugin.
+    pub max_rate_limit_wait: Duration,
+    /// Rate-limit waits per request before the response is returned as it is.
+    pub max_rate_limit_waits: u32,
+    /// First backoff step; doubles each attempt, with full jitter.
+    pub backoff_base: Duration,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            max_response_bytes: 32 << 20,
+            max_attempts: 5,
+            max_redirects: 5,
+            max_rate_limit_wait: Duration::from_secs(15 * 60),
+            max_rate_limit_waits: 20,
+            backoff_base: Duration::from_millis(250),
+        }
+    }
+}
+
+/// A request as the host sends it (after secrets were resolved into headers).
+#[derive(Debug)]
+pub struct OutboundRequest {
+    pub method: Method,
+    pub url: Url,
+    pub headers: HeaderMap,
+    /// Injected secret headers: sensitive, and dropped when a redirect leaves the origin.
+    pub secret_headers: HeaderMap,
+    pub body: Option<Vec<u8>>,
+    pub idempotent: bool,
+}
+
+/// What the plugin gets back.
+#[derive(Debug)]
+pub struct OutboundResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Why a request failed (mirrors the WIT `http-error`).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OutboundError {
+    #[error("denied: {0}")]
+    Denied(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("timeout")]
+    Timeout,
+    #[error("connection: {0}")]
+    Connection(String),
+    #[error("response larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// The outbound HTTP service shared by every plugin call.
+pub struct Outbound {
+    client: reqwest::Client,
+    policy: OperatorPolicy,
+    config: OutboundConfig,
+}
+
+impl Outbound {
+    pub fn new(policy: OperatorPolicy, config: OutboundConfig) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(config.connect_timeout)
+            .dns_resolver(Arc::new(CheckedResolver(policy.addresses)))
+            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { client, policy, config })
+    }
+
+    pub fn config(&self) -> &OutboundConfig {
+        &self.config
+    }
+
+    pub fn policy(&self) -> &OperatorPolicy {
+        &self.policy
+    }
+
+    /// The destinations a plugin with these rules may reach with this config.
+    pub fn destinations(&self, rules: &[HostRule], config: &serde_json::Value) -> Destinations {
+        Destinations::new(rules, config, self.policy.clone())
+    }
+
+    /// Sends a request: checks, redirects, retries and rate-limit waits included.
+    pub async fn fetch(
+        &self,
+        dest: &Destinations,
+        req: OutboundRequest,
+        cancel: &CancellationToken,
+    ) -> Result<OutboundResponse, OutboundError> {
+        let mut attempt = 0u32;
+        let mut rate_waits = 0u32;
+        loop {
+            attempt += 1;
+            let result = self.send_following_redirects(dest, &req, cancel).await;
+            let wait = match &result {
+                Ok(resp) => {
+                    if let Some(wait) = rate_limit_wait(resp, rate_waits) {
+                        if wait > self.config.max_rate_limit_wait
+                            || rate_waits >= self.config.max_rate_limit_waits
+                        {
+                            tracing::warn!(status = resp.status, wait_s = wait.as_secs(), "rate limit wait too long; returning the response");
+                            return result;
+                        }
+                        rate_waits += 1;
+                        attempt -= 1; // a rate-limit wait is not a failed attempt
+                        tracing::info!(status = resp.status, wait_ms = wait.as_millis() as u64, "rate limited; waiting");
+                        wait
+                    } else if is_retryable_status(resp.status)
+                        && req.idempotent
+                        && attempt < self.config.max_attempts
+                    {
+                        let wait = retry_after(&resp.headers).unwrap_or_else(|| self.backoff(attempt));
+                        tracing::info!(status = resp.status, attempt, wait_ms = wait.as_millis() as u64, "upstream error; retrying");
+                        wait
+                    } else {
+                        return result;
+                    }
+                }
+                Err(OutboundError::Timeout | OutboundError::Connection(_))
+                    if req.idempotent && attempt < self.config.max_attempts =>
+                {
+                    let wait = self.backoff(attempt);
+                    tracing::info!(error = %result.as_ref().err().map(ToString::to_string).unwrap_or_default(), attempt, "transport error; retrying");
+                    wait
+                }
+                Err(_) => return result,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = cancel.cancelled() => return Err(OutboundError::Cancelled),
+            }
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let cap = self.config.backoff_base.saturating_mul(1 << attempt.min(10));
+        let cap = cap.min(Duration::from_secs(30));
+        cap.mul_f64(rand::random_range(0.5..=1.0))
+    }
+
+    async fn send_following_redirects(
+        &self,
+        dest: &Destinations,
+        req: &OutboundRequest,
+        cancel: &CancellationToken,
+    ) -> Result<OutboundResponse, OutboundError> {
+        let mut url = req.url.clone();
+        let mut method = req.method.clone();
+        let mut body = req.body.clone();
+        let first_origin = origin(&url);
+        for _ in 0..=self.config.max_redirects {
+            dest.check_url(&url).map_err(OutboundError::Denied)?;
+            self.check_addresses(&url).await?;
+            let mut headers = req.headers.clone();
+            if origin(&url) == first_origin {
+                headers.extend(req.secret_headers.clone());
+            }
+            let mut builder = self.client.request(method.clone(), url.clone()).headers(headers).timeout(self.config.request_timeout);
+            if let Some(b) = &body {
+                builder = builder.body(b.clone());
+            }
+            let started = Instant::now();
+            let send = async {
+                let resp = builder.send().await.map_err(classify)?;
+                let status = resp.status();
+                let headers = resp.headers().clone();
+                let body = read_capped(resp, self.config.max_response_bytes).await?;
+                Ok::<_, OutboundError>((status, headers, body))
+            };
+            let (status, headers, resp_body) = tokio::select! {
+                r = send => r?,
+                _ = cancel.cancelled() => return Err(OutboundError::Cancelled),
+            };
+            tracing::debug!(method = %method, origin = %origin(&url), path = url.path(), status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "upstream request");
+            if status.is_redirection()
+                && let Some(location) = headers.get(reqwest::header::LOCATION)
+            {
+                let location = location.to_str().map_err(|_| OutboundError::Connection("redirect location is not text".into()))?;
+                url = url.join(location).map_err(|e| OutboundError::Connection(format!("bad redirect location: {e}")))?;
+                if status == StatusCode::SEE_OTHER
+                    || ((status == StatusCode::MOVED_PERMANENTLY || status == StatusCode::FOUND) && method == Method::POST)
+                {
+                    method = Method::GET;
+                    body = None;
+                }
+                continue;
+            }
+            return Ok(OutboundResponse {
+                status: status.as_u16(),
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .collect(),
+                body: resp_body,
+            });
+        }
+        Err(OutboundError::Connection(format!("more than {} redirects", self.config.max_redirects)))
+    }
+
+    /// Refuses IP-literal hosts and names that resolve to addresses the operator did not grant.
+    /// (The client's resolver checks again at connect time, so a rebinding answer is refused too.)
+    async fn check_addresses(&self, url: &Url) -> Result<(), OutboundError> {
+        let grant = self.policy.addresses;
+        let host = url.host().ok_or_else(|| OutboundError::InvalidRequest("URL has no host".into()))?;
+        let ips: Vec<IpAddr> = match host {
+            url::Host::Ipv4(ip) => vec![IpAddr::V4(ip)],
+            url::Host::Ipv6(ip) => vec![IpAddr::V6(ip)],
+            url::Host::Domain(name) => {
+                let port = url.port_or_known_default().unwrap_or(443);
+                tokio::net::lookup_host((name, port))
+                    .await
+                    .map_err(|e| OutboundError::Connection(format!("cannot resolve {name}: {e}")))?
+                    .map(|a| a.ip())
+                    .collect()
+            }
+        };
+        for ip in ips {
+            if let Some(class) = grant.refuses(ip) {
+                return Err(OutboundError::Denied(format!("{} resolves to a {class} address ({ip})", origin(url))));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Resolves names for the client and drops addresses the operator did not grant.
+struct CheckedResolver(AddressGrant);
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let grant = self.0;
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            if let Some(bad) = addrs.iter().find(|a| grant.refuses(a.ip()).is_some()) {
+                return Err(format!("{} resolves to a refused address ({})", name.as_str(), bad.ip()).into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+fn classify(e: reqwest::Error) -> OutboundError {
+    if e.is_timeout() {
+        OutboundError::Timeout
+    } else if e.is_builder() {
+        OutboundError::InvalidRequest(e.to_string())
+    } else {
+        // The error chain carries the cause (refused, reset, DNS): show it, never headers.
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg = format!("{msg}: {s}");
+            src = s.source();
+        }
+        OutboundError::Connection(msg)
+    }
+}
+
+async fn read_capped(mut resp: reqwest::Response, cap: u64) -> Result<Vec<u8>, OutboundError> {
+    if resp.content_length().is_some_and(|n| n > cap) {
+        return Err(OutboundError::TooLarge(cap));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(classify)? {
+        if body.len() as u64 + chunk.len() as u64 > cap {
+            return Err(OutboundError::TooLarge(cap));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn is_retryable_status(status: u16) -> bool {
+    matches!(status, 500 | 502 | 503 | 504)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim())
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn retry_after(headers: &[(String, String)]) -> Option<Duration> {
+    let v = header(headers, "retry-after")?;
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs >= 0.0 && secs.is_finite()).then(|| Duration::from_secs_f64(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+/// How long to wait before retrying a rate-limited response, if it is one.
+/// 429 always is; 403 is when the rate-limit headers say the budget is spent (GitHub).
+fn rate_limit_wait(resp: &OutboundResponse, waits_so_far: u32) -> Option<Duration> {
+    let h = &resp.headers;
+    let exhausted = header(h, "x-ratelimit-remaining") == Some("0");
+    let limited = resp.status == 429 || (resp.status == 403 && (exhausted || header(h, "retry-after").is_some()));
+    if !limited {
+        return None;
+    }
+    if let Some(d) = retry_after(h) {
+        return Some(d.max(Duration::from_millis(100)));
+    }
+    if exhausted && let Some(reset) = header(h, "x-ratelimit-reset").and_then(|v| v.parse::<u64>().ok()) {
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let at = if reset > 1_000_000_000_000 {
+            Duration::from_millis(reset)
+        } else if reset > 1_000_000_000 {
+            Duration::from_secs(reset)
+        } else {
+            return Some(Duration::from_secs(reset) + Duration::from_secs(1));
+        };
+        return Some(at.saturating_sub(now) + Duration::from_secs(1));
+    }
+    // No hint: GitHub asks for at least a minute on secondary limits; elsewhere back off.
+    let base = if resp.status == 403 { 60 } else { 1 };
+    Some(Duration::from_secs(base << waits_so_far.min(6)))
+}
+
+/// Builds a header map from plugin-supplied pairs, refusing names the host owns.
+pub fn plugin_headers(pairs: &[(String, String)]) -> Result<HeaderMap, OutboundError> {
+    let mut map = HeaderMap::new();
+    for (k, v) in pairs {
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| OutboundError::InvalidRequest(format!("bad header name {k:?}")))?;
+        if matches!(name.as_str(), "host" | "content-length" | "transfer-encoding" | "connection") {
+            return Err(OutboundError::InvalidRequest(format!("header {k:?} is set by the host")));
+        }
+        let value = HeaderValue::from_str(v)
+            .map_err(|_| OutboundError::InvalidRequest(format!("bad value for header {k:?}")))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resp(status: u16, headers: &[(&str, &str)]) -> OutboundResponse {
+        OutboundResponse {
+            status,
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            body: vec![],
+        }
+    }
+
+    #[test]
+    fn rate_limit_waits_follow_the_headers() {
+        assert_eq!(rate_limit_wait(&resp(429, &[("retry-after", "3")]), 0), Some(Duration::from_secs(3)));
+        assert_eq!(rate_limit_wait(&resp(200, &[("retry-after", "3")]), 0), None);
+        assert_eq!(rate_limit_wait(&resp(403, &[]), 0), None, "a plain 403 is a permission error");
+        let reset = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() + 10;
+        let w = rate_limit_wait(&resp(403, &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &reset.to_string())]), 0).unwrap();
+        assert!(w > Duration::from_secs(8) && w <= Duration::from_secs(12), "{w:?}");
+        assert_eq!(rate_limit_wait(&resp(429, &[]), 2), Some(Duration::from_secs(4)));
+    }
+
+    #[test]
+    fn host_owned_headers_are_refused() {
+        assert!(plugin_headers(&[("Host".into(), "evil".into())]).is_err());
+        assert!(plugin_headers(&[("accept".into(), "application/json".into())]).is_ok());
+    }
+}

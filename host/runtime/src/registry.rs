@@ -1,0 +1,217 @@
+//! The plugin directory: every `.wasm` in it loaded at start, watched, and hot-reloaded.
+//!
+//! A reload swaps an immutable [`Snapshot`] atomically. Calls hold the [`Plugin`] they
+//! started with, so they finish on that version. A file that fails to load leaves the
+//! version it replaces serving, and its error is listed in the snapshot.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use notify::Watcher;
+use serde::Serialize;
+
+use crate::engine::{Plugin, Runtime};
+
+/// How long the watcher waits for a burst of file events to settle before rescanning.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+/// A rescan also runs this often, in case the file system dropped an event.
+const SAFETY_RESCAN: Duration = Duration::from_secs(10);
+
+/// A plugin file that failed to load.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadFailure {
+    pub file: PathBuf,
+    pub error: String,
+    /// The connector version still serving in its place, if any.
+    pub serving: Option<String>,
+}
+
+/// The registry's state at one instant.
+#[derive(Default)]
+pub struct Snapshot {
+    files: BTreeMap<PathBuf, FileState>,
+    plugins: BTreeMap<String, Plugin>,
+    failures: Vec<LoadFailure>,
+}
+
+impl Snapshot {
+    /// Loaded connectors by id.
+    pub fn plugins(&self) -> impl Iterator<Item = &Plugin> {
+        self.plugins.values()
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Plugin> {
+        self.plugins.get(id)
+    }
+
+    /// Files that failed to load, with their errors.
+    pub fn failures(&self) -> &[LoadFailure] {
+        &self.failures
+    }
+}
+
+#[derive(Clone)]
+struct FileState {
+    /// Size and modification time (following symlinks) of the bytes last tried.
+    stamp: (u64, Option<SystemTime>),
+    plugin: Option<Plugin>,
+    error: Option<String>,
+}
+
+/// The set of loaded plugins, kept in step with a directory.
+pub struct Registry {
+    runtime: Runtime,
+    dir: PathBuf,
+    current: ArcSwap<Snapshot>,
+    reload: tokio::sync::Mutex<()>,
+    ready: AtomicBool,
+}
+
+impl Registry {
+    pub fn new(runtime: Runtime, dir: impl Into<PathBuf>) -> Arc<Self> {
+        Arc::new(Self {
+            runtime,
+            dir: dir.into(),
+            current: ArcSwap::from_pointee(Snapshot::default()),
+            reload: tokio::sync::Mutex::new(()),
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// True once the first scan has finished.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// The current version of a connector.
+    pub fn get(&self, id: &str) -> Option<Plugin> {
+        self.current.load().get(id).cloned()
+    }
+
+    /// Brings the registry in step with the directory: loads new and changed files, drops
+    /// deleted ones. Unchanged files (same size and mtime) are not read again.
+    pub async fn rescan(&self) {
+        let _guard = self.reload.lock().await;
+        let old = self.current.load_full();
+        let mut files = BTreeMap::new();
+        for path in list_wasm_files(&self.dir) {
+            let stamp = match std::fs::metadata(&path) {
+                Ok(m) => (m.len(), m.modified().ok()),
+                Err(_) => continue,
+            };
+            let previous = old.files.get(&path);
+            if let Some(prev) = previous
+                && prev.stamp == stamp
+            {
+                files.insert(path, prev.clone());
+                continue;
+            }
+            let state = match self.runtime.load_file(&path).await {
+                Ok(plugin) => {
+                    let i = plugin.info();
+                    tracing::info!(file = %path.display(), id = %i.id, version = %i.version, sha256 = %i.sha256, cached = i.compiled_from_cache, load_ms = i.load_ms, "plugin loaded");
+                    FileState { stamp, plugin: Some(plugin), error: None }
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), "plugin failed to load: {e}");
+                    FileState { stamp, plugin: previous.and_then(|p| p.plugin.clone()), error: Some(e.to_string()) }
+                }
+            };
+            files.insert(path, state);
+        }
+        for gone in old.files.keys().filter(|p| !files.contains_key(*p)) {
+            tracing::info!(file = %gone.display(), "plugin file removed; unloaded");
+        }
+        let snapshot = build_snapshot(files);
+        self.current.store(Arc::new(snapshot));
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Watches the directory and rescans on changes (debounced) until the registry is dropped.
+    pub fn watch(self: &Arc<Self>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            if ev.is_ok() {
+                let _ = tx.send(());
+            }
+        })?;
+        std::fs::create_dir_all(&self.dir)?;
+        watcher.watch(&self.dir, notify::RecursiveMode::NonRecursive)?;
+        let weak = Arc::downgrade(self);
+        Ok(tokio::spawn(async move {
+            let _watcher = watcher;
+            loop {
+                let got = tokio::time::timeout(SAFETY_RESCAN, rx.recv()).await;
+                if matches!(got, Ok(None)) {
+                    return;
+                }
+                // Settle: a copy or a volume update is a burst of events.
+                tokio::time::sleep(DEBOUNCE).await;
+                while rx.try_recv().is_ok() {}
+                let Some(registry) = weak.upgrade() else { return };
+                registry.rescan().await;
+            }
+        }))
+    }
+}
+
+fn build_snapshot(files: BTreeMap<PathBuf, FileState>) -> Snapshot {
+    let mut plugins: BTreeMap<String, Plugin> = BTreeMap::new();
+    let mut failures = Vec::new();
+    let mut owner: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for (path, state) in &files {
+        if let Some(plugin) = &state.plugin {
+            let id = plugin.info().id.clone();
+            if let Some(first) = owner.get(&id) {
+                failures.push(LoadFailure {
+                    file: path.clone(),
+                    error: format!("connector id {id:?} is already provided by {}", first.display()),
+                    serving: None,
+                });
+                continue;
+            }
+            owner.insert(id.clone(), path.clone());
+            plugins.insert(id, plugin.clone());
+        }
+        if let Some(error) = &state.error {
+            failures.push(LoadFailure {
+                file: path.clone(),
+                error: error.clone(),
+                serving: state.plugin.as_ref().map(|p| format!("{}@{}", p.info().id, p.info().version)),
+            });
+        }
+    }
+    Snapshot { files, plugins, failures }
+}
+
+/// `*.wasm` files in `dir` (following symlinks), skipping hidden entries such as the
+/// `..data` directories of a Kubernetes volume.
+fn list_wasm_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return vec![] };
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            !name.starts_with('.') && name.ends_with(".wasm") && p.is_file()
+        })
+        .collect();
+    out.sort();
+    out
+}

@@ -1,0 +1,158 @@
+//! Service settings, from the environment (the deployment's contract) with flag overrides.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+/// Every setting of `sluice serve`. Each flag also reads the environment variable it names.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Bind address. Must be 0.0.0.0 in a container.
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    #[arg(long, env = "PORT", default_value_t = 8000)]
+    pub port: u16,
+    /// Shared secret the backend sends in `x-connect-service-token`. Required.
+    #[arg(long, env = "CONNECT_SERVICE_TOKEN", hide_env_values = true, default_value = "")]
+    pub token: String,
+    /// MinIO/Garage endpoint; switches storage to S3 with path-style addressing.
+    #[arg(long, env = "S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// `local` or `s3`. Default: `s3` when S3_ENDPOINT is set, else `local`. `s3` without
+    /// S3_ENDPOINT is AWS S3 proper.
+    #[arg(long, env = "STORAGE_BACKEND")]
+    pub storage_backend: Option<String>,
+    /// Root of the local storage backend; each bucket is a subdirectory.
+    #[arg(long, env = "LOCAL_STORAGE_DIR")]
+    pub local_storage_dir: Option<PathBuf>,
+    /// Directory of connector `.wasm` files, watched for changes.
+    #[arg(long, env = "PLUGINS_DIR", default_value = ".sluice/plugins")]
+    pub plugins_dir: PathBuf,
+    /// Run records, the compile cache and (by default) staging live here.
+    #[arg(long, env = "SLUICE_DATA_DIR", default_value = ".sluice")]
+    pub data_dir: PathBuf,
+    /// Where runs stage records before writing Parquet.
+    #[arg(long, env = "STAGING_DIR")]
+    pub staging_dir: Option<PathBuf>,
+    /// Comma-separated destinations any plugin may reach (still only those it declares).
+    #[arg(long, env = "SLUICE_ALLOWED_HOSTS", default_value = "*")]
+    pub allowed_hosts: String,
+    /// Non-public address classes plugins may reach: none, loopback, private (comma list).
+    #[arg(long, env = "SLUICE_ALLOW_PRIVATE_ADDRESSES", default_value = "none")]
+    pub allow_private_addresses: String,
+    #[arg(long, env = "SLUICE_MAX_CONCURRENT_RUNS", default_value_t = 2)]
+    pub max_concurrent_runs: usize,
+    #[arg(long, env = "SLUICE_MAX_QUEUED_RUNS", default_value_t = 16)]
+    pub max_queued_runs: usize,
+    /// Wall-clock limit of one run, in seconds.
+    #[arg(long, env = "SLUICE_RUN_TIMEOUT_SECS", default_value_t = 6 * 3600)]
+    pub run_timeout_secs: u64,
+    /// Wall-clock limit of a validate or discover call, in seconds.
+    #[arg(long, env = "SLUICE_CALL_TIMEOUT_SECS", default_value_t = 30)]
+    pub call_timeout_secs: u64,
+    /// The most linear memory one plugin call may use, in MiB.
+    #[arg(long, env = "SLUICE_PLUGIN_MEMORY_MIB", default_value_t = 128)]
+    pub plugin_memory_mib: u32,
+    /// DuckDB's memory limit during staging, in MiB (it spills to disk beyond).
+    #[arg(long, env = "DUCKDB_MEMORY_LIMIT_MIB", default_value_t = 128)]
+    pub duckdb_memory_mib: u32,
+    /// Seconds running runs get to finish on SIGTERM before they are cancelled.
+    #[arg(long, env = "SLUICE_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+    /// Upstream request timeout, in seconds (per attempt).
+    #[arg(long, env = "SLUICE_HTTP_TIMEOUT_SECS", default_value_t = 60)]
+    pub http_timeout_secs: u64,
+    /// Longest single rate-limit wait, in seconds; a longer one fails the request.
+    #[arg(long, env = "SLUICE_MAX_RATE_LIMIT_WAIT_SECS", default_value_t = 900)]
+    pub max_rate_limit_wait_secs: u64,
+}
+
+impl ServeConfig {
+    /// Refuses to start without a token; returns warnings about settings that look wrong.
+    pub fn check(&self) -> anyhow::Result<Vec<String>> {
+        if self.token.trim().is_empty() {
+            bail!("CONNECT_SERVICE_TOKEN must be set");
+        }
+        let mut warnings = Vec::new();
+        if self.token.len() < 16 {
+            warnings.push("CONNECT_SERVICE_TOKEN is shorter than 16 characters; use `openssl rand -hex 32`".to_string());
+        }
+        if self.host.is_loopback() && std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+            warnings.push("HOST is a loopback address inside Kubernetes: the Service cannot reach the pod; set HOST=0.0.0.0".into());
+        }
+        if let Some(ep) = &self.s3_endpoint
+            && !(ep.starts_with("http://") || ep.starts_with("https://"))
+        {
+            bail!("S3_ENDPOINT must be an http:// or https:// URL, got {ep:?}");
+        }
+        if self.backend_name()? == "s3" && self.s3_endpoint.is_none() {
+            warnings.push("STORAGE_BACKEND=s3 without S3_ENDPOINT: writing to AWS S3 proper".into());
+        }
+        if self.allowed_hosts.trim() == "*" && self.allow_private_addresses != "none" {
+            warnings.push("plugins may reach private addresses of any host they declare; narrow SLUICE_ALLOWED_HOSTS".into());
+        }
+        if self.max_concurrent_runs == 0 {
+            bail!("SLUICE_MAX_CONCURRENT_RUNS must be at least 1");
+        }
+        if self.duckdb_memory_mib + self.plugin_memory_mib * self.max_concurrent_runs as u32 > 448 {
+            warnings.push("DuckDB plus plugin memory of all concurrent runs exceeds ~448 MiB: the 512 MiB container limit may be hit".into());
+        }
+        Ok(warnings)
+    }
+
+    pub fn backend_name(&self) -> anyhow::Result<&'static str> {
+        match self.storage_backend.as_deref() {
+            None | Some("") => Ok(if self.s3_endpoint.is_some() { "s3" } else { "local" }),
+            Some("local") => Ok("local"),
+            Some("s3") => Ok("s3"),
+            Some(other) => bail!("STORAGE_BACKEND must be local or s3, got {other:?}"),
+        }
+    }
+
+    pub fn backend(&self) -> anyhow::Result<sluice_runs::target::Backend> {
+        Ok(match self.backend_name()? {
+            "s3" => sluice_runs::target::Backend::S3 { endpoint: self.s3_endpoint.clone() },
+            _ => sluice_runs::target::Backend::Local { root: self.local_storage_dir.clone().unwrap_or_else(|| self.data_dir.join("storage")) },
+        })
+    }
+
+    pub fn staging_dir(&self) -> PathBuf {
+        self.staging_dir.clone().unwrap_or_else(|| self.data_dir.join("staging"))
+    }
+
+    pub fn policy(&self) -> anyhow::Result<sluice_runtime::policy::OperatorPolicy> {
+        use sluice_runtime::policy::{AddressGrant, OperatorPolicy};
+        Ok(OperatorPolicy {
+            allow: OperatorPolicy::parse_allow(&self.allowed_hosts).map_err(anyhow::Error::msg).context("SLUICE_ALLOWED_HOSTS")?,
+            addresses: AddressGrant::parse(&self.allow_private_addresses).map_err(anyhow::Error::msg).context("SLUICE_ALLOW_PRIVATE_ADDRESSES")?,
+        })
+    }
+
+    /// Every resolved setting, for the startup log (the token masked).
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "host": self.host.to_string(),
+            "port": self.port,
+            "connect_service_token": format!("set ({} characters)", self.token.len()),
+            "storage_backend": self.backend_name().unwrap_or("invalid"),
+            "s3_endpoint": self.s3_endpoint,
+            "local_storage_dir": self.backend().ok().and_then(|b| match b { sluice_runs::target::Backend::Local { root } => Some(root.display().to_string()), _ => None }),
+            "plugins_dir": self.plugins_dir.display().to_string(),
+            "data_dir": self.data_dir.display().to_string(),
+            "staging_dir": self.staging_dir().display().to_string(),
+            "allowed_hosts": self.allowed_hosts,
+            "allow_private_addresses": self.allow_private_addresses,
+            "max_concurrent_runs": self.max_concurrent_runs,
+            "max_queued_runs": self.max_queued_runs,
+            "run_timeout_secs": self.run_timeout_secs,
+            "call_timeout_secs": self.call_timeout_secs,
+            "plugin_memory_mib": self.plugin_memory_mib,
+            "duckdb_memory_mib": self.duckdb_memory_mib,
+            "shutdown_grace_secs": self.shutdown_grace_secs,
+            "http_timeout_secs": self.http_timeout_secs,
+            "max_rate_limit_wait_secs": self.max_rate_limit_wait_secs,
+        })
+    }
+}

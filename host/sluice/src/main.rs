@@ -1,0 +1,177 @@
+//! `sluice`: the service (`serve`), plugin tools (`plugin inspect|validate`) and local runs (`run`).
+
+mod config;
+mod local_run;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sluice_runs::manager::{ManagerConfig, RunManager};
+use sluice_runs::records::RunBook;
+use sluice_runtime::outbound::OutboundConfig;
+use sluice_runtime::registry::Registry;
+use sluice_runtime::{Runtime, RuntimeConfig};
+use sluice_staging::StagingConfig;
+
+use crate::config::ServeConfig;
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Runs data connectors as sandboxed WebAssembly components")]
+struct Cli {
+    /// Log format: json or text.
+    #[arg(long, env = "LOG_FORMAT", default_value = "json", global = true)]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API.
+    Serve(Box<ServeConfig>),
+    /// Inspect or validate a plugin file.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Run a connector into a local directory, without the service.
+    Run(local_run::RunArgs),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Print a plugin's manifest, WIT version, imports, size and sha256 as JSON.
+    Inspect { file: PathBuf },
+    /// Check a plugin; exits non-zero with a one-line reason when it would not load.
+    Validate { file: PathBuf },
+}
+
+fn init_logging(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "text" {
+        b.init();
+    } else {
+        b.json().flatten_event(true).init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(cfg) => {
+            let warnings = cfg.check()?;
+            init_logging(&cli.log_format);
+            serve(*cfg, warnings).await
+        }
+        Command::Plugin(cmd) => plugin_command(cmd).await,
+        Command::Run(args) => {
+            init_logging("text");
+            local_run::run(args).await
+        }
+    }
+}
+
+/// A runtime whose compile cache lives under `data_dir`.
+pub fn runtime(data_dir: &std::path::Path, memory_mib: u32, policy: sluice_runtime::policy::OperatorPolicy, outbound: OutboundConfig) -> anyhow::Result<Runtime> {
+    let mut rc = RuntimeConfig::new(data_dir.join("cache"));
+    rc.max_memory_mib = memory_mib;
+    rc.default_memory_mib = memory_mib.min(64);
+    rc.policy = policy;
+    rc.outbound = outbound;
+    Runtime::new(rc).context("starting the wasm runtime")
+}
+
+async fn serve(cfg: ServeConfig, warnings: Vec<String>) -> anyhow::Result<()> {
+    tracing::info!(settings = %cfg.describe(), "sluice {} starting", env!("CARGO_PKG_VERSION"));
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    let outbound = OutboundConfig {
+        request_timeout: Duration::from_secs(cfg.http_timeout_secs),
+        max_rate_limit_wait: Duration::from_secs(cfg.max_rate_limit_wait_secs),
+        ..OutboundConfig::default()
+    };
+    let runtime = runtime(&cfg.data_dir, cfg.plugin_memory_mib, cfg.policy()?, outbound)?;
+    std::fs::create_dir_all(&cfg.plugins_dir).with_context(|| format!("creating PLUGINS_DIR {}", cfg.plugins_dir.display()))?;
+    let registry = Registry::new(runtime, cfg.plugins_dir.clone());
+    let book = RunBook::open(cfg.data_dir.join("runs")).context("opening run records")?;
+    let mut staging = StagingConfig::new(cfg.staging_dir());
+    staging.memory_limit_mib = cfg.duckdb_memory_mib;
+    let runs = RunManager::new(
+        registry.clone(),
+        book,
+        ManagerConfig {
+            max_concurrent_runs: cfg.max_concurrent_runs,
+            max_queued_runs: cfg.max_queued_runs,
+            run_deadline: Duration::from_secs(cfg.run_timeout_secs),
+            staging,
+            backend: cfg.backend()?,
+        },
+    );
+    let state = sluice_api::AppState::new(registry.clone(), runs.clone(), &cfg.token, Duration::from_secs(cfg.call_timeout_secs));
+    let app = sluice_api::router(state);
+    let addr = std::net::SocketAddr::new(cfg.host, cfg.port);
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    tracing::info!(%addr, "listening");
+
+    // Load plugins after binding so /health answers at once and /ready says when they are in.
+    let loader = registry.clone();
+    tokio::spawn(async move {
+        loader.rescan().await;
+        let snap = loader.snapshot();
+        tracing::info!(loaded = snap.plugins().count(), failed = snap.failures().len(), "plugins ready");
+        if let Err(e) = loader.watch() {
+            tracing::error!("cannot watch the plugin directory; hot reload is off: {e:#}");
+        }
+    });
+
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!(grace_secs = cfg.shutdown_grace_secs, "stopped accepting; finishing runs");
+    runs.shutdown(Duration::from_secs(cfg.shutdown_grace_secs)).await;
+    tracing::info!("bye");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
+    let cache = std::env::temp_dir().join("sluice-cli-cache");
+    let rt = runtime(&cache, 256, Default::default(), OutboundConfig::default())?;
+    match cmd {
+        PluginCommand::Inspect { file } => {
+            let p = rt.load_file(&file).await.map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let out = serde_json::json!({
+                "file": file.display().to_string(),
+                "size": p.info().size,
+                "sha256": p.info().sha256,
+                "wit_version": p.info().wit_version,
+                "imports": p.info().imports,
+                "manifest": p.manifest(),
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
+        PluginCommand::Validate { file } => match rt.load_file(&file).await {
+            Ok(p) => {
+                println!("ok: {} {} (WIT {}, {} bytes)", p.info().id, p.info().version, p.info().wit_version, p.info().size);
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("invalid: {}: {e}", file.display());
+                std::process::exit(1);
+            }
+        },
+    }
+}
+

@@ -1,0 +1,341 @@
+//! Staging: the records a run emits, kept on local disk and turned into typed Parquet.
+//!
+//! While a run syncs, each stream's records are appended to an NDJSON file under the run's
+//! staging directory (so memory stays flat however big the run). Each line gets a sequence
+//! number, and fields the stream's JSON Schema does not declare are moved, not dropped, into
+//! `_sluice_extra`. When the run ends, DuckDB (with a memory limit and a spill directory)
+//! reads those files with the declared column types and writes zstd Parquet parts.
+
+mod schema;
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+pub use schema::{Column, columns_for};
+
+/// Columns the host adds to every row.
+pub const SEQ_COLUMN: &str = "_sluice_seq";
+pub const EXTRA_COLUMN: &str = "_sluice_extra";
+pub const RUN_ID_COLUMN: &str = "_sluice_run_id";
+pub const EXTRACTED_AT_COLUMN: &str = "_sluice_extracted_at";
+
+/// Staging failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StagingError {
+    #[error("staging I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("stream {0:?} is not part of this run")]
+    UnknownStream(String),
+    #[error("record {index} of stream {stream:?}: {reason}")]
+    BadRecord { stream: String, index: usize, reason: String },
+    #[error("stream {stream:?}: DuckDB could not type the records: {message}")]
+    Convert { stream: String, message: String },
+    #[error("DuckDB: {0}")]
+    Duck(#[from] duckdb::Error),
+}
+
+/// Staging settings.
+#[derive(Debug, Clone)]
+pub struct StagingConfig {
+    /// Parent of every run's staging directory.
+    pub dir: PathBuf,
+    /// DuckDB's memory limit, in MiB; beyond it DuckDB spills to the run's temp directory.
+    pub memory_limit_mib: u32,
+    pub threads: u32,
+    /// Target size of one Parquet part; larger streams are split.
+    pub part_bytes: u64,
+}
+
+impl StagingConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into(), memory_limit_mib: 128, threads: 2, part_bytes: 128 << 20 }
+    }
+}
+
+/// What a stream looks like to staging: its name, key and JSON Schema.
+#[derive(Debug, Clone)]
+pub struct StreamDef {
+    pub name: String,
+    pub primary_key: Vec<String>,
+    pub cursor_field: Option<String>,
+    pub json_schema: serde_json::Value,
+}
+
+/// Per-stream counters while a run stages.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StreamCounts {
+    pub records: u64,
+    /// Bytes of JSON the plugin emitted.
+    pub bytes: u64,
+}
+
+struct StreamStage {
+    def: StreamDef,
+    columns: Vec<Column>,
+    declared: HashSet<String>,
+    path: PathBuf,
+    writer: BufWriter<File>,
+    counts: StreamCounts,
+}
+
+/// One run's staging area. Dropping it without [`RunStage::finish`] deletes it.
+pub struct RunStage {
+    config: StagingConfig,
+    run_id: String,
+    dir: PathBuf,
+    streams: BTreeMap<String, StreamStage>,
+    line: Vec<u8>,
+    finished: bool,
+}
+
+impl RunStage {
+    /// Creates `<dir>/<run_id>/` with one NDJSON file per stream.
+    pub fn begin(config: &StagingConfig, run_id: &str, streams: &[StreamDef]) -> Result<Self, StagingError> {
+        let dir = config.dir.join(run_id);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(dir.join("records"))?;
+        let mut map = BTreeMap::new();
+        for def in streams {
+            let columns = columns_for(&def.json_schema, &def.primary_key);
+            let declared = columns.iter().map(|c| c.name.clone()).collect();
+            let path = dir.join("records").join(format!("{}.ndjson", def.name));
+            let writer = BufWriter::with_capacity(1 << 20, File::create(&path)?);
+            map.insert(def.name.clone(), StreamStage { def: def.clone(), columns, declared, path, writer, counts: StreamCounts::default() });
+        }
+        Ok(Self { config: config.clone(), run_id: run_id.to_string(), dir, streams: map, line: Vec::with_capacity(4096), finished: false })
+    }
+
+    /// Appends a batch of records (each a JSON object) to a stream.
+    pub fn append(&mut self, stream: &str, records: &[String]) -> Result<(), StagingError> {
+        let st = self.streams.get_mut(stream).ok_or_else(|| StagingError::UnknownStream(stream.to_string()))?;
+        for (index, rec) in records.iter().enumerate() {
+            let seq = st.counts.records;
+            encode_line(&mut self.line, seq, rec, &st.declared).map_err(|reason| StagingError::BadRecord { stream: stream.to_string(), index, reason })?;
+            st.writer.write_all(&self.line)?;
+            st.counts.records += 1;
+            st.counts.bytes += rec.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Counters of every stream so far.
+    pub fn counts(&self) -> BTreeMap<String, StreamCounts> {
+        self.streams.iter().map(|(k, s)| (k.clone(), s.counts.clone())).collect()
+    }
+
+    /// Flushes the records and has DuckDB write each stream's Parquet parts.
+    /// `extracted_at` is an RFC 3339 timestamp stamped on every row.
+    pub fn finish(mut self, extracted_at: &str) -> Result<StagedRun, StagingError> {
+        for st in self.streams.values_mut() {
+            st.writer.flush()?;
+        }
+        let tmp = self.dir.join("duckdb-tmp");
+        std::fs::create_dir_all(&tmp)?;
+        let db = duckdb::Connection::open(self.dir.join("stage.duckdb"))?;
+        db.execute_batch(&format!(
+            "SET memory_limit='{}MiB'; SET threads={}; SET temp_directory='{}'; SET preserve_insertion_order=false;",
+            self.config.memory_limit_mib,
+            self.config.threads.max(1),
+            sql_str(&tmp.to_string_lossy())
+        ))?;
+        let mut out = Vec::new();
+        for st in self.streams.values() {
+            let out_dir = self.dir.join("parquet").join(&st.def.name);
+            std::fs::create_dir_all(&out_dir)?;
+            let mut files = Vec::new();
+            if st.counts.records > 0 {
+                let sql = copy_sql(&st.path, &out_dir, &st.columns, &self.run_id, extracted_at, self.config.part_bytes);
+                db.execute_batch(&sql).map_err(|e| StagingError::Convert { stream: st.def.name.clone(), message: e.to_string() })?;
+                let mut paths: Vec<PathBuf> = std::fs::read_dir(&out_dir)?.filter_map(Result::ok).map(|e| e.path()).collect();
+                paths.sort_by_key(|p| part_number(p));
+                for path in paths {
+                    let rows: i64 = db.query_row("SELECT count(*) FROM read_parquet(?)", [path.to_string_lossy()], |r| r.get(0))?;
+                    let (bytes, sha256) = hash_file(&path)?;
+                    files.push(StagedFile { path, rows: rows as u64, bytes, sha256 });
+                }
+            }
+            out.push(StagedStream { def: st.def.clone(), columns: st.columns.clone(), counts: st.counts.clone(), files });
+        }
+        drop(db);
+        self.finished = true;
+        Ok(StagedRun { dir: self.dir.clone(), streams: out })
+    }
+}
+
+impl Drop for RunStage {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A staged run: Parquet parts on local disk, ready to upload.
+#[derive(Debug)]
+pub struct StagedRun {
+    dir: PathBuf,
+    pub streams: Vec<StagedStream>,
+}
+
+impl StagedRun {
+    /// Deletes the staging directory.
+    pub fn cleanup(self) {
+        drop(self)
+    }
+}
+
+impl Drop for StagedRun {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StagedStream {
+    pub def: StreamDef,
+    pub columns: Vec<Column>,
+    pub counts: StreamCounts,
+    pub files: Vec<StagedFile>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StagedFile {
+    pub path: PathBuf,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// Writes `{"_sluice_seq":N, <declared fields>, "_sluice_extra":{<the rest>}}` + newline.
+/// Records whose fields are all declared are copied without re-encoding.
+fn encode_line(line: &mut Vec<u8>, seq: u64, record: &str, declared: &HashSet<String>) -> Result<(), String> {
+    let fields: Vec<(Cow<'_, str>, &RawValue)> = parse_object(record)?;
+    line.clear();
+    line.extend_from_slice(b"{\"");
+    line.extend_from_slice(SEQ_COLUMN.as_bytes());
+    line.extend_from_slice(b"\":");
+    line.extend_from_slice(seq.to_string().as_bytes());
+    if fields.iter().any(|(k, _)| k.starts_with("_sluice_")) {
+        return Err("field names starting with _sluice_ are reserved".into());
+    }
+    if fields.iter().all(|(k, _)| declared.contains(k.as_ref())) {
+        let inner = record.trim();
+        let inner = &inner[1..inner.len() - 1];
+        if !inner.trim().is_empty() {
+            line.push(b',');
+            line.extend_from_slice(inner.as_bytes());
+        }
+    } else {
+        let mut extra = Vec::new();
+        for (k, v) in &fields {
+            if declared.contains(k.as_ref()) {
+                line.push(b',');
+                serde_json::to_writer(&mut *line, k).map_err(|e| e.to_string())?;
+                line.push(b':');
+                line.extend_from_slice(v.get().as_bytes());
+            } else {
+                extra.push((k, v));
+            }
+        }
+        line.extend_from_slice(b",\"");
+        line.extend_from_slice(EXTRA_COLUMN.as_bytes());
+        line.extend_from_slice(b"\":{");
+        for (i, (k, v)) in extra.iter().enumerate() {
+            if i > 0 {
+                line.push(b',');
+            }
+            serde_json::to_writer(&mut *line, k).map_err(|e| e.to_string())?;
+            line.push(b':');
+            line.extend_from_slice(v.get().as_bytes());
+        }
+        line.push(b'}');
+    }
+    line.extend_from_slice(b"}\n");
+    Ok(())
+}
+
+fn parse_object(record: &str) -> Result<Vec<(Cow<'_, str>, &RawValue)>, String> {
+    struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+    impl<'de> Deserialize<'de> for Fields<'de> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Fields<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                    let mut out = Vec::new();
+                    while let Some((k, v)) = m.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                        out.push((k, v));
+                    }
+                    Ok(Fields(out))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    serde_json::from_str::<Fields<'_>>(record).map(|f| f.0).map_err(|e| e.to_string())
+}
+
+fn copy_sql(input: &Path, out_dir: &Path, columns: &[Column], run_id: &str, extracted_at: &str, part_bytes: u64) -> String {
+    let mut types = vec![format!("'{SEQ_COLUMN}': 'BIGINT'")];
+    types.extend(columns.iter().map(|c| format!("'{}': '{}'", sql_str(&c.name), c.duck_type)));
+    types.push(format!("'{EXTRA_COLUMN}': 'JSON'"));
+    let mut select: Vec<String> = columns.iter().map(|c| ident(&c.name)).collect();
+    select.push(ident(EXTRA_COLUMN));
+    select.push(format!("'{}' AS {}", sql_str(run_id), ident(RUN_ID_COLUMN)));
+    select.push(format!("TIMESTAMPTZ '{}' AS {}", sql_str(extracted_at), ident(EXTRACTED_AT_COLUMN)));
+    select.push(ident(SEQ_COLUMN));
+    format!(
+        "COPY (SELECT {select} FROM read_json('{input}', format='newline_delimited', columns={{{types}}}, maximum_object_size=67108864)) \
+         TO '{out}' (FORMAT PARQUET, COMPRESSION ZSTD, FILE_SIZE_BYTES {part_bytes}, FILENAME_PATTERN '{run}-{{i}}')",
+        select = select.join(", "),
+        input = sql_str(&input.to_string_lossy()),
+        types = types.join(", "),
+        out = sql_str(&out_dir.to_string_lossy()),
+        run = sql_str(run_id),
+    )
+}
+
+fn part_number(p: &Path) -> u64 {
+    p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.rsplit('-').next()).and_then(|n| n.parse().ok()).unwrap_or(u64::MAX)
+}
+
+fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        n += k as u64;
+        h.update(&buf[..k]);
+    }
+    Ok((n, hex::encode(h.finalize())))
+}
+
+/// A string literal body for SQL (single quotes doubled).
+pub fn sql_str(s: &str) -> String {
+    s.replace('\'', "''")
+}
+
+/// A quoted SQL identifier.
+pub fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests;

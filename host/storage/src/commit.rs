@@ -1,0 +1,236 @@
+//! The storage layout of a connection and the commit protocol of a run.
+//!
+//! ```text
+//! {prefix}/{connection_id}/{stream}/{run_id}-{part}.parquet   data (1)
+//! {prefix}/{connection_id}/_runs/{run_id}.json                run manifest (2)
+//! {prefix}/{connection_id}/_state.json                        commit point (3)
+//! {prefix}/{connection_id}/_schema.json                       catalog, written by schema-sync
+//! ```
+//! Written in that order. `_state.json` lists the committed runs; a reader trusts only the
+//! data files their manifests name, so a run that dies before (3) leaves garbage that no
+//! reader sees, and the state a plugin checkpointed is stored only after the data it covers.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{StorageError, Store};
+
+/// Format version of the JSON documents below.
+pub const FORMAT: u32 = 1;
+
+/// Where one connection's objects live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    base: String,
+}
+
+impl Layout {
+    /// `prefix` may be empty; `connection_id` must be a safe path segment.
+    pub fn new(prefix: &str, connection_id: &str) -> Result<Self, StorageError> {
+        if !is_segment(connection_id) {
+            return Err(StorageError::Invalid(format!(
+                "connection_id {connection_id:?} must be 1-128 characters of [A-Za-z0-9._-] and not . or .."
+            )));
+        }
+        let prefix = prefix.trim_matches('/');
+        if prefix.split('/').any(|p| p == ".." || p == ".") {
+            return Err(StorageError::Invalid(format!("prefix {prefix:?} may not contain . or .. segments")));
+        }
+        let base = if prefix.is_empty() { connection_id.to_string() } else { format!("{prefix}/{connection_id}") };
+        Ok(Self { base })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn data_key(&self, stream: &str, run_id: &str, part: usize) -> String {
+        format!("{}/{stream}/{run_id}-{part}.parquet", self.base)
+    }
+
+    pub fn manifest_key(&self, run_id: &str) -> String {
+        format!("{}/_runs/{run_id}.json", self.base)
+    }
+
+    pub fn state_key(&self) -> String {
+        format!("{}/_state.json", self.base)
+    }
+
+    pub fn schema_key(&self) -> String {
+        format!("{}/_schema.json", self.base)
+    }
+}
+
+fn is_segment(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s != "."
+        && s != ".."
+        && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
+/// The connector that produced a run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConnectorRef {
+    pub id: String,
+    pub version: String,
+    pub sha256: String,
+}
+
+/// A column of a stream as committed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ColumnSpec {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub data_type: String,
+    pub nullable: bool,
+}
+
+/// One data file of a run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileEntry {
+    pub key: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// What a run committed for one stream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StreamManifest {
+    pub primary_key: Vec<String>,
+    pub cursor_field: Option<String>,
+    pub columns: Vec<ColumnSpec>,
+    pub records: u64,
+    pub bytes: u64,
+    pub files: Vec<FileEntry>,
+    /// The stream state this run commits (its last checkpoint), if it checkpointed.
+    pub state: Option<Value>,
+}
+
+/// `_runs/{run_id}.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunManifest {
+    pub format: u32,
+    pub run_id: String,
+    pub connection_id: String,
+    pub connector: ConnectorRef,
+    pub started_at: String,
+    pub finished_at: String,
+    pub full_refresh: bool,
+    pub streams: BTreeMap<String, StreamManifest>,
+}
+
+/// `_state.json`: the commit point.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct CommittedState {
+    pub format: u32,
+    pub connection_id: String,
+    /// Committed runs, oldest first: their manifests name every visible data file.
+    pub runs: Vec<String>,
+    /// The state of each stream, as its last committed run checkpointed it.
+    pub streams: BTreeMap<String, Value>,
+    pub connector: Option<ConnectorRef>,
+    pub committed_at: Option<String>,
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T, StorageError> {
+    serde_json::from_slice(bytes).map_err(|e| StorageError::Invalid(format!("{key} is not a valid Sluice document: {e}")))
+}
+
+/// The committed state of a connection (empty when nothing was committed yet).
+pub async fn read_state(store: &dyn Store, layout: &Layout) -> Result<CommittedState, StorageError> {
+    let key = layout.state_key();
+    match store.get_bytes(&key).await? {
+        Some(bytes) => parse(&key, &bytes),
+        None => Ok(CommittedState { format: FORMAT, ..Default::default() }),
+    }
+}
+
+/// The manifest of a committed run.
+pub async fn read_manifest(store: &dyn Store, layout: &Layout, run_id: &str) -> Result<RunManifest, StorageError> {
+    let key = layout.manifest_key(run_id);
+    let bytes = store.get_bytes(&key).await?.ok_or_else(|| StorageError::Invalid(format!("{key} is missing")))?;
+    parse(&key, &bytes)
+}
+
+/// Commits a run: uploads its files, then its manifest, then the new state.
+/// `files` pairs each manifest key with the local file to upload. Returns the new state.
+pub async fn commit_run(
+    store: &dyn Store,
+    layout: &Layout,
+    previous: &CommittedState,
+    manifest: &RunManifest,
+    files: &[(String, PathBuf)],
+) -> Result<CommittedState, StorageError> {
+    for (key, path) in files {
+        store.put_file(key, path).await?;
+    }
+    let body = serde_json::to_vec_pretty(manifest).map_err(|e| StorageError::Invalid(e.to_string()))?;
+    store.put_bytes(&layout.manifest_key(&manifest.run_id), body).await?;
+    let mut next = previous.clone();
+    next.format = FORMAT;
+    next.connection_id = manifest.connection_id.clone();
+    next.runs.push(manifest.run_id.clone());
+    for (name, s) in &manifest.streams {
+        if let Some(state) = &s.state {
+            next.streams.insert(name.clone(), state.clone());
+        } else if manifest.full_refresh {
+            next.streams.remove(name);
+        }
+    }
+    next.connector = Some(manifest.connector.clone());
+    next.committed_at = Some(manifest.finished_at.clone());
+    let body = serde_json::to_vec_pretty(&next).map_err(|e| StorageError::Invalid(e.to_string()))?;
+    store.put_bytes(&layout.state_key(), body).await?;
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LocalStore;
+
+    #[test]
+    fn layout_keys() {
+        let l = Layout::new("mirror/acme/", "conn-1").unwrap();
+        assert_eq!(l.data_key("issues", "r1", 0), "mirror/acme/conn-1/issues/r1-0.parquet");
+        assert_eq!(l.manifest_key("r1"), "mirror/acme/conn-1/_runs/r1.json");
+        assert_eq!(l.state_key(), "mirror/acme/conn-1/_state.json");
+        assert_eq!(Layout::new("", "c").unwrap().state_key(), "c/_state.json");
+        assert!(Layout::new("p", "../x").is_err());
+        assert!(Layout::new("p/../q", "c").is_err());
+    }
+
+    #[tokio::test]
+    async fn commit_writes_data_then_manifest_then_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().join("bucket"));
+        let layout = Layout::new("p", "c1").unwrap();
+        let data = dir.path().join("part.parquet");
+        std::fs::write(&data, b"PAR1").unwrap();
+        let m = RunManifest {
+            format: FORMAT,
+            run_id: "r1".into(),
+            connection_id: "c1".into(),
+            connector: ConnectorRef { id: "x".into(), version: "1.0.0".into(), sha256: "00".into() },
+            started_at: "t0".into(),
+            finished_at: "t1".into(),
+            full_refresh: false,
+            streams: BTreeMap::from([(
+                "items".to_string(),
+                StreamManifest { primary_key: vec!["id".into()], cursor_field: None, columns: vec![], records: 1, bytes: 4, files: vec![], state: Some(serde_json::json!({"cursor": 5})) },
+            )]),
+        };
+        let before = read_state(&store, &layout).await.unwrap();
+        assert!(before.runs.is_empty());
+        let after = commit_run(&store, &layout, &before, &m, &[(layout.data_key("items", "r1", 0), data)]).await.unwrap();
+        assert_eq!(after.runs, vec!["r1"]);
+        assert_eq!(read_state(&store, &layout).await.unwrap(), after);
+        assert_eq!(read_manifest(&store, &layout, "r1").await.unwrap(), m);
+        assert_eq!(store.list("p/c1/items/").await.unwrap(), vec!["p/c1/items/r1-0.parquet"]);
+    }
+}

@@ -1,0 +1,102 @@
+//! A local directory with the same layout as a bucket.
+
+use std::path::{Path, PathBuf};
+
+use crate::{StorageError, Store};
+
+/// Objects as files under a root directory; writes are atomic (temp file + rename).
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, StorageError> {
+        if key.split('/').any(|p| p == ".." || p == ".") || key.starts_with('/') {
+            return Err(StorageError::Invalid(format!("bad key {key:?}")));
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
+    move |source| StorageError::Io { path: path.display().to_string(), source }
+}
+
+async fn write_atomic(dest: &Path, write: impl AsyncFnOnce(&Path) -> std::io::Result<()>) -> Result<(), StorageError> {
+    if let Some(dir) = dest.parent() {
+        tokio::fs::create_dir_all(dir).await.map_err(io(dir))?;
+    }
+    let tmp = dest.with_file_name(format!(
+        ".{}.tmp{}",
+        dest.file_name().and_then(|n| n.to_str()).unwrap_or("object"),
+        std::process::id()
+    ));
+    write(&tmp).await.map_err(io(&tmp))?;
+    let f = tokio::fs::File::open(&tmp).await.map_err(io(&tmp))?;
+    f.sync_all().await.map_err(io(&tmp))?;
+    tokio::fs::rename(&tmp, dest).await.map_err(io(dest))
+}
+
+#[async_trait::async_trait]
+impl Store for LocalStore {
+    async fn put_file(&self, key: &str, path: &Path) -> Result<(), StorageError> {
+        let dest = self.path(key)?;
+        write_atomic(&dest, async |tmp: &Path| tokio::fs::copy(path, tmp).await.map(|_| ())).await
+    }
+
+    async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        let dest = self.path(key)?;
+        write_atomic(&dest, async |tmp: &Path| tokio::fs::write(tmp, &bytes).await).await
+    }
+
+    async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let p = self.path(key)?;
+        match tokio::fs::read(&p).await {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&p)(e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let mut rd = match tokio::fs::read_dir(&dir).await {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io(&dir)(e)),
+            };
+            while let Some(e) = rd.next_entry().await.map_err(io(&dir))? {
+                let p = e.path();
+                if e.file_type().await.map_err(io(&p))?.is_dir() {
+                    stack.push(p);
+                } else if let Ok(rel) = p.strip_prefix(&self.root) {
+                    let key = rel.to_string_lossy().replace('\\', "/");
+                    if key.starts_with(prefix) && !rel.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+                        out.push(key);
+                    }
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let p = self.path(key)?;
+        match tokio::fs::remove_file(&p).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&p)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn url(&self, key: &str) -> String {
+        self.root.join(key).display().to_string()
+    }
+}

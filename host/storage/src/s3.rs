@@ -1,0 +1,173 @@
+//! S3 (AWS proper, or MinIO / Garage through `S3_ENDPOINT`) with per-request credentials.
+
+use std::path::Path;
+
+use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use tokio::io::AsyncReadExt;
+
+use crate::{StorageError, Store};
+
+/// Files above this size are uploaded in parts of this size.
+const PART_BYTES: usize = 16 << 20;
+
+/// Where and as whom to write. Credentials come with each request; the endpoint from config.
+#[derive(Clone)]
+pub struct S3Target {
+    /// A custom endpoint (MinIO, Garage): path-style addressing. `None`: AWS S3 proper.
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub bucket: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for S3Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Target")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An S3 bucket.
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl S3Store {
+    pub fn new(t: S3Target) -> Self {
+        let creds = Credentials::new(t.access_key_id, t.secret_access_key, t.session_token, None, "sluice-request");
+        let mut b = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(Region::new(t.region))
+            .credentials_provider(creds)
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(5));
+        if let Some(ep) = t.endpoint {
+            // MinIO and Garage: path-style; and no streaming checksums, which Garage rejects.
+            b = b
+                .endpoint_url(ep)
+                .force_path_style(true)
+                .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+                .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        }
+        Self { client: aws_sdk_s3::Client::from_conf(b.build()), bucket: t.bucket }
+    }
+
+    fn err<E: std::error::Error + 'static>(&self, op: &'static str, key: &str, e: E) -> StorageError {
+        StorageError::Backend { op, url: self.url(key), message: DisplayErrorContext(e).to_string() }
+    }
+
+    async fn put_multipart(&self, key: &str, path: &Path) -> Result<(), StorageError> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.err("CreateMultipartUpload", key, e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        let result = async {
+            let mut file = tokio::fs::File::open(path).await.map_err(|source| StorageError::Io { path: path.display().to_string(), source })?;
+            let mut parts = Vec::new();
+            let mut number = 1;
+            loop {
+                let mut buf = Vec::with_capacity(PART_BYTES);
+                (&mut file).take(PART_BYTES as u64).read_to_end(&mut buf).await.map_err(|source| StorageError::Io { path: path.display().to_string(), source })?;
+                if buf.is_empty() {
+                    break;
+                }
+                let part = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .body(ByteStream::from(buf))
+                    .send()
+                    .await
+                    .map_err(|e| self.err("UploadPart", key, e))?;
+                parts.push(CompletedPart::builder().part_number(number).set_e_tag(part.e_tag().map(str::to_string)).build());
+                number += 1;
+            }
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                .send()
+                .await
+                .map_err(|e| self.err("CompleteMultipartUpload", key, e))?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(&upload_id).send().await;
+        }
+        result
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for S3Store {
+    async fn put_file(&self, key: &str, path: &Path) -> Result<(), StorageError> {
+        let len = tokio::fs::metadata(path).await.map_err(|source| StorageError::Io { path: path.display().to_string(), source })?.len();
+        if len as usize > PART_BYTES {
+            return self.put_multipart(key, path).await;
+        }
+        let bytes = tokio::fs::read(path).await.map_err(|source| StorageError::Io { path: path.display().to_string(), source })?;
+        self.put_bytes(key, bytes).await
+    }
+
+    async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| self.err("PutObject", key, e))?;
+        Ok(())
+    }
+
+    async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+            Ok(out) => {
+                let data = out.body.collect().await.map_err(|e| self.err("GetObject", key, e))?;
+                Ok(Some(data.into_bytes().to_vec()))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(self.err("GetObject", key, e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let mut out = Vec::new();
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.err("ListObjectsV2", prefix, e))?;
+            out.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.client.delete_object().bucket(&self.bucket).key(key).send().await.map_err(|e| self.err("DeleteObject", key, e))?;
+        Ok(())
+    }
+
+    fn url(&self, key: &str) -> String {
+        format!("s3://{}/{}", self.bucket, key)
+    }
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The two set-up commands, and the benchmarks:
+#   scripts/dev.sh serve   build the plugins and the service, run it on its local defaults
+#   scripts/dev.sh test    install what the tests need, start Garage, run every test
+#   scripts/dev.sh bench   run the benchmarks and print their figures
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+cd "$SLUICE_ROOT"
+cmd=${1:-}
+shift || true
+
+case "$cmd" in
+  serve)
+    bash scripts/build-plugins.sh >&2
+    cargo build --release -p sluice
+    # The local defaults: plugins from the build output (test guests left out), data under .sluice/.
+    mkdir -p .sluice/plugins
+    for f in "$SLUICE_PLUGIN_OUT"/*.wasm; do
+      case "$(basename "$f")" in probe*|synthetic*|wrong-world*|extra-import*|bad-manifest*) continue ;; esac
+      cp -f "$f" .sluice/plugins/
+    done
+    export CONNECT_SERVICE_TOKEN=${CONNECT_SERVICE_TOKEN:-}
+    exec "$CARGO_TARGET_DIR/release/sluice" serve "$@"
+    ;;
+  test)
+    bash scripts/install-toolchain.sh --garage >&2
+    bash scripts/build-plugins.sh >&2
+    export GARAGE_BIN="$GARAGE_ROOT/bin/garage"
+    GARAGE_DIR=${GARAGE_DIR:-$SLUICE_CACHE/garage-data}
+    bash scripts/garage.sh "$GARAGE_DIR" 3900 >&2
+    trap 'bash scripts/garage.sh "$GARAGE_DIR" stop >/dev/null 2>&1 || true' EXIT
+    export SLUICE_TEST_S3_ENDPOINT=http://127.0.0.1:3900
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --quiet -- -D warnings
+    cargo test --workspace "$@"
+    bash scripts/fuzz-api.sh
+    ;;
+  bench)
+    bash scripts/build-plugins.sh >&2
+    cargo bench -p sluice-runtime --bench runtime "$@"
+    ;;
+  *)
+    echo "usage: scripts/dev.sh serve|test|bench" >&2
+    exit 2
+    ;;
+esac

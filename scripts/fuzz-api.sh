@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# OpenAPI-driven fuzzing: schemathesis against the served /openapi.json of a real `sluice serve`
+# (built debug binary, built plugins). Fails on any 5xx or a response that breaks the schema.
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+cd "$SLUICE_ROOT"
+VENV=$SLUICE_CACHE/venv
+if [ ! -x "$VENV/bin/schemathesis" ]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q 'schemathesis==4.32.5'
+fi
+WORK=$(mktemp -d)
+trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+mkdir -p "$WORK/plugins"
+cp "$SLUICE_PLUGIN_OUT/http-json.wasm" "$SLUICE_PLUGIN_OUT/probe.wasm" "$WORK/plugins/"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+TOKEN=fuzz-token-$(openssl rand -hex 8)
+CONNECT_SERVICE_TOKEN=$TOKEN PORT=$PORT SLUICE_DATA_DIR=$WORK/data PLUGINS_DIR=$WORK/plugins RUST_LOG=warn \
+  "$CARGO_TARGET_DIR/debug/sluice" serve > "$WORK/service.log" 2>&1 &
+PID=$!
+for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.1; done
+status=0
+"$VENV/bin/schemathesis" --no-color run "http://127.0.0.1:$PORT/openapi.json" \
+  -H "x-connect-service-token: $TOKEN" \
+  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
+  --max-examples "${FUZZ_EXAMPLES:-40}" --seed 1 || status=$?
+if [ "$status" != 0 ]; then
+  echo "--- service log (tail)"; tail -50 "$WORK/service.log"
+fi
+exit "$status"

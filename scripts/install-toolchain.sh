@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs, idempotently, what building and testing Sluice needs beyond rustup's Rust:
+#   - Debian's rustc-web (wasm32 std sources + wasm-component-ld), unpacked into $RUSTWEB;
+#   - DuckDB's prebuilt libduckdb.so into $DUCKDB_LIB_DIR;
+#   - with --garage: the Garage S3 server into $GARAGE_ROOT (about 12 minutes the first time).
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+export DEBIAN_FRONTEND=noninteractive
+mkdir -p "$SLUICE_CACHE"
+
+apt_ready() {
+  [ -f "$SLUICE_CACHE/.apt-updated" ] && return 0
+  apt-get update -q >/dev/null && touch "$SLUICE_CACHE/.apt-updated"
+}
+
+# The rust-web packages are pinned to one version so every machine builds the same plugins.
+RUSTWEB_DEBS="rustc-web cargo-web rust-web-src rust-web-llvm libstd-rust-web-dev libstd-rust-web-1.96"
+HOST_TRIPLE=x86_64-unknown-linux-gnu
+if ! dpkg -s libllvm22 lld-22 libgit2-1.5 >/dev/null 2>&1; then
+  apt_ready
+  apt-get install -y -q libllvm22 lld-22 libgit2-1.5 >/dev/null
+fi
+if [ ! -x "$RUSTWEB/usr/bin/rustc" ]; then
+  apt_ready
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -q $RUSTWEB_DEBS >/dev/null)
+  rm -rf "$RUSTWEB.partial" && mkdir -p "$RUSTWEB.partial"
+  for d in "$tmp"/*.deb; do dpkg -x "$d" "$RUSTWEB.partial"; done
+  ln -sf /usr/bin/lld-22 "$RUSTWEB.partial/usr/bin/lld-22"
+  ln -sf /usr/bin/lld-22 "$RUSTWEB.partial/usr/lib/rustlib/$HOST_TRIPLE/bin/rust-lld"
+  rm -rf "$tmp" "$RUSTWEB" && mv "$RUSTWEB.partial" "$RUSTWEB"
+fi
+cat > "$RUSTWEB/env.sh" <<ENV
+export PATH=$RUSTWEB/usr/bin:\$PATH
+export LD_LIBRARY_PATH=$RUSTWEB/usr/lib/x86_64-linux-gnu\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}
+export RUSTC_BOOTSTRAP=1
+ENV
+
+if [ ! -f "$DUCKDB_LIB_DIR/libduckdb.so" ]; then
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack -q "@duckdb/node-bindings-linux-x64@$DUCKDB_VERSION" >/dev/null && tar xzf ./*.tgz)
+  mkdir -p "$DUCKDB_LIB_DIR" && cp "$tmp/package/libduckdb.so" "$DUCKDB_LIB_DIR/"
+  rm -rf "$tmp"
+fi
+
+if [ "${1:-}" = --garage ] && [ ! -x "$GARAGE_ROOT/bin/garage" ]; then
+  echo "building garage 2.5.0 (one time, ~12 min)..." >&2
+  cargo install garage --version 2.5.0 --locked --no-default-features \
+    --features bundled-libs,sqlite --root "$GARAGE_ROOT" --target-dir "$SLUICE_CACHE/garage-build" -q
+  rm -rf "$SLUICE_CACHE/garage-build"
+fi
+echo "toolchain ready: rustweb=$RUSTWEB duckdb=$DUCKDB_LIB_DIR${1:+ garage=$GARAGE_ROOT}" >&2

@@ -1,0 +1,143 @@
+//! Test support: where the built plugins and binary are, local fake upstreams, and a
+//! handle on a running `sluice serve`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The directory `scripts/build-plugins.sh` wrote the components to.
+pub fn plugin_dir() -> PathBuf {
+    let dir = std::env::var_os("SLUICE_PLUGIN_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/sluice/plugins"));
+    assert!(
+        dir.join("probe.wasm").is_file(),
+        "no built plugins in {}: run scripts/build-plugins.sh (scripts/dev.sh test does)",
+        dir.display()
+    );
+    dir
+}
+
+/// A built plugin by file stem, e.g. `probe`.
+pub fn plugin(name: &str) -> PathBuf {
+    plugin_dir().join(format!("{name}.wasm"))
+}
+
+/// The `sluice` binary cargo built next to this test.
+pub fn sluice_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("sluice");
+    assert!(bin.is_file(), "{} is missing: build it with cargo build -p sluice", bin.display());
+    bin
+}
+
+/// Serves `router` on an ephemeral loopback port until the test ends.
+pub async fn serve(router: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
+    addr
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A running `sluice serve`, killed when dropped.
+pub struct Service {
+    pub child: Child,
+    pub base: String,
+    pub token: String,
+    pub data_dir: PathBuf,
+    pub plugins_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Service {
+    /// Starts the binary with `env` on a free port and waits for `/ready`.
+    pub async fn start(data_dir: &Path, plugins_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let token = "test-token-0123456789abcdef".to_string();
+        let log = data_dir.join(format!("service-{port}.log"));
+        std::fs::create_dir_all(data_dir).expect("data dir");
+        let mut cmd = Command::new(sluice_bin());
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("LD_LIBRARY_PATH", std::env::var_os("LD_LIBRARY_PATH").unwrap_or_default())
+            .env("PORT", port.to_string())
+            .env("CONNECT_SERVICE_TOKEN", &token)
+            .env("SLUICE_DATA_DIR", data_dir)
+            .env("PLUGINS_DIR", plugins_dir)
+            .env("SLUICE_ALLOW_PRIVATE_ADDRESSES", "loopback")
+            .env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn sluice");
+        let svc = Self { child, base: format!("http://127.0.0.1:{port}"), token, data_dir: data_dir.into(), plugins_dir: plugins_dir.into(), log };
+        svc.wait_ready().await;
+        svc
+    }
+
+    pub async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = client.get(format!("{}/ready", self.base)).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "service not ready; log:\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// An authenticated request builder.
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new().post(format!("{}{path}", self.base)).header("x-connect-service-token", &self.token)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new().get(format!("{}{path}", self.base)).header("x-connect-service-token", &self.token)
+    }
+
+    /// Polls a run until it is no longer queued or running.
+    pub async fn wait_run(&self, run_id: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let r: serde_json::Value = self.get(&format!("/internal/mirror-connections/runs/{run_id}")).send().await.expect("get run").json().await.expect("json");
+            let status = r["status"].as_str().unwrap_or("");
+            if status != "queued" && status != "running" {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "run {run_id} did not finish: {r}\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends a signal and waits for the process to exit.
+    pub fn signal(&mut self, sig: &str) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status();
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
