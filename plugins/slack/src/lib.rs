@@ -1,0 +1,804 @@
+//! `slack`: channels, users, messages and thread replies from the Slack Web API.
+//!
+//! Every method is called as `GET {api_url}/{method}?params`, the `token` secret injected by
+//! the host as `Authorization: Bearer …`. Slack reports errors as HTTP 200 with
+//! `{"ok": false, "error": "..."}`, so `ok` is always checked. Listings follow
+//! `response_metadata.next_cursor` until it is empty (a page shorter than `limit` does not mean
+//! the end). The host waits out 429 + `Retry-After`; a 429 it hands back is `rate-limited`.
+//!
+//! `messages` keeps one cursor per channel, `{"channels": {"C123": "<newest ts>"}}`, sent as
+//! `oldest` (exclusive). History pages come newest first, so a channel's cursor advances when
+//! its history is read to the end. `threads` re-reads the parents posted within
+//! `threads_lookback_days` before its own per-channel cursor (the newest reply synced) and
+//! fetches the replies of those whose `latest_reply` is newer than that cursor: a reply to a
+//! thread older than the look-back window is missed. One history pass serves both streams.
+
+mod time;
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Deserialize;
+use sluice_sdk::http::Request;
+use sluice_sdk::records::Batcher;
+use sluice_sdk::serde_json::{Map, Value};
+use sluice_sdk::{
+    Connector, ConnectorError, Manifest, Result, StreamSpec, SyncRequest, json, log, parse_config,
+};
+
+const TOKEN: &str = "token";
+const DEFAULT_API_URL: &str = "https://slack.com/api";
+const CHANNELS: &str = "channels";
+const USERS: &str = "users";
+const MESSAGES: &str = "messages";
+const THREADS: &str = "threads";
+const CHANNEL_TYPES: [&str; 4] = ["public_channel", "private_channel", "mpim", "im"];
+
+struct Slack;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    api_url: Option<String>,
+    #[serde(default)]
+    channel_types: Option<String>,
+    #[serde(default)]
+    threads_lookback_days: Option<u32>,
+    #[serde(default)]
+    start_date: Option<String>,
+    #[serde(default)]
+    page_limit: Option<u32>,
+}
+
+/// A checked config.
+#[derive(Debug)]
+struct Config {
+    /// API root without a trailing slash.
+    api: String,
+    channel_types: String,
+    lookback_secs: i64,
+    /// `start_date` as a Slack timestamp: the `oldest` of a channel with no state.
+    start: Option<String>,
+    limit: String,
+}
+
+impl Config {
+    fn load(config: &Value) -> Result<Self> {
+        let raw: RawConfig = parse_config(config)?;
+        let invalid = |m: String| Err(ConnectorError::invalid_config(m));
+        let api = raw.api_url.as_deref().unwrap_or(DEFAULT_API_URL);
+        if !(api.starts_with("https://") || api.starts_with("http://")) {
+            return invalid(format!("api_url {api:?} must be an http(s) URL"));
+        }
+        let types = raw
+            .channel_types
+            .as_deref()
+            .unwrap_or("public_channel,private_channel");
+        let types: Vec<&str> = types.split(',').map(str::trim).collect();
+        if let Some(bad) = types.iter().find(|t| !CHANNEL_TYPES.contains(t)) {
+            return invalid(format!(
+                "channel type {bad:?} is not one of {}",
+                CHANNEL_TYPES.join(", ")
+            ));
+        }
+        let limit = raw.page_limit.unwrap_or(200);
+        if !(1..=1000).contains(&limit) {
+            return invalid(format!("page_limit {limit} must be between 1 and 1000"));
+        }
+        let start = match raw.start_date.as_deref() {
+            None => None,
+            Some(s) => match time::parse_iso(s) {
+                Some(epoch) => Some(time::ts_of(epoch)),
+                None => return invalid(format!("start_date {s:?} is not an ISO 8601 date")),
+            },
+        };
+        Ok(Self {
+            api: api.trim_end_matches('/').to_string(),
+            channel_types: types.join(","),
+            lookback_secs: i64::from(raw.threads_lookback_days.unwrap_or(7)) * 86_400,
+            start,
+            limit: limit.to_string(),
+        })
+    }
+
+    /// Calls a method; `Ok(Err(body))` when Slack answered `ok: false`.
+    fn try_call(
+        &self,
+        method: &str,
+        params: &[(&str, &str)],
+    ) -> Result<core::result::Result<Value, Value>> {
+        let mut request = Request::get(format!("{}/{method}", self.api));
+        for (name, value) in params {
+            request = request.query(name, value);
+        }
+        let response = request.bearer_secret(TOKEN).send()?;
+        if response.status == 429 {
+            return Err(ConnectorError::rate_limited(format!(
+                "Slack still rate limits {method} after the host's waits (HTTP 429)"
+            )));
+        }
+        let response = response.error_for_status()?;
+        let body: Value = response.json()?;
+        if body.get("ok").and_then(Value::as_bool) == Some(true) {
+            Ok(Ok(body))
+        } else {
+            Ok(Err(body))
+        }
+    }
+
+    /// Calls a method; `ok: false` becomes the matching error.
+    fn call(&self, method: &str, params: &[(&str, &str)]) -> Result<Value> {
+        self.try_call(method, params)?
+            .map_err(|body| slack_error(method, &body))
+    }
+
+    /// Reads every page of a listing. `page` gets each response body and returns whether to
+    /// go on. Returns the Slack error if the method answered one of `tolerated`.
+    fn paginate(
+        &self,
+        method: &str,
+        params: &[(&str, &str)],
+        tolerated: &[&str],
+        mut page: impl FnMut(&Value) -> Result<bool>,
+    ) -> Result<Option<String>> {
+        let mut cursor = String::new();
+        let mut seen = HashSet::new();
+        loop {
+            let mut all = params.to_vec();
+            all.push(("limit", &self.limit));
+            if !cursor.is_empty() {
+                all.push(("cursor", &cursor));
+            }
+            let body = match self.try_call(method, &all)? {
+                Ok(body) => body,
+                Err(body) => {
+                    let error = error_name(&body);
+                    if tolerated.contains(&error) {
+                        return Ok(Some(error.to_string()));
+                    }
+                    return Err(slack_error(method, &body));
+                }
+            };
+            if !page(&body)? {
+                return Ok(None);
+            }
+            let next = body
+                .pointer("/response_metadata/next_cursor")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if next.is_empty() {
+                return Ok(None);
+            }
+            if !seen.insert(next.to_string()) {
+                log::warn("pagination cursor repeats; stopping", &[("method", method)]);
+                return Ok(None);
+            }
+            cursor = next.to_string();
+        }
+    }
+}
+
+fn error_name(body: &Value) -> &str {
+    body.get("error")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown_error")
+}
+
+/// The error an `ok: false` answer means.
+fn slack_error(method: &str, body: &Value) -> ConnectorError {
+    let error = error_name(body);
+    match error {
+        "invalid_auth" | "not_authed" | "account_inactive" | "token_revoked" | "token_expired"
+        | "no_permission" | "ekm_access_denied" => {
+            ConnectorError::invalid_credentials(format!("Slack rejected the token: {error}"))
+        }
+        "missing_scope" => {
+            let needed = body
+                .get("needed")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown");
+            ConnectorError::insufficient_scope(format!(
+                "the token lacks the scope {needed} that {method} needs (missing_scope)"
+            ))
+        }
+        "ratelimited" => {
+            ConnectorError::rate_limited(format!("Slack rate limits {method} (ratelimited)"))
+        }
+        "fatal_error" | "internal_error" | "service_unavailable" | "request_timeout" => {
+            ConnectorError::unreachable(format!("Slack failed on {method}: {error}"))
+        }
+        _ => ConnectorError::internal(format!("{method} failed: {error}")),
+    }
+}
+
+/// The items array of a listing page.
+fn items<'a>(body: &'a Value, field: &str) -> &'a [Value] {
+    body.get(field)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+fn text_of(value: &Value, pointer: &str) -> Value {
+    value.pointer(pointer).cloned().unwrap_or(Value::Null)
+}
+
+/// An ISO 8601 date-time for epoch seconds in a JSON number or a Slack timestamp string.
+fn iso_of(value: Option<&Value>) -> Value {
+    let epoch = match value {
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(s)) => time::ts_key(s).map(|(secs, _)| secs),
+        _ => None,
+    };
+    epoch.map_or(Value::Null, |e| Value::String(time::format_iso(e)))
+}
+
+fn with(item: &Value, extra: &[(&str, Value)]) -> Value {
+    let mut map = match item {
+        Value::Object(map) => map.clone(),
+        _ => Map::new(),
+    };
+    for (k, v) in extra {
+        map.insert((*k).to_string(), v.clone());
+    }
+    Value::Object(map)
+}
+
+/// A `channels` record.
+fn channel_record(c: &Value) -> Value {
+    with(
+        c,
+        &[
+            ("topic_text", text_of(c, "/topic/value")),
+            ("purpose_text", text_of(c, "/purpose/value")),
+            ("created_at", iso_of(c.get("created"))),
+        ],
+    )
+}
+
+/// A `users` record.
+fn user_record(u: &Value) -> Value {
+    with(
+        u,
+        &[
+            ("display_name", text_of(u, "/profile/display_name")),
+            ("email", text_of(u, "/profile/email")),
+            ("updated_at", iso_of(u.get("updated"))),
+        ],
+    )
+}
+
+/// A `messages` or `threads` record.
+fn message_record(m: &Value, channel: &str) -> Value {
+    with(
+        m,
+        &[
+            ("channel_id", Value::String(channel.to_string())),
+            ("created_at", iso_of(m.get("ts"))),
+        ],
+    )
+}
+
+/// Per-channel cursors of a stream's state `{"channels": {...}}`.
+fn cursors(state: Option<&Value>) -> BTreeMap<String, String> {
+    state
+        .and_then(|s| s.get("channels"))
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The earlier of two optional `oldest` bounds (`None` = from the beginning).
+fn earliest(a: Option<String>, b: Option<String>) -> Option<String> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if time::ts_after(&a, &b) { b } else { a }),
+        _ => None,
+    }
+}
+
+/// What one channel's sync reads, from the run's selection and the states.
+struct ChannelPlan {
+    /// Emit messages newer than this (exclusive; `None` = all), if `messages` is selected.
+    messages: Option<Option<String>>,
+    /// Scan parents from this ts (`None` = all) and take threads whose latest reply is
+    /// newer than the cursor, if `threads` is selected.
+    threads: Option<(Option<String>, Option<String>)>,
+}
+
+struct Run<'a> {
+    config: &'a Config,
+    out: Batcher,
+    messages: BTreeMap<String, String>,
+    threads: BTreeMap<String, String>,
+}
+
+impl Run<'_> {
+    fn plan(&self, channel: &str, messages: bool, threads: bool) -> ChannelPlan {
+        let start = self.config.start.clone();
+        let plan_messages = messages.then(|| self.messages.get(channel).cloned().or(start.clone()));
+        let plan_threads = threads.then(|| match self.threads.get(channel) {
+            Some(cursor) => {
+                let secs = time::ts_key(cursor).map_or(0, |(s, _)| s);
+                let from = time::ts_of((secs - self.config.lookback_secs).max(0));
+                (Some(from), Some(cursor.clone()))
+            }
+            None => (start.clone(), None),
+        });
+        ChannelPlan {
+            messages: plan_messages,
+            threads: plan_threads,
+        }
+    }
+
+    /// One history pass over a channel, then the replies of the threads it found.
+    fn sync_channel(&mut self, channel: &str, plan: ChannelPlan) -> Result<()> {
+        let oldest = match (&plan.messages, &plan.threads) {
+            (Some(m), Some((t, _))) => earliest(m.clone(), t.clone()),
+            (Some(m), None) => m.clone(),
+            (None, Some((t, _))) => t.clone(),
+            (None, None) => return Ok(()),
+        };
+        let mut params = vec![("channel", channel)];
+        if let Some(oldest) = &oldest {
+            params.push(("oldest", oldest));
+        }
+        let mut newest: Option<String> = None;
+        let mut parents: Vec<String> = Vec::new();
+        let mut count = 0u64;
+        let out = &mut self.out;
+        let state = json!({ "channels": &self.messages });
+        let skipped = self.config.paginate(
+            "conversations.history",
+            &params,
+            &["not_in_channel", "channel_not_found"],
+            |body| {
+                for m in items(body, "messages") {
+                    let Some(ts) = m.get("ts").and_then(Value::as_str) else {
+                        continue;
+                    };
+                    if let Some(after) = &plan.messages
+                        && after.as_ref().is_none_or(|a| time::ts_after(ts, a))
+                    {
+                        out.push(MESSAGES, &message_record(m, channel))?;
+                        count += 1;
+                        if newest.as_ref().is_none_or(|n| time::ts_after(ts, n)) {
+                            newest = Some(ts.to_string());
+                        }
+                    }
+                    if let Some((from, cursor)) = &plan.threads
+                        && m.get("reply_count").and_then(Value::as_u64).unwrap_or(0) > 0
+                        && from.as_ref().is_none_or(|f| !time::ts_after(f, ts))
+                    {
+                        let latest = m.get("latest_reply").and_then(Value::as_str).unwrap_or(ts);
+                        if cursor.as_ref().is_none_or(|c| time::ts_after(latest, c)) {
+                            parents.push(ts.to_string());
+                        }
+                    }
+                }
+                if plan.messages.is_some() {
+                    out.checkpoint(MESSAGES, &state)?;
+                }
+                Ok(true)
+            },
+        )?;
+        if let Some(error) = skipped {
+            log::warn(
+                "channel history not readable; skipped",
+                &[("channel", channel), ("error", &error)],
+            );
+            return Ok(());
+        }
+        if plan.messages.is_some() {
+            if let Some(newest) = newest {
+                self.messages.insert(channel.to_string(), newest);
+            }
+            self.out
+                .checkpoint(MESSAGES, &json!({ "channels": &self.messages }))?;
+        }
+        if let Some((_, cursor)) = plan.threads {
+            self.sync_threads(channel, &parents, cursor)?;
+        }
+        log::info(
+            "channel read",
+            &[
+                ("channel", channel),
+                ("messages", &count.to_string()),
+                ("threads", &parents.len().to_string()),
+            ],
+        );
+        Ok(())
+    }
+
+    fn sync_threads(
+        &mut self,
+        channel: &str,
+        parents: &[String],
+        cursor: Option<String>,
+    ) -> Result<()> {
+        let mut newest = cursor;
+        for parent in parents {
+            let out = &mut self.out;
+            self.config.paginate(
+                "conversations.replies",
+                &[("channel", channel), ("ts", parent)],
+                &["thread_not_found"],
+                |body| {
+                    for m in items(body, "messages") {
+                        let Some(ts) = m.get("ts").and_then(Value::as_str) else {
+                            continue;
+                        };
+                        if ts == parent {
+                            continue; // the parent is in `messages`
+                        }
+                        out.push(THREADS, &message_record(m, channel))?;
+                        if newest.as_ref().is_none_or(|n| time::ts_after(ts, n)) {
+                            newest = Some(ts.to_string());
+                        }
+                    }
+                    Ok(true)
+                },
+            )?;
+        }
+        if let Some(newest) = newest {
+            self.threads.insert(channel.to_string(), newest);
+        }
+        self.out
+            .checkpoint(THREADS, &json!({ "channels": &self.threads }))
+    }
+}
+
+impl Connector for Slack {
+    fn manifest() -> Manifest {
+        let mut manifest = Manifest::new("slack", "Slack", env!("CARGO_PKG_VERSION"))
+            .description("Slack channels, users, messages and thread replies (Web API).")
+            .config_schema(&config_schema())
+            .secret(
+                TOKEN,
+                "Slack bot (xoxb-) or user (xoxp-) token, sent by the host as \
+                 `Authorization: Bearer <token>`. Scopes: channels:read, groups:read, \
+                 users:read, users:read.email, channels:history, groups:history.",
+                true,
+            )
+            .host("https://slack.com")
+            .host("{config.api_url}")
+            .memory_mib(64);
+        for stream in streams() {
+            manifest = manifest.stream(stream);
+        }
+        manifest
+    }
+
+    fn validate(config: Value) -> Result<Value> {
+        let config = Config::load(&config)?;
+        let auth = config.call("auth.test", &[])?;
+        config.call(
+            "conversations.list",
+            &[("types", &config.channel_types), ("limit", "1")],
+        )?;
+        config.call("users.list", &[("limit", "1")])?;
+        Ok(json!({
+            "team": auth.get("team"),
+            "team_id": auth.get("team_id"),
+            "user": auth.get("user"),
+            "user_id": auth.get("user_id"),
+            "bot_id": auth.get("bot_id"),
+        }))
+    }
+
+    fn discover(config: Value) -> Result<Vec<StreamSpec>> {
+        Config::load(&config)?;
+        Ok(streams())
+    }
+
+    fn sync(request: SyncRequest) -> Result<()> {
+        let config = Config::load(&request.config)?;
+        let mut run = Run {
+            config: &config,
+            out: Batcher::new(500),
+            messages: cursors(request.state(MESSAGES)),
+            threads: cursors(request.state(THREADS)),
+        };
+        let emit_channels = request.selected(CHANNELS);
+        let (messages, threads) = (request.selected(MESSAGES), request.selected(THREADS));
+        let mut channels: Vec<String> = Vec::new();
+        let mut not_member = 0u64;
+        if emit_channels || messages || threads {
+            let params = [
+                ("types", config.channel_types.as_str()),
+                ("exclude_archived", "false"),
+            ];
+            let out = &mut run.out;
+            config.paginate("conversations.list", &params, &[], |body| {
+                for c in items(body, "channels") {
+                    if emit_channels {
+                        out.push(CHANNELS, &channel_record(c))?;
+                    }
+                    let Some(id) = c.get("id").and_then(Value::as_str) else {
+                        continue;
+                    };
+                    // A bot reads only the channels it is a member of (`not_in_channel`).
+                    if c.get("is_member").and_then(Value::as_bool) == Some(false) {
+                        not_member += 1;
+                    } else if !channels.iter().any(|x| x == id) {
+                        channels.push(id.to_string());
+                    }
+                }
+                Ok(true)
+            })?;
+            run.out.flush_stream(CHANNELS)?;
+        }
+        if request.selected(USERS) {
+            let out = &mut run.out;
+            config.paginate("users.list", &[], &[], |body| {
+                for u in items(body, "members") {
+                    out.push(USERS, &user_record(u))?;
+                }
+                Ok(true)
+            })?;
+            run.out.flush_stream(USERS)?;
+        }
+        if messages || threads {
+            log::info(
+                "reading channels",
+                &[
+                    ("channels", &channels.len().to_string()),
+                    ("not_member", &not_member.to_string()),
+                ],
+            );
+            for channel in &channels {
+                let plan = run.plan(channel, messages, threads);
+                run.sync_channel(channel, plan)?;
+            }
+        }
+        run.out.flush()
+    }
+}
+
+fn schema(required: &[&str], properties: Vec<(&str, Value)>) -> Value {
+    let properties: Map<String, Value> = properties
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "required": required,
+        "properties": properties,
+    })
+}
+
+fn streams() -> Vec<StreamSpec> {
+    let id = || json!({"type": "string"});
+    let text = || json!({"type": ["string", "null"]});
+    let flag = || json!({"type": ["boolean", "null"]});
+    let int = || json!({"type": ["integer", "null"]});
+    let time = || json!({"type": ["string", "null"], "format": "date-time"});
+    let object = || json!({"type": ["object", "null"]});
+    let array = || json!({"type": ["array", "null"]});
+    let message = || {
+        schema(
+            &["channel_id", "ts"],
+            vec![
+                ("channel_id", id()),
+                ("ts", id()),
+                ("created_at", time()),
+                ("type", text()),
+                ("subtype", text()),
+                ("user", text()),
+                ("bot_id", text()),
+                ("text", text()),
+                ("thread_ts", text()),
+                ("parent_user_id", text()),
+                ("reply_count", int()),
+                ("reply_users_count", int()),
+                ("reply_users", array()),
+                ("latest_reply", text()),
+                ("reactions", array()),
+                ("files", array()),
+                ("attachments", array()),
+                ("blocks", array()),
+                ("edited", object()),
+                ("client_msg_id", text()),
+                ("team", text()),
+            ],
+        )
+    };
+    vec![
+        StreamSpec::new(CHANNELS)
+            .description("Conversations of the configured types (conversations.list). Full refresh.")
+            .primary_key(&["id"])
+            .json_schema(&schema(
+                &["id"],
+                vec![
+                    ("id", id()),
+                    ("name", text()),
+                    ("name_normalized", text()),
+                    ("is_channel", flag()),
+                    ("is_group", flag()),
+                    ("is_im", flag()),
+                    ("is_mpim", flag()),
+                    ("is_private", flag()),
+                    ("is_archived", flag()),
+                    ("is_general", flag()),
+                    ("is_shared", flag()),
+                    ("is_ext_shared", flag()),
+                    ("is_org_shared", flag()),
+                    ("is_member", flag()),
+                    ("created", int()),
+                    ("created_at", time()),
+                    ("creator", text()),
+                    ("num_members", int()),
+                    ("topic", object()),
+                    ("purpose", object()),
+                    ("topic_text", text()),
+                    ("purpose_text", text()),
+                    ("previous_names", array()),
+                ],
+            )),
+        StreamSpec::new(USERS)
+            .description("Members of the workspace (users.list). Full refresh.")
+            .primary_key(&["id"])
+            .json_schema(&schema(
+                &["id"],
+                vec![
+                    ("id", id()),
+                    ("team_id", text()),
+                    ("name", text()),
+                    ("real_name", text()),
+                    ("display_name", text()),
+                    ("email", text()),
+                    ("deleted", flag()),
+                    ("is_bot", flag()),
+                    ("is_app_user", flag()),
+                    ("is_admin", flag()),
+                    ("is_owner", flag()),
+                    ("is_primary_owner", flag()),
+                    ("is_restricted", flag()),
+                    ("is_ultra_restricted", flag()),
+                    ("tz", text()),
+                    ("tz_offset", int()),
+                    ("updated", int()),
+                    ("updated_at", time()),
+                    ("profile", object()),
+                ],
+            )),
+        StreamSpec::new(MESSAGES)
+            .description("Messages of every readable channel (conversations.history). Incremental on ts, per channel.")
+            .primary_key(&["channel_id", "ts"])
+            .cursor_field("ts")
+            .json_schema(&message()),
+        StreamSpec::new(THREADS)
+            .description("Thread replies (conversations.replies) of parents within the look-back window whose latest reply is new. Incremental per channel.")
+            .primary_key(&["channel_id", "ts"])
+            .cursor_field("ts")
+            .json_schema(&message()),
+    ]
+}
+
+fn config_schema() -> Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Slack",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "api_url": {
+                "description": "Web API root.",
+                "type": "string",
+                "pattern": "^https?://[^/?#]+",
+                "default": DEFAULT_API_URL
+            },
+            "channel_types": {
+                "description": "Comma-separated conversation types: public_channel, private_channel, mpim, im.",
+                "type": "string",
+                "pattern": "^(public_channel|private_channel|mpim|im)(,(public_channel|private_channel|mpim|im))*$",
+                "default": "public_channel,private_channel"
+            },
+            "threads_lookback_days": {
+                "description": "Parents posted this many days before the last synced reply are checked for new replies.",
+                "type": "integer",
+                "minimum": 0,
+                "maximum": 365,
+                "default": 7
+            },
+            "start_date": {
+                "description": "ISO 8601 date or date-time: older messages are not read on a first sync.",
+                "type": "string",
+                "examples": ["2024-01-01T00:00:00Z"]
+            },
+            "page_limit": {
+                "description": "`limit` asked per page (Slack may return fewer, e.g. 15 for some apps).",
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 1000,
+                "default": 200
+            }
+        }
+    })
+}
+
+sluice_sdk::export_connector!(Slack);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_checks() {
+        let c = Config::load(&json!({"start_date": "2023-11-14T22:13:20Z"})).expect("valid");
+        assert_eq!(c.api, DEFAULT_API_URL);
+        assert_eq!(c.channel_types, "public_channel,private_channel");
+        assert_eq!(c.limit, "200");
+        assert_eq!(c.lookback_secs, 7 * 86_400);
+        assert_eq!(c.start.as_deref(), Some("1700000000.000000"));
+        for bad in [
+            json!({"channel_types": "public_channel,dm"}),
+            json!({"page_limit": 0}),
+            json!({"api_url": "slack.com"}),
+            json!({"start_date": "nope"}),
+            json!({"unknown": true}),
+        ] {
+            assert!(Config::load(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn errors_map_to_codes() {
+        use sluice_sdk::ErrorCode;
+        let code = |body: Value| slack_error("m", &body).code;
+        assert_eq!(
+            code(json!({"ok": false, "error": "invalid_auth"})),
+            ErrorCode::InvalidCredentials
+        );
+        assert_eq!(
+            code(json!({"ok": false, "error": "token_revoked"})),
+            ErrorCode::InvalidCredentials
+        );
+        let scope = slack_error(
+            "m",
+            &json!({"ok": false, "error": "missing_scope", "needed": "channels:read"}),
+        );
+        assert_eq!(scope.code, ErrorCode::InsufficientScope);
+        assert!(scope.message.contains("channels:read"));
+        assert_eq!(
+            code(json!({"ok": false, "error": "ratelimited"})),
+            ErrorCode::RateLimited
+        );
+        assert_eq!(code(json!({"ok": false})), ErrorCode::Internal);
+    }
+
+    #[test]
+    fn plans() {
+        let config = Config::load(&json!({"threads_lookback_days": 1})).expect("valid");
+        let run = Run {
+            config: &config,
+            out: Batcher::new(1),
+            messages: BTreeMap::from([("C1".to_string(), "1700000000.000200".to_string())]),
+            threads: BTreeMap::from([("C1".to_string(), "1700086400.000100".to_string())]),
+        };
+        let p = run.plan("C1", true, true);
+        assert_eq!(p.messages, Some(Some("1700000000.000200".into())));
+        assert_eq!(
+            p.threads,
+            Some((
+                Some("1700000000.000000".into()),
+                Some("1700086400.000100".into())
+            ))
+        );
+        let p = run.plan("C2", false, true);
+        assert_eq!(p.messages, None);
+        assert_eq!(p.threads, Some((None, None)));
+        assert_eq!(
+            earliest(Some("2.0".into()), Some("1.5".into())),
+            Some("1.5".into())
+        );
+        assert_eq!(earliest(None, Some("1.5".into())), None);
+        let m = message_record(&json!({"ts": "1700000000.000200", "text": "hi"}), "C1");
+        assert_eq!(m["channel_id"], "C1");
+        assert_eq!(m["created_at"], "2023-11-14T22:13:20Z");
+    }
+}
