@@ -23,13 +23,30 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{Counters, Injected, Knobs, Rng, bind, encode, get, iso, now_secs, parse_iso, query, spawn};
+use super::{
+    Counters, Injected, Knobs, Rng, bind, encode, get, iso, now_secs, parse_iso, query, spawn,
+};
 
 /// The first timestamp of generated data (2020-09-13).
 const T0: i64 = 1_600_000_000;
-const USERS: [(&str, u64); 5] = [("octocat", 583_231), ("hubot", 480_938), ("mona", 9_919), ("defunkt", 2), ("sluice-bot", 4_242)];
-const LABELS: [&str; 5] = ["bug", "enhancement", "documentation", "good first issue", "wontfix"];
-const WORDS: [&str; 12] = ["fix", "crash", "when", "parsing", "large", "pages", "add", "support", "for", "retries", "docs", "flaky"];
+const USERS: [(&str, u64); 5] = [
+    ("octocat", 583_231),
+    ("hubot", 480_938),
+    ("mona", 9_919),
+    ("defunkt", 2),
+    ("sluice-bot", 4_242),
+];
+const LABELS: [&str; 5] = [
+    "bug",
+    "enhancement",
+    "documentation",
+    "good first issue",
+    "wontfix",
+];
+const WORDS: [&str; 12] = [
+    "fix", "crash", "when", "parsing", "large", "pages", "add", "support", "for", "retries",
+    "docs", "flaky",
+];
 
 /// What to generate and which tokens to accept.
 #[derive(Debug, Clone)]
@@ -157,7 +174,14 @@ impl Dataset {
             .collect();
         let filled: Vec<String> = repos.iter().map(|r| r.full_name.clone()).collect();
         if c.empty_repo {
-            repos.push(Repo { id: 999, full_name: format!("{}/empty", c.owner), private: false, language: "Rust".into(), created_at: T0, empty: true });
+            repos.push(Repo {
+                id: 999,
+                full_name: format!("{}/empty", c.owner),
+                private: false,
+                language: "Rust".into(),
+                created_at: T0,
+                empty: true,
+            });
         }
         let mut numbers: BTreeMap<String, u64> = BTreeMap::new();
         let mut issues = Vec::with_capacity(c.issues);
@@ -172,10 +196,21 @@ impl Dataset {
             let created_at = T0 + i as i64 * 600;
             let updated_at = created_at + rng.below(90 * 86_400) as i64;
             let closed = rng.percent(60);
-            let closed_at = closed.then(|| created_at + rng.below((updated_at - created_at + 1) as u64) as i64);
-            let merged_at = if is_pr && closed && rng.percent(80) { closed_at } else { None };
-            let title = format!("{} {} {} #{number}", rng.pick(&WORDS), rng.pick(&WORDS), rng.pick(&WORDS));
-            let labels: Vec<&'static str> = LABELS.iter().copied().filter(|_| rng.percent(25)).collect();
+            let closed_at =
+                closed.then(|| created_at + rng.below((updated_at - created_at + 1) as u64) as i64);
+            let merged_at = if is_pr && closed && rng.percent(80) {
+                closed_at
+            } else {
+                None
+            };
+            let title = format!(
+                "{} {} {} #{number}",
+                rng.pick(&WORDS),
+                rng.pick(&WORDS),
+                rng.pick(&WORDS)
+            );
+            let labels: Vec<&'static str> =
+                LABELS.iter().copied().filter(|_| rng.percent(25)).collect();
             issues.push(Issue {
                 id: 10_000_000 + i as u64,
                 pr_id: is_pr.then_some(50_000_000 + i as u64),
@@ -201,7 +236,11 @@ impl Dataset {
             let i = rng.below(issues.len() as u64) as usize;
             issues[i].comments += 1;
             let created_at = issues[i].created_at + rng.below(30 * 86_400) as i64;
-            let updated_at = if rng.percent(20) { created_at + rng.below(10 * 86_400) as i64 } else { created_at };
+            let updated_at = if rng.percent(20) {
+                created_at + rng.below(10 * 86_400) as i64
+            } else {
+                created_at
+            };
             comments.push(Comment {
                 id: 90_000_000 + k as u64,
                 repo: issues[i].repo.clone(),
@@ -219,16 +258,27 @@ impl Dataset {
                 break;
             }
             let repo = filled[k % filled.len()].clone();
-            let sha = format!("{:016x}{:016x}{:08x}", rng.next_u64(), rng.next_u64(), rng.next_u64() as u32);
+            let sha = format!(
+                "{:016x}{:016x}{:08x}",
+                rng.next_u64(),
+                rng.next_u64(),
+                rng.next_u64() as u32
+            );
             let committed_at = T0 + k as i64 * 900 + rng.below(600) as i64;
             let (name, login) = match rng.below(6) {
                 5 => ("Build Robot".to_string(), None),
-                u => (USERS[u as usize % USERS.len()].0.to_string(), Some(USERS[u as usize % USERS.len()].0)),
+                u => (
+                    USERS[u as usize % USERS.len()].0.to_string(),
+                    Some(USERS[u as usize % USERS.len()].0),
+                ),
             };
             commits.push(Commit {
                 parents: last.get(&repo).cloned().into_iter().collect(),
                 message: format!("{} {} ({k})", rng.pick(&WORDS), rng.pick(&WORDS)),
-                author_email: format!("{}@users.noreply.github.com", name.replace(' ', ".").to_lowercase()),
+                author_email: format!(
+                    "{}@users.noreply.github.com",
+                    name.replace(' ', ".").to_lowercase()
+                ),
                 author_name: name,
                 author_login: login,
                 authored_at: committed_at - rng.below(3_600) as i64,
@@ -238,12 +288,20 @@ impl Dataset {
             });
             last.insert(repo, sha);
         }
-        Self { repos, issues, comments, commits }
+        Self {
+            repos,
+            issues,
+            comments,
+            commits,
+        }
     }
 
     /// Issues that are not pull requests.
     pub fn plain_issues(&self) -> Vec<&Issue> {
-        self.issues.iter().filter(|i| !i.is_pull_request()).collect()
+        self.issues
+            .iter()
+            .filter(|i| !i.is_pull_request())
+            .collect()
     }
 
     /// Pull requests.
@@ -252,7 +310,9 @@ impl Dataset {
     }
 
     fn repo(&self, full_name: &str) -> Option<&Repo> {
-        self.repos.iter().find(|r| r.full_name.eq_ignore_ascii_case(full_name))
+        self.repos
+            .iter()
+            .find(|r| r.full_name.eq_ignore_ascii_case(full_name))
     }
 }
 
@@ -287,8 +347,17 @@ impl FakeGithub {
             injected: AtomicU64::new(0),
             touches: AtomicU64::new(0),
         });
-        let task = spawn(listener, Router::new().fallback(handle).with_state(shared.clone()));
-        GithubHandle { url: shared.base.clone(), knobs, counters, shared, task }
+        let task = spawn(
+            listener,
+            Router::new().fallback(handle).with_state(shared.clone()),
+        );
+        GithubHandle {
+            url: shared.base.clone(),
+            knobs,
+            counters,
+            shared,
+            task,
+        }
     }
 }
 
@@ -305,7 +374,11 @@ pub struct GithubHandle {
 impl GithubHandle {
     /// A copy of the data served now.
     pub fn data(&self) -> Dataset {
-        self.shared.data.read().map(|d| d.clone()).unwrap_or_default()
+        self.shared
+            .data
+            .read()
+            .map(|d| d.clone())
+            .unwrap_or_default()
     }
 
     pub fn token(&self) -> &str {
@@ -327,7 +400,9 @@ impl GithubHandle {
     pub fn touch(&self, n: usize) -> Vec<Issue> {
         let round = self.shared.touches.fetch_add(1, Ordering::SeqCst);
         let mut rng = Rng::new(self.shared.config.seed ^ (round + 1).wrapping_mul(0xA5A5));
-        let Ok(mut data) = self.shared.data.write() else { return vec![] };
+        let Ok(mut data) = self.shared.data.write() else {
+            return vec![];
+        };
         let newest = data.issues.iter().map(|i| i.updated_at).max().unwrap_or(T0);
         let at = now_secs().max(newest) + 1;
         let mut picked: Vec<usize> = Vec::new();
@@ -380,7 +455,11 @@ fn set(resp: &mut Response, name: &'static str, value: impl ToString) {
 /// `x-ratelimit-*` as GitHub sends them: a 5000/h budget, `remaining` going down.
 fn rate_headers(resp: &mut Response, used: u64, remaining: Option<u64>, reset: i64) {
     set(resp, "x-ratelimit-limit", 5000);
-    set(resp, "x-ratelimit-remaining", remaining.unwrap_or(5000u64.saturating_sub(used)));
+    set(
+        resp,
+        "x-ratelimit-remaining",
+        remaining.unwrap_or(5000u64.saturating_sub(used)),
+    );
     set(resp, "x-ratelimit-used", used.min(5000));
     set(resp, "x-ratelimit-reset", reset);
     set(resp, "x-ratelimit-resource", "core");
@@ -400,7 +479,11 @@ async fn handle(State(s): State<Arc<Shared>>, uri: Uri, headers: HeaderMap) -> R
         }
         Injected::Exhausted => {
             s.counters.rate_limited.fetch_add(1, Ordering::SeqCst);
-            let mut r = message(StatusCode::FORBIDDEN, "API rate limit exceeded for user ID 4242. If you reach out to GitHub Support for help, please include the request ID.", "/overview/rate-limits-for-the-rest-api");
+            let mut r = message(
+                StatusCode::FORBIDDEN,
+                "API rate limit exceeded for user ID 4242. If you reach out to GitHub Support for help, please include the request ID.",
+                "/overview/rate-limits-for-the-rest-api",
+            );
             rate_headers(&mut r, 5000, Some(0), now_secs() + 3600);
             return r;
         }
@@ -422,7 +505,11 @@ async fn handle(State(s): State<Arc<Shared>>, uri: Uri, headers: HeaderMap) -> R
                 }
                 _ => {
                     // Primary limit: the budget is spent until the reset, one second away.
-                    let mut r = message(StatusCode::FORBIDDEN, "API rate limit exceeded for user ID 4242.", "/overview/rate-limits-for-the-rest-api");
+                    let mut r = message(
+                        StatusCode::FORBIDDEN,
+                        "API rate limit exceeded for user ID 4242.",
+                        "/overview/rate-limits-for-the-rest-api",
+                    );
                     rate_headers(&mut r, 5000, Some(0), now_secs() + 1);
                     return r;
                 }
@@ -434,14 +521,21 @@ async fn handle(State(s): State<Arc<Shared>>, uri: Uri, headers: HeaderMap) -> R
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("token ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("token "))
+        })
         .map(str::trim);
     let limited = match token {
         Some(t) if t == s.config.token => false,
         Some(t) if t == s.config.limited_token => true,
         None => {
             s.counters.unauthorized.fetch_add(1, Ordering::SeqCst);
-            return message(StatusCode::UNAUTHORIZED, "Requires authentication", "/overview/authenticating-to-the-rest-api");
+            return message(
+                StatusCode::UNAUTHORIZED,
+                "Requires authentication",
+                "/overview/authenticating-to-the-rest-api",
+            );
         }
         Some(_) => {
             s.counters.unauthorized.fetch_add(1, Ordering::SeqCst);
@@ -451,7 +545,9 @@ async fn handle(State(s): State<Arc<Shared>>, uri: Uri, headers: HeaderMap) -> R
     let q = query(uri.query().unwrap_or(""));
     let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
     let (route, mut resp) = {
-        let Ok(data) = s.data.read() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+        let Ok(data) = s.data.read() else {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        };
         route(&s, &data, limited, &segments, &q, uri.path())
     };
     s.counters.route(route);
@@ -459,7 +555,14 @@ async fn handle(State(s): State<Arc<Shared>>, uri: Uri, headers: HeaderMap) -> R
     resp
 }
 
-fn route(s: &Shared, data: &Dataset, limited: bool, segments: &[&str], q: &[(String, String)], path: &str) -> (&'static str, Response) {
+fn route(
+    s: &Shared,
+    data: &Dataset,
+    limited: bool,
+    segments: &[&str],
+    q: &[(String, String)],
+    path: &str,
+) -> (&'static str, Response) {
     let repo_of = |o: &str, r: &str| -> Option<Repo> {
         if limited {
             return None;
@@ -467,9 +570,15 @@ fn route(s: &Shared, data: &Dataset, limited: bool, segments: &[&str], q: &[(Str
         data.repo(&format!("{o}/{r}")).cloned()
     };
     match segments {
-        ["user"] => ("user", axum::Json(user_json(&s.base, "sluice-bot", 4_242)).into_response()),
+        ["user"] => (
+            "user",
+            axum::Json(user_json(&s.base, "sluice-bot", 4_242)).into_response(),
+        ),
         ["repos", o, r] => match repo_of(o, r) {
-            Some(repo) => ("repo", axum::Json(repo_json(&s.base, &s.config.owner, &repo)).into_response()),
+            Some(repo) => (
+                "repo",
+                axum::Json(repo_json(&s.base, &s.config.owner, &repo)).into_response(),
+            ),
             None => ("repo", not_found()),
         },
         ["orgs", org, "repos"] => {
@@ -477,26 +586,49 @@ fn route(s: &Shared, data: &Dataset, limited: bool, segments: &[&str], q: &[(Str
                 return ("org_repos", not_found());
             }
             if limited {
-                return ("org_repos", message(StatusCode::FORBIDDEN, "Resource not accessible by personal access token", "/repos/repos#list-organization-repositories"));
+                return (
+                    "org_repos",
+                    message(
+                        StatusCode::FORBIDDEN,
+                        "Resource not accessible by personal access token",
+                        "/repos/repos#list-organization-repositories",
+                    ),
+                );
             }
-            let items: Vec<Value> = data.repos.iter().map(|r| repo_json(&s.base, &s.config.owner, r)).collect();
-            ("org_repos", paginate(&s.base, path, q, items))
+            let items: Vec<&Repo> = data.repos.iter().collect();
+            (
+                "org_repos",
+                paginate(&s.base, path, q, &items, |r| {
+                    repo_json(&s.base, &s.config.owner, r)
+                }),
+            )
         }
         ["repos", o, r, "issues"] => {
-            let Some(repo) = repo_of(o, r) else { return ("issues", not_found()) };
+            let Some(repo) = repo_of(o, r) else {
+                return ("issues", not_found());
+            };
             ("issues", list_issues(s, data, &repo.full_name, path, q))
         }
         ["repos", o, r, "pulls"] => {
-            let Some(repo) = repo_of(o, r) else { return ("pulls", not_found()) };
+            let Some(repo) = repo_of(o, r) else {
+                return ("pulls", not_found());
+            };
             ("pulls", list_pulls(s, data, &repo, path, q))
         }
         ["repos", o, r, "commits"] => {
-            let Some(repo) = repo_of(o, r) else { return ("commits", not_found()) };
+            let Some(repo) = repo_of(o, r) else {
+                return ("commits", not_found());
+            };
             ("commits", list_commits(s, data, &repo, path, q))
         }
         ["repos", o, r, "issues", "comments"] => {
-            let Some(repo) = repo_of(o, r) else { return ("issue_comments", not_found()) };
-            ("issue_comments", list_comments(s, data, &repo.full_name, path, q))
+            let Some(repo) = repo_of(o, r) else {
+                return ("issue_comments", not_found());
+            };
+            (
+                "issue_comments",
+                list_comments(s, data, &repo.full_name, path, q),
+            )
         }
         _ => ("unknown", not_found()),
     }
@@ -506,11 +638,19 @@ fn route(s: &Shared, data: &Dataset, limited: bool, segments: &[&str], q: &[(Str
 fn since(q: &[(String, String)], name: &str) -> Result<Option<i64>, Response> {
     match get(q, name) {
         None => Ok(None),
-        Some(v) => parse_iso(v).map(Some).ok_or_else(|| validation_failed(name)),
+        Some(v) => parse_iso(v)
+            .map(Some)
+            .ok_or_else(|| validation_failed(name)),
     }
 }
 
-fn list_issues(s: &Shared, data: &Dataset, repo: &str, path: &str, q: &[(String, String)]) -> Response {
+fn list_issues(
+    s: &Shared,
+    data: &Dataset,
+    repo: &str,
+    path: &str,
+    q: &[(String, String)],
+) -> Response {
     let since = match since(q, "since") {
         Ok(v) => v,
         Err(r) => return r,
@@ -522,7 +662,11 @@ fn list_issues(s: &Shared, data: &Dataset, repo: &str, path: &str, q: &[(String,
     let mut items: Vec<&Issue> = data
         .issues
         .iter()
-        .filter(|i| i.repo == repo && (state == "all" || i.state == state) && since.is_none_or(|t| i.updated_at >= t))
+        .filter(|i| {
+            i.repo == repo
+                && (state == "all" || i.state == state)
+                && since.is_none_or(|t| i.updated_at >= t)
+        })
         .collect();
     let key = |i: &Issue| match get(q, "sort").unwrap_or("created") {
         "updated" => i.updated_at,
@@ -533,30 +677,61 @@ fn list_issues(s: &Shared, data: &Dataset, repo: &str, path: &str, q: &[(String,
     if get(q, "direction").unwrap_or("desc") == "desc" {
         items.reverse();
     }
-    let items = items.into_iter().map(|i| issue_json(&s.base, i)).collect();
-    paginate(&s.base, path, q, items)
+    paginate(&s.base, path, q, &items, |i| issue_json(&s.base, i))
 }
 
-fn list_pulls(s: &Shared, data: &Dataset, repo: &Repo, path: &str, q: &[(String, String)]) -> Response {
+fn list_pulls(
+    s: &Shared,
+    data: &Dataset,
+    repo: &Repo,
+    path: &str,
+    q: &[(String, String)],
+) -> Response {
     let state = get(q, "state").unwrap_or("open");
     if !matches!(state, "open" | "closed" | "all") {
         return validation_failed("state");
     }
     let sort = get(q, "sort").unwrap_or("created");
-    let mut items: Vec<&Issue> = data.issues.iter().filter(|i| i.repo == repo.full_name && i.is_pull_request() && (state == "all" || i.state == state)).collect();
-    items.sort_by_key(|i| (if sort == "updated" { i.updated_at } else { i.created_at }, i.number));
+    let mut items: Vec<&Issue> = data
+        .issues
+        .iter()
+        .filter(|i| {
+            i.repo == repo.full_name && i.is_pull_request() && (state == "all" || i.state == state)
+        })
+        .collect();
+    items.sort_by_key(|i| {
+        (
+            if sort == "updated" {
+                i.updated_at
+            } else {
+                i.created_at
+            },
+            i.number,
+        )
+    });
     // GitHub: "Default: desc when sort is created or sort is not specified, otherwise asc."
     let default_direction = if sort == "created" { "desc" } else { "asc" };
     if get(q, "direction").unwrap_or(default_direction) == "desc" {
         items.reverse();
     }
-    let items = items.into_iter().map(|i| pull_json(&s.base, &s.config.owner, repo, i)).collect();
-    paginate(&s.base, path, q, items)
+    paginate(&s.base, path, q, &items, |i| {
+        pull_json(&s.base, &s.config.owner, repo, i)
+    })
 }
 
-fn list_commits(s: &Shared, data: &Dataset, repo: &Repo, path: &str, q: &[(String, String)]) -> Response {
+fn list_commits(
+    s: &Shared,
+    data: &Dataset,
+    repo: &Repo,
+    path: &str,
+    q: &[(String, String)],
+) -> Response {
     if repo.empty {
-        return message(StatusCode::CONFLICT, "Git Repository is empty.", "/commits/commits#list-commits");
+        return message(
+            StatusCode::CONFLICT,
+            "Git Repository is empty.",
+            "/commits/commits#list-commits",
+        );
     }
     let (since, until) = match (since(q, "since"), since(q, "until")) {
         (Ok(a), Ok(b)) => (a, b),
@@ -565,19 +740,32 @@ fn list_commits(s: &Shared, data: &Dataset, repo: &Repo, path: &str, q: &[(Strin
     let mut items: Vec<&Commit> = data
         .commits
         .iter()
-        .filter(|c| c.repo == repo.full_name && since.is_none_or(|t| c.committed_at >= t) && until.is_none_or(|t| c.committed_at <= t))
+        .filter(|c| {
+            c.repo == repo.full_name
+                && since.is_none_or(|t| c.committed_at >= t)
+                && until.is_none_or(|t| c.committed_at <= t)
+        })
         .collect();
     items.reverse(); // newest first, as `git log`
-    let items = items.into_iter().map(|c| commit_json(&s.base, c)).collect();
-    paginate(&s.base, path, q, items)
+    paginate(&s.base, path, q, &items, |c| commit_json(&s.base, c))
 }
 
-fn list_comments(s: &Shared, data: &Dataset, repo: &str, path: &str, q: &[(String, String)]) -> Response {
+fn list_comments(
+    s: &Shared,
+    data: &Dataset,
+    repo: &str,
+    path: &str,
+    q: &[(String, String)],
+) -> Response {
     let since = match since(q, "since") {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let mut items: Vec<&Comment> = data.comments.iter().filter(|c| c.repo == repo && since.is_none_or(|t| c.updated_at >= t)).collect();
+    let mut items: Vec<&Comment> = data
+        .comments
+        .iter()
+        .filter(|c| c.repo == repo && since.is_none_or(|t| c.updated_at >= t))
+        .collect();
     match get(q, "sort") {
         Some("updated") => items.sort_by_key(|c| (c.updated_at, c.id)),
         Some(_) => items.sort_by_key(|c| (c.created_at, c.id)),
@@ -586,20 +774,35 @@ fn list_comments(s: &Shared, data: &Dataset, repo: &str, path: &str, q: &[(Strin
     if get(q, "sort").is_some() && get(q, "direction") == Some("desc") {
         items.reverse();
     }
-    let items = items.into_iter().map(|c| comment_json(&s.base, c)).collect();
-    paginate(&s.base, path, q, items)
+    paginate(&s.base, path, q, &items, |c| comment_json(&s.base, c))
 }
 
-/// One page of `items` with GitHub's `Link` header (`per_page` default 30, max 100).
-fn paginate(base: &str, path: &str, q: &[(String, String)], items: Vec<Value>) -> Response {
-    let per_page = get(q, "per_page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(30).clamp(1, 100);
-    let page = get(q, "page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(1).max(1);
+/// One page of `items`, rendered, with GitHub's `Link` header (`per_page` default 30, max 100).
+fn paginate<T>(
+    base: &str,
+    path: &str,
+    q: &[(String, String)],
+    items: &[&T],
+    render: impl Fn(&T) -> Value,
+) -> Response {
+    let per_page = get(q, "per_page")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(30)
+        .clamp(1, 100);
+    let page = get(q, "page")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
     let last = items.len().div_ceil(per_page).max(1);
     let start = (page - 1).saturating_mul(per_page).min(items.len());
     let end = (start + per_page).min(items.len());
-    let body: Vec<Value> = items[start..end].to_vec();
+    let body: Vec<Value> = items[start..end].iter().map(|i| render(i)).collect();
     let url = |p: usize| {
-        let mut params: Vec<String> = q.iter().filter(|(k, _)| k != "page").map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+        let mut params: Vec<String> = q
+            .iter()
+            .filter(|(k, _)| k != "page")
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect();
         params.push(format!("page={p}"));
         format!("<{base}{path}?{}>", params.join("&"))
     };
@@ -632,7 +835,10 @@ fn user_json(base: &str, login: &str, id: u64) -> Value {
 }
 
 fn user_of(base: &str, login: &str) -> Value {
-    let id = USERS.iter().find(|(l, _)| *l == login).map_or(1, |(_, id)| *id);
+    let id = USERS
+        .iter()
+        .find(|(l, _)| *l == login)
+        .map_or(1, |(_, id)| *id);
     user_json(base, login, id)
 }
 

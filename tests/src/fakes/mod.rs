@@ -51,7 +51,10 @@ impl Rng {
 
 /// Seconds since the Unix epoch, now.
 pub fn now_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for epoch seconds (GitHub's format).
@@ -65,19 +68,44 @@ pub fn iso(epoch: i64) -> String {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+    let y = if m <= 2 {
+        yoe + era * 400 + 1
+    } else {
+        yoe + era * 400
+    };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 /// Epoch seconds of `YYYY-MM-DDTHH:MM:SSZ` (fractional seconds ignored), the format GitHub
 /// documents for `since`; `None` for anything else.
 pub fn parse_iso(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20 || !s.is_ascii() || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || !(b[19] == b'Z' || b[19] == b'.') || !s.ends_with('Z') {
+    if b.len() < 20
+        || !s.is_ascii()
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || !(b[19] == b'Z' || b[19] == b'.')
+        || !s.ends_with('Z')
+    {
         return None;
     }
     let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, m, d, h, mi, sec) = (n(0..4)?, n(5..7)?, n(8..10)?, n(11..13)?, n(14..16)?, n(17..19)?);
+    let (y, m, d, h, mi, sec) = (
+        n(0..4)?,
+        n(5..7)?,
+        n(8..10)?,
+        n(11..13)?,
+        n(14..16)?,
+        n(17..19)?,
+    );
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -196,13 +224,18 @@ impl Counters {
 
 /// A listener on 127.0.0.1 (an ephemeral port) and its address.
 pub(crate) async fn bind() -> (tokio::net::TcpListener, SocketAddr) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a fake upstream");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a fake upstream");
     let addr = listener.local_addr().expect("local addr");
     (listener, addr)
 }
 
 /// Serves `router` on `listener` until the returned task is aborted.
-pub(crate) fn spawn(listener: tokio::net::TcpListener, router: axum::Router) -> tokio::task::JoinHandle<()> {
+pub(crate) fn spawn(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     })
@@ -226,7 +259,8 @@ pub(crate) fn decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+                {
                     Ok(v) => {
                         out.push(v);
                         i += 3;
@@ -245,7 +279,10 @@ pub(crate) fn decode(s: &str) -> String {
 
 /// The first non-empty value of a parameter.
 pub(crate) fn get<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+    q.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
 }
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters kept).
@@ -273,7 +310,14 @@ mod tests {
         assert_eq!(parse_iso("2024-02-29"), None);
         assert_eq!(decode("2024-01-01T00%3A00%3A00Z"), "2024-01-01T00:00:00Z");
         assert_eq!(decode("a+b%zz%4"), "a b%zz%4");
-        assert_eq!(query("a=1&b=&c"), vec![("a".into(), "1".into()), ("b".into(), "".into()), ("c".into(), "".into())]);
+        assert_eq!(
+            query("a=1&b=&c"),
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "".into()),
+                ("c".into(), "".into())
+            ]
+        );
         let (mut a, mut b) = (Rng::new(7), Rng::new(7));
         assert_eq!((a.next_u64(), a.below(10)), (b.next_u64(), b.below(10)));
     }

@@ -26,8 +26,12 @@ use serde_json::{Value, json};
 
 use super::{Counters, Injected, Knobs, Rng, bind, get, now_secs, query, spawn};
 
-const FIRST_NAMES: [&str; 8] = ["ada", "grace", "linus", "ken", "barbara", "dennis", "margaret", "alan"];
-const WORDS: [&str; 10] = ["deploy", "is", "green", "again", "who", "owns", "the", "pager", "today", "thanks"];
+const FIRST_NAMES: [&str; 8] = [
+    "ada", "grace", "linus", "ken", "barbara", "dennis", "margaret", "alan",
+];
+const WORDS: [&str; 10] = [
+    "deploy", "is", "green", "again", "who", "owns", "the", "pager", "today", "thanks",
+];
 
 /// What to generate and which tokens to accept.
 #[derive(Debug, Clone)]
@@ -159,17 +163,25 @@ impl SlackDataset {
                     id: format!("U{:08}", 1000 + u),
                     name: format!("{first}{u}"),
                     real_name: format!("{} {u}", first.to_uppercase()),
-                    display_name: if rng.percent(70) { format!("{first}-{u}") } else { String::new() },
+                    display_name: if rng.percent(70) {
+                        format!("{first}-{u}")
+                    } else {
+                        String::new()
+                    },
                     email: (!is_bot).then(|| format!("{first}{u}@acme.test")),
                     is_bot,
                     is_admin: u == 0,
                     deleted: u % 13 == 12,
-                    tz: rng.pick(&["Europe/Paris", "America/New_York", "Asia/Tokyo"]).to_string(),
+                    tz: rng
+                        .pick(&["Europe/Paris", "America/New_York", "Asia/Tokyo"])
+                        .to_string(),
                     updated: c.now - 40 * 86_400 + rng.below(86_400) as i64,
                 }
             })
             .collect();
-        let creator = users.first().map_or_else(|| "U00000000".to_string(), |u| u.id.clone());
+        let creator = users
+            .first()
+            .map_or_else(|| "U00000000".to_string(), |u| u.id.clone());
         let channels: Vec<Channel> = (0..c.channels)
             .map(|k| Channel {
                 id: format!("C{:08}", 1000 + k),
@@ -180,7 +192,8 @@ impl SlackDataset {
                 },
                 is_private: k % 3 == 2,
                 is_archived: k + 1 == c.channels && c.channels > 2,
-                is_member: c.not_member_every == 0 || k % c.not_member_every != c.not_member_every - 1,
+                is_member: c.not_member_every == 0
+                    || k % c.not_member_every != c.not_member_every - 1,
                 created: c.now - 400 * 86_400 + k as i64 * 3_600,
                 creator: creator.clone(),
                 topic: format!("Topic of channel {k}"),
@@ -188,8 +201,16 @@ impl SlackDataset {
                 num_members: 3 + rng.below(50),
             })
             .collect();
-        let user_ids: Vec<String> = users.iter().filter(|u| !u.is_bot).map(|u| u.id.clone()).collect();
-        let user_ids = if user_ids.is_empty() { vec![creator.clone()] } else { user_ids };
+        let user_ids: Vec<String> = users
+            .iter()
+            .filter(|u| !u.is_bot)
+            .map(|u| u.id.clone())
+            .collect();
+        let user_ids = if user_ids.is_empty() {
+            vec![creator.clone()]
+        } else {
+            user_ids
+        };
         let start = c.now - 30 * 86_400;
         let span = 30 * 86_400 - 3_600;
         let mut messages = Vec::with_capacity(c.messages);
@@ -205,7 +226,12 @@ impl SlackDataset {
                 channel: channel.clone(),
                 ts: ts.clone(),
                 user: rng.pick(&user_ids).clone(),
-                text: format!("{} {} {} ({k})", rng.pick(&WORDS), rng.pick(&WORDS), rng.pick(&WORDS)),
+                text: format!(
+                    "{} {} {} ({k})",
+                    rng.pick(&WORDS),
+                    rng.pick(&WORDS),
+                    rng.pick(&WORDS)
+                ),
                 thread_ts: None,
                 reply_count: 0,
                 reply_users: vec![],
@@ -230,17 +256,28 @@ impl SlackDataset {
             }
             messages.push(m);
         }
-        Self { channels, users, messages, replies }
+        Self {
+            channels,
+            users,
+            messages,
+            replies,
+        }
     }
 
     /// Top-level messages of the channels the token's user is a member of.
     pub fn readable_messages(&self) -> Vec<&Message> {
-        self.messages.iter().filter(|m| self.member_of(&m.channel)).collect()
+        self.messages
+            .iter()
+            .filter(|m| self.member_of(&m.channel))
+            .collect()
     }
 
     /// Replies in the channels the token's user is a member of.
     pub fn readable_replies(&self) -> Vec<&Message> {
-        self.replies.iter().filter(|m| self.member_of(&m.channel)).collect()
+        self.replies
+            .iter()
+            .filter(|m| self.member_of(&m.channel))
+            .collect()
     }
 
     pub fn member_of(&self, channel: &str) -> bool {
@@ -277,9 +314,24 @@ impl FakeSlack {
         let counters = Arc::new(Counters::default());
         let data = SlackDataset::generate(&config);
         let (listener, addr) = bind().await;
-        let shared = Arc::new(Shared { config, data: RwLock::new(data), knobs: knobs.clone(), counters: counters.clone(), added: AtomicU64::new(0) });
-        let task = spawn(listener, Router::new().fallback(handle).with_state(shared.clone()));
-        SlackHandle { url: format!("http://{addr}/api"), knobs, counters, shared, task }
+        let shared = Arc::new(Shared {
+            config,
+            data: RwLock::new(data),
+            knobs: knobs.clone(),
+            counters: counters.clone(),
+            added: AtomicU64::new(0),
+        });
+        let task = spawn(
+            listener,
+            Router::new().fallback(handle).with_state(shared.clone()),
+        );
+        SlackHandle {
+            url: format!("http://{addr}/api"),
+            knobs,
+            counters,
+            shared,
+            task,
+        }
     }
 }
 
@@ -296,7 +348,11 @@ pub struct SlackHandle {
 impl SlackHandle {
     /// A copy of the data served now.
     pub fn data(&self) -> SlackDataset {
-        self.shared.data.read().map(|d| d.clone()).unwrap_or_default()
+        self.shared
+            .data
+            .read()
+            .map(|d| d.clone())
+            .unwrap_or_default()
     }
 
     pub fn token(&self) -> &str {
@@ -314,12 +370,21 @@ impl SlackHandle {
     /// Posts `n` new top-level messages, round robin over the member channels, timestamped
     /// now (later than anything served so far). Returns them.
     pub fn post(&self, n: usize) -> Vec<Message> {
-        let Ok(mut data) = self.shared.data.write() else { return vec![] };
-        let channels: Vec<String> = data.channels.iter().filter(|c| c.is_member).map(|c| c.id.clone()).collect();
+        let Ok(mut data) = self.shared.data.write() else {
+            return vec![];
+        };
+        let channels: Vec<String> = data
+            .channels
+            .iter()
+            .filter(|c| c.is_member)
+            .map(|c| c.id.clone())
+            .collect();
         let user = data.users.first().map(|u| u.id.clone()).unwrap_or_default();
         let mut out = Vec::new();
         for k in 0..n {
-            let Some(channel) = channels.get(k % channels.len().max(1)) else { break };
+            let Some(channel) = channels.get(k % channels.len().max(1)) else {
+                break;
+            };
             let m = Message {
                 channel: channel.clone(),
                 ts: self.next_ts(),
@@ -339,8 +404,14 @@ impl SlackHandle {
     /// Adds one reply, timestamped now, to each of the `n` most recent thread parents of the
     /// member channels. Returns the replies.
     pub fn reply(&self, n: usize) -> Vec<Message> {
-        let Ok(mut data) = self.shared.data.write() else { return vec![] };
-        let mut parents: Vec<usize> = (0..data.messages.len()).filter(|&i| data.messages[i].reply_count > 0 && data.member_of(&data.messages[i].channel)).collect();
+        let Ok(mut data) = self.shared.data.write() else {
+            return vec![];
+        };
+        let mut parents: Vec<usize> = (0..data.messages.len())
+            .filter(|&i| {
+                data.messages[i].reply_count > 0 && data.member_of(&data.messages[i].channel)
+            })
+            .collect();
         parents.sort_by_key(|&i| std::cmp::Reverse(ts_key(&data.messages[i].ts)));
         let user = data.users.first().map(|u| u.id.clone()).unwrap_or_default();
         let mut out = Vec::new();
@@ -394,26 +465,52 @@ fn scope_of(method: &str) -> &'static str {
     }
 }
 
-async fn handle(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: String) -> Response {
+async fn handle(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
     let n = s.counters.next();
     match s.knobs.decide(n).await {
         Injected::None => {}
         Injected::BadGateway => {
             s.counters.bad_gateways.fetch_add(1, Ordering::SeqCst);
-            return (StatusCode::BAD_GATEWAY, "<html><body><h1>502 Bad Gateway</h1></body></html>").into_response();
+            return (
+                StatusCode::BAD_GATEWAY,
+                "<html><body><h1>502 Bad Gateway</h1></body></html>",
+            )
+                .into_response();
         }
         Injected::RateLimited | Injected::Exhausted => {
             s.counters.rate_limited.fetch_add(1, Ordering::SeqCst);
-            let secs = if s.knobs.exhausted.load(Ordering::SeqCst) { 3_600 } else { s.knobs.retry_after_secs.load(Ordering::SeqCst) };
-            let mut r = (StatusCode::TOO_MANY_REQUESTS, axum::Json(json!({"ok": false, "error": "ratelimited"}))).into_response();
+            let secs = if s.knobs.exhausted.load(Ordering::SeqCst) {
+                3_600
+            } else {
+                s.knobs.retry_after_secs.load(Ordering::SeqCst)
+            };
+            let mut r = (
+                StatusCode::TOO_MANY_REQUESTS,
+                axum::Json(json!({"ok": false, "error": "ratelimited"})),
+            )
+                .into_response();
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 r.headers_mut().insert("retry-after", v);
             }
             return r;
         }
     }
-    let Some(name) = uri.path().strip_prefix("/api/").filter(|m| !m.contains('/')) else {
-        return (StatusCode::NOT_FOUND, axum::Json(json!({"ok": false, "error": "unknown_method"}))).into_response();
+    let Some(name) = uri
+        .path()
+        .strip_prefix("/api/")
+        .filter(|m| !m.contains('/'))
+    else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"ok": false, "error": "unknown_method"})),
+        )
+            .into_response();
     };
     let mut params = query(uri.query().unwrap_or(""));
     if method == Method::POST {
@@ -433,18 +530,32 @@ async fn handle(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers:
         Some(t) if t == c.revoked_token => return unauthorized(&s, "token_revoked"),
         Some(_) => return unauthorized(&s, "invalid_auth"),
     };
-    let known = ["auth.test", "conversations.list", "users.list", "conversations.history", "conversations.replies"];
+    let known = [
+        "auth.test",
+        "conversations.list",
+        "users.list",
+        "conversations.history",
+        "conversations.replies",
+    ];
     if !known.contains(&name) {
-        return (StatusCode::NOT_FOUND, axum::Json(json!({"ok": false, "error": "unknown_method"}))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"ok": false, "error": "unknown_method"})),
+        )
+            .into_response();
     }
     s.counters.route(name);
     if name == "auth.test" {
-        return ok(json!({"url": "https://acme.slack.com/", "team": "Acme", "user": "sluice-bot", "team_id": "T00000001", "user_id": "U0BOT0001", "bot_id": "B00000001", "is_enterprise_install": false}));
+        return ok(
+            json!({"url": "https://acme.slack.com/", "team": "Acme", "user": "sluice-bot", "team_id": "T00000001", "user_id": "U0BOT0001", "bot_id": "B00000001", "is_enterprise_install": false}),
+        );
     }
     if !scoped {
         return axum::Json(json!({"ok": false, "error": "missing_scope", "needed": scope_of(name), "provided": "identify"})).into_response();
     }
-    let Ok(data) = s.data.read() else { return fail("internal_error") };
+    let Ok(data) = s.data.read() else {
+        return fail("internal_error");
+    };
     match name {
         "conversations.list" => conversations_list(c, &data, &params),
         "users.list" => users_list(c, &data, &params),
@@ -462,7 +573,10 @@ fn unauthorized(s: &Shared, error: &str) -> Response {
 fn cursor(params: &[(String, String)]) -> Result<usize, Response> {
     match get(params, "cursor") {
         None => Ok(0),
-        Some(c) => c.strip_prefix("dGVhbTpD").and_then(|h| usize::from_str_radix(h, 16).ok()).ok_or_else(|| fail("invalid_cursor")),
+        Some(c) => c
+            .strip_prefix("dGVhbTpD")
+            .and_then(|h| usize::from_str_radix(h, 16).ok())
+            .ok_or_else(|| fail("invalid_cursor")),
     }
 }
 
@@ -471,7 +585,10 @@ fn next_cursor(offset: usize) -> String {
 }
 
 fn limit(c: &SlackConfig, params: &[(String, String)], default: usize) -> usize {
-    let asked = get(params, "limit").and_then(|v| v.parse::<usize>().ok()).filter(|&l| l > 0).unwrap_or(default);
+    let asked = get(params, "limit")
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&l| l > 0)
+        .unwrap_or(default);
     asked.min(c.max_limit.max(1)).min(1000)
 }
 
@@ -527,7 +644,11 @@ fn message_json(m: &Message) -> Value {
     v
 }
 
-fn conversations_list(c: &SlackConfig, data: &SlackDataset, params: &[(String, String)]) -> Response {
+fn conversations_list(
+    c: &SlackConfig,
+    data: &SlackDataset,
+    params: &[(String, String)],
+) -> Response {
     let offset = match cursor(params) {
         Ok(o) => o,
         Err(r) => return r,
@@ -539,11 +660,23 @@ fn conversations_list(c: &SlackConfig, data: &SlackDataset, params: &[(String, S
     let end = (offset + limit).min(data.channels.len());
     let page: Vec<Value> = data.channels[offset.min(end)..end]
         .iter()
-        .filter(|ch| types.split(',').any(|t| t == if ch.is_private { "private_channel" } else { "public_channel" }))
+        .filter(|ch| {
+            types.split(',').any(|t| {
+                t == if ch.is_private {
+                    "private_channel"
+                } else {
+                    "public_channel"
+                }
+            })
+        })
         .filter(|ch| !(exclude_archived && ch.is_archived))
         .map(channel_json)
         .collect();
-    let next = if end < data.channels.len() { next_cursor(end) } else { String::new() };
+    let next = if end < data.channels.len() {
+        next_cursor(end)
+    } else {
+        String::new()
+    };
     ok(json!({"channels": page, "response_metadata": {"next_cursor": next}}))
 }
 
@@ -554,13 +687,25 @@ fn users_list(c: &SlackConfig, data: &SlackDataset, params: &[(String, String)])
     };
     let limit = limit(c, params, 100);
     let end = (offset + limit).min(data.users.len());
-    let page: Vec<Value> = data.users[offset.min(end)..end].iter().map(user_json).collect();
-    let next = if end < data.users.len() { next_cursor(end) } else { String::new() };
+    let page: Vec<Value> = data.users[offset.min(end)..end]
+        .iter()
+        .map(user_json)
+        .collect();
+    let next = if end < data.users.len() {
+        next_cursor(end)
+    } else {
+        String::new()
+    };
     ok(json!({"members": page, "cache_ts": now_secs(), "response_metadata": {"next_cursor": next}}))
 }
 
 /// Slices `items` from the cursor: `limit` items, one fewer on every other page when ragged.
-fn window(c: &SlackConfig, params: &[(String, String)], default: usize, len: usize) -> Result<(usize, usize), Response> {
+fn window(
+    c: &SlackConfig,
+    params: &[(String, String)],
+    default: usize,
+    len: usize,
+) -> Result<(usize, usize), Response> {
     let offset = cursor(params)?;
     let mut limit = limit(c, params, default);
     if c.ragged_pages && limit > 1 && (offset / limit) % 2 == 1 {
@@ -570,7 +715,9 @@ fn window(c: &SlackConfig, params: &[(String, String)], default: usize, len: usi
 }
 
 fn history(c: &SlackConfig, data: &SlackDataset, params: &[(String, String)]) -> Response {
-    let Some(channel) = get(params, "channel").and_then(|id| data.channels.iter().find(|ch| ch.id == id)) else {
+    let Some(channel) =
+        get(params, "channel").and_then(|id| data.channels.iter().find(|ch| ch.id == id))
+    else {
         return fail("channel_not_found");
     };
     if !channel.is_member {
@@ -605,17 +752,27 @@ fn history(c: &SlackConfig, data: &SlackDataset, params: &[(String, String)]) ->
 }
 
 fn replies(c: &SlackConfig, data: &SlackDataset, params: &[(String, String)]) -> Response {
-    let Some(channel) = get(params, "channel").and_then(|id| data.channels.iter().find(|ch| ch.id == id)) else {
+    let Some(channel) =
+        get(params, "channel").and_then(|id| data.channels.iter().find(|ch| ch.id == id))
+    else {
         return fail("channel_not_found");
     };
     if !channel.is_member {
         return fail("not_in_channel");
     }
-    let Some(parent) = get(params, "ts").and_then(|ts| data.messages.iter().find(|m| m.channel == channel.id && m.ts == ts)) else {
+    let Some(parent) = get(params, "ts").and_then(|ts| {
+        data.messages
+            .iter()
+            .find(|m| m.channel == channel.id && m.ts == ts)
+    }) else {
         return fail("thread_not_found");
     };
     let mut items: Vec<&Message> = vec![parent];
-    let mut thread: Vec<&Message> = data.replies.iter().filter(|r| r.channel == channel.id && r.thread_ts.as_deref() == Some(parent.ts.as_str())).collect();
+    let mut thread: Vec<&Message> = data
+        .replies
+        .iter()
+        .filter(|r| r.channel == channel.id && r.thread_ts.as_deref() == Some(parent.ts.as_str()))
+        .collect();
     thread.sort_by_key(|m| ts_key(&m.ts));
     items.extend(thread);
     let (start, end) = match window(c, params, 10, items.len()) {
@@ -624,7 +781,9 @@ fn replies(c: &SlackConfig, data: &SlackDataset, params: &[(String, String)]) ->
     };
     let page: Vec<Value> = items[start..end].iter().map(|m| message_json(m)).collect();
     let more = end < items.len();
-    ok(json!({"messages": page, "has_more": more, "response_metadata": {"next_cursor": if more { next_cursor(end) } else { String::new() }}}))
+    ok(
+        json!({"messages": page, "has_more": more, "response_metadata": {"next_cursor": if more { next_cursor(end) } else { String::new() }}}),
+    )
 }
 
 #[cfg(test)]
@@ -633,15 +792,28 @@ mod tests {
 
     #[test]
     fn generation_is_deterministic_and_consistent() {
-        let c = SlackConfig { now: 1_700_000_000, ..Default::default() };
+        let c = SlackConfig {
+            now: 1_700_000_000,
+            ..Default::default()
+        };
         let (a, b) = (SlackDataset::generate(&c), SlackDataset::generate(&c));
         assert_eq!(a.messages, b.messages);
         assert_eq!(a.messages.len(), 800);
         assert_eq!(a.channels.iter().filter(|ch| !ch.is_member).count(), 2);
         let parents: u64 = a.messages.iter().map(|m| m.reply_count).sum();
         assert_eq!(parents as usize, a.replies.len());
-        assert!(a.replies.iter().all(|r| r.is_reply() && ts_key(&r.ts).0 < c.now));
+        assert!(
+            a.replies
+                .iter()
+                .all(|r| r.is_reply() && ts_key(&r.ts).0 < c.now)
+        );
         let mut seen = std::collections::HashSet::new();
-        assert!(a.messages.iter().chain(&a.replies).all(|m| seen.insert((m.channel.clone(), m.ts.clone()))), "unique keys");
+        assert!(
+            a.messages
+                .iter()
+                .chain(&a.replies)
+                .all(|m| seen.insert((m.channel.clone(), m.ts.clone()))),
+            "unique keys"
+        );
     }
 }
