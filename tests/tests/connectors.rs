@@ -672,6 +672,57 @@ async fn github_sync_survives_a_storm_of_429s_403s_and_502s() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_start_date_bounds_the_first_sync() {
+    let gh = FakeGithub::start(GithubConfig {
+        repos: 2,
+        issues: 1_000,
+        comments: 300,
+        commits: 300,
+        ..Default::default()
+    })
+    .await;
+    let data = gh.data();
+    let mut updated: Vec<i64> = data.issues.iter().map(|i| i.updated_at).collect();
+    updated.sort_unstable();
+    let since = updated[updated.len() / 2];
+    let root = tempfile::tempdir().unwrap();
+    let svc = start(root.path(), &[]).await;
+    let config = json!({"api_url": gh.url, "repositories": ["acme/repo-0", "acme/repo-1"], "start_date": sluice_tests::fakes::iso(since)});
+
+    let run = sync(&svc, "since", "github", &config, gh.token()).await;
+    let plain = data
+        .plain_issues()
+        .into_iter()
+        .filter(|i| i.updated_at >= since)
+        .count();
+    let pulls = data
+        .pulls()
+        .into_iter()
+        .filter(|i| i.updated_at >= since)
+        .count();
+    assert!(plain > 100 && plain < data.plain_issues().len());
+    assert_eq!(records(&run, "issues"), plain as u64);
+    assert_eq!(
+        records(&run, "pull_requests"),
+        pulls as u64,
+        "the pulls listing stops at start_date"
+    );
+    let commits = data
+        .commits
+        .iter()
+        .filter(|c| c.committed_at >= since)
+        .count();
+    assert_eq!(records(&run, "commits"), commits as u64);
+    let comments = data
+        .comments
+        .iter()
+        .filter(|c| c.updated_at >= since)
+        .count();
+    assert_eq!(records(&run, "issue_comments"), comments as u64);
+    assert_eq!(records(&run, "repositories"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_github_run_commits_nothing() {
     let gh = FakeGithub::start(GithubConfig {
         repos: 2,
@@ -720,7 +771,7 @@ async fn a_cancelled_github_run_commits_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slack_full_sync_matches_the_fake_and_an_incremental_brings_only_new_messages() {
     // Pages of at most 15 (as Slack forces on some apps), some shorter while more remains,
-    // and a 429 now and then.
+    // and a 429 or a 502 now and then.
     let sl = FakeSlack::start(SlackConfig {
         channels: 8,
         users: 45,
@@ -730,6 +781,7 @@ async fn slack_full_sync_matches_the_fake_and_an_incremental_brings_only_new_mes
     })
     .await;
     sl.knobs.set_rate_limit_every(11);
+    sl.knobs.set_fail_every(13);
     sl.knobs.set_retry_after_secs(0);
     let data = sl.data();
     let root = tempfile::tempdir().unwrap();
