@@ -54,9 +54,12 @@ async fn hostile_plugins_are_stopped_and_the_host_keeps_serving() {
     assert!(matches!(e, CallError::Trap(_)), "{e:?}");
     assert!(p.validate(&ok, opts(5000)).await.is_ok());
 
-    // A host the plugin does not declare.
-    let e = p.validate(&json!({"action": "fetch", "url": "https://undeclared.example/x"}), opts(5000)).await.unwrap_err();
-    assert!(message(&e).starts_with("denied:") && message(&e).contains("not declared"), "{e:?}");
+    // A host the operator does not allow (the plugin declares it through {config.url}).
+    let mut strict = RuntimeConfig::new(dir.path());
+    strict.policy = OperatorPolicy { allow: OperatorPolicy::parse_allow("https://api.example.com").unwrap(), ..Default::default() };
+    let strict = Runtime::new(strict).unwrap().load_file(&plugin("probe")).await.unwrap();
+    let e = strict.validate(&json!({"action": "fetch", "url": "https://undeclared.example/x"}), opts(5000)).await.unwrap_err();
+    assert!(message(&e).starts_with("denied:") && message(&e).contains("not allowed by the operator"), "{e:?}");
     // Declared (through {config.url}), but private or loopback without the operator's grant.
     for url in ["http://10.1.2.3/x", "http://169.254.169.254/latest/meta-data", "http://127.0.0.1:9/x", "http://[::1]:9/x"] {
         let e = p.validate(&json!({"action": "fetch", "url": url}), opts(5000)).await.unwrap_err();
@@ -71,8 +74,9 @@ async fn hostile_plugins_are_stopped_and_the_host_keeps_serving() {
     assert_eq!(p.validate(&json!({"action": "secret", "name": "token"}), opts(5000)).await.unwrap()["length"], 18);
 
     // Several calls at once, one of them hostile: the others are not disturbed.
+    let looping = json!({"action": "loop"});
     let (a, b, c) = tokio::join!(
-        p.validate(&json!({"action": "loop"}), opts(500)),
+        p.validate(&looping, opts(500)),
         p.validate(&ok, opts(5000)),
         p.validate(&ok, opts(5000)),
     );
@@ -168,7 +172,7 @@ async fn the_host_injects_secrets_retries_and_waits_out_rate_limits() {
     assert!(message(&e).starts_with("too-large:"), "{e:?}");
 
     let e = p.validate(&json!({"action": "fetch", "url": format!("{base}/redirect-away")}), opts(5000)).await.unwrap_err();
-    assert!(message(&e).starts_with("denied:"), "a redirect is checked again: {e:?}");
+    assert!(message(&e).starts_with("denied:") && message(&e).contains("not declared by the plugin"), "a redirect is checked again: {e:?}");
 }
 
 struct Collect(Arc<Mutex<(Vec<String>, Vec<Value>)>>);

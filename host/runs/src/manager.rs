@@ -135,11 +135,7 @@ impl RunManager {
         check_request(&plugin, &req.config, &req.credentials)?;
         let layout = Layout::new(&req.storage.prefix, &req.connection_id).map_err(|e| SubmitError::Invalid { field: "connection_id".into(), message: e.to_string() })?;
         let store = req.storage.open(&self.config.backend).map_err(|m| SubmitError::Invalid { field: "storage".into(), message: m })?;
-        for s in &req.streams {
-            if plugin.manifest().stream(s).is_none() {
-                return Err(SubmitError::Invalid { field: "streams".into(), message: format!("connector {} has no stream {s:?}", req.connector) });
-            }
-        }
+        // Stream names are checked against `discover` when the run starts (streams may depend on the config).
 
         let run_id = uuid::Uuid::now_v7().to_string();
         let cancel = CancellationToken::new();

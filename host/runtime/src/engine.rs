@@ -66,7 +66,7 @@ struct Inner {
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
         let mut wc = Config::new();
-        wc.async_support(true).epoch_interruption(true).wasm_component_model(true);
+        wc.epoch_interruption(true).wasm_component_model(true);
         let engine = Engine::new(&wc)?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
         ConnectorPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
@@ -163,7 +163,7 @@ impl Runtime {
             .exports(engine)
             .find_map(|(name, item)| {
                 let v = name.strip_prefix(WIT_PACKAGE)?.strip_prefix("/connector@")?;
-                matches!(item, ComponentItem::ComponentInstance(_)).then(|| v.to_string())
+                matches!(item.ty, ComponentItem::ComponentInstance(_)).then(|| v.to_string())
             })
             .ok_or_else(|| LoadError::IncompatibleWorld(format!("does not export {WIT_PACKAGE}/connector: not a Sluice connector")))?;
         check_version(&export)?;

@@ -201,14 +201,15 @@ impl http::Host for HostState {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
-        let call = &self.call;
-        let result = call.outbound.fetch(&call.destinations, prepared, &call.cancel).await;
+        // Owned handles: the state itself (with its record sink) is not `Sync`.
+        let (outbound, destinations, cancel) = (self.call.outbound.clone(), self.call.destinations.clone(), self.call.cancel.clone());
+        let result = outbound.fetch(&destinations, prepared, &cancel).await;
         match result {
             Ok(r) => Ok(Ok(http::Response { status: r.status, headers: r.headers, body: r.body })),
             Err(OutboundError::Cancelled) => Err(wasmtime::Error::new(Stop::Cancelled)),
             Err(e) => {
                 if let OutboundError::Denied(why) = &e {
-                    tracing::warn!(plugin = %call.manifest.id, "outbound request denied: {why}");
+                    tracing::warn!(plugin = %self.call.manifest.id, "outbound request denied: {why}");
                 }
                 Ok(Err(to_wit_error(e)))
             }
@@ -222,7 +223,7 @@ impl HostState {
         let headers = plugin_headers(&r.headers).map_err(to_wit_error)?;
         let mut secret_headers = HeaderMap::new();
         for sh in &r.secret_headers {
-            let value = self.declared_secret(&sh.secret).map_err(|e| http::HttpError::UnknownSecret(e.to_string()))?;
+            let value = self.declared_secret(&sh.secret).map_err(|e| http::HttpError::UnknownSecret(describe(&e)))?;
             let name = HeaderName::from_bytes(sh.header.as_bytes())
                 .map_err(|_| http::HttpError::InvalidRequest(format!("bad header name {:?}", sh.header)))?;
             let mut value = HeaderValue::from_str(&format!("{}{}", sh.prefix, value))
@@ -250,12 +251,11 @@ impl HostState {
     }
 }
 
-impl std::fmt::Display for secrets::SecretError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Undeclared(n) => write!(f, "secret {n:?} is not declared by the plugin"),
-            Self::Missing(n) => write!(f, "secret {n:?} was not supplied"),
-        }
+/// A one-line description of a secret error.
+fn describe(e: &secrets::SecretError) -> String {
+    match e {
+        secrets::SecretError::Undeclared(n) => format!("secret {n:?} is not declared by the plugin"),
+        secrets::SecretError::Missing(n) => format!("secret {n:?} was not supplied"),
     }
 }
 

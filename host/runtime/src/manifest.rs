@@ -49,7 +49,7 @@ pub struct StreamSpec {
 
 impl Manifest {
     /// Checks and converts the manifest a plugin returned.
-    pub fn from_wit(m: wit::Manifest) -> Result<Self, ManifestError> {
+    pub fn from_wit(m: wit::ConnectorManifest) -> Result<Self, ManifestError> {
         let bad = |msg: String| Err(ManifestError(msg));
         if !is_connector_id(&m.id) {
             return bad(format!("id {:?} must match [a-z][a-z0-9-]{{0,62}}", m.id));

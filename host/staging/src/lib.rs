@@ -297,7 +297,7 @@ fn copy_sql(input: &Path, out_dir: &Path, columns: &[Column], run_id: &str, extr
     select.push(format!("TIMESTAMPTZ '{}' AS {}", sql_str(extracted_at), ident(EXTRACTED_AT_COLUMN)));
     select.push(ident(SEQ_COLUMN));
     format!(
-        "COPY (SELECT {select} FROM read_json('{input}', format='newline_delimited', columns={{{types}}}, maximum_object_size=67108864)) \
+        "COPY (SELECT {select} FROM read_json('{input}', format='newline_delimited', columns={{{types}}})) \
          TO '{out}' (FORMAT PARQUET, COMPRESSION ZSTD, FILE_SIZE_BYTES {part_bytes}, FILENAME_PATTERN '{run}-{{i}}')",
         select = select.join(", "),
         input = sql_str(&input.to_string_lossy()),
