@@ -1,6 +1,8 @@
 //! Test support: where the built plugins and binary are, local fake upstreams, and a
 //! handle on a running `sluice serve`.
 
+pub mod fakes;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -51,7 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/connectors", get(connectors::list))
         .route("/connectors/{id}", get(connectors::get_one))
         .fallback(error::not_found)
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
     Router::new()
         .route("/health", get(connectors::health))
         .route("/ready", get(connectors::ready))

@@ -4,7 +4,6 @@ mod config;
 mod local_run;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
