@@ -31,13 +31,19 @@ pub fn sluice_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = dir.join("sluice");
-    assert!(bin.is_file(), "{} is missing: build it with cargo build -p sluice", bin.display());
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with cargo build -p sluice",
+        bin.display()
+    );
     bin
 }
 
 /// Serves `router` on an ephemeral loopback port until the test ends.
 pub async fn serve(router: axum::Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
     addr
@@ -45,7 +51,11 @@ pub async fn serve(router: axum::Router) -> SocketAddr {
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// A running `sluice serve`, killed when dropped.
@@ -69,7 +79,10 @@ impl Service {
         cmd.arg("serve")
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("LD_LIBRARY_PATH", std::env::var_os("LD_LIBRARY_PATH").unwrap_or_default())
+            .env(
+                "LD_LIBRARY_PATH",
+                std::env::var_os("LD_LIBRARY_PATH").unwrap_or_default(),
+            )
             .env("PORT", port.to_string())
             .env("CONNECT_SERVICE_TOKEN", &token)
             .env("SLUICE_DATA_DIR", data_dir)
@@ -84,7 +97,14 @@ impl Service {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn sluice");
-        let svc = Self { child, base: format!("http://127.0.0.1:{port}"), token, data_dir: data_dir.into(), plugins_dir: plugins_dir.into(), log };
+        let svc = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            token,
+            data_dir: data_dir.into(),
+            plugins_dir: plugins_dir.into(),
+            log,
+        };
         svc.wait_ready().await;
         svc
     }
@@ -98,7 +118,11 @@ impl Service {
             {
                 return;
             }
-            assert!(Instant::now() < deadline, "service not ready; log:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "service not ready; log:\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -109,30 +133,48 @@ impl Service {
 
     /// An authenticated request builder.
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        reqwest::Client::new().post(format!("{}{path}", self.base)).header("x-connect-service-token", &self.token)
+        reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .header("x-connect-service-token", &self.token)
     }
 
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        reqwest::Client::new().get(format!("{}{path}", self.base)).header("x-connect-service-token", &self.token)
+        reqwest::Client::new()
+            .get(format!("{}{path}", self.base))
+            .header("x-connect-service-token", &self.token)
     }
 
     /// Polls a run until it is no longer queued or running.
     pub async fn wait_run(&self, run_id: &str) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let r: serde_json::Value = self.get(&format!("/internal/mirror-connections/runs/{run_id}")).send().await.expect("get run").json().await.expect("json");
+            let r: serde_json::Value = self
+                .get(&format!("/internal/mirror-connections/runs/{run_id}"))
+                .send()
+                .await
+                .expect("get run")
+                .json()
+                .await
+                .expect("json");
             let status = r["status"].as_str().unwrap_or("");
             if status != "queued" && status != "running" {
                 return r;
             }
-            assert!(Instant::now() < deadline, "run {run_id} did not finish: {r}\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "run {run_id} did not finish: {r}\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     /// Sends a signal and waits for the process to exit.
     pub fn signal(&mut self, sig: &str) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
         self.child.wait().expect("wait")
     }
 }

@@ -24,15 +24,30 @@ async fn start(root: &Path, env: &[(&str, &str)]) -> Service {
 
 /// A company's internal service: `/me` and `/orders`, Bearer auth.
 async fn internal_service() -> String {
-    let auth = |h: &HeaderMap| h.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let app = Router::new()
-        .route("/me", get(move |h: HeaderMap| async move {
+    let auth = |h: &HeaderMap| {
+        h.get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let app = Router::new().route(
+        "/me",
+        get(move |h: HeaderMap| async move {
             match auth(&h).as_deref() {
-                Some("Bearer good-token") => (StatusCode::OK, axum::Json(json!({"id": 7, "name": "purchasing-bot"}))),
-                Some("Bearer limited-token") => (StatusCode::FORBIDDEN, axum::Json(json!({"error": "missing scope orders:read"}))),
-                _ => (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "bad token"}))),
+                Some("Bearer good-token") => (
+                    StatusCode::OK,
+                    axum::Json(json!({"id": 7, "name": "purchasing-bot"})),
+                ),
+                Some("Bearer limited-token") => (
+                    StatusCode::FORBIDDEN,
+                    axum::Json(json!({"error": "missing scope orders:read"})),
+                ),
+                _ => (
+                    StatusCode::UNAUTHORIZED,
+                    axum::Json(json!({"error": "bad token"})),
+                ),
             }
-        }));
+        }),
+    );
     format!("http://{}", serve(app).await)
 }
 
@@ -49,7 +64,14 @@ async fn auth_health_ping_and_connectors() {
     let r = c.get(format!("{}/health", svc.base)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"status": "ok"}));
-    assert_eq!(c.get(format!("{}/ready", svc.base)).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(format!("{}/ready", svc.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     for token in [None, Some("wrong"), Some("")] {
         let mut req = c.post(format!("{}/internal/mirror-connections/ping", svc.base));
@@ -58,35 +80,101 @@ async fn auth_health_ping_and_connectors() {
         }
         let r = req.send().await.unwrap();
         assert_eq!(r.status(), 401);
-        assert_eq!(r.json::<Value>().await.unwrap(), json!({"detail": "Invalid connect service token"}));
+        assert_eq!(
+            r.json::<Value>().await.unwrap(),
+            json!({"detail": "Invalid connect service token"})
+        );
     }
-    let r = c.get(format!("{}/internal/connectors", svc.base)).send().await.unwrap();
+    let r = c
+        .get(format!("{}/internal/connectors", svc.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401, "every /internal route is protected");
-    let r = c.get(format!("{}/internal/no-such-route", svc.base)).send().await.unwrap();
-    assert_eq!(r.status(), 401, "even unknown /internal routes do not leak without the token");
+    let r = c
+        .get(format!("{}/internal/no-such-route", svc.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "even unknown /internal routes do not leak without the token"
+    );
 
-    let r = svc.post("/internal/mirror-connections/ping").send().await.unwrap();
+    let r = svc
+        .post("/internal/mirror-connections/ping")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"status": "ok"}));
 
-    let list: Value = svc.get("/internal/connectors").send().await.unwrap().json().await.unwrap();
-    let ids: Vec<&str> = list["connectors"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    let list: Value = svc
+        .get("/internal/connectors")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = list["connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, vec!["http-json", "probe"]);
     let failures = list["failures"].as_array().unwrap();
     assert_eq!(failures.len(), 1);
-    assert!(failures[0]["file"].as_str().unwrap().ends_with("bad-manifest.wasm"));
-    assert!(failures[0]["error"].as_str().unwrap().contains("invalid manifest"));
+    assert!(
+        failures[0]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("bad-manifest.wasm")
+    );
+    assert!(
+        failures[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid manifest")
+    );
 
-    let one: Value = svc.get("/internal/connectors/http-json").send().await.unwrap().json().await.unwrap();
+    let one: Value = svc
+        .get("/internal/connectors/http-json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(one["secrets"][0]["name"], "api_token");
     assert_eq!(one["sha256"].as_str().unwrap().len(), 64);
     let r = svc.get("/internal/connectors/nope").send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "not_found");
 
-    let doc: Value = c.get(format!("{}/openapi.json", svc.base)).send().await.unwrap().json().await.unwrap();
+    let doc: Value = c
+        .get(format!("{}/openapi.json", svc.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-    for path in ["/health", "/ready", "/internal/mirror-connections/ping", "/internal/mirror-connections/validate", "/internal/mirror-connections/runs", "/internal/mirror-connections/runs/{run_id}", "/internal/mirror-connections/runs/{run_id}/cancel", "/internal/mirror-connections/schema-sync", "/internal/connectors", "/internal/connectors/{id}"] {
+    for path in [
+        "/health",
+        "/ready",
+        "/internal/mirror-connections/ping",
+        "/internal/mirror-connections/validate",
+        "/internal/mirror-connections/runs",
+        "/internal/mirror-connections/runs/{run_id}",
+        "/internal/mirror-connections/runs/{run_id}/cancel",
+        "/internal/mirror-connections/schema-sync",
+        "/internal/connectors",
+        "/internal/connectors/{id}",
+    ] {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
     }
 }
@@ -107,8 +195,16 @@ async fn validate_maps_upstream_answers_to_codes() {
     let bad: Value = validate("bad-token").await.unwrap().json().await.unwrap();
     assert_eq!(bad["valid"], false);
     assert_eq!(bad["error"]["code"], "invalid_credentials");
-    assert!(!bad.to_string().contains("bad-token"), "credentials are never echoed");
-    let scope: Value = validate("limited-token").await.unwrap().json().await.unwrap();
+    assert!(
+        !bad.to_string().contains("bad-token"),
+        "credentials are never echoed"
+    );
+    let scope: Value = validate("limited-token")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(scope["error"]["code"], "insufficient_scope");
 
     let unreachable: Value = svc
@@ -117,24 +213,71 @@ async fn validate_maps_upstream_answers_to_codes() {
         .send().await.unwrap().json().await.unwrap();
     assert_eq!(unreachable["error"]["code"], "unreachable", "{unreachable}");
 
-    let r = svc.post("/internal/mirror-connections/validate").json(&json!({"connector": "nope", "config": {}})).send().await.unwrap();
+    let r = svc
+        .post("/internal/mirror-connections/validate")
+        .json(&json!({"connector": "nope", "config": {}}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    let r = svc.post("/internal/mirror-connections/validate").json(&json!({"connector": "http-json", "config": {"base_url": base}})).send().await.unwrap();
+    let r = svc
+        .post("/internal/mirror-connections/validate")
+        .json(&json!({"connector": "http-json", "config": {"base_url": base}}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 422);
-    assert!(r.json::<Value>().await.unwrap()["detail"].as_str().unwrap().contains("api_token"));
+    assert!(
+        r.json::<Value>().await.unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("api_token")
+    );
     let bad_config: Value = svc
         .post("/internal/mirror-connections/validate")
         .json(&json!({"connector": "http-json", "config": {"base_url": 42}, "credentials": {"api_token": "x"}}))
         .send().await.unwrap().json().await.unwrap();
-    assert_eq!(bad_config["error"]["code"], "invalid_config", "{bad_config}");
-    assert!(bad_config["error"]["message"].as_str().unwrap().contains("base_url"), "{bad_config}");
+    assert_eq!(
+        bad_config["error"]["code"], "invalid_config",
+        "{bad_config}"
+    );
+    assert!(
+        bad_config["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("base_url"),
+        "{bad_config}"
+    );
 
-    let r = svc.post("/internal/mirror-connections/validate").header("content-type", "application/json").body("{not json").send().await.unwrap();
+    let r = svc
+        .post("/internal/mirror-connections/validate")
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    let r = svc.post("/internal/mirror-connections/validate").json(&json!({"config": {}})).send().await.unwrap();
+    let r = svc
+        .post("/internal/mirror-connections/validate")
+        .json(&json!({"config": {}}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 422);
-    assert!(r.json::<Value>().await.unwrap()["detail"].as_str().unwrap().contains("connector"), "names the missing field");
-    let r = svc.post("/internal/mirror-connections/validate").header("content-type", "application/json").body(vec![b' '; 2 << 20]).send().await.unwrap();
+    assert!(
+        r.json::<Value>().await.unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("connector"),
+        "names the missing field"
+    );
+    let r = svc
+        .post("/internal/mirror-connections/validate")
+        .header("content-type", "application/json")
+        .body(vec![b' '; 2 << 20])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
     assert!(r.json::<Value>().await.is_ok(), "413 is JSON too");
 }
@@ -144,7 +287,12 @@ async fn runs_commit_and_schema_sync_describes_them() {
     let root = tempfile::tempdir().unwrap();
     let svc = start(root.path(), &[]).await;
     let body = json!({"connection_id": "conn-a", "connector": "probe", "config": {"count": 3000, "batch": 500, "extra": true}, "credentials": {"token": "t0ken-value"}, "storage": storage()});
-    let r = svc.post("/internal/mirror-connections/runs").json(&body).send().await.unwrap();
+    let r = svc
+        .post("/internal/mirror-connections/runs")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
     let accepted: Value = r.json().await.unwrap();
     assert_eq!(accepted["status"], "queued");
@@ -159,31 +307,76 @@ async fn runs_commit_and_schema_sync_describes_them() {
 
     // An incremental second run continues from the committed state.
     let r = svc.post("/internal/mirror-connections/runs").json(&json!({"connection_id": "conn-a", "connector": "probe", "config": {"count": 500}, "credentials": {"token": "t"}, "storage": storage()})).send().await.unwrap();
-    let run2 = svc.wait_run(r.json::<Value>().await.unwrap()["run_id"].as_str().unwrap()).await;
+    let run2 = svc
+        .wait_run(r.json::<Value>().await.unwrap()["run_id"].as_str().unwrap())
+        .await;
     assert_eq!(run2["status"], "succeeded", "{run2}");
 
-    let list: Value = svc.get("/internal/mirror-connections/runs?connection_id=conn-a").send().await.unwrap().json().await.unwrap();
+    let list: Value = svc
+        .get("/internal/mirror-connections/runs?connection_id=conn-a")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["runs"].as_array().unwrap().len(), 2);
-    let other: Value = svc.get("/internal/mirror-connections/runs?connection_id=conn-b").send().await.unwrap().json().await.unwrap();
+    let other: Value = svc
+        .get("/internal/mirror-connections/runs?connection_id=conn-b")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(other["runs"].as_array().unwrap().len(), 0);
 
-    let r = svc.post("/internal/mirror-connections/schema-sync").json(&json!({"connection_id": "conn-a", "connector": "probe", "storage": storage()})).send().await.unwrap();
+    let r = svc
+        .post("/internal/mirror-connections/schema-sync")
+        .json(&json!({"connection_id": "conn-a", "connector": "probe", "storage": storage()}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let catalog: Value = r.json().await.unwrap();
-    let items = &catalog["streams"].as_array().unwrap().iter().find(|s| s["name"] == "items").unwrap().clone();
+    let items = &catalog["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "items")
+        .unwrap()
+        .clone();
     assert_eq!(items["row_count"], 3500);
     assert_eq!(items["primary_key"], json!(["id"]));
-    let cols: Vec<&str> = items["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert!(cols.contains(&"id") && cols.contains(&"_sluice_extra") && cols.contains(&"_sluice_run_id"), "{cols:?}");
-    let schema_file = root.path().join("data/storage/sluice-local/mirror/conn-a/_schema.json");
+    let cols: Vec<&str> = items["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        cols.contains(&"id") && cols.contains(&"_sluice_extra") && cols.contains(&"_sluice_run_id"),
+        "{cols:?}"
+    );
+    let schema_file = root
+        .path()
+        .join("data/storage/sluice-local/mirror/conn-a/_schema.json");
     let stored: Value = serde_json::from_slice(&std::fs::read(&schema_file).unwrap()).unwrap();
-    assert_eq!(stored["streams"], catalog["streams"], "the catalog is stored next to the data");
+    assert_eq!(
+        stored["streams"], catalog["streams"],
+        "the catalog is stored next to the data"
+    );
 
     // The view SQL works in DuckDB and deduplicates on the primary key.
     let db = duckdb::Connection::open_in_memory().unwrap();
-    db.execute_batch(items["view_sql"].as_str().unwrap()).unwrap();
+    db.execute_batch(items["view_sql"].as_str().unwrap())
+        .unwrap();
     let (n, distinct, extra): (i64, i64, i64) = db
-        .query_row("SELECT count(*), count(DISTINCT id), count(_sluice_extra) FROM items", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row(
+            "SELECT count(*), count(DISTINCT id), count(_sluice_extra) FROM items",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
         .unwrap();
     assert_eq!((n, distinct), (3500, 3500));
     assert_eq!(extra, 3000, "undeclared fields were kept in _sluice_extra");
@@ -192,46 +385,135 @@ async fn runs_commit_and_schema_sync_describes_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admission_conflicts_idempotency_cancel_and_queue() {
     let root = tempfile::tempdir().unwrap();
-    let svc = start(root.path(), &[("SLUICE_MAX_CONCURRENT_RUNS", "1"), ("SLUICE_MAX_QUEUED_RUNS", "1")]).await;
+    let svc = start(
+        root.path(),
+        &[
+            ("SLUICE_MAX_CONCURRENT_RUNS", "1"),
+            ("SLUICE_MAX_QUEUED_RUNS", "1"),
+        ],
+    )
+    .await;
     let looping = |conn: &str| json!({"connection_id": conn, "connector": "probe", "config": {"action": "loop"}, "credentials": {"token": "t"}, "storage": storage()});
 
-    let r = svc.post("/internal/mirror-connections/runs").header("idempotency-key", "k-1").json(&looping("c1")).send().await.unwrap();
+    let r = svc
+        .post("/internal/mirror-connections/runs")
+        .header("idempotency-key", "k-1")
+        .json(&looping("c1"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
-    let first = r.json::<Value>().await.unwrap()["run_id"].as_str().unwrap().to_string();
-    let again = svc.post("/internal/mirror-connections/runs").header("idempotency-key", "k-1").json(&looping("c1")).send().await.unwrap();
+    let first = r.json::<Value>().await.unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let again = svc
+        .post("/internal/mirror-connections/runs")
+        .header("idempotency-key", "k-1")
+        .json(&looping("c1"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 202);
-    assert_eq!(again.json::<Value>().await.unwrap()["run_id"], first.as_str(), "same key, same run");
+    assert_eq!(
+        again.json::<Value>().await.unwrap()["run_id"],
+        first.as_str(),
+        "same key, same run"
+    );
 
-    let r = svc.post("/internal/mirror-connections/runs").json(&looping("c1")).send().await.unwrap();
+    let r = svc
+        .post("/internal/mirror-connections/runs")
+        .json(&looping("c1"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 409, "one active run per connection");
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "run_active");
 
-    let r = svc.post("/internal/mirror-connections/runs").json(&looping("c2")).send().await.unwrap();
+    let r = svc
+        .post("/internal/mirror-connections/runs")
+        .json(&looping("c2"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202, "queued behind c1");
-    let queued = r.json::<Value>().await.unwrap()["run_id"].as_str().unwrap().to_string();
-    let r = svc.post("/internal/mirror-connections/runs").json(&looping("c3")).send().await.unwrap();
+    let queued = r.json::<Value>().await.unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = svc
+        .post("/internal/mirror-connections/runs")
+        .json(&looping("c3"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503, "queue full");
     assert!(r.headers().get("retry-after").is_some());
 
-    let r = svc.post(&format!("/internal/mirror-connections/runs/{first}/cancel")).send().await.unwrap();
+    let r = svc
+        .post(&format!("/internal/mirror-connections/runs/{first}/cancel"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let done = svc.wait_run(&first).await;
     assert_eq!(done["status"], "cancelled", "{done}");
-    assert!(!root.path().join("data/storage/sluice-local/mirror/c1/_state.json").exists(), "a cancelled run commits nothing");
-    svc.post(&format!("/internal/mirror-connections/runs/{queued}/cancel")).send().await.unwrap();
+    assert!(
+        !root
+            .path()
+            .join("data/storage/sluice-local/mirror/c1/_state.json")
+            .exists(),
+        "a cancelled run commits nothing"
+    );
+    svc.post(&format!(
+        "/internal/mirror-connections/runs/{queued}/cancel"
+    ))
+    .send()
+    .await
+    .unwrap();
     assert_eq!(svc.wait_run(&queued).await["status"], "cancelled");
 
-    assert_eq!(svc.post("/internal/mirror-connections/runs/nope/cancel").send().await.unwrap().status(), 404);
-    assert_eq!(svc.get("/internal/mirror-connections/runs/nope").send().await.unwrap().status(), 404);
+    assert_eq!(
+        svc.post("/internal/mirror-connections/runs/nope/cancel")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        svc.get("/internal/mirror-connections/runs/nope")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
 
     let mut missing = looping("c4");
     missing["credentials"] = json!({});
-    let r = svc.post("/internal/mirror-connections/runs").json(&missing).send().await.unwrap();
+    let r = svc
+        .post("/internal/mirror-connections/runs")
+        .json(&missing)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 422);
-    assert!(r.json::<Value>().await.unwrap()["detail"].as_str().unwrap().contains("credentials.token"));
+    assert!(
+        r.json::<Value>().await.unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("credentials.token")
+    );
     let r = svc.post("/internal/mirror-connections/runs").json(&json!({"connection_id": "c5", "connector": "http-json", "config": {"base_url": "http://x", "streams": "not-a-list"}, "credentials": {"api_token": "t"}, "storage": storage()})).send().await.unwrap();
     assert_eq!(r.status(), 422);
-    assert!(r.json::<Value>().await.unwrap()["detail"].as_str().unwrap().contains("config.streams"), "names the failing path");
+    assert!(
+        r.json::<Value>().await.unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("config.streams"),
+        "names the failing path"
+    );
     let r = svc.post("/internal/mirror-connections/runs").json(&json!({"connection_id": "../etc", "connector": "probe", "credentials": {"token": "t"}, "storage": storage()})).send().await.unwrap();
     assert_eq!(r.status(), 422);
 }
@@ -241,9 +523,19 @@ async fn a_run_in_flight_when_the_service_dies_is_reported_failed() {
     let root = tempfile::tempdir().unwrap();
     let mut svc = start(root.path(), &[]).await;
     let r = svc.post("/internal/mirror-connections/runs").json(&json!({"connection_id": "c1", "connector": "probe", "config": {"action": "loop"}, "credentials": {"token": "t"}, "storage": storage()})).send().await.unwrap();
-    let run_id = r.json::<Value>().await.unwrap()["run_id"].as_str().unwrap().to_string();
+    let run_id = r.json::<Value>().await.unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for _ in 0..100 {
-        let r: Value = svc.get(&format!("/internal/mirror-connections/runs/{run_id}")).send().await.unwrap().json().await.unwrap();
+        let r: Value = svc
+            .get(&format!("/internal/mirror-connections/runs/{run_id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if r["status"] == "running" {
             break;
         }
@@ -251,7 +543,14 @@ async fn a_run_in_flight_when_the_service_dies_is_reported_failed() {
     }
     svc.signal("KILL");
     let svc = Service::start(&root.path().join("data"), &root.path().join("plugins"), &[]).await;
-    let r: Value = svc.get(&format!("/internal/mirror-connections/runs/{run_id}")).send().await.unwrap().json().await.unwrap();
+    let r: Value = svc
+        .get(&format!("/internal/mirror-connections/runs/{run_id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["status"], "failed", "{r}");
     assert_eq!(r["error"]["code"], "interrupted");
     // The connection is free again.
@@ -264,12 +563,18 @@ async fn sigterm_cancels_runs_past_the_grace_period_and_exits() {
     let root = tempfile::tempdir().unwrap();
     let mut svc = start(root.path(), &[("SLUICE_SHUTDOWN_GRACE_SECS", "1")]).await;
     let r = svc.post("/internal/mirror-connections/runs").json(&json!({"connection_id": "c1", "connector": "probe", "config": {"action": "loop"}, "credentials": {"token": "t"}, "storage": storage()})).send().await.unwrap();
-    let run_id = r.json::<Value>().await.unwrap()["run_id"].as_str().unwrap().to_string();
+    let run_id = r.json::<Value>().await.unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t = std::time::Instant::now();
     let status = svc.signal("TERM");
     assert!(status.success(), "clean exit: {status:?}\n{}", svc.logs());
     assert!(t.elapsed() < Duration::from_secs(15));
-    let record: Value = serde_json::from_slice(&std::fs::read(root.path().join(format!("data/runs/{run_id}.json"))).unwrap()).unwrap();
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(root.path().join(format!("data/runs/{run_id}.json"))).unwrap(),
+    )
+    .unwrap();
     assert_eq!(record["status"], "cancelled", "{record}");
 }

@@ -10,20 +10,33 @@ use axum::routing::get;
 use serde_json::{Value, json};
 use sluice_runtime::policy::{AddressGrant, OperatorPolicy};
 use sluice_runtime::registry::Registry;
-use sluice_runtime::{CallError, CallOptions, CancellationToken, RecordSink, Runtime, RuntimeConfig, Secrets, SyncRequest};
+use sluice_runtime::{
+    CallError, CallOptions, CancellationToken, RecordSink, Runtime, RuntimeConfig, Secrets,
+    SyncRequest,
+};
 use sluice_tests::{plugin, serve};
 
 fn runtime(cache: &Path, loopback: bool) -> Runtime {
     let mut cfg = RuntimeConfig::new(cache);
     cfg.max_memory_mib = 32;
     cfg.default_memory_mib = 32;
-    cfg.policy = OperatorPolicy { addresses: AddressGrant { loopback, private: false }, ..Default::default() };
+    cfg.policy = OperatorPolicy {
+        addresses: AddressGrant {
+            loopback,
+            private: false,
+        },
+        ..Default::default()
+    };
     cfg.outbound.backoff_base = Duration::from_millis(20);
     Runtime::new(cfg).unwrap()
 }
 
 fn opts(deadline_ms: u64) -> CallOptions {
-    CallOptions { deadline: Duration::from_millis(deadline_ms), secrets: Secrets::new([("token".to_string(), "s3cret-token-value".to_string())]), ..Default::default() }
+    CallOptions {
+        deadline: Duration::from_millis(deadline_ms),
+        secrets: Secrets::new([("token".to_string(), "s3cret-token-value".to_string())]),
+        ..Default::default()
+    }
 }
 
 fn message(e: &CallError) -> String {
@@ -41,37 +54,91 @@ async fn hostile_plugins_are_stopped_and_the_host_keeps_serving() {
     let ok = json!({"action": "ok"});
 
     let t = Instant::now();
-    let e = p.validate(&json!({"action": "loop"}), opts(300)).await.unwrap_err();
+    let e = p
+        .validate(&json!({"action": "loop"}), opts(300))
+        .await
+        .unwrap_err();
     assert!(matches!(e, CallError::Deadline(_)), "{e:?}");
-    assert!(t.elapsed() < Duration::from_secs(3), "the deadline stopped the loop late: {:?}", t.elapsed());
-    assert_eq!(p.validate(&ok, opts(5000)).await.unwrap()["version"], "1.0.0");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "the deadline stopped the loop late: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        p.validate(&ok, opts(5000)).await.unwrap()["version"],
+        "1.0.0"
+    );
 
-    let e = p.validate(&json!({"action": "hog"}), opts(10_000)).await.unwrap_err();
+    let e = p
+        .validate(&json!({"action": "hog"}), opts(10_000))
+        .await
+        .unwrap_err();
     assert!(matches!(e, CallError::MemoryLimit(32)), "{e:?}");
     assert!(p.validate(&ok, opts(5000)).await.is_ok());
 
-    let e = p.validate(&json!({"action": "panic"}), opts(5000)).await.unwrap_err();
+    let e = p
+        .validate(&json!({"action": "panic"}), opts(5000))
+        .await
+        .unwrap_err();
     assert!(matches!(e, CallError::Trap(_)), "{e:?}");
     assert!(p.validate(&ok, opts(5000)).await.is_ok());
 
     // A host the operator does not allow (the plugin declares it through {config.url}).
     let mut strict = RuntimeConfig::new(dir.path());
-    strict.policy = OperatorPolicy { allow: OperatorPolicy::parse_allow("https://api.example.com").unwrap(), ..Default::default() };
-    let strict = Runtime::new(strict).unwrap().load_file(&plugin("probe")).await.unwrap();
-    let e = strict.validate(&json!({"action": "fetch", "url": "https://undeclared.example/x"}), opts(5000)).await.unwrap_err();
-    assert!(message(&e).starts_with("denied:") && message(&e).contains("not allowed by the operator"), "{e:?}");
+    strict.policy = OperatorPolicy {
+        allow: OperatorPolicy::parse_allow("https://api.example.com").unwrap(),
+        ..Default::default()
+    };
+    let strict = Runtime::new(strict)
+        .unwrap()
+        .load_file(&plugin("probe"))
+        .await
+        .unwrap();
+    let e = strict
+        .validate(
+            &json!({"action": "fetch", "url": "https://undeclared.example/x"}),
+            opts(5000),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        message(&e).starts_with("denied:") && message(&e).contains("not allowed by the operator"),
+        "{e:?}"
+    );
     // Declared (through {config.url}), but private or loopback without the operator's grant.
-    for url in ["http://10.1.2.3/x", "http://169.254.169.254/latest/meta-data", "http://127.0.0.1:9/x", "http://[::1]:9/x"] {
-        let e = p.validate(&json!({"action": "fetch", "url": url}), opts(5000)).await.unwrap_err();
+    for url in [
+        "http://10.1.2.3/x",
+        "http://169.254.169.254/latest/meta-data",
+        "http://127.0.0.1:9/x",
+        "http://[::1]:9/x",
+    ] {
+        let e = p
+            .validate(&json!({"action": "fetch", "url": url}), opts(5000))
+            .await
+            .unwrap_err();
         assert!(message(&e).starts_with("denied:"), "{url}: {e:?}");
     }
     // Secrets: only declared names, only when supplied.
-    let e = p.validate(&json!({"action": "secret", "name": "other"}), opts(5000)).await.unwrap_err();
+    let e = p
+        .validate(&json!({"action": "secret", "name": "other"}), opts(5000))
+        .await
+        .unwrap_err();
     assert_eq!(message(&e), "undeclared: other");
-    let no_secrets = CallOptions { deadline: Duration::from_secs(5), ..Default::default() };
-    let e = p.validate(&json!({"action": "secret", "name": "token"}), no_secrets).await.unwrap_err();
+    let no_secrets = CallOptions {
+        deadline: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let e = p
+        .validate(&json!({"action": "secret", "name": "token"}), no_secrets)
+        .await
+        .unwrap_err();
     assert_eq!(message(&e), "missing: token");
-    assert_eq!(p.validate(&json!({"action": "secret", "name": "token"}), opts(5000)).await.unwrap()["length"], 18);
+    assert_eq!(
+        p.validate(&json!({"action": "secret", "name": "token"}), opts(5000))
+            .await
+            .unwrap()["length"],
+        18
+    );
 
     // Several calls at once, one of them hostile: the others are not disturbed.
     let looping = json!({"action": "loop"});
@@ -89,7 +156,10 @@ async fn cancellation_stops_a_busy_plugin() {
     let rt = runtime(dir.path(), false);
     let p = rt.load_file(&plugin("probe")).await.unwrap();
     let cancel = CancellationToken::new();
-    let o = CallOptions { cancel: cancel.clone(), ..opts(60_000) };
+    let o = CallOptions {
+        cancel: cancel.clone(),
+        ..opts(60_000)
+    };
     let c2 = cancel.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -106,7 +176,15 @@ fn upstream() -> (Router, Arc<Mutex<Vec<String>>>) {
     let h = hits.clone();
     let counter = Arc::new(Mutex::new(std::collections::HashMap::<String, u32>::new()));
     let router = Router::new()
-        .route("/echo", get(|headers: HeaderMap| async move { headers.get("authorization").map(|v| v.to_str().unwrap_or("").to_string()).unwrap_or_default() }))
+        .route(
+            "/echo",
+            get(|headers: HeaderMap| async move {
+                headers
+                    .get("authorization")
+                    .map(|v| v.to_str().unwrap_or("").to_string())
+                    .unwrap_or_default()
+            }),
+        )
         .route(
             "/flaky",
             get({
@@ -115,7 +193,11 @@ fn upstream() -> (Router, Arc<Mutex<Vec<String>>>) {
                     let mut c = c.lock().unwrap();
                     let n = c.entry("flaky".into()).or_default();
                     *n += 1;
-                    if *n <= 2 { (StatusCode::BAD_GATEWAY, "bad gateway".to_string()) } else { (StatusCode::OK, format!("ok after {n}")) }
+                    if *n <= 2 {
+                        (StatusCode::BAD_GATEWAY, "bad gateway".to_string())
+                    } else {
+                        (StatusCode::OK, format!("ok after {n}"))
+                    }
                 }
             }),
         )
@@ -128,17 +210,45 @@ fn upstream() -> (Router, Arc<Mutex<Vec<String>>>) {
                     let n = c.entry("limited".into()).or_default();
                     *n += 1;
                     if *n == 1 {
-                        (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "slow down".to_string())
+                        (
+                            StatusCode::TOO_MANY_REQUESTS,
+                            [("retry-after", "1")],
+                            "slow down".to_string(),
+                        )
                     } else {
                         (StatusCode::OK, [("retry-after", "0")], "ok".to_string())
                     }
                 }
             }),
         )
-        .route("/always-502", get(move || { let h = h.clone(); async move { h.lock().unwrap().push("502".into()); StatusCode::BAD_GATEWAY } }))
+        .route(
+            "/always-502",
+            get(move || {
+                let h = h.clone();
+                async move {
+                    h.lock().unwrap().push("502".into());
+                    StatusCode::BAD_GATEWAY
+                }
+            }),
+        )
         .route("/big", get(|| async { "x".repeat(40 << 20) }))
-        .route("/redirect-away", get(|| async { (StatusCode::FOUND, [("location", "http://localhost:1/elsewhere")], "") }))
-        .route("/slow", get(|| async { tokio::time::sleep(Duration::from_millis(1500)).await; "slow" }));
+        .route(
+            "/redirect-away",
+            get(|| async {
+                (
+                    StatusCode::FOUND,
+                    [("location", "http://localhost:1/elsewhere")],
+                    "",
+                )
+            }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                "slow"
+            }),
+        );
     (router, hits)
 }
 
@@ -151,28 +261,80 @@ async fn the_host_injects_secrets_retries_and_waits_out_rate_limits() {
     let p = rt.load_file(&plugin("probe")).await.unwrap();
     let base = format!("http://{addr}");
 
-    let out = p.validate(&json!({"action": "fetch", "url": format!("{base}/echo"), "inject": true}), opts(5000)).await.unwrap();
-    assert_eq!(out["body"], "Bearer s3cret-token-value", "the host put the secret in the header");
+    let out = p
+        .validate(
+            &json!({"action": "fetch", "url": format!("{base}/echo"), "inject": true}),
+            opts(5000),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out["body"], "Bearer s3cret-token-value",
+        "the host put the secret in the header"
+    );
     let out = p.validate(&json!({"action": "fetch", "url": format!("{base}/echo"), "inject": true, "secret": "nope"}), opts(5000)).await.unwrap_err();
     assert!(message(&out).starts_with("unknown-secret:"), "{out:?}");
 
-    let out = p.validate(&json!({"action": "fetch", "url": format!("{base}/flaky")}), opts(10_000)).await.unwrap();
-    assert_eq!((out["status"].as_u64(), out["body"].as_str()), (Some(200), Some("ok after 3")));
+    let out = p
+        .validate(
+            &json!({"action": "fetch", "url": format!("{base}/flaky")}),
+            opts(10_000),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (out["status"].as_u64(), out["body"].as_str()),
+        (Some(200), Some("ok after 3"))
+    );
 
     let t = Instant::now();
-    let out = p.validate(&json!({"action": "fetch", "url": format!("{base}/limited")}), opts(10_000)).await.unwrap();
+    let out = p
+        .validate(
+            &json!({"action": "fetch", "url": format!("{base}/limited")}),
+            opts(10_000),
+        )
+        .await
+        .unwrap();
     assert_eq!(out["status"], 200);
-    assert!(t.elapsed() >= Duration::from_millis(950), "Retry-After was not honoured: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(950),
+        "Retry-After was not honoured: {:?}",
+        t.elapsed()
+    );
 
-    let out = p.validate(&json!({"action": "fetch", "url": format!("{base}/always-502")}), opts(20_000)).await.unwrap();
-    assert_eq!(out["status"], 502, "after the retries the last response reaches the plugin");
+    let out = p
+        .validate(
+            &json!({"action": "fetch", "url": format!("{base}/always-502")}),
+            opts(20_000),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out["status"], 502,
+        "after the retries the last response reaches the plugin"
+    );
     assert_eq!(hits.lock().unwrap().len(), 5, "max attempts");
 
-    let e = p.validate(&json!({"action": "fetch", "url": format!("{base}/big")}), opts(20_000)).await.unwrap_err();
+    let e = p
+        .validate(
+            &json!({"action": "fetch", "url": format!("{base}/big")}),
+            opts(20_000),
+        )
+        .await
+        .unwrap_err();
     assert!(message(&e).starts_with("too-large:"), "{e:?}");
 
-    let e = p.validate(&json!({"action": "fetch", "url": format!("{base}/redirect-away")}), opts(5000)).await.unwrap_err();
-    assert!(message(&e).starts_with("denied:") && message(&e).contains("not declared by the plugin"), "a redirect is checked again: {e:?}");
+    let e = p
+        .validate(
+            &json!({"action": "fetch", "url": format!("{base}/redirect-away")}),
+            opts(5000),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        message(&e).starts_with("denied:") && message(&e).contains("not declared by the plugin"),
+        "a redirect is checked again: {e:?}"
+    );
 }
 
 struct Collect(Arc<Mutex<(Vec<String>, Vec<Value>)>>);
@@ -194,8 +356,14 @@ async fn sync_emits_batches_and_checkpoints() {
     let rt = runtime(dir.path(), false);
     let p = rt.load_file(&plugin("probe")).await.unwrap();
     let got = Arc::new(Mutex::new((vec![], vec![])));
-    let req = SyncRequest { config: json!({"count": 2500, "batch": 1000}), streams: vec!["items".into()], state: vec![] };
-    p.sync(req, Box::new(Collect(got.clone())), opts(10_000)).await.unwrap();
+    let req = SyncRequest {
+        config: json!({"count": 2500, "batch": 1000}),
+        streams: vec!["items".into()],
+        state: vec![],
+    };
+    p.sync(req, Box::new(Collect(got.clone())), opts(10_000))
+        .await
+        .unwrap();
     let (records, states) = got.lock().unwrap().clone();
     assert_eq!(records.len(), 2500);
     assert_eq!(states.len(), 3);
@@ -204,8 +372,14 @@ async fn sync_emits_batches_and_checkpoints() {
 
     // The next sync resumes after the state it is given.
     let got2 = Arc::new(Mutex::new((vec![], vec![])));
-    let req = SyncRequest { config: json!({"count": 10}), streams: vec!["items".into()], state: vec![("items".into(), states.last().unwrap().clone())] };
-    p.sync(req, Box::new(Collect(got2.clone())), opts(10_000)).await.unwrap();
+    let req = SyncRequest {
+        config: json!({"count": 10}),
+        streams: vec!["items".into()],
+        state: vec![("items".into(), states.last().unwrap().clone())],
+    };
+    p.sync(req, Box::new(Collect(got2.clone())), opts(10_000))
+        .await
+        .unwrap();
     let first: Value = serde_json::from_str(&got2.lock().unwrap().0[0]).unwrap();
     assert!(first["id"].as_i64() > last["id"].as_i64());
 }
@@ -213,7 +387,10 @@ async fn sync_emits_batches_and_checkpoints() {
 async fn wait_for(reg: &Registry, what: &str, f: impl Fn(&Registry) -> bool) {
     let t = Instant::now();
     while !f(reg) {
-        assert!(t.elapsed() < Duration::from_secs(2), "not live within 2 s: {what}");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "not live within 2 s: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -235,7 +412,11 @@ async fn hot_reload_swaps_versions_and_keeps_good_ones_serving() {
     let plugins = tempfile::tempdir().unwrap();
     let rt = runtime(cache.path(), true);
     std::fs::copy(plugin("probe"), plugins.path().join("probe.wasm")).unwrap();
-    std::fs::write(plugins.path().join("corrupt.wasm"), b"\0asm\x0d\0\x01\0 this is not a component").unwrap();
+    std::fs::write(
+        plugins.path().join("corrupt.wasm"),
+        b"\0asm\x0d\0\x01\0 this is not a component",
+    )
+    .unwrap();
     let reg = Registry::new(rt, plugins.path());
     reg.rescan().await;
     let _watch = reg.watch().unwrap();
@@ -247,21 +428,51 @@ async fn hot_reload_swaps_versions_and_keeps_good_ones_serving() {
     // Replaced during a running call: the call finishes on v1, the next call uses v2.
     let running = reg.get("probe").unwrap();
     let slow = json!({"action": "fetch", "url": format!("http://{addr}/slow")});
-    let call = tokio::spawn({ let slow = slow.clone(); async move { running.validate(&slow, opts(10_000)).await } });
+    let call = tokio::spawn({
+        let slow = slow.clone();
+        async move { running.validate(&slow, opts(10_000)).await }
+    });
     tokio::time::sleep(Duration::from_millis(200)).await;
     copy_atomic(&plugin("probe-v2"), &plugins.path().join("probe.wasm"));
-    wait_for(&reg, "v2 after replace", |r| version(r, "probe").as_deref() == Some("2.0.0")).await;
+    wait_for(&reg, "v2 after replace", |r| {
+        version(r, "probe").as_deref() == Some("2.0.0")
+    })
+    .await;
     let first = call.await.unwrap().unwrap();
-    assert_eq!(first["version"], "1.0.0", "the in-flight call kept its version");
-    let next = reg.get("probe").unwrap().validate(&json!({"action": "ok"}), opts(5000)).await.unwrap();
+    assert_eq!(
+        first["version"], "1.0.0",
+        "the in-flight call kept its version"
+    );
+    let next = reg
+        .get("probe")
+        .unwrap()
+        .validate(&json!({"action": "ok"}), opts(5000))
+        .await
+        .unwrap();
     assert_eq!(next["version"], "2.0.0");
 
     // A broken replacement leaves v2 serving, with the error visible.
     std::fs::write(plugins.path().join("probe.wasm.tmp-copy"), b"garbage").unwrap();
-    std::fs::rename(plugins.path().join("probe.wasm.tmp-copy"), plugins.path().join("probe.wasm")).unwrap();
-    wait_for(&reg, "error listed", |r| r.snapshot().failures().iter().any(|f| f.file.ends_with("probe.wasm"))).await;
+    std::fs::rename(
+        plugins.path().join("probe.wasm.tmp-copy"),
+        plugins.path().join("probe.wasm"),
+    )
+    .unwrap();
+    wait_for(&reg, "error listed", |r| {
+        r.snapshot()
+            .failures()
+            .iter()
+            .any(|f| f.file.ends_with("probe.wasm"))
+    })
+    .await;
     assert_eq!(version(&reg, "probe").as_deref(), Some("2.0.0"));
-    let f = reg.snapshot().failures().iter().find(|f| f.file.ends_with("probe.wasm")).cloned().unwrap();
+    let f = reg
+        .snapshot()
+        .failures()
+        .iter()
+        .find(|f| f.file.ends_with("probe.wasm"))
+        .cloned()
+        .unwrap();
     assert_eq!(f.serving.as_deref(), Some("probe@2.0.0"));
 
     // Deleted: unloaded.
@@ -283,21 +494,36 @@ async fn a_kubernetes_volume_update_is_picked_up() {
     reg.rescan().await;
     let _watch = reg.watch().unwrap();
     assert_eq!(version(&reg, "probe").as_deref(), Some("1.0.0"));
-    assert!(reg.snapshot().failures().is_empty(), "hidden ..data entries are not plugins");
+    assert!(
+        reg.snapshot().failures().is_empty(),
+        "hidden ..data entries are not plugins"
+    );
 
     std::fs::create_dir(v.join("..2026_11_25_b")).unwrap();
     std::fs::copy(plugin("probe-v2"), v.join("..2026_11_25_b/probe.wasm")).unwrap();
     std::os::unix::fs::symlink("..2026_11_25_b", v.join("..data_tmp")).unwrap();
     std::fs::rename(v.join("..data_tmp"), v.join("..data")).unwrap();
-    wait_for(&reg, "v2 after the ..data swap", |r| version(r, "probe").as_deref() == Some("2.0.0")).await;
+    wait_for(&reg, "v2 after the ..data swap", |r| {
+        version(r, "probe").as_deref() == Some("2.0.0")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_reuses_compiled_artifacts() {
     let cache = tempfile::tempdir().unwrap();
-    let first = runtime(cache.path(), false).load_file(&plugin("http-json")).await.unwrap();
+    let first = runtime(cache.path(), false)
+        .load_file(&plugin("http-json"))
+        .await
+        .unwrap();
     assert!(!first.info().compiled_from_cache);
-    let second = runtime(cache.path(), false).load_file(&plugin("http-json")).await.unwrap();
-    assert!(second.info().compiled_from_cache, "a new runtime with the same engine settings reuses the artifact");
+    let second = runtime(cache.path(), false)
+        .load_file(&plugin("http-json"))
+        .await
+        .unwrap();
+    assert!(
+        second.info().compiled_from_cache,
+        "a new runtime with the same engine settings reuses the artifact"
+    );
     assert_eq!(first.info().sha256, second.info().sha256);
 }

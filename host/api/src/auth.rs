@@ -31,7 +31,11 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         .get("x-connect-service-token")
         .is_some_and(|v| state.token.matches(v.as_bytes()));
     if !ok {
-        return (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({"detail": "Invalid connect service token"}))).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({"detail": "Invalid connect service token"})),
+        )
+            .into_response();
     }
     next.run(req).await
 }

@@ -8,8 +8,8 @@ use serde_json::Value;
 use sluice_runtime::Plugin;
 use sluice_runtime::registry::LoadFailure;
 
-use crate::error::{ApiError, ErrorBody, Json};
 use crate::AppState;
+use crate::error::{ApiError, ErrorBody, Json};
 
 /// `{"status": "ok"}`.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -19,7 +19,9 @@ pub struct Status {
 
 #[utoipa::path(get, path = "/health", tag = "service", responses((status = 200, body = Status, description = "The process is up")))]
 pub async fn health() -> Json<Status> {
-    Json(Status { status: "ok".into() })
+    Json(Status {
+        status: "ok".into(),
+    })
 }
 
 #[utoipa::path(get, path = "/ready", tag = "service", responses(
@@ -28,9 +30,19 @@ pub async fn health() -> Json<Status> {
 ))]
 pub async fn ready(State(s): State<AppState>) -> impl IntoResponse {
     if s.registry.is_ready() {
-        (StatusCode::OK, Json(Status { status: "ready".into() }))
+        (
+            StatusCode::OK,
+            Json(Status {
+                status: "ready".into(),
+            }),
+        )
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(Status { status: "loading".into() }))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Status {
+                status: "loading".into(),
+            }),
+        )
     }
 }
 
@@ -88,7 +100,11 @@ pub struct FailureInfo {
 
 impl From<&LoadFailure> for FailureInfo {
     fn from(f: &LoadFailure) -> Self {
-        Self { file: f.file.display().to_string(), error: f.error.clone(), serving: f.serving.clone() }
+        Self {
+            file: f.file.display().to_string(),
+            error: f.error.clone(),
+            serving: f.serving.clone(),
+        }
     }
 }
 
@@ -118,7 +134,13 @@ pub async fn list(State(s): State<AppState>) -> Json<ConnectorList> {
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
-pub async fn get_one(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<ConnectorInfo>, ApiError> {
-    let p = s.registry.get(&id).ok_or_else(|| ApiError::not_found(format!("unknown connector {id:?}")))?;
+pub async fn get_one(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ConnectorInfo>, ApiError> {
+    let p = s
+        .registry
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("unknown connector {id:?}")))?;
     Ok(Json(ConnectorInfo::from(&p)))
 }

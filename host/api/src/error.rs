@@ -24,7 +24,12 @@ pub struct ErrorBody {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, code, detail: detail.into(), retry_after: None }
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+            retry_after: None,
+        }
     }
 
     pub fn not_found(what: impl Into<String>) -> Self {
@@ -38,9 +43,17 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = (self.status, axum::Json(ErrorBody { detail: self.detail, code: self.code.to_string() })).into_response();
+        let mut resp = (
+            self.status,
+            axum::Json(ErrorBody {
+                detail: self.detail,
+                code: self.code.to_string(),
+            }),
+        )
+            .into_response();
         if let Some(s) = self.retry_after {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         resp
     }
@@ -60,12 +73,26 @@ impl<T: Serialize> IntoResponse for Json<T> {
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         match r {
-            JsonRejection::JsonDataError(e) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.body_text()),
-            JsonRejection::JsonSyntaxError(e) => Self::new(StatusCode::BAD_REQUEST, "malformed_json", e.body_text()),
-            JsonRejection::MissingJsonContentType(e) => Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", e.body_text()),
+            JsonRejection::JsonDataError(e) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                e.body_text(),
+            ),
+            JsonRejection::JsonSyntaxError(e) => {
+                Self::new(StatusCode::BAD_REQUEST, "malformed_json", e.body_text())
+            }
+            JsonRejection::MissingJsonContentType(e) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                e.body_text(),
+            ),
             JsonRejection::BytesRejection(e) => {
                 let status = e.status();
-                let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "bad_body" };
+                let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    "body_too_large"
+                } else {
+                    "bad_body"
+                };
                 Self::new(status, code, e.body_text())
             }
             other => Self::new(StatusCode::BAD_REQUEST, "bad_request", other.body_text()),

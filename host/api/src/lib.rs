@@ -31,8 +31,18 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(registry: Arc<Registry>, runs: Arc<RunManager>, token: &str, call_deadline: Duration) -> Self {
-        Self { registry, runs, call_deadline, token: Arc::new(auth::Token::new(token)) }
+    pub fn new(
+        registry: Arc<Registry>,
+        runs: Arc<RunManager>,
+        token: &str,
+        call_deadline: Duration,
+    ) -> Self {
+        Self {
+            registry,
+            runs,
+            call_deadline,
+            token: Arc::new(auth::Token::new(token)),
+        }
     }
 }
 
@@ -44,14 +54,23 @@ pub fn router(state: AppState) -> Router {
     let internal = Router::new()
         .route("/mirror-connections/ping", post(mirror::ping))
         .route("/mirror-connections/validate", post(mirror::validate))
-        .route("/mirror-connections/runs", post(mirror::create_run).get(mirror::list_runs))
+        .route(
+            "/mirror-connections/runs",
+            post(mirror::create_run).get(mirror::list_runs),
+        )
         .route("/mirror-connections/runs/{run_id}", get(mirror::get_run))
-        .route("/mirror-connections/runs/{run_id}/cancel", post(mirror::cancel_run))
+        .route(
+            "/mirror-connections/runs/{run_id}/cancel",
+            post(mirror::cancel_run),
+        )
         .route("/mirror-connections/schema-sync", post(mirror::schema_sync))
         .route("/connectors", get(connectors::list))
         .route("/connectors/{id}", get(connectors::get_one))
         .fallback(error::not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
     Router::new()
         .route("/health", get(connectors::health))
         .route("/ready", get(connectors::ready))

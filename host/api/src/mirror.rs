@@ -26,7 +26,9 @@ pub type Credentials = BTreeMap<String, Zeroizing<String>>;
     (status = 401, body = ErrorBody),
 ))]
 pub async fn ping() -> Json<Status> {
-    Json(Status { status: "ok".into() })
+    Json(Status {
+        status: "ok".into(),
+    })
 }
 
 /// `POST validate` body.
@@ -66,16 +68,31 @@ pub struct ValidateResponse {
 }
 
 fn plugin(state: &AppState, id: &str) -> Result<Plugin, ApiError> {
-    state.registry.get(id).ok_or_else(|| ApiError::not_found(format!("unknown connector {id:?}")))
+    state
+        .registry
+        .get(id)
+        .ok_or_else(|| ApiError::not_found(format!("unknown connector {id:?}")))
 }
 
 fn submit_error(e: SubmitError) -> ApiError {
     match e {
         SubmitError::UnknownConnector(_) => ApiError::not_found(e.to_string()),
         SubmitError::Invalid { .. } => ApiError::unprocessable(e.to_string()),
-        SubmitError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "run_active", e.to_string()),
-        SubmitError::QueueFull => ApiError { retry_after: Some(30), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_full", e.to_string()) },
-        SubmitError::ShuttingDown => ApiError { retry_after: Some(5), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string()) },
+        SubmitError::Conflict { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "run_active", e.to_string())
+        }
+        SubmitError::QueueFull => ApiError {
+            retry_after: Some(30),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_full", e.to_string())
+        },
+        SubmitError::ShuttingDown => ApiError {
+            retry_after: Some(5),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                e.to_string(),
+            )
+        },
     }
 }
 
@@ -90,9 +107,21 @@ fn secrets(c: &Credentials) -> Secrets {
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
     ))]
-pub async fn validate(State(s): State<AppState>, Json(req): Json<ValidateRequest>) -> Result<Json<ValidateResponse>, ApiError> {
+pub async fn validate(
+    State(s): State<AppState>,
+    Json(req): Json<ValidateRequest>,
+) -> Result<Json<ValidateResponse>, ApiError> {
     let p = plugin(&s, &req.connector)?;
-    let invalid = |code: &str, message: String| Json(ValidateResponse { valid: false, account: None, error: Some(ValidationError { code: code.into(), message }) });
+    let invalid = |code: &str, message: String| {
+        Json(ValidateResponse {
+            valid: false,
+            account: None,
+            error: Some(ValidationError {
+                code: code.into(),
+                message,
+            }),
+        })
+    };
     if let Err(e) = check_request(&p, &Value::Object(Default::default()), &req.credentials)
         && !matches!(&e, SubmitError::Invalid { field, .. } if field.starts_with("config"))
     {
@@ -101,9 +130,17 @@ pub async fn validate(State(s): State<AppState>, Json(req): Json<ValidateRequest
     if let Err(e) = check_config(&p, &req.config) {
         return Ok(invalid("invalid_config", e.to_string()));
     }
-    let opts = CallOptions { secrets: secrets(&req.credentials), deadline: s.call_deadline, ..Default::default() };
+    let opts = CallOptions {
+        secrets: secrets(&req.credentials),
+        deadline: s.call_deadline,
+        ..Default::default()
+    };
     Ok(match p.validate(&req.config, opts).await {
-        Ok(account) => Json(ValidateResponse { valid: true, account: Some(account), error: None }),
+        Ok(account) => Json(ValidateResponse {
+            valid: true,
+            account: Some(account),
+            error: None,
+        }),
         Err(CallError::Connector { code, message }) => invalid(code.as_str(), message),
         Err(e @ CallError::Deadline(_)) => invalid("unreachable", e.to_string()),
         Err(e) => invalid("internal", format!("connector failed: {e}")),
@@ -148,10 +185,22 @@ pub struct RunAccepted {
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 503, body = ErrorBody, description = "Run queue full (see Retry-After)"),
     ))]
-pub async fn create_run(State(s): State<AppState>, headers: HeaderMap, Json(req): Json<CreateRunRequest>) -> Result<(StatusCode, Json<RunAccepted>), ApiError> {
+pub async fn create_run(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(req): Json<CreateRunRequest>,
+) -> Result<(StatusCode, Json<RunAccepted>), ApiError> {
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
-        Some(v) => Some(v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255).ok_or_else(|| ApiError::unprocessable("Idempotency-Key must be 1-255 visible characters"))?.to_string()),
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .ok_or_else(|| {
+                    ApiError::unprocessable("Idempotency-Key must be 1-255 visible characters")
+                })?
+                .to_string(),
+        ),
     };
     let record = s
         .runs
@@ -166,14 +215,26 @@ pub async fn create_run(State(s): State<AppState>, headers: HeaderMap, Json(req)
             idempotency_key,
         })
         .map_err(submit_error)?;
-    Ok((StatusCode::ACCEPTED, Json(RunAccepted { run_id: record.run_id, status: record.status })))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RunAccepted {
+            run_id: record.run_id,
+            status: record.status,
+        }),
+    ))
 }
 
 #[utoipa::path(get, path = "/internal/mirror-connections/runs/{run_id}", tag = "mirror-connections", security(("token" = [])),
     params(("run_id" = String, Path)),
     responses((status = 200, body = RunRecord), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn get_run(State(s): State<AppState>, Path(run_id): Path<String>) -> Result<Json<RunRecord>, ApiError> {
-    s.runs.get(&run_id).map(Json).ok_or_else(|| ApiError::not_found(format!("unknown run {run_id:?}")))
+pub async fn get_run(
+    State(s): State<AppState>,
+    Path(run_id): Path<String>,
+) -> Result<Json<RunRecord>, ApiError> {
+    s.runs
+        .get(&run_id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("unknown run {run_id:?}")))
 }
 
 /// `GET runs` query.
@@ -193,14 +254,22 @@ pub struct RunList {
     params(ListRunsQuery),
     responses((status = 200, body = RunList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn list_runs(State(s): State<AppState>, Query(q): Query<ListRunsQuery>) -> Json<RunList> {
-    Json(RunList { runs: s.runs.list(q.connection_id.as_deref()) })
+    Json(RunList {
+        runs: s.runs.list(q.connection_id.as_deref()),
+    })
 }
 
 #[utoipa::path(post, path = "/internal/mirror-connections/runs/{run_id}/cancel", tag = "mirror-connections", security(("token" = [])),
     params(("run_id" = String, Path)),
     responses((status = 200, body = RunRecord, description = "Cancellation requested (or the run had already ended)"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn cancel_run(State(s): State<AppState>, Path(run_id): Path<String>) -> Result<Json<RunRecord>, ApiError> {
-    s.runs.cancel(&run_id).map(Json).ok_or_else(|| ApiError::not_found(format!("unknown run {run_id:?}")))
+pub async fn cancel_run(
+    State(s): State<AppState>,
+    Path(run_id): Path<String>,
+) -> Result<Json<RunRecord>, ApiError> {
+    s.runs
+        .cancel(&run_id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("unknown run {run_id:?}")))
 }
 
 /// `POST schema-sync` body.
@@ -226,16 +295,33 @@ pub struct SchemaSyncRequest {
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 502, body = ErrorBody, description = "Storage or the connector failed"),
     ))]
-pub async fn schema_sync(State(s): State<AppState>, Json(req): Json<SchemaSyncRequest>) -> Result<Json<Catalog>, ApiError> {
+pub async fn schema_sync(
+    State(s): State<AppState>,
+    Json(req): Json<SchemaSyncRequest>,
+) -> Result<Json<Catalog>, ApiError> {
     let p = plugin(&s, &req.connector)?;
-    let layout = Layout::new(&req.storage.prefix, &req.connection_id).map_err(|e| ApiError::unprocessable(format!("connection_id: {e}")))?;
-    let store = req.storage.open(&s.runs.config().backend).map_err(|m| ApiError::unprocessable(format!("storage: {m}")))?;
+    let layout = Layout::new(&req.storage.prefix, &req.connection_id)
+        .map_err(|e| ApiError::unprocessable(format!("connection_id: {e}")))?;
+    let store = req
+        .storage
+        .open(&s.runs.config().backend)
+        .map_err(|m| ApiError::unprocessable(format!("storage: {m}")))?;
     let discovered = match &req.config {
         None => p.manifest().streams.clone(),
         Some(config) => {
             check_config(&p, config).map_err(|e| ApiError::unprocessable(e.to_string()))?;
-            let opts = CallOptions { secrets: secrets(&req.credentials), deadline: s.call_deadline, ..Default::default() };
-            p.discover(config, opts).await.map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "connector_error", format!("discover failed: {e}")))?
+            let opts = CallOptions {
+                secrets: secrets(&req.credentials),
+                deadline: s.call_deadline,
+                ..Default::default()
+            };
+            p.discover(config, opts).await.map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "connector_error",
+                    format!("discover failed: {e}"),
+                )
+            })?
         }
     };
     let catalog = catalog::schema_sync(store.as_ref(), &layout, &req.connection_id, &discovered)

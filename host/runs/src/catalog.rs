@@ -37,37 +37,58 @@ pub struct Catalog {
 
 /// Builds the catalog from committed runs (plus `discovered` streams with no data yet) and
 /// writes it to `_schema.json` next to the data.
-pub async fn schema_sync(store: &dyn Store, layout: &Layout, connection_id: &str, discovered: &[StreamSpec]) -> Result<Catalog, StorageError> {
+pub async fn schema_sync(
+    store: &dyn Store,
+    layout: &Layout,
+    connection_id: &str,
+    discovered: &[StreamSpec],
+) -> Result<Catalog, StorageError> {
     let state = commit::read_state(store, layout).await?;
     let mut streams: BTreeMap<String, CatalogStream> = BTreeMap::new();
     for run_id in &state.runs {
         let m = commit::read_manifest(store, layout, run_id).await?;
         for (name, s) in m.streams {
-            let entry = streams.entry(name.clone()).or_insert_with(|| CatalogStream {
-                name: name.clone(),
-                columns: vec![],
-                primary_key: vec![],
-                cursor_field: None,
-                row_count: 0,
-                files: vec![],
-                view_sql: None,
-            });
+            let entry = streams
+                .entry(name.clone())
+                .or_insert_with(|| CatalogStream {
+                    name: name.clone(),
+                    columns: vec![],
+                    primary_key: vec![],
+                    cursor_field: None,
+                    row_count: 0,
+                    files: vec![],
+                    view_sql: None,
+                });
             // The latest run's schema describes the table; older files are read by name.
             entry.columns = merge_columns(&entry.columns, &s.columns);
             entry.primary_key = s.primary_key;
             entry.cursor_field = s.cursor_field;
             entry.row_count += s.files.iter().map(|f| f.rows).sum::<u64>();
-            entry.files.extend(s.files.iter().map(|f| store.url(&f.key)));
+            entry
+                .files
+                .extend(s.files.iter().map(|f| store.url(&f.key)));
         }
     }
     for d in discovered {
         streams.entry(d.name.clone()).or_insert_with(|| {
             let mut columns: Vec<ColumnSpec> = columns_for(&d.json_schema, &d.primary_key)
                 .into_iter()
-                .map(|c| ColumnSpec { name: c.name, data_type: c.duck_type, nullable: c.nullable })
+                .map(|c| ColumnSpec {
+                    name: c.name,
+                    data_type: c.duck_type,
+                    nullable: c.nullable,
+                })
                 .collect();
             columns.extend(crate::pipeline::host_columns());
-            CatalogStream { name: d.name.clone(), columns, primary_key: d.primary_key.clone(), cursor_field: d.cursor_field.clone(), row_count: 0, files: vec![], view_sql: None }
+            CatalogStream {
+                name: d.name.clone(),
+                columns,
+                primary_key: d.primary_key.clone(),
+                cursor_field: d.cursor_field.clone(),
+                row_count: 0,
+                files: vec![],
+                view_sql: None,
+            }
         });
     }
     for s in streams.values_mut() {
@@ -80,7 +101,8 @@ pub async fn schema_sync(store: &dyn Store, layout: &Layout, connection_id: &str
         committed_runs: state.runs.len(),
         streams: streams.into_values().collect(),
     };
-    let body = serde_json::to_vec_pretty(&catalog).map_err(|e| StorageError::Invalid(e.to_string()))?;
+    let body =
+        serde_json::to_vec_pretty(&catalog).map_err(|e| StorageError::Invalid(e.to_string()))?;
     store.put_bytes(&layout.schema_key(), body).await?;
     Ok(catalog)
 }
@@ -90,7 +112,10 @@ fn merge_columns(old: &[ColumnSpec], new: &[ColumnSpec]) -> Vec<ColumnSpec> {
     let mut out = new.to_vec();
     for c in old {
         if !out.iter().any(|n| n.name == c.name) {
-            out.push(ColumnSpec { nullable: true, ..c.clone() });
+            out.push(ColumnSpec {
+                nullable: true,
+                ..c.clone()
+            });
         }
     }
     out
@@ -102,13 +127,25 @@ fn view_sql(s: &CatalogStream) -> Option<String> {
     if s.files.is_empty() {
         return None;
     }
-    let files = s.files.iter().map(|f| format!("'{}'", f.replace('\'', "''"))).collect::<Vec<_>>().join(", ");
+    let files = s
+        .files
+        .iter()
+        .map(|f| format!("'{}'", f.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(", ");
     let source = format!("read_parquet([{files}], union_by_name = true)");
     let name = ident(&s.name);
     if s.primary_key.is_empty() {
-        return Some(format!("CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source};"));
+        return Some(format!(
+            "CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source};"
+        ));
     }
-    let pk = s.primary_key.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ");
+    let pk = s
+        .primary_key
+        .iter()
+        .map(|k| ident(k))
+        .collect::<Vec<_>>()
+        .join(", ");
     Some(format!(
         "CREATE OR REPLACE VIEW {name} AS SELECT * EXCLUDE (_sluice_rank) FROM (SELECT *, row_number() OVER (PARTITION BY {pk} ORDER BY {at} DESC, {run} DESC, {seq} DESC) AS _sluice_rank FROM {source}) WHERE _sluice_rank = 1;",
         at = ident(EXTRACTED_AT_COLUMN),

@@ -49,7 +49,10 @@ pub enum SubmitError {
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
     #[error("connection {connection_id:?} already has an active run {run_id}")]
-    Conflict { connection_id: String, run_id: String },
+    Conflict {
+        connection_id: String,
+        run_id: String,
+    },
     #[error("the run queue is full; retry later")]
     QueueFull,
     #[error("the service is shutting down")]
@@ -57,17 +60,31 @@ pub enum SubmitError {
 }
 
 /// Checks credentials against the declared secrets and config against the config schema.
-pub fn check_request(plugin: &Plugin, config: &Value, credentials: &BTreeMap<String, Zeroizing<String>>) -> Result<(), SubmitError> {
+pub fn check_request(
+    plugin: &Plugin,
+    config: &Value,
+    credentials: &BTreeMap<String, Zeroizing<String>>,
+) -> Result<(), SubmitError> {
     let m = plugin.manifest();
     for s in &m.secrets {
         if s.required && !credentials.contains_key(&s.name) {
-            return Err(SubmitError::Invalid { field: format!("credentials.{}", s.name), message: format!("required secret {:?} is missing", s.name) });
+            return Err(SubmitError::Invalid {
+                field: format!("credentials.{}", s.name),
+                message: format!("required secret {:?} is missing", s.name),
+            });
         }
     }
     for name in credentials.keys() {
         if m.secret(name).is_none() {
             let declared: Vec<&str> = m.secrets.iter().map(|s| s.name.as_str()).collect();
-            return Err(SubmitError::Invalid { field: format!("credentials.{name}"), message: format!("connector {} declares no secret {name:?} (it declares: {})", m.id, declared.join(", ")) });
+            return Err(SubmitError::Invalid {
+                field: format!("credentials.{name}"),
+                message: format!(
+                    "connector {} declares no secret {name:?} (it declares: {})",
+                    m.id,
+                    declared.join(", ")
+                ),
+            });
         }
     }
     check_config(plugin, config)
@@ -75,12 +92,23 @@ pub fn check_request(plugin: &Plugin, config: &Value, credentials: &BTreeMap<Str
 
 /// Checks a config against the connector's config JSON Schema; names the failing path.
 pub fn check_config(plugin: &Plugin, config: &Value) -> Result<(), SubmitError> {
-    let validator = jsonschema::validator_for(&plugin.manifest().config_schema)
-        .map_err(|e| SubmitError::Invalid { field: "config".into(), message: format!("connector config schema is unusable: {e}") })?;
+    let validator = jsonschema::validator_for(&plugin.manifest().config_schema).map_err(|e| {
+        SubmitError::Invalid {
+            field: "config".into(),
+            message: format!("connector config schema is unusable: {e}"),
+        }
+    })?;
     if let Some(err) = validator.iter_errors(config).next() {
         let path = err.instance_path().to_string();
-        let field = if path.is_empty() { "config".to_string() } else { format!("config{}", path.replace('/', ".")) };
-        return Err(SubmitError::Invalid { field, message: err.to_string() });
+        let field = if path.is_empty() {
+            "config".to_string()
+        } else {
+            format!("config{}", path.replace('/', "."))
+        };
+        return Err(SubmitError::Invalid {
+            field,
+            message: err.to_string(),
+        });
     }
     Ok(())
 }
@@ -111,7 +139,12 @@ impl RunManager {
             book,
             slots: Arc::new(Semaphore::new(config.max_concurrent_runs.max(1))),
             config,
-            active: Mutex::new(Active { by_connection: HashMap::new(), cancels: HashMap::new(), progress: HashMap::new(), queued: 0 }),
+            active: Mutex::new(Active {
+                by_connection: HashMap::new(),
+                cancels: HashMap::new(),
+                progress: HashMap::new(),
+                queued: 0,
+            }),
             tasks: TaskTracker::new(),
             closing: AtomicBool::new(false),
         })
@@ -131,10 +164,24 @@ impl RunManager {
         {
             return Ok(self.with_progress(existing));
         }
-        let plugin = self.registry.get(&req.connector).ok_or_else(|| SubmitError::UnknownConnector(req.connector.clone()))?;
+        let plugin = self
+            .registry
+            .get(&req.connector)
+            .ok_or_else(|| SubmitError::UnknownConnector(req.connector.clone()))?;
         check_request(&plugin, &req.config, &req.credentials)?;
-        let layout = Layout::new(&req.storage.prefix, &req.connection_id).map_err(|e| SubmitError::Invalid { field: "connection_id".into(), message: e.to_string() })?;
-        let store = req.storage.open(&self.config.backend).map_err(|m| SubmitError::Invalid { field: "storage".into(), message: m })?;
+        let layout = Layout::new(&req.storage.prefix, &req.connection_id).map_err(|e| {
+            SubmitError::Invalid {
+                field: "connection_id".into(),
+                message: e.to_string(),
+            }
+        })?;
+        let store = req
+            .storage
+            .open(&self.config.backend)
+            .map_err(|m| SubmitError::Invalid {
+                field: "storage".into(),
+                message: m,
+            })?;
         // Stream names are checked against `discover` when the run starts (streams may depend on the config).
 
         let run_id = uuid::Uuid::now_v7().to_string();
@@ -143,13 +190,18 @@ impl RunManager {
         {
             let mut a = self.active.lock().map_err(|_| SubmitError::ShuttingDown)?;
             if let Some(run_id) = a.by_connection.get(&req.connection_id) {
-                return Err(SubmitError::Conflict { connection_id: req.connection_id.clone(), run_id: run_id.clone() });
+                return Err(SubmitError::Conflict {
+                    connection_id: req.connection_id.clone(),
+                    run_id: run_id.clone(),
+                });
             }
             let running = a.by_connection.len() - a.queued;
-            if running >= self.config.max_concurrent_runs && a.queued >= self.config.max_queued_runs {
+            if running >= self.config.max_concurrent_runs && a.queued >= self.config.max_queued_runs
+            {
                 return Err(SubmitError::QueueFull);
             }
-            a.by_connection.insert(req.connection_id.clone(), run_id.clone());
+            a.by_connection
+                .insert(req.connection_id.clone(), run_id.clone());
             a.cancels.insert(run_id.clone(), cancel.clone());
             a.progress.insert(run_id.clone(), progress.clone());
             a.queued += 1;
@@ -184,11 +236,18 @@ impl RunManager {
             layout,
         };
         let this = self.clone();
-        self.tasks.spawn(async move { this.run(plugin, spec, cancel, progress).await });
+        self.tasks
+            .spawn(async move { this.run(plugin, spec, cancel, progress).await });
         Ok(record)
     }
 
-    async fn run(self: Arc<Self>, plugin: Plugin, spec: RunSpec, cancel: CancellationToken, progress: Progress) {
+    async fn run(
+        self: Arc<Self>,
+        plugin: Plugin,
+        spec: RunSpec,
+        cancel: CancellationToken,
+        progress: Progress,
+    ) {
         let run_id = spec.run_id.clone();
         let permit = tokio::select! {
             p = self.slots.clone().acquire_owned() => p.ok(),
@@ -204,7 +263,11 @@ impl RunManager {
                     r.status = RunStatus::Running;
                     r.started_at = Some(crate::now_rfc3339());
                 });
-                let limits = RunLimits { staging: self.config.staging.clone(), deadline: self.config.run_deadline, cancel: cancel.clone() };
+                let limits = RunLimits {
+                    staging: self.config.staging.clone(),
+                    deadline: self.config.run_deadline,
+                    cancel: cancel.clone(),
+                };
                 pipeline::execute(&plugin, spec, limits, progress.clone()).await
             }
         };
@@ -214,13 +277,26 @@ impl RunManager {
             r.streams = streams;
             match &result {
                 Ok(_) => r.status = RunStatus::Succeeded,
-                Err(e) if cancel.is_cancelled() || matches!(e, RunError::Cancelled | RunError::Plugin(sluice_runtime::CallError::Cancelled)) => {
+                Err(e)
+                    if cancel.is_cancelled()
+                        || matches!(
+                            e,
+                            RunError::Cancelled
+                                | RunError::Plugin(sluice_runtime::CallError::Cancelled)
+                        ) =>
+                {
                     r.status = RunStatus::Cancelled;
-                    r.error = Some(RunErrorInfo { code: "cancelled".into(), message: "the run was cancelled; nothing of it was committed".into() });
+                    r.error = Some(RunErrorInfo {
+                        code: "cancelled".into(),
+                        message: "the run was cancelled; nothing of it was committed".into(),
+                    });
                 }
                 Err(e) => {
                     r.status = RunStatus::Failed;
-                    r.error = Some(RunErrorInfo { code: e.code().into(), message: e.to_string() });
+                    r.error = Some(RunErrorInfo {
+                        code: e.code().into(),
+                        message: e.to_string(),
+                    });
                 }
             }
         });
@@ -234,8 +310,12 @@ impl RunManager {
         if let Some(r) = record {
             let rows: u64 = r.streams.values().map(|s| s.committed_rows).sum();
             match &r.error {
-                None => tracing::info!(run_id = %run_id, connection_id = %r.connection_id, connector = %r.connector, rows, "run succeeded"),
-                Some(e) => tracing::warn!(run_id = %run_id, connection_id = %r.connection_id, connector = %r.connector, code = %e.code, "run ended: {}", e.message),
+                None => {
+                    tracing::info!(run_id = %run_id, connection_id = %r.connection_id, connector = %r.connector, rows, "run succeeded")
+                }
+                Some(e) => {
+                    tracing::warn!(run_id = %run_id, connection_id = %r.connection_id, connector = %r.connector, code = %e.code, "run ended: {}", e.message)
+                }
             }
         }
     }
@@ -256,7 +336,11 @@ impl RunManager {
     }
 
     pub fn list(&self, connection_id: Option<&str>) -> Vec<RunRecord> {
-        self.book.list(connection_id).into_iter().map(|r| self.with_progress(r)).collect()
+        self.book
+            .list(connection_id)
+            .into_iter()
+            .map(|r| self.with_progress(r))
+            .collect()
     }
 
     /// Asks a run to stop at its next host call. Returns its record, or `None` if unknown.
@@ -275,7 +359,10 @@ impl RunManager {
     pub async fn shutdown(&self, grace: Duration) {
         self.closing.store(true, Ordering::Release);
         self.tasks.close();
-        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
             let n = self.active.lock().map(|a| a.cancels.len()).unwrap_or(0);
             tracing::warn!(runs = n, "grace period over; cancelling runs still active");
             if let Ok(a) = self.active.lock() {

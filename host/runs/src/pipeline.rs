@@ -6,10 +6,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sluice_runtime::{CallError, CallLabels, CallOptions, CancellationToken, Plugin, RecordSink, Secrets, StreamSpec, SyncRequest};
+use sluice_runtime::{
+    CallError, CallLabels, CallOptions, CancellationToken, Plugin, RecordSink, Secrets, StreamSpec,
+    SyncRequest,
+};
 use sluice_staging::{RunStage, StagingConfig, StreamDef};
 use sluice_storage::Store;
-use sluice_storage::commit::{self, ColumnSpec, CommittedState, ConnectorRef, FileEntry, Layout, RunManifest, StreamManifest};
+use sluice_storage::commit::{
+    self, ColumnSpec, CommittedState, ConnectorRef, FileEntry, Layout, RunManifest, StreamManifest,
+};
 
 /// What to run.
 pub struct RunSpec {
@@ -87,8 +92,13 @@ struct StagingSink {
 
 impl RecordSink for StagingSink {
     fn emit(&mut self, stream: &str, records: Vec<String>) -> anyhow::Result<()> {
-        let mut guard = self.stage.lock().map_err(|_| anyhow::anyhow!("staging lock poisoned"))?;
-        let stage = guard.as_mut().ok_or_else(|| anyhow::anyhow!("staging closed"))?;
+        let mut guard = self
+            .stage
+            .lock()
+            .map_err(|_| anyhow::anyhow!("staging lock poisoned"))?;
+        let stage = guard
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("staging closed"))?;
         stage.append(stream, &records)?;
         let bytes: u64 = records.iter().map(|r| r.len() as u64).sum();
         if let Ok(mut p) = self.progress.lock() {
@@ -100,23 +110,36 @@ impl RecordSink for StagingSink {
     }
 
     fn checkpoint(&mut self, stream: &str, state: Value) -> anyhow::Result<()> {
-        self.states.lock().map_err(|_| anyhow::anyhow!("state lock poisoned"))?.insert(stream.to_string(), state);
+        self.states
+            .lock()
+            .map_err(|_| anyhow::anyhow!("state lock poisoned"))?
+            .insert(stream.to_string(), state);
         Ok(())
     }
 }
 
 /// Picks the streams of a run and their specs (from `discover`, which may refine the manifest).
-async fn select_streams(plugin: &Plugin, spec: &RunSpec, opts: &CallOptions) -> Result<Vec<StreamSpec>, RunError> {
+async fn select_streams(
+    plugin: &Plugin,
+    spec: &RunSpec,
+    opts: &CallOptions,
+) -> Result<Vec<StreamSpec>, RunError> {
     let available = plugin.discover(&spec.config, opts.clone()).await?;
     if spec.streams.is_empty() {
         return Ok(available);
     }
     let mut out = Vec::new();
     for name in &spec.streams {
-        let s = available
-            .iter()
-            .find(|s| &s.name == name)
-            .ok_or_else(|| RunError::Invalid(format!("unknown stream {name:?}; the connector has {}", available.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "))))?;
+        let s = available.iter().find(|s| &s.name == name).ok_or_else(|| {
+            RunError::Invalid(format!(
+                "unknown stream {name:?}; the connector has {}",
+                available
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
         if !out.iter().any(|o: &StreamSpec| o.name == s.name) {
             out.push(s.clone());
         }
@@ -125,38 +148,74 @@ async fn select_streams(plugin: &Plugin, spec: &RunSpec, opts: &CallOptions) -> 
 }
 
 /// Runs a sync and commits it. On any error nothing of it becomes visible.
-pub async fn execute(plugin: &Plugin, spec: RunSpec, limits: RunLimits, progress: Progress) -> Result<RunOutcome, RunError> {
+pub async fn execute(
+    plugin: &Plugin,
+    spec: RunSpec,
+    limits: RunLimits,
+    progress: Progress,
+) -> Result<RunOutcome, RunError> {
     let started_at = crate::now_rfc3339();
     let opts = CallOptions {
         secrets: spec.secrets.clone(),
         deadline: limits.deadline,
         cancel: limits.cancel.clone(),
-        labels: CallLabels { run_id: Some(spec.run_id.clone()), connection_id: Some(spec.connection_id.clone()) },
+        labels: CallLabels {
+            run_id: Some(spec.run_id.clone()),
+            connection_id: Some(spec.connection_id.clone()),
+        },
     };
     let streams = select_streams(plugin, &spec, &opts).await?;
-    let previous = commit::read_state(spec.store.as_ref(), &spec.layout).await.map_err(|e| RunError::Storage(e.to_string()))?;
+    let previous = commit::read_state(spec.store.as_ref(), &spec.layout)
+        .await
+        .map_err(|e| RunError::Storage(e.to_string()))?;
     let state: Vec<(String, Value)> = if spec.full_refresh {
         vec![]
     } else {
-        streams.iter().filter_map(|s| previous.streams.get(&s.name).map(|v| (s.name.clone(), v.clone()))).collect()
+        streams
+            .iter()
+            .filter_map(|s| {
+                previous
+                    .streams
+                    .get(&s.name)
+                    .map(|v| (s.name.clone(), v.clone()))
+            })
+            .collect()
     };
     let defs: Vec<StreamDef> = streams
         .iter()
-        .map(|s| StreamDef { name: s.name.clone(), primary_key: s.primary_key.clone(), cursor_field: s.cursor_field.clone(), json_schema: s.json_schema.clone() })
+        .map(|s| StreamDef {
+            name: s.name.clone(),
+            primary_key: s.primary_key.clone(),
+            cursor_field: s.cursor_field.clone(),
+            json_schema: s.json_schema.clone(),
+        })
         .collect();
     if let Ok(mut p) = progress.lock() {
         for s in &streams {
             p.entry(s.name.clone()).or_default();
         }
     }
-    let stage = RunStage::begin(&limits.staging, &spec.run_id, &defs).map_err(|e| RunError::Staging(e.to_string()))?;
+    let stage = RunStage::begin(&limits.staging, &spec.run_id, &defs)
+        .map_err(|e| RunError::Staging(e.to_string()))?;
     let stage = Arc::new(Mutex::new(Some(stage)));
     let states = Arc::new(Mutex::new(BTreeMap::new()));
-    let sink = StagingSink { stage: stage.clone(), states: states.clone(), progress: progress.clone() };
-    let req = SyncRequest { config: spec.config.clone(), streams: streams.iter().map(|s| s.name.clone()).collect(), state };
+    let sink = StagingSink {
+        stage: stage.clone(),
+        states: states.clone(),
+        progress: progress.clone(),
+    };
+    let req = SyncRequest {
+        config: spec.config.clone(),
+        streams: streams.iter().map(|s| s.name.clone()).collect(),
+        state,
+    };
     plugin.sync(req, Box::new(sink), opts).await?;
 
-    let stage = stage.lock().ok().and_then(|mut g| g.take()).ok_or_else(|| RunError::Staging("staging was lost".into()))?;
+    let stage = stage
+        .lock()
+        .ok()
+        .and_then(|mut g| g.take())
+        .ok_or_else(|| RunError::Staging("staging was lost".into()))?;
     if limits.cancel.is_cancelled() {
         return Err(RunError::Cancelled);
     }
@@ -174,9 +233,22 @@ pub async fn execute(plugin: &Plugin, spec: RunSpec, limits: RunLimits, progress
         for (part, f) in s.files.iter().enumerate() {
             let key = spec.layout.data_key(&s.def.name, &spec.run_id, part);
             uploads.push((key.clone(), f.path.clone()));
-            files.push(FileEntry { key, rows: f.rows, bytes: f.bytes, sha256: f.sha256.clone() });
+            files.push(FileEntry {
+                key,
+                rows: f.rows,
+                bytes: f.bytes,
+                sha256: f.sha256.clone(),
+            });
         }
-        let mut columns: Vec<ColumnSpec> = s.columns.iter().map(|c| ColumnSpec { name: c.name.clone(), data_type: c.duck_type.clone(), nullable: c.nullable }).collect();
+        let mut columns: Vec<ColumnSpec> = s
+            .columns
+            .iter()
+            .map(|c| ColumnSpec {
+                name: c.name.clone(),
+                data_type: c.duck_type.clone(),
+                nullable: c.nullable,
+            })
+            .collect();
         columns.extend(host_columns());
         manifest_streams.insert(
             s.def.name.clone(),
@@ -196,7 +268,11 @@ pub async fn execute(plugin: &Plugin, spec: RunSpec, limits: RunLimits, progress
         format: commit::FORMAT,
         run_id: spec.run_id.clone(),
         connection_id: spec.connection_id.clone(),
-        connector: ConnectorRef { id: info.id.clone(), version: info.version.clone(), sha256: info.sha256.clone() },
+        connector: ConnectorRef {
+            id: info.id.clone(),
+            version: info.version.clone(),
+            sha256: info.sha256.clone(),
+        },
         started_at,
         finished_at: crate::now_rfc3339(),
         full_refresh: spec.full_refresh,
@@ -205,9 +281,15 @@ pub async fn execute(plugin: &Plugin, spec: RunSpec, limits: RunLimits, progress
     if limits.cancel.is_cancelled() {
         return Err(RunError::Cancelled);
     }
-    let state = commit::commit_run(spec.store.as_ref(), &spec.layout, &previous, &manifest, &uploads)
-        .await
-        .map_err(|e| RunError::Storage(e.to_string()))?;
+    let state = commit::commit_run(
+        spec.store.as_ref(),
+        &spec.layout,
+        &previous,
+        &manifest,
+        &uploads,
+    )
+    .await
+    .map_err(|e| RunError::Storage(e.to_string()))?;
     drop(staged);
     if let Ok(mut p) = progress.lock() {
         for (name, m) in &manifest.streams {
@@ -228,6 +310,10 @@ pub fn host_columns() -> Vec<ColumnSpec> {
         (sluice_staging::SEQ_COLUMN, "BIGINT"),
     ]
     .into_iter()
-    .map(|(n, t)| ColumnSpec { name: n.to_string(), data_type: t.to_string(), nullable: n == sluice_staging::EXTRA_COLUMN })
+    .map(|(n, t)| ColumnSpec {
+        name: n.to_string(),
+        data_type: t.to_string(),
+        nullable: n == sluice_staging::EXTRA_COLUMN,
+    })
     .collect()
 }

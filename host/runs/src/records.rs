@@ -74,7 +74,9 @@ impl RunBook {
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
                 continue;
             }
-            let Ok(bytes) = std::fs::read(&path) else { continue };
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
             match serde_json::from_slice::<RunRecord>(&bytes) {
                 Ok(mut r) => {
                     if r.status.is_active() {
@@ -88,10 +90,15 @@ impl RunBook {
                     }
                     runs.insert(r.run_id.clone(), r);
                 }
-                Err(e) => tracing::warn!(file = %path.display(), "skipping unreadable run record: {e}"),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), "skipping unreadable run record: {e}")
+                }
             }
         }
-        let book = Self { dir, runs: RwLock::new(runs) };
+        let book = Self {
+            dir,
+            runs: RwLock::new(runs),
+        };
         for r in interrupted {
             tracing::warn!(run_id = %r.run_id, connection_id = %r.connection_id, "run was in flight at the last stop; marked failed");
             book.save(&r);
@@ -105,15 +112,30 @@ impl RunBook {
 
     /// Runs, newest first, optionally of one connection.
     pub fn list(&self, connection_id: Option<&str>) -> Vec<RunRecord> {
-        let Ok(runs) = self.runs.read() else { return vec![] };
-        let mut out: Vec<RunRecord> = runs.values().filter(|r| connection_id.is_none_or(|c| r.connection_id == c)).cloned().collect();
-        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.run_id.cmp(&a.run_id)));
+        let Ok(runs) = self.runs.read() else {
+            return vec![];
+        };
+        let mut out: Vec<RunRecord> = runs
+            .values()
+            .filter(|r| connection_id.is_none_or(|c| r.connection_id == c))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then(b.run_id.cmp(&a.run_id))
+        });
         out
     }
 
     /// The run an idempotency key created, if any.
     pub fn by_idempotency_key(&self, key: &str) -> Option<RunRecord> {
-        self.runs.read().ok()?.values().find(|r| r.idempotency_key.as_deref() == Some(key)).cloned()
+        self.runs
+            .read()
+            .ok()?
+            .values()
+            .find(|r| r.idempotency_key.as_deref() == Some(key))
+            .cloned()
     }
 
     /// Stores (and persists) a record.

@@ -30,7 +30,10 @@ pub struct StorageSpec {
 
 impl std::fmt::Debug for StorageSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StorageSpec").field("bucket", &self.bucket).field("prefix", &self.prefix).finish_non_exhaustive()
+        f.debug_struct("StorageSpec")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
     }
 }
 
@@ -38,7 +41,14 @@ impl StorageSpec {
     /// Opens the store this spec names on `backend`.
     pub fn open(&self, backend: &Backend) -> Result<Arc<dyn Store>, String> {
         let b = &self.bucket;
-        if b.is_empty() || b.len() > 63 || !b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.') || b.starts_with('.') || b.contains("..") {
+        if b.is_empty()
+            || b.len() > 63
+            || !b
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+            || b.starts_with('.')
+            || b.contains("..")
+        {
             return Err(format!("bucket {b:?} is not a valid bucket name"));
         }
         match backend {
@@ -46,19 +56,39 @@ impl StorageSpec {
             Backend::S3 { endpoint } => {
                 let (ak, sk) = match (&self.access_key_id, &self.secret_access_key) {
                     (Some(a), Some(s)) if !a.is_empty() && !s.is_empty() => (a.clone(), s.clone()),
-                    (None, None) => match (std::env::var("AWS_ACCESS_KEY_ID"), std::env::var("AWS_SECRET_ACCESS_KEY")) {
-                        (Ok(a), Ok(s)) => (a, s),
-                        _ => return Err("storage.access_key_id and storage.secret_access_key are required".into()),
-                    },
-                    _ => return Err("storage.access_key_id and storage.secret_access_key go together".into()),
+                    (None, None) => {
+                        match (
+                            std::env::var("AWS_ACCESS_KEY_ID"),
+                            std::env::var("AWS_SECRET_ACCESS_KEY"),
+                        ) {
+                            (Ok(a), Ok(s)) => (a, s),
+                            _ => return Err(
+                                "storage.access_key_id and storage.secret_access_key are required"
+                                    .into(),
+                            ),
+                        }
+                    }
+                    _ => {
+                        return Err(
+                            "storage.access_key_id and storage.secret_access_key go together"
+                                .into(),
+                        );
+                    }
                 };
                 Ok(Arc::new(S3Store::new(S3Target {
                     endpoint: endpoint.clone(),
-                    region: self.region.clone().filter(|r| !r.is_empty()).unwrap_or_else(|| "us-east-1".into()),
+                    region: self
+                        .region
+                        .clone()
+                        .filter(|r| !r.is_empty())
+                        .unwrap_or_else(|| "us-east-1".into()),
                     bucket: b.clone(),
                     access_key_id: ak,
                     secret_access_key: sk,
-                    session_token: self.session_token.clone().or_else(|| std::env::var("AWS_SESSION_TOKEN").ok()),
+                    session_token: self
+                        .session_token
+                        .clone()
+                        .or_else(|| std::env::var("AWS_SESSION_TOKEN").ok()),
                 })))
             }
         }

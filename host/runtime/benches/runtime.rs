@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use sluice_runtime::{CallOptions, RecordSink, Runtime, RuntimeConfig, SyncRequest};
 
 fn plugin(name: &str) -> PathBuf {
-    let dir = std::env::var("SLUICE_PLUGIN_OUT").unwrap_or_else(|_| "/var/cache/sluice/plugins".into());
+    let dir =
+        std::env::var("SLUICE_PLUGIN_OUT").unwrap_or_else(|_| "/var/cache/sluice/plugins".into());
     PathBuf::from(dir).join(format!("{name}.wasm"))
 }
 
@@ -25,7 +26,10 @@ struct Count(Arc<AtomicU64>, Arc<AtomicU64>);
 impl RecordSink for Count {
     fn emit(&mut self, _stream: &str, records: Vec<String>) -> anyhow::Result<()> {
         self.0.fetch_add(records.len() as u64, Ordering::Relaxed);
-        self.1.fetch_add(records.iter().map(|r| r.len() as u64).sum(), Ordering::Relaxed);
+        self.1.fetch_add(
+            records.iter().map(|r| r.len() as u64).sum(),
+            Ordering::Relaxed,
+        );
         Ok(())
     }
     fn checkpoint(&mut self, _stream: &str, _state: serde_json::Value) -> anyhow::Result<()> {
@@ -46,28 +50,40 @@ async fn main() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let rt = Runtime::new(RuntimeConfig::new(dir.path()))?;
         let t = Instant::now();
-        let p = rt.load_file(&file).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let p = rt
+            .load_file(&file)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         cold.push(t.elapsed().as_secs_f64() * 1e3);
         assert!(!p.info().compiled_from_cache);
     }
     let (m, lo, hi) = stats(cold);
-    println!("cold load (compile + link + manifest)   median {m:8.2} ms   p10 {lo:.2}  p90 {hi:.2}   n=5");
+    println!(
+        "cold load (compile + link + manifest)   median {m:8.2} ms   p10 {lo:.2}  p90 {hi:.2}   n=5"
+    );
 
     // Cached load: same engine settings, artifact on disk.
     let dir = tempfile::tempdir()?;
     let rt = Runtime::new(RuntimeConfig::new(dir.path()))?;
-    rt.load_file(&file).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    rt.load_file(&file)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut warm = vec![];
     let mut plugin_handle = None;
     for _ in 0..50 {
         let t = Instant::now();
-        let p = rt.load_file(&file).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let p = rt
+            .load_file(&file)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         warm.push(t.elapsed().as_secs_f64() * 1e3);
         assert!(p.info().compiled_from_cache);
         plugin_handle = Some(p);
     }
     let (m, lo, hi) = stats(warm);
-    println!("cached load (read + sha256 + deserialize + link + manifest)   median {m:6.3} ms   p10 {lo:.3}  p90 {hi:.3}   n=50");
+    println!(
+        "cached load (read + sha256 + deserialize + link + manifest)   median {m:6.3} ms   p10 {lo:.3}  p90 {hi:.3}   n=50"
+    );
 
     // instantiate_pre → fresh Store → instantiate → manifest call.
     let p = plugin_handle.expect("loaded");
@@ -81,17 +97,34 @@ async fn main() -> anyhow::Result<()> {
         calls.push(t.elapsed().as_secs_f64() * 1e6);
     }
     let (m, lo, hi) = stats(calls);
-    println!("instantiate + manifest call              median {m:8.1} µs   p10 {lo:.1}  p90 {hi:.1}   n=2000");
+    println!(
+        "instantiate + manifest call              median {m:8.1} µs   p10 {lo:.1}  p90 {hi:.1}   n=2000"
+    );
 
     // Emit throughput: the probe guest emits small records in batches of 1000 to a counting sink.
-    let probe = rt.load_file(&plugin("probe")).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let n: u64 = std::env::var("BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let probe = rt
+        .load_file(&plugin("probe"))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let n: u64 = std::env::var("BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     for round in 0..3 {
         let (count, bytes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let req = SyncRequest { config: serde_json::json!({"count": n, "batch": 1000}), streams: vec!["items".into()], state: vec![] };
-        let opts = CallOptions { deadline: Duration::from_secs(600), ..Default::default() };
+        let req = SyncRequest {
+            config: serde_json::json!({"count": n, "batch": 1000}),
+            streams: vec!["items".into()],
+            state: vec![],
+        };
+        let opts = CallOptions {
+            deadline: Duration::from_secs(600),
+            ..Default::default()
+        };
         let t = Instant::now();
-        probe.sync(req, Box::new(Count(count.clone(), bytes.clone())), opts).await?;
+        probe
+            .sync(req, Box::new(Count(count.clone(), bytes.clone())), opts)
+            .await?;
         let secs = t.elapsed().as_secs_f64();
         let got = count.load(Ordering::Relaxed);
         assert_eq!(got, n);

@@ -76,8 +76,19 @@ impl Runtime {
         let engine_key = format!("{:016x}", h.finish());
         std::fs::create_dir_all(&config.cache_dir)?;
         spawn_epoch_ticker(&engine);
-        let outbound = Arc::new(Outbound::new(config.policy.clone(), config.outbound.clone())?);
-        Ok(Self { inner: Arc::new(Inner { engine, linker, outbound, config, engine_key }) })
+        let outbound = Arc::new(Outbound::new(
+            config.policy.clone(),
+            config.outbound.clone(),
+        )?);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                outbound,
+                config,
+                engine_key,
+            }),
+        })
     }
 
     pub fn config(&self) -> &RuntimeConfig {
@@ -86,24 +97,35 @@ impl Runtime {
 
     /// Loads a plugin file: read, check, compile (or reuse the cache), link, read its manifest.
     pub async fn load_file(&self, path: &Path) -> Result<Plugin, LoadError> {
-        let bytes = tokio::fs::read(path).await.map_err(|e| LoadError::Io(format!("{}: {e}", path.display())))?;
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|e| LoadError::Io(format!("{}: {e}", path.display())))?;
         self.load_bytes(bytes, Some(path.to_path_buf())).await
     }
 
     /// Loads a plugin from bytes (see [`Runtime::load_file`]).
-    pub async fn load_bytes(&self, bytes: Vec<u8>, path: Option<PathBuf>) -> Result<Plugin, LoadError> {
+    pub async fn load_bytes(
+        &self,
+        bytes: Vec<u8>,
+        path: Option<PathBuf>,
+    ) -> Result<Plugin, LoadError> {
         let started = Instant::now();
         check_component_header(&bytes)?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let size = bytes.len() as u64;
         let this = self.clone();
         let sha = sha256.clone();
-        let (component, cached) = tokio::task::spawn_blocking(move || this.compile_cached(&bytes, &sha))
-            .await
-            .map_err(|e| LoadError::Compile(e.to_string()))??;
+        let (component, cached) =
+            tokio::task::spawn_blocking(move || this.compile_cached(&bytes, &sha))
+                .await
+                .map_err(|e| LoadError::Compile(e.to_string()))??;
         let wit_version = self.check_world(&component)?;
         let imports = self.import_names(&component);
-        let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let pre = ConnectorPluginPre::new(pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let manifest = self.read_manifest(&pre).await?;
         let info = PluginInfo {
@@ -118,29 +140,43 @@ impl Runtime {
             load_ms: started.elapsed().as_secs_f64() * 1e3,
             loaded_at: SystemTime::now(),
         };
-        Ok(Plugin { runtime: self.clone(), info: Arc::new(info), manifest: Arc::new(manifest), pre })
+        Ok(Plugin {
+            runtime: self.clone(),
+            info: Arc::new(info),
+            manifest: Arc::new(manifest),
+            pre,
+        })
     }
 
     /// Compiles `bytes`, or deserializes the artifact an earlier compile of the same bytes by
     /// an engine with the same settings left in the cache. Returns whether the cache served.
     fn compile_cached(&self, bytes: &[u8], sha256: &str) -> Result<(Component, bool), LoadError> {
         let engine = &self.inner.engine;
-        let path = self.inner.config.cache_dir.join(format!("{sha256}-{}.cwasm", self.inner.engine_key));
+        let path = self
+            .inner
+            .config
+            .cache_dir
+            .join(format!("{sha256}-{}.cwasm", self.inner.engine_key));
         if path.is_file() {
             // SAFETY: the cache directory is the host's own; artifacts in it were written by
             // `precompile_component` below with an engine of the same compatibility hash.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(c) => return Ok((c, true)),
-                Err(e) => tracing::warn!(path = %path.display(), "dropping unusable cached artifact: {e:#}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "dropping unusable cached artifact: {e:#}")
+                }
             }
         }
-        let artifact = engine.precompile_component(bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let artifact = engine
+            .precompile_component(bytes)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         if let Err(e) = std::fs::write(&tmp, &artifact).and_then(|_| std::fs::rename(&tmp, &path)) {
             tracing::warn!(path = %path.display(), "cannot cache compiled artifact: {e}");
         }
         // SAFETY: `artifact` was produced just now by this engine.
-        let c = unsafe { Component::deserialize(engine, &artifact) }.map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let c = unsafe { Component::deserialize(engine, &artifact) }
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         Ok((c, false))
     }
 
@@ -153,7 +189,11 @@ impl Runtime {
             if name.starts_with("wasi:") {
                 continue;
             }
-            let Some(v) = name.strip_prefix(WIT_PACKAGE).and_then(|r| r.strip_prefix('/')).map(|r| r.split_once('@').map(|x| x.1).unwrap_or("")) else {
+            let Some(v) = name
+                .strip_prefix(WIT_PACKAGE)
+                .and_then(|r| r.strip_prefix('/'))
+                .map(|r| r.split_once('@').map(|x| x.1).unwrap_or(""))
+            else {
                 return Err(LoadError::UndeclaredImport(name.to_string()));
             };
             check_version(v)?;
@@ -162,19 +202,32 @@ impl Runtime {
         let export = ty
             .exports(engine)
             .find_map(|(name, item)| {
-                let v = name.strip_prefix(WIT_PACKAGE)?.strip_prefix("/connector@")?;
+                let v = name
+                    .strip_prefix(WIT_PACKAGE)?
+                    .strip_prefix("/connector@")?;
                 matches!(item.ty, ComponentItem::ComponentInstance(_)).then(|| v.to_string())
             })
-            .ok_or_else(|| LoadError::IncompatibleWorld(format!("does not export {WIT_PACKAGE}/connector: not a Sluice connector")))?;
+            .ok_or_else(|| {
+                LoadError::IncompatibleWorld(format!(
+                    "does not export {WIT_PACKAGE}/connector: not a Sluice connector"
+                ))
+            })?;
         check_version(&export)?;
         Ok(version.unwrap_or(export))
     }
 
     fn import_names(&self, component: &Component) -> Vec<String> {
-        component.component_type().imports(&self.inner.engine).map(|(n, _)| n.to_string()).collect()
+        component
+            .component_type()
+            .imports(&self.inner.engine)
+            .map(|(n, _)| n.to_string())
+            .collect()
     }
 
-    async fn read_manifest(&self, pre: &ConnectorPluginPre<HostState>) -> Result<Manifest, LoadError> {
+    async fn read_manifest(
+        &self,
+        pre: &ConnectorPluginPre<HostState>,
+    ) -> Result<Manifest, LoadError> {
         // A throwaway manifest so the call has a context; it reaches nothing and has no secrets.
         let placeholder = Arc::new(Manifest {
             id: "loading".into(),
@@ -187,16 +240,34 @@ impl Runtime {
             streams: vec![],
             memory_mib: None,
         });
-        let opts = CallOptions { deadline: Duration::from_secs(5), ..CallOptions::default() };
-        let state = self.call_state(placeholder, Destinations::none(), opts, None, Default::default());
+        let opts = CallOptions {
+            deadline: Duration::from_secs(5),
+            ..CallOptions::default()
+        };
+        let state = self.call_state(
+            placeholder,
+            Destinations::none(),
+            opts,
+            None,
+            Default::default(),
+        );
         let raw = self
-            .call(pre, state, self.inner.config.default_memory_mib, |p, s| Box::pin(async move { p.sluice_connector_connector().call_manifest(s).await }))
+            .call(pre, state, self.inner.config.default_memory_mib, |p, s| {
+                Box::pin(async move { p.sluice_connector_connector().call_manifest(s).await })
+            })
             .await
             .map_err(|e| LoadError::Manifest(format!("manifest call failed: {e}")))?;
         Manifest::from_wit(raw).map_err(|e| LoadError::Manifest(e.to_string()))
     }
 
-    fn call_state(&self, manifest: Arc<Manifest>, destinations: Destinations, opts: CallOptions, sink: Option<Box<dyn RecordSink>>, streams: std::collections::HashSet<String>) -> CallState {
+    fn call_state(
+        &self,
+        manifest: Arc<Manifest>,
+        destinations: Destinations,
+        opts: CallOptions,
+        sink: Option<Box<dyn RecordSink>>,
+        streams: std::collections::HashSet<String>,
+    ) -> CallState {
         CallState {
             manifest,
             destinations,
@@ -211,16 +282,30 @@ impl Runtime {
     }
 
     /// Runs one export call in a fresh store with the call's limits, mapping traps to errors.
-    async fn call<R, F>(&self, pre: &ConnectorPluginPre<HostState>, state: CallState, memory_mib: u32, f: F) -> Result<R, CallError>
+    async fn call<R, F>(
+        &self,
+        pre: &ConnectorPluginPre<HostState>,
+        state: CallState,
+        memory_mib: u32,
+        f: F,
+    ) -> Result<R, CallError>
     where
-        F: for<'a> FnOnce(&'a ConnectorPlugin, &'a mut Store<HostState>) -> std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>,
+        F: for<'a> FnOnce(
+            &'a ConnectorPlugin,
+            &'a mut Store<HostState>,
+        ) -> std::pin::Pin<
+            Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>,
+        >,
         R: Send,
     {
         let memory_mib = memory_mib.min(self.inner.config.max_memory_mib);
         let deadline = state.deadline;
         let budget = deadline.saturating_duration_since(Instant::now());
         let cancel = state.cancel.clone();
-        let mut store = Store::new(&self.inner.engine, HostState::new(state, (memory_mib as usize) << 20));
+        let mut store = Store::new(
+            &self.inner.engine,
+            HostState::new(state, (memory_mib as usize) << 20),
+        );
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|ctx| {
@@ -244,7 +329,9 @@ impl Runtime {
             _ = cancel.cancelled() => return Err(CallError::Cancelled),
         };
         store.data().flush_stdio();
-        let Some(result) = outcome else { return Err(CallError::Deadline(budget)) };
+        let Some(result) = outcome else {
+            return Err(CallError::Deadline(budget));
+        };
         let secrets = &store.data().call.secrets;
         result.map_err(|e| {
             match e.downcast_ref::<Stop>() {
@@ -272,7 +359,12 @@ fn check_version(v: &str) -> Result<(), LoadError> {
     let host: Vec<&str> = WIT_VERSION.split('.').collect();
     let got: Vec<&str> = v.split('.').collect();
     // Semver for 0.x: the minor is the breaking part; for 1.x and later, the major.
-    let compatible = got.len() == 3 && if host[0] == "0" { got[0] == "0" && got[1] == host[1] } else { got[0] == host[0] };
+    let compatible = got.len() == 3
+        && if host[0] == "0" {
+            got[0] == "0" && got[1] == host[1]
+        } else {
+            got[0] == host[0]
+        };
     if compatible {
         Ok(())
     } else {
@@ -319,7 +411,12 @@ pub struct CallOptions {
 
 impl Default for CallOptions {
     fn default() -> Self {
-        Self { secrets: Secrets::default(), deadline: Duration::from_secs(30), cancel: CancellationToken::new(), labels: CallLabels::default() }
+        Self {
+            secrets: Secrets::default(),
+            deadline: Duration::from_secs(30),
+            cancel: CancellationToken::new(),
+            labels: CallLabels::default(),
+        }
     }
 }
 
@@ -344,7 +441,11 @@ mod system_time_secs {
     use std::time::SystemTime;
 
     pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+        s.serialize_u64(
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        )
     }
 }
 
@@ -375,12 +476,25 @@ impl Plugin {
     }
 
     fn memory_mib(&self) -> u32 {
-        self.manifest.memory_mib.unwrap_or(self.runtime.inner.config.default_memory_mib)
+        self.manifest
+            .memory_mib
+            .unwrap_or(self.runtime.inner.config.default_memory_mib)
     }
 
-    fn state(&self, config: &Value, opts: CallOptions, sink: Option<Box<dyn RecordSink>>, streams: std::collections::HashSet<String>) -> CallState {
-        let dest = self.runtime.inner.outbound.destinations(&self.manifest.hosts, config);
-        self.runtime.call_state(self.manifest.clone(), dest, opts, sink, streams)
+    fn state(
+        &self,
+        config: &Value,
+        opts: CallOptions,
+        sink: Option<Box<dyn RecordSink>>,
+        streams: std::collections::HashSet<String>,
+    ) -> CallState {
+        let dest = self
+            .runtime
+            .inner
+            .outbound
+            .destinations(&self.manifest.hosts, config);
+        self.runtime
+            .call_state(self.manifest.clone(), dest, opts, sink, streams)
     }
 
     /// Checks config and credentials against the upstream; returns the account summary.
@@ -390,20 +504,33 @@ impl Plugin {
         let text = config.to_string();
         let out = self
             .runtime
-            .call(&self.pre, state, self.memory_mib(), |p, s| Box::pin(async move { p.sluice_connector_connector().call_validate(s, &text).await }))
+            .call(&self.pre, state, self.memory_mib(), |p, s| {
+                Box::pin(
+                    async move { p.sluice_connector_connector().call_validate(s, &text).await },
+                )
+            })
             .await?;
         let account = out.map_err(|e| connector_error(e, &secrets))?;
-        serde_json::from_str(&account).map_err(|e| CallError::Contract(format!("validate returned invalid JSON: {e}")))
+        serde_json::from_str(&account)
+            .map_err(|e| CallError::Contract(format!("validate returned invalid JSON: {e}")))
     }
 
     /// The streams this config produces.
-    pub async fn discover(&self, config: &Value, opts: CallOptions) -> Result<Vec<StreamSpec>, CallError> {
+    pub async fn discover(
+        &self,
+        config: &Value,
+        opts: CallOptions,
+    ) -> Result<Vec<StreamSpec>, CallError> {
         let secrets = opts.secrets.clone();
         let state = self.state(config, opts, None, Default::default());
         let text = config.to_string();
         let out = self
             .runtime
-            .call(&self.pre, state, self.memory_mib(), |p, s| Box::pin(async move { p.sluice_connector_connector().call_discover(s, &text).await }))
+            .call(&self.pre, state, self.memory_mib(), |p, s| {
+                Box::pin(
+                    async move { p.sluice_connector_connector().call_discover(s, &text).await },
+                )
+            })
             .await?;
         let streams = out.map_err(|e| connector_error(e, &secrets))?;
         streams
@@ -413,33 +540,55 @@ impl Plugin {
     }
 
     /// Reads the selected streams into `sink`.
-    pub async fn sync(&self, req: SyncRequest, sink: Box<dyn RecordSink>, opts: CallOptions) -> Result<(), CallError> {
+    pub async fn sync(
+        &self,
+        req: SyncRequest,
+        sink: Box<dyn RecordSink>,
+        opts: CallOptions,
+    ) -> Result<(), CallError> {
         let secrets = opts.secrets.clone();
         let streams = req.streams.iter().cloned().collect();
         let state = self.state(&req.config, opts, Some(sink), streams);
         let wreq = wit::SyncRequest {
             config: req.config.to_string(),
             streams: req.streams,
-            state: req.state.into_iter().map(|(k, v)| (k, v.to_string())).collect(),
+            state: req
+                .state
+                .into_iter()
+                .map(|(k, v)| (k, v.to_string()))
+                .collect(),
         };
         let out = self
             .runtime
-            .call(&self.pre, state, self.memory_mib(), |p, s| Box::pin(async move { p.sluice_connector_connector().call_sync(s, &wreq).await }))
+            .call(&self.pre, state, self.memory_mib(), |p, s| {
+                Box::pin(async move { p.sluice_connector_connector().call_sync(s, &wreq).await })
+            })
             .await?;
         out.map_err(|e| connector_error(e, &secrets))
     }
 
     /// Instantiates and calls `manifest` (the cheapest full call; used by benchmarks).
     pub async fn call_manifest(&self) -> Result<(), CallError> {
-        let state = self.runtime.call_state(self.manifest.clone(), Destinations::none(), CallOptions::default(), None, Default::default());
+        let state = self.runtime.call_state(
+            self.manifest.clone(),
+            Destinations::none(),
+            CallOptions::default(),
+            None,
+            Default::default(),
+        );
         self.runtime
-            .call(&self.pre, state, self.memory_mib(), |p, s| Box::pin(async move { p.sluice_connector_connector().call_manifest(s).await }))
+            .call(&self.pre, state, self.memory_mib(), |p, s| {
+                Box::pin(async move { p.sluice_connector_connector().call_manifest(s).await })
+            })
             .await
             .map(|_| ())
     }
 }
 
-fn connector_error(e: crate::bindings::sluice::connector::types::ConnectorError, secrets: &Secrets) -> CallError {
+fn connector_error(
+    e: crate::bindings::sluice::connector::types::ConnectorError,
+    secrets: &Secrets,
+) -> CallError {
     use crate::bindings::sluice::connector::types::ErrorCode as W;
     let code = match e.code {
         W::InvalidCredentials => ErrorCode::InvalidCredentials,
@@ -449,5 +598,8 @@ fn connector_error(e: crate::bindings::sluice::connector::types::ConnectorError,
         W::RateLimited => ErrorCode::RateLimited,
         W::Internal => ErrorCode::Internal,
     };
-    CallError::Connector { code, message: secrets.redact(&e.message) }
+    CallError::Connector {
+        code,
+        message: secrets.redact(&e.message),
+    }
 }

@@ -22,7 +22,12 @@ pub struct Secrets(HashMap<String, Zeroizing<String>>);
 
 impl Secrets {
     pub fn new(values: impl IntoIterator<Item = (String, String)>) -> Self {
-        Self(values.into_iter().map(|(k, v)| (k, Zeroizing::new(v))).collect())
+        Self(
+            values
+                .into_iter()
+                .map(|(k, v)| (k, Zeroizing::new(v)))
+                .collect(),
+        )
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -119,7 +124,9 @@ impl HostState {
             .build();
         Self {
             call,
-            limits: MemoryLimits { max_bytes: memory_bytes },
+            limits: MemoryLimits {
+                max_bytes: memory_bytes,
+            },
             wasi,
             table: ResourceTable::new(),
             stdout,
@@ -156,7 +163,10 @@ impl HostState {
 
     /// Forwards what a WASI plugin printed to the log.
     pub fn flush_stdio(&self) {
-        for (pipe, level) in [(&self.stdout, log::Level::Info), (&self.stderr, log::Level::Warn)] {
+        for (pipe, level) in [
+            (&self.stdout, log::Level::Info),
+            (&self.stderr, log::Level::Warn),
+        ] {
             let bytes = pipe.contents();
             if !bytes.is_empty() {
                 let text = self.call.secrets.redact(&String::from_utf8_lossy(&bytes));
@@ -174,38 +184,62 @@ pub(crate) struct MemoryLimits {
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimits {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max_bytes {
             return Err(wasmtime::Error::new(Stop::MemoryLimit));
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1 << 20)
     }
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl types::Host for HostState {}
 
 impl http::Host for HostState {
-    async fn fetch(&mut self, request: http::Request) -> wasmtime::Result<Result<http::Response, http::HttpError>> {
+    async fn fetch(
+        &mut self,
+        request: http::Request,
+    ) -> wasmtime::Result<Result<http::Response, http::HttpError>> {
         self.check_cancel()?;
         let prepared = match self.prepare(request) {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
         // Owned handles: the state itself (with its record sink) is not `Sync`.
-        let (outbound, destinations, cancel) = (self.call.outbound.clone(), self.call.destinations.clone(), self.call.cancel.clone());
+        let (outbound, destinations, cancel) = (
+            self.call.outbound.clone(),
+            self.call.destinations.clone(),
+            self.call.cancel.clone(),
+        );
         let result = outbound.fetch(&destinations, prepared, &cancel).await;
         match result {
-            Ok(r) => Ok(Ok(http::Response { status: r.status, headers: r.headers, body: r.body })),
+            Ok(r) => Ok(Ok(http::Response {
+                status: r.status,
+                headers: r.headers,
+                body: r.body,
+            })),
             Err(OutboundError::Cancelled) => Err(wasmtime::Error::new(Stop::Cancelled)),
             Err(e) => {
                 if let OutboundError::Denied(why) = &e {
@@ -219,15 +253,24 @@ impl http::Host for HostState {
 
 impl HostState {
     fn prepare(&self, r: http::Request) -> Result<OutboundRequest, http::HttpError> {
-        let url = url::Url::parse(&r.url).map_err(|e| http::HttpError::InvalidRequest(format!("bad URL: {e}")))?;
+        let url = url::Url::parse(&r.url)
+            .map_err(|e| http::HttpError::InvalidRequest(format!("bad URL: {e}")))?;
         let headers = plugin_headers(&r.headers).map_err(to_wit_error)?;
         let mut secret_headers = HeaderMap::new();
         for sh in &r.secret_headers {
-            let value = self.declared_secret(&sh.secret).map_err(|e| http::HttpError::UnknownSecret(describe(&e)))?;
-            let name = HeaderName::from_bytes(sh.header.as_bytes())
-                .map_err(|_| http::HttpError::InvalidRequest(format!("bad header name {:?}", sh.header)))?;
-            let mut value = HeaderValue::from_str(&format!("{}{}", sh.prefix, value))
-                .map_err(|_| http::HttpError::InvalidRequest(format!("secret {:?} is not a valid header value", sh.secret)))?;
+            let value = self
+                .declared_secret(&sh.secret)
+                .map_err(|e| http::HttpError::UnknownSecret(describe(&e)))?;
+            let name = HeaderName::from_bytes(sh.header.as_bytes()).map_err(|_| {
+                http::HttpError::InvalidRequest(format!("bad header name {:?}", sh.header))
+            })?;
+            let mut value =
+                HeaderValue::from_str(&format!("{}{}", sh.prefix, value)).map_err(|_| {
+                    http::HttpError::InvalidRequest(format!(
+                        "secret {:?} is not a valid header value",
+                        sh.secret
+                    ))
+                })?;
             value.set_sensitive(true);
             secret_headers.insert(name, value);
         }
@@ -239,22 +282,38 @@ impl HostState {
             http::Method::Patch => reqwest::Method::PATCH,
             http::Method::Delete => reqwest::Method::DELETE,
         };
-        let idempotent = r.idempotent || matches!(r.method, http::Method::Get | http::Method::Head | http::Method::Put | http::Method::Delete);
-        Ok(OutboundRequest { method, url, headers, secret_headers, body: r.body, idempotent })
+        let idempotent = r.idempotent
+            || matches!(
+                r.method,
+                http::Method::Get | http::Method::Head | http::Method::Put | http::Method::Delete
+            );
+        Ok(OutboundRequest {
+            method,
+            url,
+            headers,
+            secret_headers,
+            body: r.body,
+            idempotent,
+        })
     }
 
     fn declared_secret(&self, name: &str) -> Result<&str, secrets::SecretError> {
         if self.call.manifest.secret(name).is_none() {
             return Err(secrets::SecretError::Undeclared(name.to_string()));
         }
-        self.call.secrets.get(name).ok_or_else(|| secrets::SecretError::Missing(name.to_string()))
+        self.call
+            .secrets
+            .get(name)
+            .ok_or_else(|| secrets::SecretError::Missing(name.to_string()))
     }
 }
 
 /// A one-line description of a secret error.
 fn describe(e: &secrets::SecretError) -> String {
     match e {
-        secrets::SecretError::Undeclared(n) => format!("secret {n:?} is not declared by the plugin"),
+        secrets::SecretError::Undeclared(n) => {
+            format!("secret {n:?} is not declared by the plugin")
+        }
         secrets::SecretError::Missing(n) => format!("secret {n:?} was not supplied"),
     }
 }
@@ -271,7 +330,11 @@ fn to_wit_error(e: OutboundError) -> http::HttpError {
 }
 
 impl records::Host for HostState {
-    async fn emit(&mut self, stream: String, batch: Vec<String>) -> wasmtime::Result<Result<(), records::EmitError>> {
+    async fn emit(
+        &mut self,
+        stream: String,
+        batch: Vec<String>,
+    ) -> wasmtime::Result<Result<(), records::EmitError>> {
         self.check_cancel()?;
         if !self.call.streams.contains(&stream) {
             return Ok(Err(records::EmitError::UnknownStream(stream)));
@@ -282,25 +345,40 @@ impl records::Host for HostState {
             }
         }
         let Some(sink) = self.call.sink.as_mut() else {
-            return Err(wasmtime::Error::new(Stop::Contract("emit is only allowed during sync".into())));
+            return Err(wasmtime::Error::new(Stop::Contract(
+                "emit is only allowed during sync".into(),
+            )));
         };
-        sink.emit(&stream, batch).map_err(|e| wasmtime::Error::new(Stop::Host(format!("staging failed: {e:#}"))))?;
+        sink.emit(&stream, batch)
+            .map_err(|e| wasmtime::Error::new(Stop::Host(format!("staging failed: {e:#}"))))?;
         Ok(Ok(()))
     }
 
-    async fn checkpoint(&mut self, stream: String, state: String) -> wasmtime::Result<Result<(), records::EmitError>> {
+    async fn checkpoint(
+        &mut self,
+        stream: String,
+        state: String,
+    ) -> wasmtime::Result<Result<(), records::EmitError>> {
         self.check_cancel()?;
         if !self.call.streams.contains(&stream) {
             return Ok(Err(records::EmitError::UnknownStream(stream)));
         }
         let state: serde_json::Value = match serde_json::from_str(&state) {
             Ok(v) => v,
-            Err(e) => return Ok(Err(records::EmitError::InvalidRecord((0, format!("state is not JSON: {e}"))))),
+            Err(e) => {
+                return Ok(Err(records::EmitError::InvalidRecord((
+                    0,
+                    format!("state is not JSON: {e}"),
+                ))));
+            }
         };
         let Some(sink) = self.call.sink.as_mut() else {
-            return Err(wasmtime::Error::new(Stop::Contract("checkpoint is only allowed during sync".into())));
+            return Err(wasmtime::Error::new(Stop::Contract(
+                "checkpoint is only allowed during sync".into(),
+            )));
         };
-        sink.checkpoint(&stream, state).map_err(|e| wasmtime::Error::new(Stop::Host(format!("checkpoint failed: {e:#}"))))?;
+        sink.checkpoint(&stream, state)
+            .map_err(|e| wasmtime::Error::new(Stop::Host(format!("checkpoint failed: {e:#}"))))?;
         Ok(Ok(()))
     }
 }
@@ -310,18 +388,28 @@ fn check_object(text: &str) -> Result<(), String> {
     if !text.trim_start().starts_with('{') {
         return Err("not a JSON object".into());
     }
-    serde_json::from_str::<serde::de::IgnoredAny>(text).map(|_| ()).map_err(|e| e.to_string())
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 impl secrets::Host for HostState {
-    async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, secrets::SecretError>> {
+    async fn get(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<String, secrets::SecretError>> {
         self.check_cancel()?;
         Ok(self.declared_secret(&name).map(str::to_string))
     }
 }
 
 impl log::Host for HostState {
-    async fn log(&mut self, level: log::Level, message: String, fields: Vec<(String, String)>) -> wasmtime::Result<()> {
+    async fn log(
+        &mut self,
+        level: log::Level,
+        message: String,
+        fields: Vec<(String, String)>,
+    ) -> wasmtime::Result<()> {
         self.check_cancel()?;
         let secrets = &self.call.secrets;
         let fields = fields
@@ -341,7 +429,10 @@ mod tests {
     #[test]
     fn redaction_and_records() {
         let s = Secrets::new([("token".to_string(), "ghp_supersecret".to_string())]);
-        assert_eq!(s.redact("bad token ghp_supersecret!"), "bad token [redacted]!");
+        assert_eq!(
+            s.redact("bad token ghp_supersecret!"),
+            "bad token [redacted]!"
+        );
         assert!(!format!("{s:?}").contains("supersecret"));
         assert!(check_object(r#"{"a":1}"#).is_ok());
         assert!(check_object("[1]").is_err());

@@ -95,7 +95,11 @@ impl Manifest {
             secrets: m
                 .secrets
                 .into_iter()
-                .map(|s| SecretSpec { name: s.name, description: s.description, required: s.required })
+                .map(|s| SecretSpec {
+                    name: s.name,
+                    description: s.description,
+                    required: s.required,
+                })
                 .collect(),
             hosts,
             streams,
@@ -126,7 +130,10 @@ impl StreamSpec {
         let json_schema = parse_schema(&format!("stream {} json-schema", s.name), &s.json_schema)?;
         for key in s.primary_key.iter().chain(s.cursor_field.iter()) {
             if key.is_empty() {
-                return Err(ManifestError(format!("stream {}: empty key field name", s.name)));
+                return Err(ManifestError(format!(
+                    "stream {}: empty key field name",
+                    s.name
+                )));
             }
         }
         Ok(Self {
@@ -165,13 +172,17 @@ fn is_name(s: &str, sep: u8) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && b[0].is_ascii_lowercase()
-        && b.iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == sep)
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == sep)
 }
 
 fn is_semver(s: &str) -> bool {
     let core = s.split(['-', '+']).next().unwrap_or("");
     let parts: Vec<&str> = core.split('.').collect();
-    parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
 }
 
 #[cfg(test)]

@@ -97,7 +97,11 @@ impl Outbound {
             .dns_resolver(Arc::new(CheckedResolver(policy.addresses)))
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { client, policy, config })
+        Ok(Self {
+            client,
+            policy,
+            config,
+        })
     }
 
     pub fn config(&self) -> &OutboundConfig {
@@ -131,19 +135,33 @@ impl Outbound {
                         if wait > self.config.max_rate_limit_wait
                             || rate_waits >= self.config.max_rate_limit_waits
                         {
-                            tracing::warn!(status = resp.status, wait_s = wait.as_secs(), "rate limit wait too long; returning the response");
+                            tracing::warn!(
+                                status = resp.status,
+                                wait_s = wait.as_secs(),
+                                "rate limit wait too long; returning the response"
+                            );
                             return result;
                         }
                         rate_waits += 1;
                         attempt -= 1; // a rate-limit wait is not a failed attempt
-                        tracing::info!(status = resp.status, wait_ms = wait.as_millis() as u64, "rate limited; waiting");
+                        tracing::info!(
+                            status = resp.status,
+                            wait_ms = wait.as_millis() as u64,
+                            "rate limited; waiting"
+                        );
                         wait
                     } else if is_retryable_status(resp.status)
                         && req.idempotent
                         && attempt < self.config.max_attempts
                     {
-                        let wait = retry_after(&resp.headers).unwrap_or_else(|| self.backoff(attempt));
-                        tracing::info!(status = resp.status, attempt, wait_ms = wait.as_millis() as u64, "upstream error; retrying");
+                        let wait =
+                            retry_after(&resp.headers).unwrap_or_else(|| self.backoff(attempt));
+                        tracing::info!(
+                            status = resp.status,
+                            attempt,
+                            wait_ms = wait.as_millis() as u64,
+                            "upstream error; retrying"
+                        );
                         wait
                     } else {
                         return result;
@@ -166,7 +184,10 @@ impl Outbound {
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        let cap = self.config.backoff_base.saturating_mul(1 << attempt.min(10));
+        let cap = self
+            .config
+            .backoff_base
+            .saturating_mul(1 << attempt.min(10));
         let cap = cap.min(Duration::from_secs(30));
         cap.mul_f64(rand::random_range(0.5..=1.0))
     }
@@ -188,7 +209,11 @@ impl Outbound {
             if origin(&url) == first_origin {
                 headers.extend(req.secret_headers.clone());
             }
-            let mut builder = self.client.request(method.clone(), url.clone()).headers(headers).timeout(self.config.request_timeout);
+            let mut builder = self
+                .client
+                .request(method.clone(), url.clone())
+                .headers(headers)
+                .timeout(self.config.request_timeout);
             if let Some(b) = &body {
                 builder = builder.body(b.clone());
             }
@@ -208,10 +233,15 @@ impl Outbound {
             if status.is_redirection()
                 && let Some(location) = headers.get(reqwest::header::LOCATION)
             {
-                let location = location.to_str().map_err(|_| OutboundError::Connection("redirect location is not text".into()))?;
-                url = url.join(location).map_err(|e| OutboundError::Connection(format!("bad redirect location: {e}")))?;
+                let location = location.to_str().map_err(|_| {
+                    OutboundError::Connection("redirect location is not text".into())
+                })?;
+                url = url.join(location).map_err(|e| {
+                    OutboundError::Connection(format!("bad redirect location: {e}"))
+                })?;
                 if status == StatusCode::SEE_OTHER
-                    || ((status == StatusCode::MOVED_PERMANENTLY || status == StatusCode::FOUND) && method == Method::POST)
+                    || ((status == StatusCode::MOVED_PERMANENTLY || status == StatusCode::FOUND)
+                        && method == Method::POST)
                 {
                     method = Method::GET;
                     body = None;
@@ -222,19 +252,29 @@ impl Outbound {
                 status: status.as_u16(),
                 headers: headers
                     .iter()
-                    .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().to_string(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
                     .collect(),
                 body: resp_body,
             });
         }
-        Err(OutboundError::Connection(format!("more than {} redirects", self.config.max_redirects)))
+        Err(OutboundError::Connection(format!(
+            "more than {} redirects",
+            self.config.max_redirects
+        )))
     }
 
     /// Refuses IP-literal hosts and names that resolve to addresses the operator did not grant.
     /// (The client's resolver checks again at connect time, so a rebinding answer is refused too.)
     async fn check_addresses(&self, url: &Url) -> Result<(), OutboundError> {
         let grant = self.policy.addresses;
-        let host = url.host().ok_or_else(|| OutboundError::InvalidRequest("URL has no host".into()))?;
+        let host = url
+            .host()
+            .ok_or_else(|| OutboundError::InvalidRequest("URL has no host".into()))?;
         let ips: Vec<IpAddr> = match host {
             url::Host::Ipv4(ip) => vec![IpAddr::V4(ip)],
             url::Host::Ipv6(ip) => vec![IpAddr::V6(ip)],
@@ -249,7 +289,10 @@ impl Outbound {
         };
         for ip in ips {
             if let Some(class) = grant.refuses(ip) {
-                return Err(OutboundError::Denied(format!("{} resolves to a {class} address ({ip})", origin(url))));
+                return Err(OutboundError::Denied(format!(
+                    "{} resolves to a {class} address ({ip})",
+                    origin(url)
+                )));
             }
         }
         Ok(())
@@ -263,9 +306,15 @@ impl reqwest::dns::Resolve for CheckedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let grant = self.0;
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
             if let Some(bad) = addrs.iter().find(|a| grant.refuses(a.ip()).is_some()) {
-                return Err(format!("{} resolves to a refused address ({})", name.as_str(), bad.ip()).into());
+                return Err(format!(
+                    "{} resolves to a refused address ({})",
+                    name.as_str(),
+                    bad.ip()
+                )
+                .into());
             }
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
@@ -308,7 +357,10 @@ fn is_retryable_status(status: u16) -> bool {
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim())
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.trim())
 }
 
 /// `Retry-After` as seconds or an HTTP date.
@@ -326,15 +378,20 @@ fn retry_after(headers: &[(String, String)]) -> Option<Duration> {
 fn rate_limit_wait(resp: &OutboundResponse, waits_so_far: u32) -> Option<Duration> {
     let h = &resp.headers;
     let exhausted = header(h, "x-ratelimit-remaining") == Some("0");
-    let limited = resp.status == 429 || (resp.status == 403 && (exhausted || header(h, "retry-after").is_some()));
+    let limited = resp.status == 429
+        || (resp.status == 403 && (exhausted || header(h, "retry-after").is_some()));
     if !limited {
         return None;
     }
     if let Some(d) = retry_after(h) {
         return Some(d.max(Duration::from_millis(100)));
     }
-    if exhausted && let Some(reset) = header(h, "x-ratelimit-reset").and_then(|v| v.parse::<u64>().ok()) {
-        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    if exhausted
+        && let Some(reset) = header(h, "x-ratelimit-reset").and_then(|v| v.parse::<u64>().ok())
+    {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
         let at = if reset > 1_000_000_000_000 {
             Duration::from_millis(reset)
         } else if reset > 1_000_000_000 {
@@ -355,8 +412,13 @@ pub fn plugin_headers(pairs: &[(String, String)]) -> Result<HeaderMap, OutboundE
     for (k, v) in pairs {
         let name = HeaderName::from_bytes(k.as_bytes())
             .map_err(|_| OutboundError::InvalidRequest(format!("bad header name {k:?}")))?;
-        if matches!(name.as_str(), "host" | "content-length" | "transfer-encoding" | "connection") {
-            return Err(OutboundError::InvalidRequest(format!("header {k:?} is set by the host")));
+        if matches!(
+            name.as_str(),
+            "host" | "content-length" | "transfer-encoding" | "connection"
+        ) {
+            return Err(OutboundError::InvalidRequest(format!(
+                "header {k:?} is set by the host"
+            )));
         }
         let value = HeaderValue::from_str(v)
             .map_err(|_| OutboundError::InvalidRequest(format!("bad value for header {k:?}")))?;
@@ -372,20 +434,53 @@ mod tests {
     fn resp(status: u16, headers: &[(&str, &str)]) -> OutboundResponse {
         OutboundResponse {
             status,
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             body: vec![],
         }
     }
 
     #[test]
     fn rate_limit_waits_follow_the_headers() {
-        assert_eq!(rate_limit_wait(&resp(429, &[("retry-after", "3")]), 0), Some(Duration::from_secs(3)));
-        assert_eq!(rate_limit_wait(&resp(200, &[("retry-after", "3")]), 0), None);
-        assert_eq!(rate_limit_wait(&resp(403, &[]), 0), None, "a plain 403 is a permission error");
-        let reset = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() + 10;
-        let w = rate_limit_wait(&resp(403, &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &reset.to_string())]), 0).unwrap();
-        assert!(w > Duration::from_secs(8) && w <= Duration::from_secs(12), "{w:?}");
-        assert_eq!(rate_limit_wait(&resp(429, &[]), 2), Some(Duration::from_secs(4)));
+        assert_eq!(
+            rate_limit_wait(&resp(429, &[("retry-after", "3")]), 0),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            rate_limit_wait(&resp(200, &[("retry-after", "3")]), 0),
+            None
+        );
+        assert_eq!(
+            rate_limit_wait(&resp(403, &[]), 0),
+            None,
+            "a plain 403 is a permission error"
+        );
+        let reset = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 10;
+        let w = rate_limit_wait(
+            &resp(
+                403,
+                &[
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", &reset.to_string()),
+                ],
+            ),
+            0,
+        )
+        .unwrap();
+        assert!(
+            w > Duration::from_secs(8) && w <= Duration::from_secs(12),
+            "{w:?}"
+        );
+        assert_eq!(
+            rate_limit_wait(&resp(429, &[]), 2),
+            Some(Duration::from_secs(4))
+        );
     }
 
     #[test]

@@ -41,7 +41,12 @@ impl HostPattern {
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         if text == "*" {
-            return Ok(Self { scheme: None, host: HostMatch::Any, port: None, any_port: true });
+            return Ok(Self {
+                scheme: None,
+                host: HostMatch::Any,
+                port: None,
+                any_port: true,
+            });
         }
         let (scheme, rest) = match text.split_once("://") {
             Some((s, r)) if s == "http" || s == "https" => (Some(s.to_string()), r),
@@ -65,15 +70,26 @@ impl HostPattern {
         };
         let (port, any_port) = match port {
             Some("*") => (None, true),
-            Some(p) => (Some(p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?), false),
+            Some(p) => (
+                Some(p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?),
+                false,
+            ),
             None => (None, false),
         };
-        Ok(Self { scheme, host, port, any_port })
+        Ok(Self {
+            scheme,
+            host,
+            port,
+            any_port,
+        })
     }
 
     /// The pattern that allows exactly the origin of `url`.
     pub fn origin_of(url: &Url) -> Result<Self, String> {
-        let host = url.host_str().ok_or("URL has no host")?.to_ascii_lowercase();
+        let host = url
+            .host_str()
+            .ok_or("URL has no host")?
+            .to_ascii_lowercase();
         Ok(Self {
             scheme: Some(url.scheme().to_string()),
             host: HostMatch::Exact(host),
@@ -89,7 +105,9 @@ impl HostPattern {
         {
             return false;
         }
-        let Some(host) = url.host_str() else { return false };
+        let Some(host) = url.host_str() else {
+            return false;
+        };
         let host = host.to_ascii_lowercase();
         let host_ok = match &self.host {
             HostMatch::Any => true,
@@ -128,7 +146,11 @@ impl HostRule {
     pub fn parse(text: &str) -> Result<Self, String> {
         let t = text.trim();
         if let Some(field) = t.strip_prefix("{config.").and_then(|r| r.strip_suffix('}')) {
-            if field.is_empty() || !field.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
+            if field.is_empty()
+                || !field
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'_')
+            {
                 return Err("config reference must be {config.FIELD}".into());
             }
             return Ok(Self::ConfigField(field.to_string()));
@@ -205,7 +227,11 @@ impl AddressGrant {
                 "loopback" => g.loopback = true,
                 "private" => g.private = true,
                 "none" => {}
-                other => return Err(format!("unknown address class {other:?} (loopback, private, none)")),
+                other => {
+                    return Err(format!(
+                        "unknown address class {other:?} (loopback, private, none)"
+                    ));
+                }
             }
         }
         Ok(g)
@@ -214,7 +240,10 @@ impl AddressGrant {
     /// Why `ip` may not be reached, or `None` when it may.
     pub fn refuses(&self, ip: IpAddr) -> Option<&'static str> {
         let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
             v4 => v4,
         };
         match ip {
@@ -226,7 +255,8 @@ impl AddressGrant {
                     (!self.private).then_some("private")
                 } else if v4.is_link_local() {
                     Some("link-local")
-                } else if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() || o[0] == 0 {
+                } else if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() || o[0] == 0
+                {
                     Some("non-routable")
                 } else {
                     None
@@ -260,7 +290,10 @@ pub struct OperatorPolicy {
 
 impl Default for OperatorPolicy {
     fn default() -> Self {
-        Self { allow: vec![HostPattern::parse("*").expect("static pattern")], addresses: AddressGrant::default() }
+        Self {
+            allow: vec![HostPattern::parse("*").expect("static pattern")],
+            addresses: AddressGrant::default(),
+        }
     }
 }
 
@@ -284,12 +317,21 @@ pub struct Destinations {
 
 impl Destinations {
     pub fn new(rules: &[HostRule], config: &Value, operator: OperatorPolicy) -> Self {
-        Self { declared: rules.iter().filter_map(|r| r.resolve(config)).collect(), operator }
+        Self {
+            declared: rules.iter().filter_map(|r| r.resolve(config)).collect(),
+            operator,
+        }
     }
 
     /// Rules for a call that may reach nothing (e.g. `manifest`).
     pub fn none() -> Self {
-        Self { declared: vec![], operator: OperatorPolicy { allow: vec![], addresses: AddressGrant::default() } }
+        Self {
+            declared: vec![],
+            operator: OperatorPolicy {
+                allow: vec![],
+                addresses: AddressGrant::default(),
+            },
+        }
     }
 
     /// Checks a URL against both rule sets (not its addresses: see [`AddressGrant`]).
@@ -355,7 +397,9 @@ mod tests {
     #[test]
     fn config_rules_resolve_to_the_origin() {
         let r = HostRule::parse("{config.api_url}").unwrap();
-        let p = r.resolve(&json!({"api_url": "http://127.0.0.1:8080/api/v3"})).unwrap();
+        let p = r
+            .resolve(&json!({"api_url": "http://127.0.0.1:8080/api/v3"}))
+            .unwrap();
         assert!(p.matches(&u("http://127.0.0.1:8080/other")));
         assert!(!p.matches(&u("http://127.0.0.1:8081/other")));
         assert!(r.resolve(&json!({})).is_none());
@@ -365,19 +409,45 @@ mod tests {
     #[test]
     fn both_sides_must_allow() {
         let rules = [HostRule::parse("https://api.example.com").unwrap()];
-        let op = OperatorPolicy { allow: OperatorPolicy::parse_allow("https://*.example.com").unwrap(), ..Default::default() };
+        let op = OperatorPolicy {
+            allow: OperatorPolicy::parse_allow("https://*.example.com").unwrap(),
+            ..Default::default()
+        };
         let d = Destinations::new(&rules, &json!({}), op);
         assert!(d.check_url(&u("https://api.example.com/x")).is_ok());
-        assert!(d.check_url(&u("https://other.example.com/x")).unwrap_err().contains("not declared"));
-        let op = OperatorPolicy { allow: OperatorPolicy::parse_allow("https://api.github.com").unwrap(), ..Default::default() };
+        assert!(
+            d.check_url(&u("https://other.example.com/x"))
+                .unwrap_err()
+                .contains("not declared")
+        );
+        let op = OperatorPolicy {
+            allow: OperatorPolicy::parse_allow("https://api.github.com").unwrap(),
+            ..Default::default()
+        };
         let d = Destinations::new(&rules, &json!({}), op);
-        assert!(d.check_url(&u("https://api.example.com/x")).unwrap_err().contains("operator"));
+        assert!(
+            d.check_url(&u("https://api.example.com/x"))
+                .unwrap_err()
+                .contains("operator")
+        );
     }
 
     #[test]
     fn private_addresses_need_a_grant() {
         let none = AddressGrant::default();
-        for ip in ["127.0.0.1", "10.1.2.3", "192.168.0.1", "172.16.0.1", "169.254.169.254", "::1", "fd00::1", "fe80::1", "0.0.0.0", "::ffff:10.0.0.1", "100.64.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "172.16.0.1",
+            "169.254.169.254",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "0.0.0.0",
+            "::ffff:10.0.0.1",
+            "100.64.0.1",
+        ] {
             assert!(none.refuses(ip.parse().unwrap()).is_some(), "{ip}");
         }
         assert!(none.refuses("140.82.112.5".parse().unwrap()).is_none());

@@ -126,11 +126,19 @@ impl Registry {
                 Ok(plugin) => {
                     let i = plugin.info();
                     tracing::info!(file = %path.display(), id = %i.id, version = %i.version, sha256 = %i.sha256, cached = i.compiled_from_cache, load_ms = i.load_ms, "plugin loaded");
-                    FileState { stamp, plugin: Some(plugin), error: None }
+                    FileState {
+                        stamp,
+                        plugin: Some(plugin),
+                        error: None,
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(file = %path.display(), "plugin failed to load: {e}");
-                    FileState { stamp, plugin: previous.and_then(|p| p.plugin.clone()), error: Some(e.to_string()) }
+                    FileState {
+                        stamp,
+                        plugin: previous.and_then(|p| p.plugin.clone()),
+                        error: Some(e.to_string()),
+                    }
                 }
             };
             files.insert(path, state);
@@ -164,7 +172,9 @@ impl Registry {
                 // Settle: a copy or a volume update is a burst of events.
                 tokio::time::sleep(DEBOUNCE).await;
                 while rx.try_recv().is_ok() {}
-                let Some(registry) = weak.upgrade() else { return };
+                let Some(registry) = weak.upgrade() else {
+                    return;
+                };
                 registry.rescan().await;
             }
         }))
@@ -181,7 +191,10 @@ fn build_snapshot(files: BTreeMap<PathBuf, FileState>) -> Snapshot {
             if let Some(first) = owner.get(&id) {
                 failures.push(LoadFailure {
                     file: path.clone(),
-                    error: format!("connector id {id:?} is already provided by {}", first.display()),
+                    error: format!(
+                        "connector id {id:?} is already provided by {}",
+                        first.display()
+                    ),
                     serving: None,
                 });
                 continue;
@@ -193,17 +206,26 @@ fn build_snapshot(files: BTreeMap<PathBuf, FileState>) -> Snapshot {
             failures.push(LoadFailure {
                 file: path.clone(),
                 error: error.clone(),
-                serving: state.plugin.as_ref().map(|p| format!("{}@{}", p.info().id, p.info().version)),
+                serving: state
+                    .plugin
+                    .as_ref()
+                    .map(|p| format!("{}@{}", p.info().id, p.info().version)),
             });
         }
     }
-    Snapshot { files, plugins, failures }
+    Snapshot {
+        files,
+        plugins,
+        failures,
+    }
 }
 
 /// `*.wasm` files in `dir` (following symlinks), skipping hidden entries such as the
 /// `..data` directories of a Kubernetes volume.
 fn list_wasm_files(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return vec![] };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
     let mut out: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())

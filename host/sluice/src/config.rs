@@ -15,7 +15,12 @@ pub struct ServeConfig {
     #[arg(long, env = "PORT", default_value_t = 8000)]
     pub port: u16,
     /// Shared secret the backend sends in `x-connect-service-token`. Required.
-    #[arg(long, env = "CONNECT_SERVICE_TOKEN", hide_env_values = true, default_value = "")]
+    #[arg(
+        long,
+        env = "CONNECT_SERVICE_TOKEN",
+        hide_env_values = true,
+        default_value = ""
+    )]
     pub token: String,
     /// MinIO/Garage endpoint; switches storage to S3 with path-style addressing.
     #[arg(long, env = "S3_ENDPOINT")]
@@ -77,7 +82,10 @@ impl ServeConfig {
         }
         let mut warnings = Vec::new();
         if self.token.len() < 16 {
-            warnings.push("CONNECT_SERVICE_TOKEN is shorter than 16 characters; use `openssl rand -hex 32`".to_string());
+            warnings.push(
+                "CONNECT_SERVICE_TOKEN is shorter than 16 characters; use `openssl rand -hex 32`"
+                    .to_string(),
+            );
         }
         if self.host.is_loopback() && std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
             warnings.push("HOST is a loopback address inside Kubernetes: the Service cannot reach the pod; set HOST=0.0.0.0".into());
@@ -88,7 +96,8 @@ impl ServeConfig {
             bail!("S3_ENDPOINT must be an http:// or https:// URL, got {ep:?}");
         }
         if self.backend_name()? == "s3" && self.s3_endpoint.is_none() {
-            warnings.push("STORAGE_BACKEND=s3 without S3_ENDPOINT: writing to AWS S3 proper".into());
+            warnings
+                .push("STORAGE_BACKEND=s3 without S3_ENDPOINT: writing to AWS S3 proper".into());
         }
         if self.allowed_hosts.trim() == "*" && self.allow_private_addresses != "none" {
             warnings.push("plugins may reach private addresses of any host they declare; narrow SLUICE_ALLOWED_HOSTS".into());
@@ -104,7 +113,11 @@ impl ServeConfig {
 
     pub fn backend_name(&self) -> anyhow::Result<&'static str> {
         match self.storage_backend.as_deref() {
-            None | Some("") => Ok(if self.s3_endpoint.is_some() { "s3" } else { "local" }),
+            None | Some("") => Ok(if self.s3_endpoint.is_some() {
+                "s3"
+            } else {
+                "local"
+            }),
             Some("local") => Ok("local"),
             Some("s3") => Ok("s3"),
             Some(other) => bail!("STORAGE_BACKEND must be local or s3, got {other:?}"),
@@ -113,20 +126,33 @@ impl ServeConfig {
 
     pub fn backend(&self) -> anyhow::Result<sluice_runs::target::Backend> {
         Ok(match self.backend_name()? {
-            "s3" => sluice_runs::target::Backend::S3 { endpoint: self.s3_endpoint.clone() },
-            _ => sluice_runs::target::Backend::Local { root: self.local_storage_dir.clone().unwrap_or_else(|| self.data_dir.join("storage")) },
+            "s3" => sluice_runs::target::Backend::S3 {
+                endpoint: self.s3_endpoint.clone(),
+            },
+            _ => sluice_runs::target::Backend::Local {
+                root: self
+                    .local_storage_dir
+                    .clone()
+                    .unwrap_or_else(|| self.data_dir.join("storage")),
+            },
         })
     }
 
     pub fn staging_dir(&self) -> PathBuf {
-        self.staging_dir.clone().unwrap_or_else(|| self.data_dir.join("staging"))
+        self.staging_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("staging"))
     }
 
     pub fn policy(&self) -> anyhow::Result<sluice_runtime::policy::OperatorPolicy> {
         use sluice_runtime::policy::{AddressGrant, OperatorPolicy};
         Ok(OperatorPolicy {
-            allow: OperatorPolicy::parse_allow(&self.allowed_hosts).map_err(anyhow::Error::msg).context("SLUICE_ALLOWED_HOSTS")?,
-            addresses: AddressGrant::parse(&self.allow_private_addresses).map_err(anyhow::Error::msg).context("SLUICE_ALLOW_PRIVATE_ADDRESSES")?,
+            allow: OperatorPolicy::parse_allow(&self.allowed_hosts)
+                .map_err(anyhow::Error::msg)
+                .context("SLUICE_ALLOWED_HOSTS")?,
+            addresses: AddressGrant::parse(&self.allow_private_addresses)
+                .map_err(anyhow::Error::msg)
+                .context("SLUICE_ALLOW_PRIVATE_ADDRESSES")?,
         })
     }
 

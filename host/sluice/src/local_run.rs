@@ -45,14 +45,26 @@ pub struct RunArgs {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let work = args.out.join(".sluice");
     let policy = sluice_runtime::policy::OperatorPolicy {
-        allow: sluice_runtime::policy::OperatorPolicy::parse_allow("*").map_err(anyhow::Error::msg)?,
-        addresses: sluice_runtime::policy::AddressGrant::parse(&args.allow_private_addresses).map_err(anyhow::Error::msg)?,
+        allow: sluice_runtime::policy::OperatorPolicy::parse_allow("*")
+            .map_err(anyhow::Error::msg)?,
+        addresses: sluice_runtime::policy::AddressGrant::parse(&args.allow_private_addresses)
+            .map_err(anyhow::Error::msg)?,
     };
     let rt = crate::runtime(&work, 256, policy, OutboundConfig::default())?;
-    let path = if args.connector.ends_with(".wasm") { PathBuf::from(&args.connector) } else { find_plugin(&rt, &args.plugins_dir, &args.connector).await? };
-    let plugin = rt.load_file(&path).await.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let path = if args.connector.ends_with(".wasm") {
+        PathBuf::from(&args.connector)
+    } else {
+        find_plugin(&rt, &args.plugins_dir, &args.connector).await?
+    };
+    let plugin = rt
+        .load_file(&path)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let config: serde_json::Value = match &args.config {
-        Some(p) => serde_json::from_slice(&std::fs::read(p).with_context(|| format!("reading {}", p.display()))?).with_context(|| format!("{} is not JSON", p.display()))?,
+        Some(p) => serde_json::from_slice(
+            &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("{} is not JSON", p.display()))?,
         None => serde_json::json!({}),
     };
     let mut secrets = Vec::new();
@@ -60,8 +72,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let (k, v) = s.split_once('=').context("--secret takes NAME=VALUE")?;
         secrets.push((k.to_string(), v.to_string()));
     }
-    let creds = secrets.iter().map(|(k, v)| (k.clone(), zeroize::Zeroizing::new(v.clone()))).collect();
-    sluice_runs::manager::check_request(&plugin, &config, &creds).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let creds = secrets
+        .iter()
+        .map(|(k, v)| (k.clone(), zeroize::Zeroizing::new(v.clone())))
+        .collect();
+    sluice_runs::manager::check_request(&plugin, &config, &creds)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let run_id = uuid::Uuid::now_v7().to_string();
     let spec = RunSpec {
@@ -75,10 +91,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         layout: Layout::new("", &args.connection_id)?,
     };
     let cancel = CancellationToken::new();
-    let limits = RunLimits { staging: StagingConfig::new(work.join("staging")), deadline: Duration::from_secs(24 * 3600), cancel: cancel.clone() };
+    let limits = RunLimits {
+        staging: StagingConfig::new(work.join("staging")),
+        deadline: Duration::from_secs(24 * 3600),
+        cancel: cancel.clone(),
+    };
     let progress: Progress = Default::default();
     let bars = MultiProgress::new();
-    let style = ProgressStyle::with_template("{spinner} {prefix:>20} {human_pos:>10} records  {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let style =
+        ProgressStyle::with_template("{spinner} {prefix:>20} {human_pos:>10} records  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
     let mut shown: BTreeMap<String, ProgressBar> = BTreeMap::new();
     let c = cancel.clone();
     tokio::spawn(async move {
@@ -86,7 +108,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             c.cancel();
         }
     });
-    eprintln!("run {run_id}: {} {} → {}", plugin.info().id, plugin.info().version, args.out.display());
+    eprintln!(
+        "run {run_id}: {} {} → {}",
+        plugin.info().id,
+        plugin.info().version,
+        args.out.display()
+    );
     let exec = pipeline::execute(&plugin, spec, limits, progress.clone());
     tokio::pin!(exec);
     let outcome = loop {
@@ -110,21 +137,43 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         b.finish();
     }
     let outcome = outcome.map_err(|e| anyhow::anyhow!("run failed ({}): {e}", e.code()))?;
-    println!("committed run {} of {} {}", outcome.manifest.run_id, outcome.manifest.connector.id, outcome.manifest.connector.version);
+    println!(
+        "committed run {} of {} {}",
+        outcome.manifest.run_id, outcome.manifest.connector.id, outcome.manifest.connector.version
+    );
     for (name, s) in &outcome.manifest.streams {
         let rows: u64 = s.files.iter().map(|f| f.rows).sum();
-        println!("  {name:<20} {rows:>10} rows  {:>3} files  state {}", s.files.len(), s.state.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "-".into()));
+        println!(
+            "  {name:<20} {rows:>10} rows  {:>3} files  state {}",
+            s.files.len(),
+            s.state
+                .as_ref()
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into())
+        );
     }
-    println!("manifest: {}", args.out.join(Layout::new("", &args.connection_id)?.manifest_key(&outcome.manifest.run_id)).display());
+    println!(
+        "manifest: {}",
+        args.out
+            .join(Layout::new("", &args.connection_id)?.manifest_key(&outcome.manifest.run_id))
+            .display()
+    );
     Ok(())
 }
 
-async fn find_plugin(rt: &sluice_runtime::Runtime, dir: &std::path::Path, id: &str) -> anyhow::Result<PathBuf> {
+async fn find_plugin(
+    rt: &sluice_runtime::Runtime,
+    dir: &std::path::Path,
+    id: &str,
+) -> anyhow::Result<PathBuf> {
     let direct = dir.join(format!("{id}.wasm"));
     if direct.is_file() {
         return Ok(direct);
     }
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.filter_map(Result::ok) {
+    for entry in std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(Result::ok)
+    {
         let p = entry.path();
         if p.extension().is_some_and(|e| e == "wasm")
             && let Ok(plugin) = rt.load_file(&p).await

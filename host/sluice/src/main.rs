@@ -18,7 +18,11 @@ use sluice_staging::StagingConfig;
 use crate::config::ServeConfig;
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "Runs data connectors as sandboxed WebAssembly components")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Runs data connectors as sandboxed WebAssembly components"
+)]
 struct Cli {
     /// Log format: json or text.
     #[arg(long, env = "LOG_FORMAT", default_value = "json", global = true)]
@@ -48,8 +52,11 @@ enum PluginCommand {
 
 fn init_logging(format: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "text" {
         b.init();
     } else {
@@ -75,7 +82,12 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// A runtime whose compile cache lives under `data_dir`.
-pub fn runtime(data_dir: &std::path::Path, memory_mib: u32, policy: sluice_runtime::policy::OperatorPolicy, outbound: OutboundConfig) -> anyhow::Result<Runtime> {
+pub fn runtime(
+    data_dir: &std::path::Path,
+    memory_mib: u32,
+    policy: sluice_runtime::policy::OperatorPolicy,
+    outbound: OutboundConfig,
+) -> anyhow::Result<Runtime> {
     let mut rc = RuntimeConfig::new(data_dir.join("cache"));
     rc.max_memory_mib = memory_mib;
     rc.default_memory_mib = memory_mib.min(64);
@@ -94,8 +106,14 @@ async fn serve(cfg: ServeConfig, warnings: Vec<String>) -> anyhow::Result<()> {
         max_rate_limit_wait: Duration::from_secs(cfg.max_rate_limit_wait_secs),
         ..OutboundConfig::default()
     };
-    let runtime = runtime(&cfg.data_dir, cfg.plugin_memory_mib, cfg.policy()?, outbound)?;
-    std::fs::create_dir_all(&cfg.plugins_dir).with_context(|| format!("creating PLUGINS_DIR {}", cfg.plugins_dir.display()))?;
+    let runtime = runtime(
+        &cfg.data_dir,
+        cfg.plugin_memory_mib,
+        cfg.policy()?,
+        outbound,
+    )?;
+    std::fs::create_dir_all(&cfg.plugins_dir)
+        .with_context(|| format!("creating PLUGINS_DIR {}", cfg.plugins_dir.display()))?;
     let registry = Registry::new(runtime, cfg.plugins_dir.clone());
     let book = RunBook::open(cfg.data_dir.join("runs")).context("opening run records")?;
     let mut staging = StagingConfig::new(cfg.staging_dir());
@@ -111,10 +129,17 @@ async fn serve(cfg: ServeConfig, warnings: Vec<String>) -> anyhow::Result<()> {
             backend: cfg.backend()?,
         },
     );
-    let state = sluice_api::AppState::new(registry.clone(), runs.clone(), &cfg.token, Duration::from_secs(cfg.call_timeout_secs));
+    let state = sluice_api::AppState::new(
+        registry.clone(),
+        runs.clone(),
+        &cfg.token,
+        Duration::from_secs(cfg.call_timeout_secs),
+    );
     let app = sluice_api::router(state);
     let addr = std::net::SocketAddr::new(cfg.host, cfg.port);
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
     tracing::info!(%addr, "listening");
 
     // Load plugins after binding so /health answers at once and /ready says when they are in.
@@ -122,22 +147,33 @@ async fn serve(cfg: ServeConfig, warnings: Vec<String>) -> anyhow::Result<()> {
     tokio::spawn(async move {
         loader.rescan().await;
         let snap = loader.snapshot();
-        tracing::info!(loaded = snap.plugins().count(), failed = snap.failures().len(), "plugins ready");
+        tracing::info!(
+            loaded = snap.plugins().count(),
+            failed = snap.failures().len(),
+            "plugins ready"
+        );
         if let Err(e) = loader.watch() {
             tracing::error!("cannot watch the plugin directory; hot reload is off: {e:#}");
         }
     });
 
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
-    tracing::info!(grace_secs = cfg.shutdown_grace_secs, "stopped accepting; finishing runs");
-    runs.shutdown(Duration::from_secs(cfg.shutdown_grace_secs)).await;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!(
+        grace_secs = cfg.shutdown_grace_secs,
+        "stopped accepting; finishing runs"
+    );
+    runs.shutdown(Duration::from_secs(cfg.shutdown_grace_secs))
+        .await;
     tracing::info!("bye");
     Ok(())
 }
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = ctrl_c => {}
         _ = term.recv() => {}
@@ -149,7 +185,10 @@ async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
     let rt = runtime(&cache, 256, Default::default(), OutboundConfig::default())?;
     match cmd {
         PluginCommand::Inspect { file } => {
-            let p = rt.load_file(&file).await.map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let p = rt
+                .load_file(&file)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             let out = serde_json::json!({
                 "file": file.display().to_string(),
                 "size": p.info().size,
@@ -163,7 +202,13 @@ async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
         }
         PluginCommand::Validate { file } => match rt.load_file(&file).await {
             Ok(p) => {
-                println!("ok: {} {} (WIT {}, {} bytes)", p.info().id, p.info().version, p.info().wit_version, p.info().size);
+                println!(
+                    "ok: {} {} (WIT {}, {} bytes)",
+                    p.info().id,
+                    p.info().version,
+                    p.info().wit_version,
+                    p.info().size
+                );
                 Ok(())
             }
             Err(e) => {
@@ -173,4 +218,3 @@ async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
         },
     }
 }
-

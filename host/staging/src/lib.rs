@@ -34,7 +34,11 @@ pub enum StagingError {
     #[error("stream {0:?} is not part of this run")]
     UnknownStream(String),
     #[error("record {index} of stream {stream:?}: {reason}")]
-    BadRecord { stream: String, index: usize, reason: String },
+    BadRecord {
+        stream: String,
+        index: usize,
+        reason: String,
+    },
     #[error("stream {stream:?}: DuckDB could not type the records: {message}")]
     Convert { stream: String, message: String },
     #[error("DuckDB: {0}")]
@@ -55,7 +59,12 @@ pub struct StagingConfig {
 
 impl StagingConfig {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into(), memory_limit_mib: 128, threads: 2, part_bytes: 128 << 20 }
+        Self {
+            dir: dir.into(),
+            memory_limit_mib: 128,
+            threads: 2,
+            part_bytes: 128 << 20,
+        }
     }
 }
 
@@ -97,7 +106,11 @@ pub struct RunStage {
 
 impl RunStage {
     /// Creates `<dir>/<run_id>/` with one NDJSON file per stream.
-    pub fn begin(config: &StagingConfig, run_id: &str, streams: &[StreamDef]) -> Result<Self, StagingError> {
+    pub fn begin(
+        config: &StagingConfig,
+        run_id: &str,
+        streams: &[StreamDef],
+    ) -> Result<Self, StagingError> {
         let dir = config.dir.join(run_id);
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
@@ -109,17 +122,43 @@ impl RunStage {
             let declared = columns.iter().map(|c| c.name.clone()).collect();
             let path = dir.join("records").join(format!("{}.ndjson", def.name));
             let writer = BufWriter::with_capacity(1 << 20, File::create(&path)?);
-            map.insert(def.name.clone(), StreamStage { def: def.clone(), columns, declared, path, writer, counts: StreamCounts::default() });
+            map.insert(
+                def.name.clone(),
+                StreamStage {
+                    def: def.clone(),
+                    columns,
+                    declared,
+                    path,
+                    writer,
+                    counts: StreamCounts::default(),
+                },
+            );
         }
-        Ok(Self { config: config.clone(), run_id: run_id.to_string(), dir, streams: map, line: Vec::with_capacity(4096), finished: false })
+        Ok(Self {
+            config: config.clone(),
+            run_id: run_id.to_string(),
+            dir,
+            streams: map,
+            line: Vec::with_capacity(4096),
+            finished: false,
+        })
     }
 
     /// Appends a batch of records (each a JSON object) to a stream.
     pub fn append(&mut self, stream: &str, records: &[String]) -> Result<(), StagingError> {
-        let st = self.streams.get_mut(stream).ok_or_else(|| StagingError::UnknownStream(stream.to_string()))?;
+        let st = self
+            .streams
+            .get_mut(stream)
+            .ok_or_else(|| StagingError::UnknownStream(stream.to_string()))?;
         for (index, rec) in records.iter().enumerate() {
             let seq = st.counts.records;
-            encode_line(&mut self.line, seq, rec, &st.declared).map_err(|reason| StagingError::BadRecord { stream: stream.to_string(), index, reason })?;
+            encode_line(&mut self.line, seq, rec, &st.declared).map_err(|reason| {
+                StagingError::BadRecord {
+                    stream: stream.to_string(),
+                    index,
+                    reason,
+                }
+            })?;
             st.writer.write_all(&self.line)?;
             st.counts.records += 1;
             st.counts.bytes += rec.len() as u64;
@@ -129,7 +168,10 @@ impl RunStage {
 
     /// Counters of every stream so far.
     pub fn counts(&self) -> BTreeMap<String, StreamCounts> {
-        self.streams.iter().map(|(k, s)| (k.clone(), s.counts.clone())).collect()
+        self.streams
+            .iter()
+            .map(|(k, s)| (k.clone(), s.counts.clone()))
+            .collect()
     }
 
     /// Flushes the records and has DuckDB write each stream's Parquet parts.
@@ -153,21 +195,51 @@ impl RunStage {
             std::fs::create_dir_all(&out_dir)?;
             let mut files = Vec::new();
             if st.counts.records > 0 {
-                let sql = copy_sql(&st.path, &out_dir, &st.columns, &self.run_id, extracted_at, self.config.part_bytes);
-                db.execute_batch(&sql).map_err(|e| StagingError::Convert { stream: st.def.name.clone(), message: e.to_string() })?;
-                let mut paths: Vec<PathBuf> = std::fs::read_dir(&out_dir)?.filter_map(Result::ok).map(|e| e.path()).collect();
+                let sql = copy_sql(
+                    &st.path,
+                    &out_dir,
+                    &st.columns,
+                    &self.run_id,
+                    extracted_at,
+                    self.config.part_bytes,
+                );
+                db.execute_batch(&sql).map_err(|e| StagingError::Convert {
+                    stream: st.def.name.clone(),
+                    message: e.to_string(),
+                })?;
+                let mut paths: Vec<PathBuf> = std::fs::read_dir(&out_dir)?
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .collect();
                 paths.sort_by_key(|p| part_number(p));
                 for path in paths {
-                    let rows: i64 = db.query_row("SELECT count(*) FROM read_parquet(?)", [path.to_string_lossy()], |r| r.get(0))?;
+                    let rows: i64 = db.query_row(
+                        "SELECT count(*) FROM read_parquet(?)",
+                        [path.to_string_lossy()],
+                        |r| r.get(0),
+                    )?;
                     let (bytes, sha256) = hash_file(&path)?;
-                    files.push(StagedFile { path, rows: rows as u64, bytes, sha256 });
+                    files.push(StagedFile {
+                        path,
+                        rows: rows as u64,
+                        bytes,
+                        sha256,
+                    });
                 }
             }
-            out.push(StagedStream { def: st.def.clone(), columns: st.columns.clone(), counts: st.counts.clone(), files });
+            out.push(StagedStream {
+                def: st.def.clone(),
+                columns: st.columns.clone(),
+                counts: st.counts.clone(),
+                files,
+            });
         }
         drop(db);
         self.finished = true;
-        Ok(StagedRun { dir: self.dir.clone(), streams: out })
+        Ok(StagedRun {
+            dir: self.dir.clone(),
+            streams: out,
+        })
     }
 }
 
@@ -217,7 +289,12 @@ pub struct StagedFile {
 
 /// Writes `{"_sluice_seq":N, <declared fields>, "_sluice_extra":{<the rest>}}` + newline.
 /// Records whose fields are all declared are copied without re-encoding.
-fn encode_line(line: &mut Vec<u8>, seq: u64, record: &str, declared: &HashSet<String>) -> Result<(), String> {
+fn encode_line(
+    line: &mut Vec<u8>,
+    seq: u64,
+    record: &str,
+    declared: &HashSet<String>,
+) -> Result<(), String> {
     let fields: Vec<(Cow<'_, str>, &RawValue)> = parse_object(record)?;
     line.clear();
     line.extend_from_slice(b"{\"");
@@ -273,7 +350,10 @@ fn parse_object(record: &str) -> Result<Vec<(Cow<'_, str>, &RawValue)>, String> 
                 fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                     f.write_str("a JSON object")
                 }
-                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut m: A,
+                ) -> Result<Self::Value, A::Error> {
                     let mut out = Vec::new();
                     while let Some((k, v)) = m.next_entry::<Cow<'de, str>, &'de RawValue>()? {
                         out.push((k, v));
@@ -284,17 +364,34 @@ fn parse_object(record: &str) -> Result<Vec<(Cow<'_, str>, &RawValue)>, String> 
             d.deserialize_map(V)
         }
     }
-    serde_json::from_str::<Fields<'_>>(record).map(|f| f.0).map_err(|e| e.to_string())
+    serde_json::from_str::<Fields<'_>>(record)
+        .map(|f| f.0)
+        .map_err(|e| e.to_string())
 }
 
-fn copy_sql(input: &Path, out_dir: &Path, columns: &[Column], run_id: &str, extracted_at: &str, part_bytes: u64) -> String {
+fn copy_sql(
+    input: &Path,
+    out_dir: &Path,
+    columns: &[Column],
+    run_id: &str,
+    extracted_at: &str,
+    part_bytes: u64,
+) -> String {
     let mut types = vec![format!("'{SEQ_COLUMN}': 'BIGINT'")];
-    types.extend(columns.iter().map(|c| format!("'{}': '{}'", sql_str(&c.name), c.duck_type)));
+    types.extend(
+        columns
+            .iter()
+            .map(|c| format!("'{}': '{}'", sql_str(&c.name), c.duck_type)),
+    );
     types.push(format!("'{EXTRA_COLUMN}': 'JSON'"));
     let mut select: Vec<String> = columns.iter().map(|c| ident(&c.name)).collect();
     select.push(ident(EXTRA_COLUMN));
     select.push(format!("'{}' AS {}", sql_str(run_id), ident(RUN_ID_COLUMN)));
-    select.push(format!("TIMESTAMPTZ '{}' AS {}", sql_str(extracted_at), ident(EXTRACTED_AT_COLUMN)));
+    select.push(format!(
+        "TIMESTAMPTZ '{}' AS {}",
+        sql_str(extracted_at),
+        ident(EXTRACTED_AT_COLUMN)
+    ));
     select.push(ident(SEQ_COLUMN));
     format!(
         "COPY (SELECT {select} FROM read_json('{input}', format='newline_delimited', columns={{{types}}})) \
@@ -308,7 +405,11 @@ fn copy_sql(input: &Path, out_dir: &Path, columns: &[Column], run_id: &str, extr
 }
 
 fn part_number(p: &Path) -> u64 {
-    p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.rsplit('-').next()).and_then(|n| n.parse().ok()).unwrap_or(u64::MAX)
+    p.file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.rsplit('-').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX)
 }
 
 fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {

@@ -16,7 +16,9 @@ pub struct Column {
 /// The columns of a stream: every property of its JSON Schema, in declaration order.
 /// Primary-key fields are not nullable; a property with no single scalar type is JSON.
 pub fn columns_for(schema: &Value, primary_key: &[String]) -> Vec<Column> {
-    let Some(props) = schema.get("properties").and_then(Value::as_object) else { return vec![] };
+    let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+        return vec![];
+    };
     let required: Vec<&str> = schema
         .get("required")
         .and_then(Value::as_array)

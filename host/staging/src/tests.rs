@@ -23,7 +23,10 @@ fn stream() -> StreamDef {
 #[test]
 fn columns_follow_the_schema() {
     let cols = columns_for(&stream().json_schema, &["id".into()]);
-    let got: Vec<(&str, &str, bool)> = cols.iter().map(|c| (c.name.as_str(), c.duck_type.as_str(), c.nullable)).collect();
+    let got: Vec<(&str, &str, bool)> = cols
+        .iter()
+        .map(|c| (c.name.as_str(), c.duck_type.as_str(), c.nullable))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -42,10 +45,22 @@ fn lines_keep_undeclared_fields() {
     let declared: HashSet<String> = ["id".to_string(), "name".to_string()].into();
     let mut line = Vec::new();
     encode_line(&mut line, 7, r#"{"id":1,"name":"a"}"#, &declared).unwrap();
-    assert_eq!(std::str::from_utf8(&line).unwrap(), "{\"_sluice_seq\":7,\"id\":1,\"name\":\"a\"}\n");
-    encode_line(&mut line, 8, r#"{"id":2,"surprise":{"x":[1,2]},"name":"b"}"#, &declared).unwrap();
+    assert_eq!(
+        std::str::from_utf8(&line).unwrap(),
+        "{\"_sluice_seq\":7,\"id\":1,\"name\":\"a\"}\n"
+    );
+    encode_line(
+        &mut line,
+        8,
+        r#"{"id":2,"surprise":{"x":[1,2]},"name":"b"}"#,
+        &declared,
+    )
+    .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
-    assert_eq!(v, json!({"_sluice_seq": 8, "id": 2, "name": "b", "_sluice_extra": {"surprise": {"x": [1, 2]}}}));
+    assert_eq!(
+        v,
+        json!({"_sluice_seq": 8, "id": 2, "name": "b", "_sluice_extra": {"surprise": {"x": [1, 2]}}})
+    );
     encode_line(&mut line, 9, "{}", &declared).unwrap();
     assert_eq!(std::str::from_utf8(&line).unwrap(), "{\"_sluice_seq\":9}\n");
     assert!(encode_line(&mut line, 1, "[1]", &declared).is_err());
@@ -61,7 +76,10 @@ fn a_run_becomes_typed_parquet() {
         .map(|i| json!({"id": i, "name": format!("n{i}"), "amount": i as f64 / 2.0, "active": i % 2 == 0, "updated_at": "2024-05-01T10:00:00Z", "tags": ["x"], "new_field": i}).to_string())
         .collect();
     stage.append("items", &recs).unwrap();
-    assert!(matches!(stage.append("nope", &recs), Err(StagingError::UnknownStream(_))));
+    assert!(matches!(
+        stage.append("nope", &recs),
+        Err(StagingError::UnknownStream(_))
+    ));
     assert_eq!(stage.counts()["items"].records, 1000);
     let staged = stage.finish("2024-05-01T12:00:00Z").unwrap();
     let s = &staged.streams[0];
@@ -77,7 +95,13 @@ fn a_run_becomes_typed_parquet() {
         .unwrap();
     assert_eq!((n, sum, run.as_str()), (1000, 499500, "run1"));
     assert!(extra.contains("new_field"), "{extra}");
-    let ty: String = db.query_row("SELECT typeof(updated_at) FROM read_parquet(?) LIMIT 1", [&f], |r| r.get(0)).unwrap();
+    let ty: String = db
+        .query_row(
+            "SELECT typeof(updated_at) FROM read_parquet(?) LIMIT 1",
+            [&f],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(ty, "TIMESTAMP WITH TIME ZONE");
 }
 
@@ -86,8 +110,13 @@ fn a_type_mismatch_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = StagingConfig::new(dir.path());
     let mut stage = RunStage::begin(&cfg, "run2", &[stream()]).unwrap();
-    stage.append("items", &[r#"{"id": "not a number"}"#.to_string()]).unwrap();
+    stage
+        .append("items", &[r#"{"id": "not a number"}"#.to_string()])
+        .unwrap();
     let err = stage.finish("2024-05-01T12:00:00Z").unwrap_err();
     assert!(matches!(err, StagingError::Convert { .. }), "{err}");
-    assert!(!dir.path().join("run2").exists(), "a failed stage cleans up");
+    assert!(
+        !dir.path().join("run2").exists(),
+        "a failed stage cleans up"
+    );
 }

@@ -37,9 +37,15 @@ impl Layout {
         }
         let prefix = prefix.trim_matches('/');
         if prefix.split('/').any(|p| p == ".." || p == ".") {
-            return Err(StorageError::Invalid(format!("prefix {prefix:?} may not contain . or .. segments")));
+            return Err(StorageError::Invalid(format!(
+                "prefix {prefix:?} may not contain . or .. segments"
+            )));
         }
-        let base = if prefix.is_empty() { connection_id.to_string() } else { format!("{prefix}/{connection_id}") };
+        let base = if prefix.is_empty() {
+            connection_id.to_string()
+        } else {
+            format!("{prefix}/{connection_id}")
+        };
         Ok(Self { base })
     }
 
@@ -69,7 +75,8 @@ fn is_segment(s: &str) -> bool {
         && s.len() <= 128
         && s != "."
         && s != ".."
-        && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
 /// The connector that produced a run.
@@ -138,22 +145,36 @@ pub struct CommittedState {
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T, StorageError> {
-    serde_json::from_slice(bytes).map_err(|e| StorageError::Invalid(format!("{key} is not a valid Sluice document: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| StorageError::Invalid(format!("{key} is not a valid Sluice document: {e}")))
 }
 
 /// The committed state of a connection (empty when nothing was committed yet).
-pub async fn read_state(store: &dyn Store, layout: &Layout) -> Result<CommittedState, StorageError> {
+pub async fn read_state(
+    store: &dyn Store,
+    layout: &Layout,
+) -> Result<CommittedState, StorageError> {
     let key = layout.state_key();
     match store.get_bytes(&key).await? {
         Some(bytes) => parse(&key, &bytes),
-        None => Ok(CommittedState { format: FORMAT, ..Default::default() }),
+        None => Ok(CommittedState {
+            format: FORMAT,
+            ..Default::default()
+        }),
     }
 }
 
 /// The manifest of a committed run.
-pub async fn read_manifest(store: &dyn Store, layout: &Layout, run_id: &str) -> Result<RunManifest, StorageError> {
+pub async fn read_manifest(
+    store: &dyn Store,
+    layout: &Layout,
+    run_id: &str,
+) -> Result<RunManifest, StorageError> {
     let key = layout.manifest_key(run_id);
-    let bytes = store.get_bytes(&key).await?.ok_or_else(|| StorageError::Invalid(format!("{key} is missing")))?;
+    let bytes = store
+        .get_bytes(&key)
+        .await?
+        .ok_or_else(|| StorageError::Invalid(format!("{key} is missing")))?;
     parse(&key, &bytes)
 }
 
@@ -169,8 +190,11 @@ pub async fn commit_run(
     for (key, path) in files {
         store.put_file(key, path).await?;
     }
-    let body = serde_json::to_vec_pretty(manifest).map_err(|e| StorageError::Invalid(e.to_string()))?;
-    store.put_bytes(&layout.manifest_key(&manifest.run_id), body).await?;
+    let body =
+        serde_json::to_vec_pretty(manifest).map_err(|e| StorageError::Invalid(e.to_string()))?;
+    store
+        .put_bytes(&layout.manifest_key(&manifest.run_id), body)
+        .await?;
     let mut next = previous.clone();
     next.format = FORMAT;
     next.connection_id = manifest.connection_id.clone();
@@ -184,7 +208,8 @@ pub async fn commit_run(
     }
     next.connector = Some(manifest.connector.clone());
     next.committed_at = Some(manifest.finished_at.clone());
-    let body = serde_json::to_vec_pretty(&next).map_err(|e| StorageError::Invalid(e.to_string()))?;
+    let body =
+        serde_json::to_vec_pretty(&next).map_err(|e| StorageError::Invalid(e.to_string()))?;
     store.put_bytes(&layout.state_key(), body).await?;
     Ok(next)
 }
@@ -197,7 +222,10 @@ mod tests {
     #[test]
     fn layout_keys() {
         let l = Layout::new("mirror/acme/", "conn-1").unwrap();
-        assert_eq!(l.data_key("issues", "r1", 0), "mirror/acme/conn-1/issues/r1-0.parquet");
+        assert_eq!(
+            l.data_key("issues", "r1", 0),
+            "mirror/acme/conn-1/issues/r1-0.parquet"
+        );
         assert_eq!(l.manifest_key("r1"), "mirror/acme/conn-1/_runs/r1.json");
         assert_eq!(l.state_key(), "mirror/acme/conn-1/_state.json");
         assert_eq!(Layout::new("", "c").unwrap().state_key(), "c/_state.json");
@@ -216,21 +244,44 @@ mod tests {
             format: FORMAT,
             run_id: "r1".into(),
             connection_id: "c1".into(),
-            connector: ConnectorRef { id: "x".into(), version: "1.0.0".into(), sha256: "00".into() },
+            connector: ConnectorRef {
+                id: "x".into(),
+                version: "1.0.0".into(),
+                sha256: "00".into(),
+            },
             started_at: "t0".into(),
             finished_at: "t1".into(),
             full_refresh: false,
             streams: BTreeMap::from([(
                 "items".to_string(),
-                StreamManifest { primary_key: vec!["id".into()], cursor_field: None, columns: vec![], records: 1, bytes: 4, files: vec![], state: Some(serde_json::json!({"cursor": 5})) },
+                StreamManifest {
+                    primary_key: vec!["id".into()],
+                    cursor_field: None,
+                    columns: vec![],
+                    records: 1,
+                    bytes: 4,
+                    files: vec![],
+                    state: Some(serde_json::json!({"cursor": 5})),
+                },
             )]),
         };
         let before = read_state(&store, &layout).await.unwrap();
         assert!(before.runs.is_empty());
-        let after = commit_run(&store, &layout, &before, &m, &[(layout.data_key("items", "r1", 0), data)]).await.unwrap();
+        let after = commit_run(
+            &store,
+            &layout,
+            &before,
+            &m,
+            &[(layout.data_key("items", "r1", 0), data)],
+        )
+        .await
+        .unwrap();
         assert_eq!(after.runs, vec!["r1"]);
         assert_eq!(read_state(&store, &layout).await.unwrap(), after);
         assert_eq!(read_manifest(&store, &layout, "r1").await.unwrap(), m);
-        assert_eq!(store.list("p/c1/items/").await.unwrap(), vec!["p/c1/items/r1-0.parquet"]);
+        assert_eq!(
+            store.list("p/c1/items/").await.unwrap(),
+            vec!["p/c1/items/r1-0.parquet"]
+        );
     }
 }

@@ -14,9 +14,16 @@ pub use s3::{S3Store, S3Target};
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("{op} {url}: {message}")]
-    Backend { op: &'static str, url: String, message: String },
+    Backend {
+        op: &'static str,
+        url: String,
+        message: String,
+    },
     #[error("storage I/O on {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Invalid(String),
 }

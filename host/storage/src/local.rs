@@ -24,16 +24,24 @@ impl LocalStore {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
-    move |source| StorageError::Io { path: path.display().to_string(), source }
+    move |source| StorageError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
-async fn write_atomic(dest: &Path, write: impl AsyncFnOnce(&Path) -> std::io::Result<()>) -> Result<(), StorageError> {
+async fn write_atomic(
+    dest: &Path,
+    write: impl AsyncFnOnce(&Path) -> std::io::Result<()>,
+) -> Result<(), StorageError> {
     if let Some(dir) = dest.parent() {
         tokio::fs::create_dir_all(dir).await.map_err(io(dir))?;
     }
     let tmp = dest.with_file_name(format!(
         ".{}.tmp{}",
-        dest.file_name().and_then(|n| n.to_str()).unwrap_or("object"),
+        dest.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("object"),
         std::process::id()
     ));
     write(&tmp).await.map_err(io(&tmp))?;
@@ -46,12 +54,18 @@ async fn write_atomic(dest: &Path, write: impl AsyncFnOnce(&Path) -> std::io::Re
 impl Store for LocalStore {
     async fn put_file(&self, key: &str, path: &Path) -> Result<(), StorageError> {
         let dest = self.path(key)?;
-        write_atomic(&dest, async |tmp: &Path| tokio::fs::copy(path, tmp).await.map(|_| ())).await
+        write_atomic(&dest, async |tmp: &Path| {
+            tokio::fs::copy(path, tmp).await.map(|_| ())
+        })
+        .await
     }
 
     async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
         let dest = self.path(key)?;
-        write_atomic(&dest, async |tmp: &Path| tokio::fs::write(tmp, &bytes).await).await
+        write_atomic(&dest, async |tmp: &Path| {
+            tokio::fs::write(tmp, &bytes).await
+        })
+        .await
     }
 
     async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
@@ -78,7 +92,11 @@ impl Store for LocalStore {
                     stack.push(p);
                 } else if let Ok(rel) = p.strip_prefix(&self.root) {
                     let key = rel.to_string_lossy().replace('\\', "/");
-                    if key.starts_with(prefix) && !rel.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+                    if key.starts_with(prefix)
+                        && !rel
+                            .file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                    {
                         out.push(key);
                     }
                 }

@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::config::{
+    Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -44,7 +46,13 @@ pub struct S3Store {
 
 impl S3Store {
     pub fn new(t: S3Target) -> Self {
-        let creds = Credentials::new(t.access_key_id, t.secret_access_key, t.session_token, None, "sluice-request");
+        let creds = Credentials::new(
+            t.access_key_id,
+            t.secret_access_key,
+            t.session_token,
+            None,
+            "sluice-request",
+        );
         let mut b = aws_sdk_s3::Config::builder()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
             .region(Region::new(t.region))
@@ -58,11 +66,23 @@ impl S3Store {
                 .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
                 .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         }
-        Self { client: aws_sdk_s3::Client::from_conf(b.build()), bucket: t.bucket }
+        Self {
+            client: aws_sdk_s3::Client::from_conf(b.build()),
+            bucket: t.bucket,
+        }
     }
 
-    fn err<E: std::error::Error + 'static>(&self, op: &'static str, key: &str, e: E) -> StorageError {
-        StorageError::Backend { op, url: self.url(key), message: DisplayErrorContext(e).to_string() }
+    fn err<E: std::error::Error + 'static>(
+        &self,
+        op: &'static str,
+        key: &str,
+        e: E,
+    ) -> StorageError {
+        StorageError::Backend {
+            op,
+            url: self.url(key),
+            message: DisplayErrorContext(e).to_string(),
+        }
     }
 
     async fn put_multipart(&self, key: &str, path: &Path) -> Result<(), StorageError> {
@@ -76,12 +96,25 @@ impl S3Store {
             .map_err(|e| self.err("CreateMultipartUpload", key, e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
         let result = async {
-            let mut file = tokio::fs::File::open(path).await.map_err(|source| StorageError::Io { path: path.display().to_string(), source })?;
+            let mut file =
+                tokio::fs::File::open(path)
+                    .await
+                    .map_err(|source| StorageError::Io {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
             let mut parts = Vec::new();
             let mut number = 1;
             loop {
                 let mut buf = Vec::with_capacity(PART_BYTES);
-                (&mut file).take(PART_BYTES as u64).read_to_end(&mut buf).await.map_err(|source| StorageError::Io { path: path.display().to_string(), source })?;
+                (&mut file)
+                    .take(PART_BYTES as u64)
+                    .read_to_end(&mut buf)
+                    .await
+                    .map_err(|source| StorageError::Io {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
                 if buf.is_empty() {
                     break;
                 }
@@ -96,7 +129,12 @@ impl S3Store {
                     .send()
                     .await
                     .map_err(|e| self.err("UploadPart", key, e))?;
-                parts.push(CompletedPart::builder().part_number(number).set_e_tag(part.e_tag().map(str::to_string)).build());
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(part.e_tag().map(str::to_string))
+                        .build(),
+                );
                 number += 1;
             }
             self.client
@@ -104,7 +142,11 @@ impl S3Store {
                 .bucket(&self.bucket)
                 .key(key)
                 .upload_id(&upload_id)
-                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
                 .send()
                 .await
                 .map_err(|e| self.err("CompleteMultipartUpload", key, e))?;
@@ -112,7 +154,14 @@ impl S3Store {
         }
         .await;
         if result.is_err() {
-            let _ = self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(&upload_id).send().await;
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
         }
         result
     }
@@ -121,11 +170,22 @@ impl S3Store {
 #[async_trait::async_trait]
 impl Store for S3Store {
     async fn put_file(&self, key: &str, path: &Path) -> Result<(), StorageError> {
-        let len = tokio::fs::metadata(path).await.map_err(|source| StorageError::Io { path: path.display().to_string(), source })?.len();
+        let len = tokio::fs::metadata(path)
+            .await
+            .map_err(|source| StorageError::Io {
+                path: path.display().to_string(),
+                source,
+            })?
+            .len();
         if len as usize > PART_BYTES {
             return self.put_multipart(key, path).await;
         }
-        let bytes = tokio::fs::read(path).await.map_err(|source| StorageError::Io { path: path.display().to_string(), source })?;
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| StorageError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
         self.put_bytes(key, bytes).await
     }
 
@@ -142,9 +202,20 @@ impl Store for S3Store {
     }
 
     async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(out) => {
-                let data = out.body.collect().await.map_err(|e| self.err("GetObject", key, e))?;
+                let data = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| self.err("GetObject", key, e))?;
                 Ok(Some(data.into_bytes().to_vec()))
             }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
@@ -154,16 +225,32 @@ impl Store for S3Store {
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         let mut out = Vec::new();
-        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.err("ListObjectsV2", prefix, e))?;
-            out.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+            out.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
         }
         Ok(out)
     }
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        self.client.delete_object().bucket(&self.bucket).key(key).send().await.map_err(|e| self.err("DeleteObject", key, e))?;
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.err("DeleteObject", key, e))?;
         Ok(())
     }
 
