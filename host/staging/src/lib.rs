@@ -203,10 +203,28 @@ impl RunStage {
                     extracted_at,
                     self.config.part_bytes,
                 );
-                db.execute_batch(&sql).map_err(|e| StagingError::Convert {
-                    stream: st.def.name.clone(),
-                    message: e.to_string(),
-                })?;
+                if let Err(e) = db.execute_batch(&sql) {
+                    // Wide rows can exhaust the memory limit with buffers on every thread: retry
+                    // once on a single thread (slower, fewer buffers) before giving up.
+                    if !e.to_string().contains("Out of Memory") {
+                        return Err(StagingError::Convert {
+                            stream: st.def.name.clone(),
+                            message: e.to_string(),
+                        });
+                    }
+                    tracing::warn!(stream = %st.def.name, "DuckDB ran out of memory; retrying on one thread");
+                    std::fs::remove_dir_all(&out_dir)?;
+                    std::fs::create_dir_all(&out_dir)?;
+                    let retry = format!(
+                        "SET threads=1; {sql}; SET threads={};",
+                        self.config.threads.max(1)
+                    );
+                    db.execute_batch(&retry)
+                        .map_err(|e| StagingError::Convert {
+                            stream: st.def.name.clone(),
+                            message: e.to_string(),
+                        })?;
+                }
                 let mut paths: Vec<PathBuf> = std::fs::read_dir(&out_dir)?
                     .filter_map(Result::ok)
                     .map(|e| e.path())
@@ -395,7 +413,7 @@ fn copy_sql(
     select.push(ident(SEQ_COLUMN));
     format!(
         "COPY (SELECT {select} FROM read_json('{input}', format='newline_delimited', columns={{{types}}})) \
-         TO '{out}' (FORMAT PARQUET, COMPRESSION ZSTD, FILE_SIZE_BYTES {part_bytes}, FILENAME_PATTERN '{run}-{{i}}')",
+         TO '{out}' (FORMAT PARQUET, COMPRESSION ZSTD, ROW_GROUP_SIZE 16384, FILE_SIZE_BYTES {part_bytes}, FILENAME_PATTERN '{run}-{{i}}')",
         select = select.join(", "),
         input = sql_str(&input.to_string_lossy()),
         types = types.join(", "),
