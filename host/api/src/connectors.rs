@@ -9,7 +9,7 @@ use sluice_runtime::Plugin;
 use sluice_runtime::registry::LoadFailure;
 
 use crate::AppState;
-use crate::error::{ApiError, ErrorBody, Json};
+use crate::error::{ApiError, AuthErrorBody, ErrorBody, Json};
 
 /// `{"status": "ok"}`.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -117,7 +117,7 @@ pub struct ConnectorList {
 
 #[utoipa::path(get, path = "/internal/connectors", tag = "connectors", security(("token" = [])), responses(
     (status = 200, body = ConnectorList),
-    (status = 401, body = ErrorBody),
+    (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"),
 ))]
 pub async fn list(State(s): State<AppState>) -> Json<ConnectorList> {
     let snap = s.registry.snapshot();
@@ -131,7 +131,7 @@ pub async fn list(State(s): State<AppState>) -> Json<ConnectorList> {
     params(("id" = String, Path, description = "Connector id")),
     responses(
         (status = 200, body = ConnectorInfo),
-        (status = 401, body = ErrorBody),
+        (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"),
         (status = 404, body = ErrorBody),
     ))]
 pub async fn get_one(

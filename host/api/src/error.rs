@@ -22,6 +22,13 @@ pub struct ErrorBody {
     pub code: String,
 }
 
+/// The body of a 401, exactly as the deployment Sluice replaces answered it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AuthErrorBody {
+    /// Always "Invalid connect service token".
+    pub detail: String,
+}
+
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
         Self {

@@ -16,14 +16,14 @@ use zeroize::Zeroizing;
 
 use crate::AppState;
 use crate::connectors::Status;
-use crate::error::{ApiError, ErrorBody, Json};
+use crate::error::{ApiError, AuthErrorBody, ErrorBody, Json};
 
 /// Credentials by declared secret name. Never logged or echoed; wiped when dropped.
 pub type Credentials = BTreeMap<String, Zeroizing<String>>;
 
 #[utoipa::path(post, path = "/internal/mirror-connections/ping", tag = "mirror-connections", security(("token" = [])), responses(
     (status = 200, body = Status),
-    (status = 401, body = ErrorBody),
+    (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"),
 ))]
 pub async fn ping() -> Json<Status> {
     Json(Status {
@@ -104,7 +104,7 @@ fn secrets(c: &Credentials) -> Secrets {
     request_body = ValidateRequest,
     responses(
         (status = 200, body = ValidateResponse, description = "Validated, or the reason it did not"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 400, body = ErrorBody), (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"), (status = 404, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
     ))]
 pub async fn validate(
@@ -180,7 +180,7 @@ pub struct RunAccepted {
     params(("Idempotency-Key" = Option<String>, Header, description = "A retried POST with the same key returns the same run")),
     responses(
         (status = 202, body = RunAccepted, description = "Queued"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 400, body = ErrorBody), (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "The connection already has an active run"),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 503, body = ErrorBody, description = "Run queue full (see Retry-After)"),
@@ -226,7 +226,7 @@ pub async fn create_run(
 
 #[utoipa::path(get, path = "/internal/mirror-connections/runs/{run_id}", tag = "mirror-connections", security(("token" = [])),
     params(("run_id" = String, Path)),
-    responses((status = 200, body = RunRecord), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RunRecord), (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"), (status = 404, body = ErrorBody)))]
 pub async fn get_run(
     State(s): State<AppState>,
     Path(run_id): Path<String>,
@@ -252,7 +252,7 @@ pub struct RunList {
 
 #[utoipa::path(get, path = "/internal/mirror-connections/runs", tag = "mirror-connections", security(("token" = [])),
     params(ListRunsQuery),
-    responses((status = 200, body = RunList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = RunList), (status = 400, body = ErrorBody), (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token")))]
 pub async fn list_runs(State(s): State<AppState>, Query(q): Query<ListRunsQuery>) -> Json<RunList> {
     Json(RunList {
         runs: s.runs.list(q.connection_id.as_deref()),
@@ -261,7 +261,7 @@ pub async fn list_runs(State(s): State<AppState>, Query(q): Query<ListRunsQuery>
 
 #[utoipa::path(post, path = "/internal/mirror-connections/runs/{run_id}/cancel", tag = "mirror-connections", security(("token" = [])),
     params(("run_id" = String, Path)),
-    responses((status = 200, body = RunRecord, description = "Cancellation requested (or the run had already ended)"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RunRecord, description = "Cancellation requested (or the run had already ended)"), (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"), (status = 404, body = ErrorBody)))]
 pub async fn cancel_run(
     State(s): State<AppState>,
     Path(run_id): Path<String>,
@@ -291,7 +291,7 @@ pub struct SchemaSyncRequest {
     request_body = SchemaSyncRequest,
     responses(
         (status = 200, body = Catalog),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 400, body = ErrorBody), (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"), (status = 404, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 502, body = ErrorBody, description = "Storage or the connector failed"),
     ))]
