@@ -32,8 +32,10 @@ case "$cmd" in
     export SLUICE_TEST_S3_ENDPOINT=http://127.0.0.1:3900
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --quiet -- -D warnings
-    cargo test --workspace "$@"
+    cargo test --workspace "$@" 2>&1 | tee "$SLUICE_CACHE/last-test.log"
     bash scripts/fuzz-api.sh
+    # One plain closing line for the whole cargo test run (its own last line is a doc-test summary).
+    awk '/^test result:/ { p += $4; f += $6 } END { printf "cargo test: %d passed, %d failed\n", p, f }' "$SLUICE_CACHE/last-test.log"
     ;;
   bench)
     bash scripts/build-plugins.sh >&2

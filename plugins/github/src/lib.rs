@@ -16,7 +16,7 @@
 //! at the first one updated before the cursor.
 
 mod schema;
-mod time;
+use sluice_sdk::time;
 
 use std::collections::{BTreeMap, HashSet};
 

@@ -1,4 +1,5 @@
-//! ISO 8601 timestamps without a clock or a date library (a plugin has neither).
+//! Dates without a clock or a date crate: ISO 8601 to and from seconds since the Unix epoch.
+
 
 /// Seconds since the Unix epoch of an ISO 8601 date or date-time: `2024-05-01`,
 /// `2024-05-01T10:00:00Z`, `2024-05-01T10:00:00.123+02:00`, `2024-05-01 10:00` (UTC when no
@@ -70,7 +71,8 @@ pub fn format_iso(epoch: i64) -> String {
     )
 }
 
-fn num(s: &str) -> Option<i64> {
+/// A non-empty run of ASCII digits as a number.
+pub fn num(s: &str) -> Option<i64> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
