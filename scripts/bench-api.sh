@@ -16,10 +16,11 @@ python3 - "$UP_PORT" > /dev/null 2>&1 <<'PY' &
 import sys, http.server
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    wbufsize = 1 << 16  # one send per response: no Nagle/delayed-ACK stall on the client
     def do_GET(self):
         body = b'{"id": 1, "name": "bench"}'
         self.send_response(200); self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body))); self.end_headers(); self.wfile.write(body)
+        self.send_header("content-length", str(len(body))); self.end_headers(); self.wfile.write(body); self.wfile.flush()
     def log_message(self, *a): pass
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 PY
