@@ -5,6 +5,7 @@
 //! record gets `repository` (`owner/repo`). Fields not declared here are kept by the host in
 //! `_sluice_extra`.
 
+use sluice_sdk::schema::object as schema;
 use sluice_sdk::serde_json::{Map, Value, json};
 use sluice_sdk::{StreamSpec, serde_json};
 
@@ -34,19 +35,6 @@ fn object() -> Value {
 }
 fn array() -> Value {
     json!({"type": ["array", "null"]})
-}
-
-fn schema(required: &[&str], properties: Vec<(&str, Value)>) -> Value {
-    let properties: Map<String, Value> = properties
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-    json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "type": "object",
-        "required": required,
-        "properties": properties,
-    })
 }
 
 /// The five streams, in sync order.

@@ -32,6 +32,7 @@ pub mod http;
 pub mod log;
 pub mod manifest;
 pub mod records;
+pub mod schema;
 pub mod time;
 
 /// The raw bindings generated from `wit/connector.wit`. Prefer the typed helpers of this crate.

@@ -1,6 +1,5 @@
 //! Dates without a clock or a date crate: ISO 8601 to and from seconds since the Unix epoch.
 
-
 /// Seconds since the Unix epoch of an ISO 8601 date or date-time: `2024-05-01`,
 /// `2024-05-01T10:00:00Z`, `2024-05-01T10:00:00.123+02:00`, `2024-05-01 10:00` (UTC when no
 /// offset is given). Fractions of a second are dropped.

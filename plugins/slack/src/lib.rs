@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Deserialize;
 use sluice_sdk::http::Request;
 use sluice_sdk::records::Batcher;
+use sluice_sdk::schema::object as schema;
 use sluice_sdk::serde_json::{Map, Value};
 use sluice_sdk::{
     Connector, ConnectorError, Manifest, Result, StreamSpec, SyncRequest, json, log, parse_config,
@@ -556,19 +557,6 @@ impl Connector for Slack {
         }
         run.out.flush()
     }
-}
-
-fn schema(required: &[&str], properties: Vec<(&str, Value)>) -> Value {
-    let properties: Map<String, Value> = properties
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-    json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "type": "object",
-        "required": required,
-        "properties": properties,
-    })
 }
 
 fn streams() -> Vec<StreamSpec> {

@@ -1,7 +1,7 @@
 //! Slack timestamps (`"1700000000.000200"`); ISO dates come from `sluice_sdk::time`.
 
-pub use sluice_sdk::time::{format_iso, parse_iso};
 use sluice_sdk::time::num;
+pub use sluice_sdk::time::{format_iso, parse_iso};
 
 /// A Slack timestamp (`"1700000000.000200"`: seconds, then a per-channel sequence) as a
 /// comparable pair; `None` if it is not one.
