@@ -12,7 +12,7 @@ use sluice_runtime::policy::{AddressGrant, OperatorPolicy};
 use sluice_runtime::registry::Registry;
 use sluice_runtime::{
     CallError, CallOptions, CancellationToken, RecordSink, Runtime, RuntimeConfig, Secrets,
-    SyncRequest,
+    SinkError, SyncRequest,
 };
 use sluice_tests::{plugin, serve};
 
@@ -340,7 +340,7 @@ async fn the_host_injects_secrets_retries_and_waits_out_rate_limits() {
 struct Collect(Arc<Mutex<(Vec<String>, Vec<Value>)>>);
 
 impl RecordSink for Collect {
-    fn emit(&mut self, _stream: &str, records: Vec<String>) -> anyhow::Result<()> {
+    fn emit(&mut self, _stream: &str, records: Vec<String>) -> Result<(), SinkError> {
         self.0.lock().unwrap().0.extend(records);
         Ok(())
     }
@@ -382,6 +382,56 @@ async fn sync_emits_batches_and_checkpoints() {
         .unwrap();
     let first: Value = serde_json::from_str(&got2.lock().unwrap().0[0]).unwrap();
     assert!(first["id"].as_i64() > last["id"].as_i64());
+}
+
+/// Refuses the record at `index` of every batch, as staging does for a record that is not a
+/// JSON object.
+struct Refuse {
+    index: u32,
+    kept: Arc<Mutex<usize>>,
+}
+
+impl RecordSink for Refuse {
+    fn emit(&mut self, _stream: &str, records: Vec<String>) -> Result<(), SinkError> {
+        if (self.index as usize) < records.len() {
+            return Err(SinkError::Rejected {
+                index: self.index,
+                reason: "not a JSON object".into(),
+            });
+        }
+        *self.kept.lock().unwrap() += records.len();
+        Ok(())
+    }
+    fn checkpoint(&mut self, _stream: &str, _state: Value) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_record_reaches_the_plugin_as_invalid_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path(), false);
+    let p = rt.load_file(&plugin("probe")).await.unwrap();
+    let kept = Arc::new(Mutex::new(0));
+    let req = SyncRequest {
+        config: json!({"count": 50, "batch": 10}),
+        streams: vec!["items".into()],
+        state: vec![],
+    };
+    let sink = Refuse {
+        index: 7,
+        kept: kept.clone(),
+    };
+    let err = p.sync(req, Box::new(sink), opts(10_000)).await.unwrap_err();
+    // The probe gives up on the error; the reason and the index reach its message.
+    let msg = message(&err);
+    assert!(
+        msg.contains("invalid-record") && msg.contains("#7") && msg.contains("not a JSON object"),
+        "{err:?}"
+    );
+    assert_eq!(*kept.lock().unwrap(), 0);
+    // The host still serves calls.
+    p.call_manifest().await.unwrap();
 }
 
 async fn wait_for(reg: &Registry, what: &str, f: impl Fn(&Registry) -> bool) {

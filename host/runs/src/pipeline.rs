@@ -7,10 +7,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice_runtime::{
-    CallError, CallLabels, CallOptions, CancellationToken, Plugin, RecordSink, Secrets, StreamSpec,
-    SyncRequest,
+    CallError, CallLabels, CallOptions, CancellationToken, Plugin, RecordSink, Secrets, SinkError,
+    StreamSpec, SyncRequest,
 };
-use sluice_staging::{RunStage, StagingConfig, StreamDef};
+use sluice_staging::{RunStage, StagingConfig, StagingError, StreamDef};
 use sluice_storage::Store;
 use sluice_storage::commit::{
     self, ColumnSpec, CommittedState, ConnectorRef, FileEntry, Layout, RunManifest, StreamManifest,
@@ -91,7 +91,7 @@ struct StagingSink {
 }
 
 impl RecordSink for StagingSink {
-    fn emit(&mut self, stream: &str, records: Vec<String>) -> anyhow::Result<()> {
+    fn emit(&mut self, stream: &str, records: Vec<String>) -> Result<(), SinkError> {
         let mut guard = self
             .stage
             .lock()
@@ -99,7 +99,16 @@ impl RecordSink for StagingSink {
         let stage = guard
             .as_mut()
             .ok_or_else(|| anyhow::anyhow!("staging closed"))?;
-        stage.append(stream, &records)?;
+        match stage.append(stream, &records) {
+            Ok(()) => {}
+            Err(StagingError::BadRecord { index, reason, .. }) => {
+                return Err(SinkError::Rejected {
+                    index: index as u32,
+                    reason,
+                });
+            }
+            Err(e) => return Err(SinkError::Failed(e.into())),
+        }
         let bytes: u64 = records.iter().map(|r| r.len() as u64).sum();
         if let Ok(mut p) = self.progress.lock() {
             let s = p.entry(stream.to_string()).or_default();

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sluice_runtime::{CallOptions, RecordSink, Runtime, RuntimeConfig, SyncRequest};
+use sluice_runtime::{CallOptions, RecordSink, Runtime, RuntimeConfig, SinkError, SyncRequest};
+use sluice_staging::{RunStage, StagingConfig, StreamDef};
 
 fn plugin(name: &str) -> PathBuf {
     let dir =
@@ -24,7 +25,7 @@ fn stats(mut xs: Vec<f64>) -> (f64, f64, f64) {
 struct Count(Arc<AtomicU64>, Arc<AtomicU64>);
 
 impl RecordSink for Count {
-    fn emit(&mut self, _stream: &str, records: Vec<String>) -> anyhow::Result<()> {
+    fn emit(&mut self, _stream: &str, records: Vec<String>) -> Result<(), SinkError> {
         self.0.fetch_add(records.len() as u64, Ordering::Relaxed);
         self.1.fetch_add(
             records.iter().map(|r| r.len() as u64).sum(),
@@ -37,6 +38,37 @@ impl RecordSink for Count {
     }
 }
 
+/// Staging as a run uses it: every record parsed, checked and appended as an NDJSON line.
+struct Stage {
+    stage: RunStage,
+    count: Arc<AtomicU64>,
+}
+
+impl RecordSink for Stage {
+    fn emit(&mut self, stream: &str, records: Vec<String>) -> Result<(), SinkError> {
+        self.stage
+            .append(stream, &records)
+            .map_err(|e| SinkError::Failed(e.into()))?;
+        self.count
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+    fn checkpoint(&mut self, _stream: &str, _state: serde_json::Value) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// The probe's stream as staging declares it.
+fn items_stream() -> StreamDef {
+    StreamDef {
+        name: "items".into(),
+        primary_key: vec!["id".into()],
+        cursor_field: None,
+        json_schema: serde_json::json!({"type": "object", "properties": {
+            "id": {"type": "integer"}, "name": {"type": "string"}, "value": {"type": "integer"}}}),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let name = std::env::var("BENCH_PLUGIN").unwrap_or_else(|_| "http-json".into());
@@ -46,7 +78,12 @@ async fn main() -> anyhow::Result<()> {
 
     // Cold compile: a fresh cache each time.
     let mut cold = vec![];
-    for _ in 0..5 {
+    for _ in 0..std::env::var("BENCH_COLD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+        .max(1)
+    {
         let dir = tempfile::tempdir()?;
         let rt = Runtime::new(RuntimeConfig::new(dir.path()))?;
         let t = Instant::now();
@@ -90,18 +127,24 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..200 {
         p.call_manifest().await?;
     }
+    let n_calls: usize = std::env::var("BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
     let mut calls = vec![];
-    for _ in 0..2000 {
+    for _ in 0..n_calls {
         let t = Instant::now();
         p.call_manifest().await?;
         calls.push(t.elapsed().as_secs_f64() * 1e6);
     }
     let (m, lo, hi) = stats(calls);
     println!(
-        "instantiate + manifest call              median {m:8.1} µs   p10 {lo:.1}  p90 {hi:.1}   n=2000"
+        "instantiate + manifest call              median {m:8.1} µs   p10 {lo:.1}  p90 {hi:.1}   n={n_calls}"
     );
 
-    // Emit throughput: the probe guest emits small records in batches of 1000 to a counting sink.
+    // Emit throughput: the probe guest builds small records (serde_json in the guest) and
+    // emits them in batches of 1000. Sinks: a counter (the boundary alone), then staging
+    // (each record parsed, checked, re-encoded as an NDJSON line with its sequence number).
     let probe = rt
         .load_file(&plugin("probe"))
         .await
@@ -110,30 +153,45 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    for round in 0..3 {
-        let (count, bytes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let req = SyncRequest {
-            config: serde_json::json!({"count": n, "batch": 1000}),
-            streams: vec!["items".into()],
-            state: vec![],
-        };
-        let opts = CallOptions {
-            deadline: Duration::from_secs(600),
-            ..Default::default()
-        };
-        let t = Instant::now();
-        probe
-            .sync(req, Box::new(Count(count.clone(), bytes.clone())), opts)
-            .await?;
-        let secs = t.elapsed().as_secs_f64();
-        let got = count.load(Ordering::Relaxed);
-        assert_eq!(got, n);
+    let stage_dir = tempfile::tempdir()?;
+    for sink_name in ["counter", "staging"] {
+        let mut rates = vec![];
+        for _ in 0..5 {
+            let (count, bytes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+            let sink: Box<dyn RecordSink> = match sink_name {
+                "counter" => Box::new(Count(count.clone(), bytes.clone())),
+                _ => Box::new(Stage {
+                    stage: RunStage::begin(
+                        &StagingConfig::new(stage_dir.path()),
+                        &format!("bench-{}", rates.len()),
+                        &[items_stream()],
+                    )?,
+                    count: count.clone(),
+                }),
+            };
+            let req = SyncRequest {
+                config: serde_json::json!({"count": n, "batch": 1000}),
+                streams: vec!["items".into()],
+                state: vec![],
+            };
+            let opts = CallOptions {
+                deadline: Duration::from_secs(600),
+                ..Default::default()
+            };
+            let t = Instant::now();
+            probe.sync(req, sink, opts).await?;
+            let secs = t.elapsed().as_secs_f64();
+            assert_eq!(count.load(Ordering::Relaxed), n);
+            rates.push(n as f64 / secs / 1e6);
+        }
+        let all = rates
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let (m, _, _) = stats(rates);
         println!(
-            "emit across the boundary (round {round})     {:8.2} M records/s   {:.1} MB/s   {} records of ~{} B, batches of 1000, {secs:.2} s",
-            got as f64 / secs / 1e6,
-            bytes.load(Ordering::Relaxed) as f64 / secs / 1e6,
-            got,
-            bytes.load(Ordering::Relaxed) / got.max(1)
+            "emit across the boundary into {sink_name:8} median {m:5.2} M records/s   rounds: {all}   ({n} records, batches of 1000)"
         );
     }
     Ok(())

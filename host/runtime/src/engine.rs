@@ -11,7 +11,9 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, Store, UpdateDeadline};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
+};
 
 use crate::bindings::exports::sluice::connector::connector as wit;
 use crate::bindings::{ConnectorPlugin, ConnectorPluginPre, WIT_PACKAGE, WIT_VERSION};
@@ -33,6 +35,9 @@ pub struct RuntimeConfig {
     pub max_memory_mib: u32,
     /// Memory for plugins that do not ask for an amount, in MiB.
     pub default_memory_mib: u32,
+    /// Plugin calls running at once; more wait for a slot (within their deadline). Sizes the
+    /// pooling allocator's slots.
+    pub max_concurrent_calls: u32,
     pub policy: OperatorPolicy,
     pub outbound: OutboundConfig,
 }
@@ -43,6 +48,7 @@ impl RuntimeConfig {
             cache_dir: cache_dir.into(),
             max_memory_mib: 256,
             default_memory_mib: 64,
+            max_concurrent_calls: 32,
             policy: OperatorPolicy::default(),
             outbound: OutboundConfig::default(),
         }
@@ -61,12 +67,16 @@ struct Inner {
     outbound: Arc<Outbound>,
     config: RuntimeConfig,
     engine_key: String,
+    /// One permit per pooled instance slot.
+    call_slots: tokio::sync::Semaphore,
 }
 
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
         let mut wc = Config::new();
-        wc.epoch_interruption(true).wasm_component_model(true);
+        wc.epoch_interruption(true)
+            .wasm_component_model(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(&config)));
         let engine = Engine::new(&wc)?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
         ConnectorPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
@@ -85,6 +95,7 @@ impl Runtime {
                 engine,
                 linker,
                 outbound,
+                call_slots: tokio::sync::Semaphore::new(config.max_concurrent_calls.max(1) as usize),
                 config,
                 engine_key,
             }),
@@ -302,6 +313,12 @@ impl Runtime {
         let deadline = state.deadline;
         let budget = deadline.saturating_duration_since(Instant::now());
         let cancel = state.cancel.clone();
+        // A pooled slot; waiting for one counts against the call's deadline.
+        let _slot = tokio::select! {
+            permit = self.inner.call_slots.acquire() => permit.map_err(|_| CallError::Host("runtime closed".into()))?,
+            _ = tokio::time::sleep_until(deadline.into()) => return Err(CallError::Deadline(budget)),
+            _ = cancel.cancelled() => return Err(CallError::Cancelled),
+        };
         let mut store = Store::new(
             &self.inner.engine,
             HostState::new(state, (memory_mib as usize) << 20),
@@ -353,6 +370,23 @@ impl Runtime {
             CallError::Trap(secrets.redact(&msg))
         })
     }
+}
+
+/// The pooling allocator: instance, memory and stack slots made once and reused, so that a call
+/// costs no mmap/munmap of its own (the main cost of instantiation otherwise). Memory slots are
+/// virtual reservations; their pages are given back when a call ends.
+fn pooling(config: &RuntimeConfig) -> PoolingAllocationConfig {
+    let calls = config.max_concurrent_calls.max(1);
+    let mut p = PoolingAllocationConfig::new();
+    p.total_component_instances(calls)
+        // Components from wasm-component-ld have a few core instances; other toolchains
+        // (componentize-py, jco) more.
+        .total_core_instances(calls * 16)
+        .total_memories(calls * 4)
+        .total_tables(calls * 8)
+        .total_stacks(calls)
+        .max_memory_size((config.max_memory_mib as usize) << 20);
+    p
 }
 
 fn check_version(v: &str) -> Result<(), LoadError> {

@@ -57,11 +57,27 @@ impl std::fmt::Debug for Secrets {
 }
 
 /// Where a sync's records and checkpoints go (the host's staging).
+///
+/// The sink is the one place records are parsed, so it is also where they are checked: a
+/// record that is not a JSON object (or that the sink refuses) rejects the whole batch with
+/// [`SinkError::Rejected`], which the plugin receives as `invalid-record`; nothing of a
+/// rejected batch may be kept.
 pub trait RecordSink: Send {
-    /// A batch of records of one stream; each is a JSON object (already checked).
-    fn emit(&mut self, stream: &str, records: Vec<String>) -> anyhow::Result<()>;
+    /// A batch of records of one stream, all kept or none.
+    fn emit(&mut self, stream: &str, records: Vec<String>) -> Result<(), SinkError>;
     /// The state a stream reached; covers every record emitted before it.
     fn checkpoint(&mut self, stream: &str, state: serde_json::Value) -> anyhow::Result<()>;
+}
+
+/// Why a [`RecordSink`] did not take a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Record `index` of the batch is not acceptable; the plugin is told and may go on.
+    #[error("record {index}: {reason}")]
+    Rejected { index: u32, reason: String },
+    /// The sink itself failed (e.g. a full disk): the call stops.
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
 }
 
 /// Why the host stopped a call from inside (carried through wasmtime as the trap's error).
@@ -104,18 +120,23 @@ pub(crate) struct CallState {
 pub(crate) struct HostState {
     pub call: CallState,
     pub limits: MemoryLimits,
-    wasi: WasiCtx,
-    table: ResourceTable,
-    pub stdout: MemoryOutputPipe,
-    pub stderr: MemoryOutputPipe,
+    /// Made at the first WASI call: components built for our world alone never pay for it.
+    wasi: Option<Wasi>,
 }
 
-impl HostState {
-    pub fn new(call: CallState, memory_bytes: usize) -> Self {
+/// A locked-down WASI p2 context: no preopens, env, args or network; stdout/stderr captured.
+struct Wasi {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+}
+
+impl Wasi {
+    fn new() -> Self {
         let stdout = MemoryOutputPipe::new(64 << 10);
         let stderr = MemoryOutputPipe::new(64 << 10);
-        // Locked down: no preopens, env, args or network; only captured stdout/stderr.
-        let wasi = WasiCtx::builder()
+        let ctx = WasiCtx::builder()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_tcp(false)
@@ -123,14 +144,22 @@ impl HostState {
             .allow_ip_name_lookup(false)
             .build();
         Self {
+            ctx,
+            table: ResourceTable::new(),
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl HostState {
+    pub fn new(call: CallState, memory_bytes: usize) -> Self {
+        Self {
             call,
             limits: MemoryLimits {
                 max_bytes: memory_bytes,
             },
-            wasi,
-            table: ResourceTable::new(),
-            stdout,
-            stderr,
+            wasi: None,
         }
     }
 
@@ -163,9 +192,10 @@ impl HostState {
 
     /// Forwards what a WASI plugin printed to the log.
     pub fn flush_stdio(&self) {
+        let Some(wasi) = &self.wasi else { return };
         for (pipe, level) in [
-            (&self.stdout, log::Level::Info),
-            (&self.stderr, log::Level::Warn),
+            (&wasi.stdout, log::Level::Info),
+            (&wasi.stderr, log::Level::Warn),
         ] {
             let bytes = pipe.contents();
             if !bytes.is_empty() {
@@ -208,9 +238,10 @@ impl wasmtime::ResourceLimiter for MemoryLimits {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let wasi = self.wasi.get_or_insert_with(Wasi::new);
         WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
+            ctx: &mut wasi.ctx,
+            table: &mut wasi.table,
         }
     }
 }
@@ -339,19 +370,20 @@ impl records::Host for HostState {
         if !self.call.streams.contains(&stream) {
             return Ok(Err(records::EmitError::UnknownStream(stream)));
         }
-        for (i, rec) in batch.iter().enumerate() {
-            if let Err(why) = check_object(rec) {
-                return Ok(Err(records::EmitError::InvalidRecord((i as u32, why))));
-            }
-        }
         let Some(sink) = self.call.sink.as_mut() else {
             return Err(wasmtime::Error::new(Stop::Contract(
                 "emit is only allowed during sync".into(),
             )));
         };
-        sink.emit(&stream, batch)
-            .map_err(|e| wasmtime::Error::new(Stop::Host(format!("staging failed: {e:#}"))))?;
-        Ok(Ok(()))
+        match sink.emit(&stream, batch) {
+            Ok(()) => Ok(Ok(())),
+            Err(SinkError::Rejected { index, reason }) => {
+                Ok(Err(records::EmitError::InvalidRecord((index, reason))))
+            }
+            Err(SinkError::Failed(e)) => Err(wasmtime::Error::new(Stop::Host(format!(
+                "staging failed: {e:#}"
+            )))),
+        }
     }
 
     async fn checkpoint(
@@ -381,16 +413,6 @@ impl records::Host for HostState {
             .map_err(|e| wasmtime::Error::new(Stop::Host(format!("checkpoint failed: {e:#}"))))?;
         Ok(Ok(()))
     }
-}
-
-/// A record must be one JSON object; checked without building a tree.
-fn check_object(text: &str) -> Result<(), String> {
-    if !text.trim_start().starts_with('{') {
-        return Err("not a JSON object".into());
-    }
-    serde_json::from_str::<serde::de::IgnoredAny>(text)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
 }
 
 impl secrets::Host for HostState {
@@ -427,15 +449,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redaction_and_records() {
+    fn redaction() {
         let s = Secrets::new([("token".to_string(), "ghp_supersecret".to_string())]);
         assert_eq!(
             s.redact("bad token ghp_supersecret!"),
             "bad token [redacted]!"
         );
         assert!(!format!("{s:?}").contains("supersecret"));
-        assert!(check_object(r#"{"a":1}"#).is_ok());
-        assert!(check_object("[1]").is_err());
-        assert!(check_object(r#"{"a":"#).is_err());
     }
 }

@@ -17,6 +17,6 @@ pub mod registry;
 pub use bindings::{WIT_PACKAGE, WIT_VERSION};
 pub use engine::{CallOptions, Plugin, PluginInfo, Runtime, RuntimeConfig, SyncRequest};
 pub use error::{CallError, ErrorCode, LoadError};
-pub use host::{CallLabels, RecordSink, Secrets};
+pub use host::{CallLabels, RecordSink, Secrets, SinkError};
 pub use manifest::{Manifest, SecretSpec, StreamSpec};
 pub use tokio_util::sync::CancellationToken;

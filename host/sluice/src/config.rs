@@ -60,6 +60,9 @@ pub struct ServeConfig {
     /// The most linear memory one plugin call may use, in MiB.
     #[arg(long, env = "SLUICE_PLUGIN_MEMORY_MIB", default_value_t = 128)]
     pub plugin_memory_mib: u32,
+    /// Plugin calls (validate, discover, sync) running at once; more wait for a slot.
+    #[arg(long, env = "SLUICE_MAX_CONCURRENT_CALLS", default_value_t = 32)]
+    pub max_concurrent_calls: u32,
     /// DuckDB's memory limit during staging, in MiB (it spills to disk beyond).
     #[arg(long, env = "DUCKDB_MEMORY_LIMIT_MIB", default_value_t = 128)]
     pub duckdb_memory_mib: u32,
@@ -175,6 +178,7 @@ impl ServeConfig {
             "run_timeout_secs": self.run_timeout_secs,
             "call_timeout_secs": self.call_timeout_secs,
             "plugin_memory_mib": self.plugin_memory_mib,
+            "max_concurrent_calls": self.max_concurrent_calls,
             "duckdb_memory_mib": self.duckdb_memory_mib,
             "shutdown_grace_secs": self.shutdown_grace_secs,
             "http_timeout_secs": self.http_timeout_secs,

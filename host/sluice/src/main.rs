@@ -85,12 +85,14 @@ async fn main() -> anyhow::Result<()> {
 pub fn runtime(
     data_dir: &std::path::Path,
     memory_mib: u32,
+    max_calls: u32,
     policy: sluice_runtime::policy::OperatorPolicy,
     outbound: OutboundConfig,
 ) -> anyhow::Result<Runtime> {
     let mut rc = RuntimeConfig::new(data_dir.join("cache"));
     rc.max_memory_mib = memory_mib;
     rc.default_memory_mib = memory_mib.min(64);
+    rc.max_concurrent_calls = max_calls;
     rc.policy = policy;
     rc.outbound = outbound;
     Runtime::new(rc).context("starting the wasm runtime")
@@ -109,6 +111,7 @@ async fn serve(cfg: ServeConfig, warnings: Vec<String>) -> anyhow::Result<()> {
     let runtime = runtime(
         &cfg.data_dir,
         cfg.plugin_memory_mib,
+        cfg.max_concurrent_calls,
         cfg.policy()?,
         outbound,
     )?;
@@ -182,7 +185,13 @@ async fn shutdown_signal() {
 
 async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
     let cache = std::env::temp_dir().join("sluice-cli-cache");
-    let rt = runtime(&cache, 256, Default::default(), OutboundConfig::default())?;
+    let rt = runtime(
+        &cache,
+        256,
+        4,
+        Default::default(),
+        OutboundConfig::default(),
+    )?;
     match cmd {
         PluginCommand::Inspect { file } => {
             let p = rt

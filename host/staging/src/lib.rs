@@ -100,7 +100,8 @@ pub struct RunStage {
     run_id: String,
     dir: PathBuf,
     streams: BTreeMap<String, StreamStage>,
-    line: Vec<u8>,
+    /// The encoded lines of the batch being appended.
+    batch: Vec<u8>,
     finished: bool,
 }
 
@@ -139,30 +140,33 @@ impl RunStage {
             run_id: run_id.to_string(),
             dir,
             streams: map,
-            line: Vec::with_capacity(4096),
+            batch: Vec::with_capacity(1 << 16),
             finished: false,
         })
     }
 
-    /// Appends a batch of records (each a JSON object) to a stream.
+    /// Appends a batch of records to a stream: each must be a JSON object without reserved
+    /// (`_sluice_`) fields. The batch is checked whole before any of it is written, so a bad
+    /// record leaves the stream as it was ([`StagingError::BadRecord`]).
     pub fn append(&mut self, stream: &str, records: &[String]) -> Result<(), StagingError> {
         let st = self
             .streams
             .get_mut(stream)
             .ok_or_else(|| StagingError::UnknownStream(stream.to_string()))?;
+        self.batch.clear();
         for (index, rec) in records.iter().enumerate() {
-            let seq = st.counts.records;
-            encode_line(&mut self.line, seq, rec, &st.declared).map_err(|reason| {
+            let seq = st.counts.records + index as u64;
+            encode_line(&mut self.batch, seq, rec, &st.declared).map_err(|reason| {
                 StagingError::BadRecord {
                     stream: stream.to_string(),
                     index,
                     reason,
                 }
             })?;
-            st.writer.write_all(&self.line)?;
-            st.counts.records += 1;
-            st.counts.bytes += rec.len() as u64;
         }
+        st.writer.write_all(&self.batch)?;
+        st.counts.records += records.len() as u64;
+        st.counts.bytes += records.iter().map(|r| r.len() as u64).sum::<u64>();
         Ok(())
     }
 
@@ -305,8 +309,9 @@ pub struct StagedFile {
     pub sha256: String,
 }
 
-/// Writes `{"_sluice_seq":N, <declared fields>, "_sluice_extra":{<the rest>}}` + newline.
-/// Records whose fields are all declared are copied without re-encoding.
+/// Appends `{"_sluice_seq":N, <declared fields>, "_sluice_extra":{<the rest>}}` + newline to
+/// `line` (left partly written on error). Records whose fields are all declared are copied
+/// without re-encoding.
 fn encode_line(
     line: &mut Vec<u8>,
     seq: u64,
@@ -314,7 +319,6 @@ fn encode_line(
     declared: &HashSet<String>,
 ) -> Result<(), String> {
     let fields: Vec<(Cow<'_, str>, &RawValue)> = parse_object(record)?;
-    line.clear();
     line.extend_from_slice(b"{\"");
     line.extend_from_slice(SEQ_COLUMN.as_bytes());
     line.extend_from_slice(b"\":");

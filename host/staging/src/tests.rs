@@ -49,6 +49,7 @@ fn lines_keep_undeclared_fields() {
         std::str::from_utf8(&line).unwrap(),
         "{\"_sluice_seq\":7,\"id\":1,\"name\":\"a\"}\n"
     );
+    line.clear();
     encode_line(
         &mut line,
         8,
@@ -61,6 +62,7 @@ fn lines_keep_undeclared_fields() {
         v,
         json!({"_sluice_seq": 8, "id": 2, "name": "b", "_sluice_extra": {"surprise": {"x": [1, 2]}}})
     );
+    line.clear();
     encode_line(&mut line, 9, "{}", &declared).unwrap();
     assert_eq!(std::str::from_utf8(&line).unwrap(), "{\"_sluice_seq\":9}\n");
     assert!(encode_line(&mut line, 1, "[1]", &declared).is_err());
@@ -76,6 +78,18 @@ fn a_run_becomes_typed_parquet() {
         .map(|i| json!({"id": i, "name": format!("n{i}"), "amount": i as f64 / 2.0, "active": i % 2 == 0, "updated_at": "2024-05-01T10:00:00Z", "tags": ["x"], "new_field": i}).to_string())
         .collect();
     stage.append("items", &recs).unwrap();
+    // A batch with one bad record is refused whole: nothing of it reaches the file.
+    let mut bad = recs[..5].to_vec();
+    bad[2] = "[1]".into();
+    assert!(matches!(
+        stage.append("items", &bad),
+        Err(StagingError::BadRecord { index: 2, .. })
+    ));
+    bad[2] = r#"{"id": 1, "_sluice_seq": 5}"#.into();
+    assert!(matches!(
+        stage.append("items", &bad),
+        Err(StagingError::BadRecord { index: 2, .. })
+    ));
     assert!(matches!(
         stage.append("nope", &recs),
         Err(StagingError::UnknownStream(_))
@@ -88,10 +102,14 @@ fn a_run_becomes_typed_parquet() {
     let f = s.files[0].path.to_string_lossy().to_string();
     let (n, sum, extra, run): (i64, i64, String, String) = db
         .query_row(
-            "SELECT count(*), sum(id), max(_sluice_extra::VARCHAR), max(_sluice_run_id) FROM read_parquet(?) WHERE _sluice_seq = 999 OR true",
+            "SELECT count(*), sum(id), max(_sluice_extra::VARCHAR), max(_sluice_run_id), max(_sluice_seq) FROM read_parquet(?)",
             [&f],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, i64>(4)?)),
         )
+        .map(|(n, sum, extra, run, seq)| {
+            assert_eq!(seq, 999, "sequence numbers are dense");
+            (n, sum, extra, run)
+        })
         .unwrap();
     assert_eq!((n, sum, run.as_str()), (1000, 499500, "run1"));
     assert!(extra.contains("new_field"), "{extra}");
