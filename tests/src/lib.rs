@@ -2,6 +2,7 @@
 //! handle on a running `sluice serve`.
 
 pub mod fakes;
+pub mod s3;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -144,9 +145,10 @@ impl Service {
             .header("x-connect-service-token", &self.token)
     }
 
-    /// Polls a run until it is no longer queued or running.
+    /// Polls a run until it is no longer queued or running. The limit is generous: the big
+    /// syncs of the tests may share two cores with another test.
     pub async fn wait_run(&self, run_id: &str) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let deadline = Instant::now() + Duration::from_secs(600);
         loop {
             let r: serde_json::Value = self
                 .get(&format!("/internal/mirror-connections/runs/{run_id}"))

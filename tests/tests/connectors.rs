@@ -5,15 +5,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sluice_tests::fakes::github::{FakeGithub, GithubConfig, GithubHandle};
 use sluice_tests::fakes::slack::{FakeSlack, SlackConfig};
+use sluice_tests::s3::{AK, BUCKET, SK, endpoint, unique_prefix};
 use sluice_tests::{Service, plugin};
 
-const BUCKET: &str = "sluice-local";
-const PREFIX: &str = "mirror";
+/// This test binary's prefix in the bucket; every test uses its own connection ids under it.
+static PREFIX: LazyLock<String> = LazyLock::new(|| unique_prefix("connectors"));
 
 fn plugins_dir(root: &Path) -> PathBuf {
     let dir = root.join("plugins");
@@ -24,12 +26,26 @@ fn plugins_dir(root: &Path) -> PathBuf {
     dir
 }
 
+/// The service, writing to the real S3 server.
 async fn start(root: &Path, env: &[(&str, &str)]) -> Service {
-    Service::start(&root.join("data"), &plugins_dir(root), env).await
+    let endpoint = endpoint();
+    let mut env = env.to_vec();
+    env.push(("S3_ENDPOINT", &endpoint));
+    Service::start(&root.join("data"), &plugins_dir(root), &env).await
 }
 
 fn storage() -> Value {
-    json!({"bucket": BUCKET, "prefix": PREFIX})
+    json!({"bucket": BUCKET, "prefix": *PREFIX, "access_key_id": AK, "secret_access_key": SK})
+}
+
+/// Where [`pull`] copies the bucket for DuckDB to read.
+fn mirror(svc: &Service) -> PathBuf {
+    svc.data_dir.join("mirror")
+}
+
+/// Copies what is committed in S3 for `connection` to the local mirror.
+async fn pull(svc: &Service, connection: &str) {
+    sluice_tests::s3::download(&format!("{}/{connection}/", *PREFIX), &mirror(svc)).await;
 }
 
 /// `POST validate`; the answer's `valid`, `account`, `error`.
@@ -78,31 +94,6 @@ async fn submit(
         .to_string()
 }
 
-/// Polls a run until it ends (a longer deadline than `Service::wait_run`: the big syncs here
-/// may share two cores with another test).
-async fn wait_run(svc: &Service, run_id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let r: Value = svc
-            .get(&format!("/internal/mirror-connections/runs/{run_id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if !matches!(r["status"].as_str(), Some("queued" | "running")) {
-            return r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "run {run_id} did not finish: {r}\n{}",
-            svc.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Runs a sync to the end and asserts it succeeded.
 async fn sync(
     svc: &Service,
@@ -112,8 +103,9 @@ async fn sync(
     token: &str,
 ) -> Value {
     let run_id = submit(svc, connection, connector, config, token).await;
-    let run = wait_run(svc, &run_id).await;
+    let run = svc.wait_run(&run_id).await;
     assert_eq!(run["status"], "succeeded", "{run}\n{}", svc.logs());
+    pull(svc, connection).await;
     run
 }
 
@@ -121,12 +113,9 @@ fn records(run: &Value, stream: &str) -> u64 {
     run["streams"][stream]["records"].as_u64().unwrap_or(0)
 }
 
+/// The mirror's copy of a connection's objects (fresh after [`sync`] or [`pull`]).
 fn connection_dir(svc: &Service, connection: &str) -> PathBuf {
-    svc.data_dir
-        .join("storage")
-        .join(BUCKET)
-        .join(PREFIX)
-        .join(connection)
+    mirror(svc).join(BUCKET).join(&*PREFIX).join(connection)
 }
 
 /// DuckDB with one view per stream of the connection (schema-sync's `view_sql`: the latest
@@ -143,7 +132,9 @@ async fn views(svc: &Service, connection: &str, connector: &str) -> duckdb::Conn
     let db = duckdb::Connection::open_in_memory().unwrap();
     for s in catalog["streams"].as_array().unwrap() {
         if let Some(sql) = s["view_sql"].as_str() {
-            db.execute_batch(sql).unwrap();
+            let local = format!("{}/", mirror(svc).join(BUCKET).display());
+            db.execute_batch(&sql.replace(&format!("s3://{BUCKET}/"), &local))
+                .unwrap();
         }
     }
     db
@@ -162,8 +153,7 @@ fn run_files(svc: &Service, connection: &str, run_id: &str, stream: &str) -> Vec
             files
                 .iter()
                 .map(|f| {
-                    svc.data_dir
-                        .join("storage")
+                    mirror(svc)
                         .join(BUCKET)
                         .join(f["key"].as_str().unwrap())
                         .display()
@@ -753,8 +743,9 @@ async fn a_cancelled_github_run_commits_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let run = wait_run(&svc, &run_id).await;
+    let run = svc.wait_run(&run_id).await;
     assert_eq!(run["status"], "cancelled", "{run}");
+    pull(&svc, "cancel-me").await;
     let dir = connection_dir(&svc, "cancel-me");
     assert!(!dir.join("_state.json").exists(), "no state committed");
     assert!(!dir.join("_runs").exists(), "no run manifest committed");

@@ -4,38 +4,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sluice_storage::{S3Store, S3Target, Store};
+use sluice_storage::Store;
+use sluice_tests::s3::{AK, BUCKET, NOPERM_AK, NOPERM_SK, SK, bucket, endpoint, unique_prefix};
 use sluice_tests::{Service, plugin};
-
-const AK: &str = "GK5106e0a2b1c8d0e7a3f4b5c6";
-const SK: &str = "5c1ce0a7e5c2e4b1d8f9a6b3c0d7e4f1a8b5c2d9e6f3a0b7c4d1e8f5a2b9c6d3";
-const NOPERM_AK: &str = "GK9f8e7d6c5b4a39281706f5e4";
-const NOPERM_SK: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
-const BUCKET: &str = "sluice-test";
-
-fn endpoint() -> String {
-    std::env::var("SLUICE_TEST_S3_ENDPOINT").expect("SLUICE_TEST_S3_ENDPOINT is not set: run the tests with scripts/dev.sh test, which starts Garage")
-}
-
-fn bucket() -> S3Store {
-    S3Store::new(S3Target {
-        endpoint: Some(endpoint()),
-        region: "us-east-1".into(),
-        bucket: BUCKET.into(),
-        access_key_id: AK.into(),
-        secret_access_key: SK.into(),
-        session_token: None,
-    })
-}
-
-/// A prefix no other test (or earlier run of this one) uses.
-fn unique_prefix(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("tests/{name}-{nanos}")
-}
 
 fn plugins(root: &Path) -> std::path::PathBuf {
     let dir = root.join("plugins");

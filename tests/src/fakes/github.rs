@@ -570,6 +570,18 @@ fn route(
         data.repo(&format!("{o}/{r}")).cloned()
     };
     match segments {
+        // Does not count against the limit; reports the budget as the headers do.
+        ["rate_limit"] => {
+            let used = s.counters.requests.load(Ordering::SeqCst).min(5000);
+            let reset = now_secs() - now_secs() % 3600 + 3600;
+            let core = json!({"limit": 5000, "used": used, "remaining": 5000 - used, "reset": reset, "resource": "core"});
+            let graphql = json!({"limit": 5000, "used": 0, "remaining": 5000, "reset": reset, "resource": "graphql"});
+            (
+                "rate_limit",
+                axum::Json(json!({"resources": {"core": core, "graphql": graphql}, "rate": core}))
+                    .into_response(),
+            )
+        }
         ["user"] => (
             "user",
             axum::Json(user_json(&s.base, "sluice-bot", 4_242)).into_response(),
