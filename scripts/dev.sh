@@ -33,6 +33,10 @@ case "$cmd" in
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --quiet -- -D warnings
     cargo test --workspace "$@" 2>&1 | tee "$SLUICE_CACHE/last-test.log"
+    # The plugins' own unit tests, built for this machine (the components are built for wasm).
+    (cd plugins && CARGO_TARGET_DIR="$SLUICE_CACHE/plugins-native-target" \
+      cargo test --workspace --locked --target "$(rustc -vV | sed -n 's/^host: //p')" 2>&1) |
+      tee -a "$SLUICE_CACHE/last-test.log"
     bash scripts/fuzz-api.sh
     # One plain closing line for the whole cargo test run (its own last line is a doc-test summary).
     awk '/^test result:/ { p += $4; f += $6 } END { printf "cargo test: %d passed, %d failed\n", p, f }' "$SLUICE_CACHE/last-test.log"

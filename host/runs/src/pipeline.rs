@@ -164,6 +164,7 @@ pub async fn execute(
     progress: Progress,
 ) -> Result<RunOutcome, RunError> {
     let started_at = crate::now_rfc3339();
+    let t_start = std::time::Instant::now();
     let opts = CallOptions {
         secrets: spec.secrets.clone(),
         deadline: limits.deadline,
@@ -218,7 +219,9 @@ pub async fn execute(
         streams: streams.iter().map(|s| s.name.clone()).collect(),
         state,
     };
+    let t_sync = std::time::Instant::now();
     plugin.sync(req, Box::new(sink), opts).await?;
+    let t_staged = std::time::Instant::now();
 
     let stage = stage
         .lock()
@@ -229,11 +232,16 @@ pub async fn execute(
         return Err(RunError::Cancelled);
     }
     let extracted_at = started_at.clone();
+    // The sync's batches are freed: give that back before DuckDB takes its share.
+    sluice_runtime::memory::release_freed();
     let staged = tokio::task::spawn_blocking(move || stage.finish(&extracted_at))
         .await
         .map_err(|e| RunError::Staging(e.to_string()))?
         .map_err(|e| RunError::Staging(e.to_string()))?;
 
+    // DuckDB is closed: give back what it freed before the uploads.
+    sluice_runtime::memory::release_freed();
+    let t_parquet = std::time::Instant::now();
     let states = states.lock().map(|s| s.clone()).unwrap_or_default();
     let mut uploads = Vec::new();
     let mut manifest_streams = BTreeMap::new();
@@ -300,6 +308,15 @@ pub async fn execute(
     .await
     .map_err(|e| RunError::Storage(e.to_string()))?;
     drop(staged);
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    tracing::info!(
+        run_id = %spec.run_id,
+        prepare_ms = ms(t_sync - t_start),
+        sync_ms = ms(t_staged - t_sync),
+        parquet_ms = ms(t_parquet - t_staged),
+        commit_ms = ms(t_parquet.elapsed()),
+        "run committed"
+    );
     if let Ok(mut p) = progress.lock() {
         for (name, m) in &manifest.streams {
             let s = p.entry(name.clone()).or_default();

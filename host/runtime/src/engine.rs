@@ -38,6 +38,8 @@ pub struct RuntimeConfig {
     /// Plugin calls running at once; more wait for a slot (within their deadline). Sizes the
     /// pooling allocator's slots.
     pub max_concurrent_calls: u32,
+    /// Writes `/tmp/perf-<pid>.map` so that `perf` names plugin functions.
+    pub perf_map: bool,
     pub policy: OperatorPolicy,
     pub outbound: OutboundConfig,
 }
@@ -49,6 +51,7 @@ impl RuntimeConfig {
             max_memory_mib: 256,
             default_memory_mib: 64,
             max_concurrent_calls: 32,
+            perf_map: false,
             policy: OperatorPolicy::default(),
             outbound: OutboundConfig::default(),
         }
@@ -77,6 +80,9 @@ impl Runtime {
         wc.epoch_interruption(true)
             .wasm_component_model(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(&config)));
+        if config.perf_map {
+            wc.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&wc)?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
         ConnectorPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
@@ -185,9 +191,15 @@ impl Runtime {
         if let Err(e) = std::fs::write(&tmp, &artifact).and_then(|_| std::fs::rename(&tmp, &path)) {
             tracing::warn!(path = %path.display(), "cannot cache compiled artifact: {e}");
         }
-        // SAFETY: `artifact` was produced just now by this engine.
-        let c = unsafe { Component::deserialize(engine, &artifact) }
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        // Prefer the file: it is mapped, not copied onto the heap.
+        // SAFETY: both were produced just now by this engine.
+        let c = match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(c) => c,
+            Err(_) => unsafe { Component::deserialize(engine, &artifact) }
+                .map_err(|e| LoadError::Compile(format!("{e:#}")))?,
+        };
+        drop(artifact);
+        crate::memory::release_freed();
         Ok((c, false))
     }
 

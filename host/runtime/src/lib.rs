@@ -10,6 +10,7 @@ mod engine;
 mod error;
 mod host;
 pub mod manifest;
+pub mod memory;
 pub mod outbound;
 pub mod policy;
 pub mod registry;

@@ -93,6 +93,7 @@ pub fn runtime(
     rc.max_memory_mib = memory_mib;
     rc.default_memory_mib = memory_mib.min(64);
     rc.max_concurrent_calls = max_calls;
+    rc.perf_map = std::env::var_os("SLUICE_PERF_MAP").is_some();
     rc.policy = policy;
     rc.outbound = outbound;
     Runtime::new(rc).context("starting the wasm runtime")

@@ -138,3 +138,12 @@ fn a_type_mismatch_is_a_clear_error() {
         "a failed stage cleans up"
     );
 }
+
+#[test]
+fn small_streams_convert_on_one_thread() {
+    assert_eq!(copy_threads(0, 2), 1);
+    assert_eq!(copy_threads(27 << 20, 2), 1);
+    assert_eq!(copy_threads(33 << 20, 2), 2);
+    assert_eq!(copy_threads(1 << 30, 2), 2);
+    assert_eq!(copy_threads(1 << 30, 0), 1);
+}

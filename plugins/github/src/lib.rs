@@ -21,6 +21,7 @@ use sluice_sdk::time;
 use std::collections::{BTreeMap, HashSet};
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use sluice_sdk::http::{Request, Response};
 use sluice_sdk::records::Batcher;
 use sluice_sdk::{
@@ -123,11 +124,15 @@ impl Config {
                 .query("per_page", PER_PAGE);
             paginate(first, &format!("organization {org}"), |items| {
                 for item in items {
+                    let item: Value = serde_json::from_str(item.get()).map_err(|e| {
+                        ConnectorError::internal(format!("unexpected repository item: {e}"))
+                    })?;
                     let Some(name) = item.get("full_name").and_then(Value::as_str) else {
                         continue;
                     };
-                    if !repos.iter().any(|(r, _)| r.eq_ignore_ascii_case(name)) {
-                        repos.push((name.to_string(), Some(item)));
+                    let name = name.to_string();
+                    if !repos.iter().any(|(r, _)| r.eq_ignore_ascii_case(&name)) {
+                        repos.push((name, Some(item)));
                     }
                 }
                 Ok(true)
@@ -205,11 +210,11 @@ fn check(response: Response, subject: &str) -> Result<Response> {
 }
 
 /// Reads a listing page by page, following `Link: rel="next"`; `page` gets each page's items
-/// and returns whether to go on. A 409 "Git Repository is empty" is an empty listing.
+/// (unparsed) and returns whether to go on. A 409 "Git Repository is empty" is an empty listing.
 fn paginate(
     first: Request,
     subject: &str,
-    mut page: impl FnMut(Vec<Value>) -> Result<bool>,
+    mut page: impl FnMut(Vec<&RawValue>) -> Result<bool>,
 ) -> Result<()> {
     let mut next = Some(first);
     let mut seen = HashSet::new();
@@ -226,7 +231,9 @@ fn paginate(
             break;
         }
         let response = check(response, subject)?;
-        let items: Vec<Value> = response.json()?;
+        let items: Vec<&RawValue> = serde_json::from_slice(&response.body).map_err(|e| {
+            ConnectorError::internal(format!("{subject}: unexpected response body: {e}"))
+        })?;
         if !page(items)? {
             break;
         }
@@ -283,25 +290,27 @@ impl Listing {
         }
     }
 
-    /// The cursor value of an item as GitHub returns it.
-    fn cursor(self, item: &Value) -> Option<String> {
-        let value = match self {
-            Listing::Commits => item.pointer("/commit/committer/date"),
-            _ => item.get("updated_at"),
+    /// The cursor value and the record (JSON; `None`: not part of this stream) of an item.
+    /// Issues, the biggest stream, are reshaped without building a tree of the item.
+    fn shape(self, item: &RawValue, repo: &str) -> Result<(Option<String>, Option<String>)> {
+        let bad = |e: serde_json::Error| {
+            ConnectorError::internal(format!("unexpected {} item: {e}", self.stream()))
         };
-        value
-            .and_then(Value::as_str)
-            .and_then(time::parse_iso)
-            .map(time::format_iso)
-    }
-
-    /// The record for an item (`None`: not part of this stream).
-    fn record(self, item: Value, repo: &str) -> Option<Value> {
+        let cursor = |v: Option<&str>| v.and_then(time::parse_iso).map(time::format_iso);
+        let tree = |at: &str, record: fn(Value, &str) -> Value| {
+            let item: Value = serde_json::from_str(item.get()).map_err(bad)?;
+            let cursor = cursor(item.pointer(at).and_then(Value::as_str));
+            Ok((cursor, Some(record(item, repo).to_string())))
+        };
         match self {
-            Listing::Issues => schema::issue(item, repo),
-            Listing::PullRequests => Some(schema::pull_request(item, repo)),
-            Listing::Commits => Some(schema::commit(item, repo)),
-            Listing::IssueComments => Some(schema::issue_comment(item, repo)),
+            Listing::Issues => {
+                let fields = schema::Fields::parse(item).map_err(bad)?;
+                let updated = fields.str("updated_at").map_err(bad)?;
+                Ok((cursor(updated.as_deref()), schema::issue(fields, repo)))
+            }
+            Listing::PullRequests => tree("/updated_at", schema::pull_request),
+            Listing::Commits => tree("/commit/committer/date", schema::commit),
+            Listing::IssueComments => tree("/updated_at", schema::issue_comment),
         }
     }
 }
@@ -338,7 +347,7 @@ fn sync_listing(
         paginate(first, &subject, |items| {
             let mut more = true;
             for item in items {
-                let cursor = listing.cursor(&item);
+                let (cursor, record) = listing.shape(item, repo)?;
                 if let (Some(c), Some(since)) = (&cursor, &since)
                     && c < since
                 {
@@ -350,8 +359,8 @@ fn sync_listing(
                 if cursor > newest {
                     newest = cursor;
                 }
-                if let Some(record) = listing.record(item, repo) {
-                    out.push(stream, &record)?;
+                if let Some(record) = record {
+                    out.push_json(stream, record)?;
                     records += 1;
                 }
             }

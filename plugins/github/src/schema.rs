@@ -5,7 +5,12 @@
 //! record gets `repository` (`owner/repo`). Fields not declared here are kept by the host in
 //! `_sluice_extra`.
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde::de::{Deserializer as _, MapAccess, Visitor};
 use sluice_sdk::schema::object as schema;
+use sluice_sdk::serde_json::value::RawValue;
 use sluice_sdk::serde_json::{Map, Value, json};
 use sluice_sdk::{StreamSpec, serde_json};
 
@@ -202,7 +207,7 @@ fn base(item: Value, repository: &str) -> Map<String, Value> {
         Value::Object(map) => map,
         _ => Map::new(),
     };
-    map.retain(|k, _| k == "html_url" || !(k == "url" || k.ends_with("_url")));
+    map.retain(|k, _| !is_link(k));
     map.insert("repository".into(), Value::String(repository.to_string()));
     map
 }
@@ -230,14 +235,89 @@ pub fn repository(item: Value, repository: &str) -> Value {
     Value::Object(map)
 }
 
-/// An `issues` record, or `None` for a pull request (the issues API returns both).
-pub fn issue(item: Value, repository: &str) -> Option<Value> {
-    if item.get("pull_request").is_some() {
+/// The top-level fields of an item, values left as JSON text: reshaping a record this way
+/// costs a scan of the item, not a tree of it (issues are most of a GitHub sync).
+pub struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Fields<'a> {
+    pub fn parse(item: &'a RawValue) -> serde_json::Result<Self> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Fields<'de>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = m.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                    out.push(entry);
+                }
+                Ok(Fields(out))
+            }
+        }
+        let mut de = serde_json::Deserializer::from_str(item.get());
+        de.deserialize_map(V)
+    }
+
+    fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
+    /// A top-level string field (`None` when absent or null).
+    pub fn str(&self, key: &str) -> serde_json::Result<Option<String>> {
+        match self.get(key) {
+            Some(v) => serde_json::from_str(v.get()),
+            None => Ok(None),
+        }
+    }
+}
+
+/// An `issues` record, or `None` for a pull request (the issues API returns both): the item's
+/// fields without hypermedia links, plus `user_login` and `repository`.
+pub fn issue(fields: Fields<'_>, repository: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct User<'a> {
+        #[serde(borrow)]
+        login: Option<Cow<'a, str>>,
+    }
+    if fields.get("pull_request").is_some() {
         return None;
     }
-    let mut map = base(item, repository);
-    flatten(&mut map, "user_login", "user/login");
-    Some(Value::Object(map))
+    let login = fields
+        .get("user")
+        .and_then(|u| serde_json::from_str::<Option<User<'_>>>(u.get()).ok())
+        .flatten()
+        .and_then(|u| u.login);
+    let mut out = String::with_capacity(2048);
+    out.push('{');
+    for (k, v) in &fields.0 {
+        if is_link(k) || k == "user_login" || k == "repository" {
+            continue;
+        }
+        push_field(&mut out, k, v.get());
+    }
+    push_field(
+        &mut out,
+        "user_login",
+        &Value::from(login.as_deref()).to_string(),
+    );
+    push_field(&mut out, "repository", &Value::from(repository).to_string());
+    out.pop();
+    out.push('}');
+    Some(out)
+}
+
+/// Hypermedia links are dropped: `url` and `*_url`, except `html_url`.
+fn is_link(key: &str) -> bool {
+    key != "html_url" && (key == "url" || key.ends_with("_url"))
+}
+
+/// Appends `"key":value,` (the value is JSON text).
+fn push_field(out: &mut String, key: &str, value: &str) {
+    out.push_str(&Value::from(key).to_string());
+    out.push(':');
+    out.push_str(value);
+    out.push(',');
 }
 
 /// A `pull_requests` record; `head` and `base` keep their label, ref, sha and repository name
@@ -310,13 +390,25 @@ mod tests {
 
     #[test]
     fn shapes() {
-        let i = json!({"id": 1, "url": "u", "comments_url": "c", "html_url": "h", "user": {"login": "octo"}});
-        let r = issue(i, "o/r").expect("an issue");
+        let issue_of = |v: Value| -> Option<Value> {
+            let raw = RawValue::from_string(v.to_string()).expect("raw");
+            let fields = Fields::parse(&raw).expect("an object");
+            issue(fields, "o/r").map(|s| serde_json::from_str(&s).expect("valid JSON"))
+        };
+        let i = json!({"id": 1, "url": "u", "comments_url": "c", "html_url": "h", "title": "a \"q\" é", "user": {"login": "octo"}});
         assert_eq!(
-            r,
-            json!({"id": 1, "html_url": "h", "user": {"login": "octo"}, "user_login": "octo", "repository": "o/r"})
+            issue_of(i),
+            Some(
+                json!({"id": 1, "html_url": "h", "title": "a \"q\" é", "user": {"login": "octo"}, "user_login": "octo", "repository": "o/r"})
+            )
         );
-        assert!(issue(json!({"id": 2, "pull_request": {}}), "o/r").is_none());
+        assert_eq!(
+            issue_of(json!({"id": 5, "user": null}))
+                .expect("an issue")
+                .get("user_login"),
+            Some(&Value::Null)
+        );
+        assert!(issue_of(json!({"id": 2, "pull_request": {}})).is_none());
         let c = commit(
             json!({"sha": "abc", "commit": {"message": "m", "committer": {"date": "2024-01-01T00:00:00Z"}}, "author": null, "parents": [{"sha": "p1", "url": "x"}]}),
             "o/r",

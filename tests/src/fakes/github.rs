@@ -325,6 +325,11 @@ struct Shared {
     /// Rate-limit answers injected so far (their kind rotates).
     injected: AtomicU64,
     touches: AtomicU64,
+    /// The last issues listing (its query and data version, and the sorted positions): paging
+    /// through a listing sorts once, so the fake keeps up with benchmarks.
+    issue_listing: std::sync::Mutex<Option<(String, Arc<Vec<usize>>)>>,
+    /// Issues rendered as JSON, by position; emptied when the data changes.
+    issue_json: std::sync::Mutex<std::collections::HashMap<usize, Arc<str>>>,
 }
 
 /// Starts fake GitHub servers.
@@ -346,6 +351,8 @@ impl FakeGithub {
             counters: counters.clone(),
             injected: AtomicU64::new(0),
             touches: AtomicU64::new(0),
+            issue_listing: std::sync::Mutex::new(None),
+            issue_json: std::sync::Mutex::new(Default::default()),
         });
         let task = spawn(
             listener,
@@ -412,7 +419,7 @@ impl GithubHandle {
                 picked.push(i);
             }
         }
-        picked
+        let edited = picked
             .into_iter()
             .map(|i| {
                 let issue = &mut data.issues[i];
@@ -420,7 +427,15 @@ impl GithubHandle {
                 issue.updated_at = at;
                 issue.clone()
             })
-            .collect()
+            .collect();
+        // Still under the write lock: no listing sorted before the edit outlives it.
+        if let Ok(mut c) = self.shared.issue_listing.lock() {
+            *c = None;
+        }
+        if let Ok(mut c) = self.shared.issue_json.lock() {
+            c.clear();
+        }
+        edited
     }
 }
 
@@ -671,25 +686,47 @@ fn list_issues(
     if !matches!(state, "open" | "closed" | "all") {
         return validation_failed("state");
     }
-    let mut items: Vec<&Issue> = data
-        .issues
-        .iter()
-        .filter(|i| {
-            i.repo == repo
-                && (state == "all" || i.state == state)
-                && since.is_none_or(|t| i.updated_at >= t)
-        })
-        .collect();
-    let key = |i: &Issue| match get(q, "sort").unwrap_or("created") {
-        "updated" => i.updated_at,
-        "comments" => i.comments as i64,
-        _ => i.created_at,
-    };
-    items.sort_by_key(|i| (key(i), i.number));
-    if get(q, "direction").unwrap_or("desc") == "desc" {
-        items.reverse();
-    }
-    paginate(&s.base, path, q, &items, |i| issue_json(&s.base, i))
+    let sort = get(q, "sort").unwrap_or("created");
+    let direction = get(q, "direction").unwrap_or("desc");
+    let listing = format!("{repo}|{state}|{sort}|{direction}|{since:?}");
+    let cached = s.issue_listing.lock().ok().and_then(|c| {
+        c.as_ref()
+            .filter(|(k, _)| *k == listing)
+            .map(|(_, v)| v.clone())
+    });
+    let positions = cached.unwrap_or_else(|| {
+        let key = |i: &Issue| match sort {
+            "updated" => i.updated_at,
+            "comments" => i.comments as i64,
+            _ => i.created_at,
+        };
+        let mut positions: Vec<usize> = (0..data.issues.len())
+            .filter(|&n| {
+                let i = &data.issues[n];
+                i.repo == repo
+                    && (state == "all" || i.state == state)
+                    && since.is_none_or(|t| i.updated_at >= t)
+            })
+            .collect();
+        positions.sort_unstable_by_key(|&n| (key(&data.issues[n]), data.issues[n].number));
+        if direction == "desc" {
+            positions.reverse();
+        }
+        let positions = Arc::new(positions);
+        if let Ok(mut c) = s.issue_listing.lock() {
+            *c = Some((listing, positions.clone()));
+        }
+        positions
+    });
+    // Issues are rendered once and kept until the data changes.
+    let items: Vec<&usize> = positions.iter().collect();
+    paginate_json(&s.base, path, q, &items, |&n| {
+        let mut cache = s.issue_json.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry(n)
+            .or_insert_with(|| issue_json(&s.base, &data.issues[n]).to_string().into())
+            .to_string()
+    })
 }
 
 fn list_pulls(
@@ -797,6 +834,17 @@ fn paginate<T>(
     items: &[&T],
     render: impl Fn(&T) -> Value,
 ) -> Response {
+    paginate_json(base, path, q, items, |i| render(i).to_string())
+}
+
+/// [`paginate`] with items already rendered as JSON text.
+fn paginate_json<T>(
+    base: &str,
+    path: &str,
+    q: &[(String, String)],
+    items: &[&T],
+    render: impl Fn(&T) -> String,
+) -> Response {
     let per_page = get(q, "per_page")
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(30)
@@ -808,7 +856,8 @@ fn paginate<T>(
     let last = items.len().div_ceil(per_page).max(1);
     let start = (page - 1).saturating_mul(per_page).min(items.len());
     let end = (start + per_page).min(items.len());
-    let body: Vec<Value> = items[start..end].iter().map(|i| render(i)).collect();
+    let body: Vec<String> = items[start..end].iter().map(|i| render(i)).collect();
+    let body = format!("[{}]", body.join(","));
     let url = |p: usize| {
         let mut params: Vec<String> = q
             .iter()
@@ -829,7 +878,7 @@ fn paginate<T>(
     if page > 1 {
         links.push(format!("{}; rel=\"first\"", url(1)));
     }
-    let mut resp = axum::Json(body).into_response();
+    let mut resp = ([("content-type", "application/json; charset=utf-8")], body).into_response();
     if !links.is_empty() {
         set(&mut resp, "link", links.join(", "));
     }

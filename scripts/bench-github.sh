@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Issue 5's comparison: sync the `issues` stream of N issues (default 20000, 2 repositories)
+# from the fake GitHub (tests/src/bin/fake-github.rs), once with Sluice (release `sluice serve`,
+# github.wasm, committed as Parquet into Garage) and once with Airbyte's `source-github` from
+# PyPI (records to a file, no destination), on the same fake in the same run. Prints wall time,
+# records/s, CPU seconds and peak RSS of each, and the ratios.
+#   scripts/bench-github.sh [issues] [rounds]
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+cd "$SLUICE_ROOT"
+ISSUES=${1:-20000}
+ROUNDS=${2:-3}
+AIRBYTE_VENV=${AIRBYTE_VENV:-$SLUICE_CACHE/airbyte-venv}
+AIRBYTE_VERSION=${AIRBYTE_VERSION:-2.7.1}
+
+bash scripts/build-plugins.sh >&2
+cargo build --release --quiet -p sluice --bin sluice -p sluice-tests --bin fake-github
+if [ ! -x "$AIRBYTE_VENV/bin/source-github" ]; then
+  python3 -m venv "$AIRBYTE_VENV"
+  "$AIRBYTE_VENV/bin/pip" install --quiet "airbyte-source-github==$AIRBYTE_VERSION"
+fi
+export GARAGE_BIN=$GARAGE_ROOT/bin/garage
+bash scripts/garage.sh "$SLUICE_CACHE/garage-data" 3900 >/dev/null
+
+WORK=$(mktemp -d)
+PIDS=()
+trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+"$CARGO_TARGET_DIR/release/fake-github" "$ISSUES" 2 > "$WORK/fake.json" &
+PIDS+=($!)
+for _ in $(seq 1 100); do [ -s "$WORK/fake.json" ] && break; sleep 0.1; done
+URL=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["url"])' "$WORK/fake.json")
+GH_TOKEN=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["token"])' "$WORK/fake.json")
+REPOS='["acme/repo-0", "acme/repo-1"]'
+
+# --- Sluice: the service, the issues stream only, into Parquet on Garage.
+mkdir -p "$WORK/plugins" && cp "$SLUICE_PLUGIN_OUT/github.wasm" "$WORK/plugins/"
+PORT=18073; TOKEN=bench-token-0123456789
+CONNECT_SERVICE_TOKEN=$TOKEN PORT=$PORT SLUICE_DATA_DIR=$WORK/data PLUGINS_DIR=$WORK/plugins \
+  SLUICE_ALLOW_PRIVATE_ADDRESSES=loopback S3_ENDPOINT=http://127.0.0.1:3900 RUST_LOG=${RUST_LOG:-warn} \
+  "$CARGO_TARGET_DIR/release/sluice" serve > "$WORK/service.log" 2>&1 &
+SVC=$!
+PIDS+=($SVC)
+for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.1; done
+echo "sluice serve idle: RSS $(awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$SVC/status") MiB"
+
+# Peak anonymous RSS of a process (heap, stacks: what file-backed pages of shared libraries are
+# not), sampled every 20 ms into $2 until the process exits or $3 exists.
+sample_anon() {
+  local pid=$1 out=$2 stop=$3 max=0 v
+  while kill -0 "$pid" 2>/dev/null && [ ! -e "$stop" ]; do
+    v=$(awk '/RssAnon/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+    [ "${v:-0}" -gt "$max" ] && max=$v
+    echo "$max" > "$out"
+    sleep 0.02
+  done
+}
+
+cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
+
+sluice_round() {
+  local prefix body t0 t1 c0 c1 run r s
+  prefix=bench-github/$(date +%s%N)
+  body='{"connection_id":"gh","connector":"github","streams":["issues"],
+    "config":{"api_url":"'$URL'","repositories":'$REPOS'},"credentials":{"token":"'$GH_TOKEN'"},
+    "storage":{"bucket":"sluice-test","prefix":"'$prefix'","access_key_id":"GK5106e0a2b1c8d0e7a3f4b5c6",
+    "secret_access_key":"5c1ce0a7e5c2e4b1d8f9a6b3c0d7e4f1a8b5c2d9e6f3a0b7c4d1e8f5a2b9c6d3"}}'
+  rm -f "$WORK/stop"; sample_anon "$SVC" "$WORK/sluice.anon" "$WORK/stop" &
+  local sampler=$!
+  c0=$(cpu_secs "$SVC"); t0=$(date +%s.%N)
+  run=$(curl -sf -XPOST "http://127.0.0.1:$PORT/internal/mirror-connections/runs" \
+    -H "x-connect-service-token: $TOKEN" -H 'content-type: application/json' -d "$body" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["run_id"])')
+  while :; do
+    r=$(curl -sf "http://127.0.0.1:$PORT/internal/mirror-connections/runs/$run" -H "x-connect-service-token: $TOKEN")
+    s=$(echo "$r" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')
+    [ "$s" = queued ] || [ "$s" = running ] || break
+    sleep 0.05
+  done
+  t1=$(date +%s.%N); c1=$(cpu_secs "$SVC")
+  touch "$WORK/stop"; wait "$sampler"
+  echo "$r" | python3 -c '
+import json,sys
+r=json.load(sys.stdin)
+if r["status"] != "succeeded": sys.exit(f"sluice run failed: {r}")
+print(r["streams"]["issues"]["committed_rows"], '"$t1"'-'"$t0"', '"$c1"'-'"$c0"', '"$(cat "$WORK/sluice.anon")"')'
+}
+
+# --- Airbyte: source-github read, the issues stream only, records to a file.
+cat > "$WORK/airbyte-config.json" <<EOF
+{"credentials": {"option_title": "PAT Credentials", "personal_access_token": "$GH_TOKEN"},
+ "repositories": $REPOS, "api_url": "$URL", "page_size_for_large_streams": 100}
+EOF
+cat > "$WORK/airbyte-catalog.json" <<'EOF'
+{"streams": [{"stream": {"name": "issues", "json_schema": {}, "supported_sync_modes": ["full_refresh", "incremental"]},
+  "sync_mode": "full_refresh", "destination_sync_mode": "overwrite"}]}
+EOF
+airbyte_round() {
+  /usr/bin/time -f '%e %U %S %M' -o "$WORK/time.txt" "$AIRBYTE_VENV/bin/source-github" read \
+    --config "$WORK/airbyte-config.json" --catalog "$WORK/airbyte-catalog.json" > "$WORK/airbyte.jsonl" 2>"$WORK/airbyte.err" &
+  local tp=$! child="" n
+  for _ in $(seq 1 100); do child=$(pgrep -P "$tp" | head -1); [ -n "$child" ] && break; sleep 0.01; done
+  echo 0 > "$WORK/airbyte.anon"
+  [ -n "$child" ] && sample_anon "$child" "$WORK/airbyte.anon" "$WORK/never"
+  wait "$tp"
+  n=$(grep -c '"type":"RECORD"' "$WORK/airbyte.jsonl" || true)
+  read -r wall user sys rss < "$WORK/time.txt"
+  echo "$n $wall $(python3 -c "print($user + $sys)") $rss $(cat "$WORK/airbyte.anon")"
+}
+
+# Warm-up, not counted: the fake renders each issue's JSON once and serves it from memory
+# afterwards, so that every measured round (of either tool) sees the same fast upstream.
+sluice_round > /dev/null
+echo "issues stream, $ISSUES issues served by the fake ($URL), $ROUNDS rounds each, alternating"
+: > "$WORK/results"
+for i in $(seq 1 "$ROUNDS"); do
+  read -r n wall cpu anon <<< "$(sluice_round)"
+  printf 'sluice  round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak anon RSS %.0f MiB\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($anon/1024)")"
+  echo "sluice $n $wall $cpu 0 $anon" >> "$WORK/results"
+  [ -n "${SKIP_AIRBYTE:-}" ] && continue
+  read -r n wall cpu rss anon <<< "$(airbyte_round)"
+  printf 'airbyte round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak RSS %.0f MiB, anon %.0f MiB\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($rss/1024)")" "$(python3 -c "print($anon/1024)")"
+  echo "airbyte $n $wall $cpu $rss $anon" >> "$WORK/results"
+done
+grep -h "run committed" "$WORK/service.log" || true   # phase timings, with RUST_LOG=info
+SLUICE_HWM=$(awk '/VmHWM/ {print $2}' "/proc/$SVC/status")
+echo "sluice serve peak RSS (VmHWM) over all rounds: $((SLUICE_HWM / 1024)) MiB"
+[ -n "${SKIP_AIRBYTE:-}" ] && exit 0
+python3 - "$WORK/results" "$SLUICE_HWM" <<'EOF'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+def med(tool, col):
+    return statistics.median(float(r[col]) for r in rows if r[0] == tool)
+s_rate = med("sluice", 1) / med("sluice", 2)
+a_rate = med("airbyte", 1) / med("airbyte", 2)
+s_cpu, a_cpu = med("sluice", 3), med("airbyte", 3)
+s_rss, a_rss = int(sys.argv[2]) / 1024, med("airbyte", 4) / 1024
+s_anon = max(float(r[5]) for r in rows if r[0] == "sluice") / 1024
+a_anon = max(float(r[5]) for r in rows if r[0] == "airbyte") / 1024
+print(f"medians: sluice {s_rate:,.0f} records/s, {s_cpu:.2f} CPU s, peak RSS {s_rss:.0f} MiB (the service, all rounds)")
+print(f"         airbyte {a_rate:,.0f} records/s, {a_cpu:.2f} CPU s, peak RSS {a_rss:.0f} MiB")
+print(f"peak anonymous RSS (sampled every 20 ms): sluice {s_anon:.0f} MiB, airbyte {a_anon:.0f} MiB")
+print(f"ratios:  records/s {s_rate / a_rate:.1f}x   CPU s {a_cpu / s_cpu:.1f}x less   peak RSS {s_rss / a_rss:.2f} of airbyte's   peak anon RSS {s_anon / a_anon:.2f} of airbyte's")
+EOF
