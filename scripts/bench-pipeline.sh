@@ -15,7 +15,7 @@ trap 'kill $SVC 2>/dev/null || true; rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/plugins" && cp "$SLUICE_PLUGIN_OUT/synthetic.wasm" "$WORK/plugins/"
 PORT=18072; TOKEN=bench-token-0123456789
 CONNECT_SERVICE_TOKEN=$TOKEN PORT=$PORT SLUICE_DATA_DIR=$WORK/data PLUGINS_DIR=$WORK/plugins \
-  S3_ENDPOINT=http://127.0.0.1:3900 RUST_LOG=warn "$BIN" serve > "$WORK/log" 2>&1 &
+  S3_ENDPOINT=http://127.0.0.1:3900 RUST_LOG=${RUST_LOG:-warn} "$BIN" serve > "$WORK/log" 2>&1 &
 SVC=$!
 for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.1; done
 PREFIX=bench/$(date +%s%N)
@@ -42,3 +42,4 @@ print(f"status {st}  {rows} rows committed in {t:.1f} s  = {rows/t:,.0f} records
 print(f"peak RSS of the service: {'"$HWM"'/1024:.0f} MiB")
 if r["status"] != "succeeded": print(r.get("error"))
 '
+grep -h "run committed" "$WORK/log" || true   # phase timings, with RUST_LOG=info
