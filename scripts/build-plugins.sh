@@ -56,6 +56,28 @@ for manifest in */Cargo.toml testing/*/Cargo.toml; do
   cmp -s "$src" "$dst" || { cp "$src" "$dst.tmp" && mv "$dst.tmp" "$dst"; }
   built+=("$dst")
 done
+# Python guests (plugins/python-*/app.py), built with componentize-py from PyPI: they show that
+# components of other toolchains (WASI p2 imports) load. Rebuilt only when app.py or the WIT change.
+CPY_VERSION=0.25.1
+CPY_VENV="$SLUICE_CACHE/componentize-py-$CPY_VERSION"
+if [ ! -e "$CPY_VENV/.installed" ]; then
+  rm -rf "$CPY_VENV"
+  python3 -m venv "$CPY_VENV"
+  "$CPY_VENV/bin/pip" install --quiet "componentize-py==$CPY_VERSION"
+  touch "$CPY_VENV/.installed"
+fi
+for app in "$PLUGINS"/python-*/app.py; do
+  [ -e "$app" ] || continue
+  dir=$(dirname "$app")
+  dst="$SLUICE_PLUGIN_OUT/$(basename "$dir").wasm"
+  if [ ! -e "$dst" ] || [ "$app" -nt "$dst" ] || [ "$WIT" -nt "$dst" ]; then
+    (cd "$dir" && PYTHONDONTWRITEBYTECODE=1 "$CPY_VENV/bin/componentize-py" -d "$SLUICE_ROOT/wit" \
+      -w connector-plugin componentize app -o "$dst.tmp" >/dev/null)
+    mv "$dst.tmp" "$dst"
+  fi
+  built+=("$dst")
+done
+
 echo "components in $SLUICE_PLUGIN_OUT:"
 for f in "${built[@]}"; do
   printf '  %-20s %8d bytes\n' "$(basename "$f")" "$(stat -c %s "$f")"

@@ -1,4 +1,4 @@
-//! `sluice plugin validate|inspect` and the startup contract of `sluice serve`.
+//! `sluice plugin validate|inspect`, `sluice run`, and the startup contract of `sluice serve`.
 
 use std::process::Command;
 
@@ -86,4 +86,49 @@ fn serve_refuses_to_start_without_a_token() {
             "{token:?}"
         );
     }
+}
+
+/// A connector written in Python (componentize-py) runs through `sluice run`: the component
+/// imports all of WASI p2, which the host links locked down, and what it prints to stdout
+/// reaches the log as the plugin's.
+#[test]
+fn run_syncs_a_componentize_py_plugin_into_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, r#"{"count": 5}"#).unwrap();
+    let out_dir = dir.path().join("out");
+    let out = Command::new(sluice_bin())
+        .args(["run", "--log-format", "text", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&out_dir)
+        .arg(plugin("python-hello"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("syncing 5 words") && stderr.contains("stdio"),
+        "the plugin's stdout is logged: {stderr}"
+    );
+    let runs: Vec<_> = std::fs::read_dir(out_dir.join("local/_runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&runs[0]).unwrap()).unwrap();
+    let words = &manifest["streams"]["words"];
+    assert_eq!(words["records"], 5, "{manifest}");
+    assert_eq!(words["state"]["cursor"], 5, "{manifest}");
+    let file = out_dir.join(words["files"][0]["key"].as_str().unwrap());
+    let db = duckdb::Connection::open_in_memory().unwrap();
+    let (n, last): (i64, String) = db
+        .query_row(
+            "SELECT count(*), max(word) FROM read_parquet(?)",
+            [file.to_string_lossy()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((n, last.as_str()), (5, "word-4"));
 }
