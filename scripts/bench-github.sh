@@ -7,6 +7,7 @@
 #   scripts/bench-github.sh [issues] [rounds]
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
+. "$(dirname "$0")/bench-lib.sh"
 cd "$SLUICE_ROOT"
 ISSUES=${1:-20000}
 ROUNDS=${2:-3}
@@ -59,7 +60,7 @@ sample_anon() {
 cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
 
 sluice_round() {
-  local prefix body t0 t1 c0 c1 run r s
+  local prefix body t0 t1 c0 c1 r
   prefix=bench-github/$(date +%s%N)
   body='{"connection_id":"gh","connector":"github","streams":["issues"],
     "config":{"api_url":"'$URL'","repositories":'$REPOS'},"credentials":{"token":"'$GH_TOKEN'"},
@@ -68,15 +69,7 @@ sluice_round() {
   rm -f "$WORK/stop"; sample_anon "$SVC" "$WORK/sluice.anon" "$WORK/stop" &
   local sampler=$!
   c0=$(cpu_secs "$SVC"); t0=$(date +%s.%N)
-  run=$(curl -sf -XPOST "http://127.0.0.1:$PORT/internal/mirror-connections/runs" \
-    -H "x-connect-service-token: $TOKEN" -H 'content-type: application/json' -d "$body" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["run_id"])')
-  while :; do
-    r=$(curl -sf "http://127.0.0.1:$PORT/internal/mirror-connections/runs/$run" -H "x-connect-service-token: $TOKEN")
-    s=$(echo "$r" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')
-    [ "$s" = queued ] || [ "$s" = running ] || break
-    sleep 0.05
-  done
+  r=$(run_to_end "$PORT" "$TOKEN" "$body")
   t1=$(date +%s.%N); c1=$(cpu_secs "$SVC")
   touch "$WORK/stop"; wait "$sampler"
   echo "$r" | python3 -c '

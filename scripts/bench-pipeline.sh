@@ -4,6 +4,7 @@
 # service's peak RSS (VmHWM).   scripts/bench-pipeline.sh [debug|release] [records_per_stream]
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
+. "$(dirname "$0")/bench-lib.sh"
 cd "$SLUICE_ROOT"
 PROFILE=${1:-release}
 PER_STREAM=${2:-333334}
@@ -23,14 +24,7 @@ BODY='{"connection_id":"bench","connector":"synthetic","config":{"records_per_st
  "storage":{"bucket":"sluice-test","prefix":"'$PREFIX'","access_key_id":"GK5106e0a2b1c8d0e7a3f4b5c6",
  "secret_access_key":"5c1ce0a7e5c2e4b1d8f9a6b3c0d7e4f1a8b5c2d9e6f3a0b7c4d1e8f5a2b9c6d3"}}'
 T0=$(date +%s.%N)
-RUN=$(curl -sf -XPOST "http://127.0.0.1:$PORT/internal/mirror-connections/runs" -H "x-connect-service-token: $TOKEN" \
-  -H 'content-type: application/json' -d "$BODY" | python3 -c 'import json,sys; print(json.load(sys.stdin)["run_id"])')
-while :; do
-  R=$(curl -sf "http://127.0.0.1:$PORT/internal/mirror-connections/runs/$RUN" -H "x-connect-service-token: $TOKEN")
-  S=$(echo "$R" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')
-  [ "$S" = queued ] || [ "$S" = running ] || break
-  sleep 0.2
-done
+R=$(run_to_end "$PORT" "$TOKEN" "$BODY")
 T1=$(date +%s.%N)
 HWM=$(grep VmHWM /proc/$SVC/status | awk '{print $2}')
 echo "$R" | python3 -c '

@@ -186,13 +186,17 @@ impl RunStage {
         }
         let tmp = self.dir.join("duckdb-tmp");
         std::fs::create_dir_all(&tmp)?;
-        let db = duckdb::Connection::open(self.dir.join("stage.duckdb"))?;
-        db.execute_batch(&format!(
-            "SET memory_limit='{}MiB'; SET threads={}; SET temp_directory='{}'; SET preserve_insertion_order=false;",
-            self.config.memory_limit_mib,
-            self.config.threads.max(1),
-            sql_str(&tmp.to_string_lossy())
-        ))?;
+        let open = || -> Result<duckdb::Connection, StagingError> {
+            let db = duckdb::Connection::open(self.dir.join("stage.duckdb"))?;
+            db.execute_batch(&format!(
+                "SET memory_limit='{}MiB'; SET threads={}; SET temp_directory='{}'; SET preserve_insertion_order=false;",
+                self.config.memory_limit_mib,
+                self.config.threads.max(1),
+                sql_str(&tmp.to_string_lossy())
+            ))?;
+            Ok(db)
+        };
+        let mut db = open()?;
         let mut out = Vec::new();
         for st in self.streams.values() {
             let out_dir = self.dir.join("parquet").join(&st.def.name);
@@ -200,19 +204,16 @@ impl RunStage {
             let mut files = Vec::new();
             if st.counts.records > 0 {
                 let staged_bytes = std::fs::metadata(&st.path)?.len();
-                let sql = format!(
-                    "SET threads={}; {}",
-                    copy_threads(staged_bytes, self.config.threads),
-                    copy_sql(
-                        &st.path,
-                        &out_dir,
-                        &st.columns,
-                        &self.run_id,
-                        extracted_at,
-                        self.config.part_bytes,
-                    )
+                let copy = copy_sql(
+                    &st.path,
+                    &out_dir,
+                    &st.columns,
+                    &self.run_id,
+                    extracted_at,
+                    self.config.part_bytes,
                 );
-                if let Err(e) = db.execute_batch(&sql) {
+                let threads = copy_threads(staged_bytes, self.config.threads);
+                if let Err(e) = db.execute_batch(&format!("SET threads={threads}; {copy}")) {
                     // Wide rows can exhaust the memory limit with buffers on every thread: retry
                     // once on a single thread (slower, fewer buffers) before giving up.
                     if !e.to_string().contains("Out of Memory") {
@@ -221,14 +222,14 @@ impl RunStage {
                             message: e.to_string(),
                         });
                     }
+                    // On a fresh connection: the failed attempt's buffers are not all given
+                    // back to a connection that ran out (a retry there failed now and then).
                     tracing::warn!(stream = %st.def.name, "DuckDB ran out of memory; retrying on one thread");
                     std::fs::remove_dir_all(&out_dir)?;
                     std::fs::create_dir_all(&out_dir)?;
-                    let retry = format!(
-                        "SET threads=1; {sql}; SET threads={};",
-                        self.config.threads.max(1)
-                    );
-                    db.execute_batch(&retry)
+                    drop(db);
+                    db = open()?;
+                    db.execute_batch(&format!("SET threads=1; {copy}"))
                         .map_err(|e| StagingError::Convert {
                             stream: st.def.name.clone(),
                             message: e.to_string(),

@@ -147,3 +147,46 @@ fn small_streams_convert_on_one_thread() {
     assert_eq!(copy_threads(1 << 30, 2), 2);
     assert_eq!(copy_threads(1 << 30, 0), 1);
 }
+
+/// Records over two JSON blocks where two threads need more than the memory limit (in CI a
+/// 37,500-issue GitHub sync did at 128 MiB): staging retries on one thread, on a fresh
+/// connection, and the conversion succeeds.
+#[test]
+fn wide_records_beyond_the_memory_of_two_threads_still_convert() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = StagingConfig::new(dir.path());
+    cfg.memory_limit_mib = 80;
+    cfg.threads = 2;
+    let names: Vec<String> = (0..12).map(|i| format!("text_{i}")).collect();
+    let mut properties = serde_json::Map::new();
+    properties.insert("id".into(), json!({"type": "integer"}));
+    for n in &names {
+        properties.insert(n.clone(), json!({"type": ["string", "null"]}));
+    }
+    let def = StreamDef {
+        name: "wide".into(),
+        primary_key: vec!["id".into()],
+        cursor_field: None,
+        json_schema: json!({"type": "object", "properties": properties}),
+    };
+    let mut stage = RunStage::begin(&cfg, "wide", &[def]).unwrap();
+    let filler = "x".repeat(180);
+    let n = 25_000u64;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let batch: Vec<String> = chunk
+            .iter()
+            .map(|id| {
+                let mut r = serde_json::Map::new();
+                r.insert("id".into(), json!(id));
+                for (i, name) in names.iter().enumerate() {
+                    r.insert(name.clone(), json!(format!("{id}-{i}-{filler}")));
+                }
+                serde_json::Value::Object(r).to_string()
+            })
+            .collect();
+        stage.append("wide", &batch).unwrap();
+    }
+    let staged = stage.finish("2024-05-01T12:00:00Z").unwrap();
+    let rows: u64 = staged.streams[0].files.iter().map(|f| f.rows).sum();
+    assert_eq!(rows, n);
+}
