@@ -115,7 +115,7 @@ for i in $(seq 1 "$ROUNDS"); do
   printf 'airbyte round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak RSS %.0f MiB, anon %.0f MiB\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($rss/1024)")" "$(python3 -c "print($anon/1024)")"
   echo "airbyte $n $wall $cpu $rss $anon" >> "$WORK/results"
 done
-grep -h "run committed" "$WORK/service.log" || true   # phase timings, with RUST_LOG=info
+grep -hE "run committed|retrying" "$WORK/service.log" || true   # phase timings and DuckDB retries, with RUST_LOG=info
 SLUICE_HWM=$(awk '/VmHWM/ {print $2}' "/proc/$SVC/status")
 echo "sluice serve peak RSS (VmHWM) over all rounds: $((SLUICE_HWM / 1024)) MiB"
 [ -n "${SKIP_AIRBYTE:-}" ] && exit 0

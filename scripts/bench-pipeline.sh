@@ -36,4 +36,4 @@ print(f"status {st}  {rows} rows committed in {t:.1f} s  = {rows/t:,.0f} records
 print(f"peak RSS of the service: {'"$HWM"'/1024:.0f} MiB")
 if r["status"] != "succeeded": print(r.get("error"))
 '
-grep -h "run committed" "$WORK/log" || true   # phase timings, with RUST_LOG=info
+grep -hE "run committed|retrying" "$WORK/log" || true   # phase timings and DuckDB retries, with RUST_LOG=info
