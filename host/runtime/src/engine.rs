@@ -40,6 +40,11 @@ pub struct RuntimeConfig {
     pub max_concurrent_calls: u32,
     /// Writes `/tmp/perf-<pid>.map` so that `perf` names plugin functions.
     pub perf_map: bool,
+    /// Compile in a child process: this executable, run as
+    /// `<exe> plugin compile <in.wasm> <out.cwasm> --memory-mib N --max-calls N`
+    /// (see [`Runtime::precompile`]). Keeps the compiler's memory and code pages out of the
+    /// service, and a compiler crash out of it. `None`: compile in this process.
+    pub compiler: Option<PathBuf>,
     pub policy: OperatorPolicy,
     pub outbound: OutboundConfig,
 }
@@ -52,6 +57,7 @@ impl RuntimeConfig {
             default_memory_mib: 64,
             max_concurrent_calls: 32,
             perf_map: false,
+            compiler: None,
             policy: OperatorPolicy::default(),
             outbound: OutboundConfig::default(),
         }
@@ -184,9 +190,18 @@ impl Runtime {
                 }
             }
         }
-        let artifact = engine
-            .precompile_component(bytes)
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        if let Some(exe) = &self.inner.config.compiler {
+            self.compile_in_child(exe, bytes, &path)?;
+            // SAFETY: written just now by a process with this engine's settings; a mismatch is
+            // caught by the compatibility check of `deserialize_file`.
+            match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(c) => return Ok((c, false)),
+                Err(e) => tracing::warn!(
+                    "the compiler process wrote an unusable artifact ({e:#}); compiling in process"
+                ),
+            }
+        }
+        let artifact = self.precompile(bytes)?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         if let Err(e) = std::fs::write(&tmp, &artifact).and_then(|_| std::fs::rename(&tmp, &path)) {
             tracing::warn!(path = %path.display(), "cannot cache compiled artifact: {e}");
@@ -204,6 +219,45 @@ impl Runtime {
     }
 
     /// Checks imports and exports against the world; returns the plugin's WIT version.
+    /// Compiles a component into an artifact for this engine (what the cache holds).
+    pub fn precompile(&self, bytes: &[u8]) -> Result<Vec<u8>, LoadError> {
+        self.inner
+            .engine
+            .precompile_component(bytes)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))
+    }
+
+    /// Runs the configured compiler process; its artifact lands at `path`.
+    fn compile_in_child(&self, exe: &Path, bytes: &[u8], path: &Path) -> Result<(), LoadError> {
+        let pid = std::process::id();
+        let input = path.with_extension(format!("in{pid}.wasm"));
+        let output = path.with_extension(format!("out{pid}"));
+        let io = |e: std::io::Error| LoadError::Compile(format!("compiler process: {e}"));
+        std::fs::write(&input, bytes).map_err(io)?;
+        let config = &self.inner.config;
+        let run = std::process::Command::new(exe)
+            .args(["plugin", "compile"])
+            .arg(&input)
+            .arg(&output)
+            .args(["--memory-mib", &config.max_memory_mib.to_string()])
+            .args(["--max-calls", &config.max_concurrent_calls.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .output();
+        let _ = std::fs::remove_file(&input);
+        let run = run.map_err(io)?;
+        if !run.status.success() {
+            let _ = std::fs::remove_file(&output);
+            let why = String::from_utf8_lossy(&run.stderr);
+            let why = why.lines().last().unwrap_or("").trim();
+            return Err(LoadError::Compile(format!(
+                "compiler process ({}): {why}",
+                run.status
+            )));
+        }
+        std::fs::rename(&output, path).map_err(io)
+    }
+
     fn check_world(&self, component: &Component) -> Result<String, LoadError> {
         let engine = &self.inner.engine;
         let ty = component.component_type();

@@ -48,6 +48,16 @@ enum PluginCommand {
     Inspect { file: PathBuf },
     /// Check a plugin; exits non-zero with a one-line reason when it would not load.
     Validate { file: PathBuf },
+    /// Compile a plugin into an artifact (run by `serve` itself, in a child process).
+    #[command(hide = true)]
+    Compile {
+        input: PathBuf,
+        output: PathBuf,
+        #[arg(long)]
+        memory_mib: u32,
+        #[arg(long)]
+        max_calls: u32,
+    },
 }
 
 fn init_logging(format: &str) {
@@ -86,6 +96,7 @@ pub fn runtime(
     data_dir: &std::path::Path,
     memory_mib: u32,
     max_calls: u32,
+    compiler: Option<PathBuf>,
     policy: sluice_runtime::policy::OperatorPolicy,
     outbound: OutboundConfig,
 ) -> anyhow::Result<Runtime> {
@@ -93,6 +104,7 @@ pub fn runtime(
     rc.max_memory_mib = memory_mib;
     rc.default_memory_mib = memory_mib.min(64);
     rc.max_concurrent_calls = max_calls;
+    rc.compiler = compiler;
     rc.perf_map = std::env::var_os("SLUICE_PERF_MAP").is_some();
     rc.policy = policy;
     rc.outbound = outbound;
@@ -113,6 +125,8 @@ async fn serve(cfg: ServeConfig, warnings: Vec<String>) -> anyhow::Result<()> {
         &cfg.data_dir,
         cfg.plugin_memory_mib,
         cfg.max_concurrent_calls,
+        // Compile out of process: the compiler's memory and code never stay in the service.
+        std::env::current_exe().ok(),
         cfg.policy()?,
         outbound,
     )?;
@@ -184,12 +198,40 @@ async fn shutdown_signal() {
     }
 }
 
+/// `sluice plugin compile`: the artifact `serve` asks for, compiled with the same engine settings.
+fn compile_artifact(
+    input: &std::path::Path,
+    output: &std::path::Path,
+    memory_mib: u32,
+    max_calls: u32,
+) -> anyhow::Result<()> {
+    // The settings that shape compiled code, as `runtime` sets them for the parent.
+    let mut rc = RuntimeConfig::new(output.parent().unwrap_or(std::path::Path::new(".")));
+    rc.max_memory_mib = memory_mib;
+    rc.default_memory_mib = memory_mib.min(64);
+    rc.max_concurrent_calls = max_calls;
+    let rt = Runtime::new(rc).context("starting the wasm runtime")?;
+    let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+    let artifact = rt.precompile(&bytes)?;
+    std::fs::write(output, artifact).with_context(|| format!("writing {}", output.display()))
+}
+
 async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
+    if let PluginCommand::Compile {
+        input,
+        output,
+        memory_mib,
+        max_calls,
+    } = cmd
+    {
+        return compile_artifact(&input, &output, memory_mib, max_calls);
+    }
     let cache = std::env::temp_dir().join("sluice-cli-cache");
     let rt = runtime(
         &cache,
         256,
         4,
+        None,
         Default::default(),
         OutboundConfig::default(),
     )?;
@@ -210,6 +252,7 @@ async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }
+        PluginCommand::Compile { .. } => Ok(()), // done above, without this runtime
         PluginCommand::Validate { file } => match rt.load_file(&file).await {
             Ok(p) => {
                 println!(
