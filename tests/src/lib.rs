@@ -50,6 +50,14 @@ pub async fn serve(router: axum::Router) -> SocketAddr {
     addr
 }
 
+/// The `run_id` of a `POST /runs` answer.
+pub async fn run_id_of(r: reqwest::Response) -> String {
+    r.json::<serde_json::Value>().await.expect("json")["run_id"]
+        .as_str()
+        .expect("run_id")
+        .to_string()
+}
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -145,19 +153,23 @@ impl Service {
             .header("x-connect-service-token", &self.token)
     }
 
+    /// A run's status record (`GET /runs/{id}`).
+    pub async fn run_status(&self, run_id: &str) -> serde_json::Value {
+        self.get(&format!("/internal/mirror-connections/runs/{run_id}"))
+            .send()
+            .await
+            .expect("get run")
+            .json()
+            .await
+            .expect("json")
+    }
+
     /// Polls a run until it is no longer queued or running. The limit is generous: the big
     /// syncs of the tests may share two cores with another test.
     pub async fn wait_run(&self, run_id: &str) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
-            let r: serde_json::Value = self
-                .get(&format!("/internal/mirror-connections/runs/{run_id}"))
-                .send()
-                .await
-                .expect("get run")
-                .json()
-                .await
-                .expect("json");
+            let r = self.run_status(run_id).await;
             let status = r["status"].as_str().unwrap_or("");
             if status != "queued" && status != "running" {
                 return r;

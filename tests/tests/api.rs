@@ -7,7 +7,7 @@ use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use serde_json::{Value, json};
-use sluice_tests::{Service, plugin, serve};
+use sluice_tests::{Service, plugin, run_id_of, serve};
 
 fn plugins_dir(root: &Path) -> std::path::PathBuf {
     let dir = root.join("plugins");
@@ -403,10 +403,7 @@ async fn admission_conflicts_idempotency_cancel_and_queue() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    let first = r.json::<Value>().await.unwrap()["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let first = run_id_of(r).await;
     let again = svc
         .post("/internal/mirror-connections/runs")
         .header("idempotency-key", "k-1")
@@ -437,10 +434,7 @@ async fn admission_conflicts_idempotency_cancel_and_queue() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202, "queued behind c1");
-    let queued = r.json::<Value>().await.unwrap()["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let queued = run_id_of(r).await;
     let r = svc
         .post("/internal/mirror-connections/runs")
         .json(&looping("c3"))
@@ -523,19 +517,9 @@ async fn a_run_in_flight_when_the_service_dies_is_reported_failed() {
     let root = tempfile::tempdir().unwrap();
     let mut svc = start(root.path(), &[]).await;
     let r = svc.post("/internal/mirror-connections/runs").json(&json!({"connection_id": "c1", "connector": "probe", "config": {"action": "loop"}, "credentials": {"token": "t"}, "storage": storage()})).send().await.unwrap();
-    let run_id = r.json::<Value>().await.unwrap()["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let run_id = run_id_of(r).await;
     for _ in 0..100 {
-        let r: Value = svc
-            .get(&format!("/internal/mirror-connections/runs/{run_id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r: Value = svc.run_status(&run_id).await;
         if r["status"] == "running" {
             break;
         }
@@ -543,14 +527,7 @@ async fn a_run_in_flight_when_the_service_dies_is_reported_failed() {
     }
     svc.signal("KILL");
     let svc = Service::start(&root.path().join("data"), &root.path().join("plugins"), &[]).await;
-    let r: Value = svc
-        .get(&format!("/internal/mirror-connections/runs/{run_id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = svc.run_status(&run_id).await;
     assert_eq!(r["status"], "failed", "{r}");
     assert_eq!(r["error"]["code"], "interrupted");
     // The connection is free again.
@@ -563,10 +540,7 @@ async fn sigterm_cancels_runs_past_the_grace_period_and_exits() {
     let root = tempfile::tempdir().unwrap();
     let mut svc = start(root.path(), &[("SLUICE_SHUTDOWN_GRACE_SECS", "1")]).await;
     let r = svc.post("/internal/mirror-connections/runs").json(&json!({"connection_id": "c1", "connector": "probe", "config": {"action": "loop"}, "credentials": {"token": "t"}, "storage": storage()})).send().await.unwrap();
-    let run_id = r.json::<Value>().await.unwrap()["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let run_id = run_id_of(r).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t = std::time::Instant::now();
     let status = svc.signal("TERM");

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sluice_tests::fakes::github::{FakeGithub, GithubConfig, GithubHandle};
 use sluice_tests::fakes::slack::{FakeSlack, SlackConfig};
 use sluice_tests::s3::{AK, BUCKET, SK, endpoint, unique_prefix};
-use sluice_tests::{Service, plugin};
+use sluice_tests::{Service, plugin, run_id_of};
 
 /// This test binary's prefix in the bucket; every test uses its own connection ids under it.
 static PREFIX: LazyLock<String> = LazyLock::new(|| unique_prefix("connectors"));
@@ -88,10 +88,7 @@ async fn submit(
         .await
         .unwrap();
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
-    r.json::<Value>().await.unwrap()["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    run_id_of(r).await
 }
 
 /// Runs a sync to the end and asserts it succeeded.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sluice_storage::Store;
 use sluice_tests::s3::{AK, BUCKET, NOPERM_AK, NOPERM_SK, SK, bucket, endpoint, unique_prefix};
-use sluice_tests::{Service, plugin};
+use sluice_tests::{Service, plugin, run_id_of};
 
 fn plugins(root: &Path) -> std::path::PathBuf {
     let dir = root.join("plugins");
@@ -31,10 +31,7 @@ async fn run(svc: &Service, body: &Value) -> Value {
         .await
         .unwrap();
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
-    let id = r.json::<Value>().await.unwrap()["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = run_id_of(r).await;
     svc.wait_run(&id).await
 }
 
@@ -230,19 +227,9 @@ async fn sigkill_during_a_run_keeps_committed_data_and_the_next_run_completes_ex
         .send()
         .await
         .unwrap();
-    let run_id = r.json::<Value>().await.unwrap()["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let run_id = run_id_of(r).await;
     loop {
-        let r: Value = svc
-            .get(&format!("/internal/mirror-connections/runs/{run_id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r: Value = svc.run_status(&run_id).await;
         if r["status"] != "queued" && r["streams"]["gamma"]["records"].as_u64().unwrap_or(0) > 0 {
             break;
         }
@@ -285,14 +272,7 @@ async fn sigkill_during_a_run_keeps_committed_data_and_the_next_run_completes_ex
     }
 
     let svc = Service::start(&data, &plugins, &env).await;
-    let killed: Value = svc
-        .get(&format!("/internal/mirror-connections/runs/{run_id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let killed: Value = svc.run_status(&run_id).await;
     assert!(
         killed["status"] == "failed" || killed["status"] == "succeeded",
         "{killed}"

@@ -91,16 +91,16 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// A runtime whose compile cache lives under `data_dir`.
+/// A runtime with its compile cache in `cache_dir` (the same settings for `serve` and its compiler child).
 pub fn runtime(
-    data_dir: &std::path::Path,
+    cache_dir: &std::path::Path,
     memory_mib: u32,
     max_calls: u32,
     compiler: Option<PathBuf>,
     policy: sluice_runtime::policy::OperatorPolicy,
     outbound: OutboundConfig,
 ) -> anyhow::Result<Runtime> {
-    let mut rc = RuntimeConfig::new(data_dir.join("cache"));
+    let mut rc = RuntimeConfig::new(cache_dir);
     rc.max_memory_mib = memory_mib;
     rc.default_memory_mib = memory_mib.min(64);
     rc.max_concurrent_calls = max_calls;
@@ -122,7 +122,7 @@ async fn serve(cfg: ServeConfig, warnings: Vec<String>) -> anyhow::Result<()> {
         ..OutboundConfig::default()
     };
     let runtime = runtime(
-        &cfg.data_dir,
+        &cfg.data_dir.join("cache"),
         cfg.plugin_memory_mib,
         cfg.max_concurrent_calls,
         // Compile out of process: the compiler's memory and code never stay in the service.
@@ -205,12 +205,14 @@ fn compile_artifact(
     memory_mib: u32,
     max_calls: u32,
 ) -> anyhow::Result<()> {
-    // The settings that shape compiled code, as `runtime` sets them for the parent.
-    let mut rc = RuntimeConfig::new(output.parent().unwrap_or(std::path::Path::new(".")));
-    rc.max_memory_mib = memory_mib;
-    rc.default_memory_mib = memory_mib.min(64);
-    rc.max_concurrent_calls = max_calls;
-    let rt = Runtime::new(rc).context("starting the wasm runtime")?;
+    let rt = runtime(
+        output.parent().unwrap_or(std::path::Path::new(".")),
+        memory_mib,
+        max_calls,
+        None,
+        Default::default(),
+        OutboundConfig::default(),
+    )?;
     let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
     let artifact = rt.precompile(&bytes)?;
     std::fs::write(output, artifact).with_context(|| format!("writing {}", output.display()))
