@@ -20,6 +20,8 @@ if [ ! -x "$AIRBYTE_VENV/bin/source-github" ]; then
   python3 -m venv "$AIRBYTE_VENV"
   "$AIRBYTE_VENV/bin/pip" install --quiet "airbyte-source-github==$AIRBYTE_VERSION"
 fi
+# GNU time gives Airbyte's CPU seconds and peak RSS (Debian package `time`).
+[ -x /usr/bin/time ] || apt-get install -y -qq time >/dev/null
 export GARAGE_BIN=$GARAGE_ROOT/bin/garage
 bash scripts/garage.sh "$SLUICE_CACHE/garage-data" 3900 >/dev/null
 
