@@ -32,6 +32,9 @@ case "$cmd" in
     export SLUICE_TEST_S3_ENDPOINT=http://127.0.0.1:3900
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --quiet -- -D warnings
+    # The black-box tests start target/debug/sluice: `cargo test` builds only test harnesses, so the
+    # plain binary is built here first (a fresh machine has no leftover one).
+    cargo build --workspace --bins
     cargo test --workspace "$@" 2>&1 | tee "$SLUICE_CACHE/last-test.log"
     # The plugins' own unit tests, built for this machine (the components are built for wasm).
     (cd plugins && CARGO_TARGET_DIR="$SLUICE_CACHE/plugins-native-target" \

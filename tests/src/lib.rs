@@ -34,7 +34,7 @@ pub fn sluice_bin() -> PathBuf {
     let bin = dir.join("sluice");
     assert!(
         bin.is_file(),
-        "{} is missing: build it with cargo build -p sluice",
+        "{} is missing: build it with `cargo build -p sluice` (scripts/dev.sh test does)",
         bin.display()
     );
     bin
