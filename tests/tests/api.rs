@@ -153,6 +153,46 @@ async fn auth_health_ping_and_connectors() {
     let r = svc.get("/internal/connectors/nope").send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "not_found");
+    // No route discovery without the token: unknown /internal paths answer 401 too.
+    for path in [
+        "/internal/no-such-route",
+        "/internal/a/b/c",
+        "/internal",
+        "/internal/",
+    ] {
+        let r = c.get(format!("{}{path}", svc.base)).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        assert_eq!(
+            r.text().await.unwrap(),
+            r#"{"detail":"Invalid connect service token"}"#,
+            "{path}"
+        );
+        let r = svc.get(path).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path} with the token");
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["code"],
+            "not_found",
+            "{path}"
+        );
+    }
+    // Every error body is the documented JSON, whichever layer refused the request.
+    for (path, status) in [
+        ("/internal/connectors/%FF", 400),
+        (
+            "/internal/mirror-connections/runs?connection_id=a&connection_id=b",
+            400,
+        ),
+        ("/internal/mirror-connections/runs/%FF%FE", 400),
+    ] {
+        let r = svc.get(path).send().await.unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        assert_eq!(r.headers()["content-type"], "application/json", "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body["detail"].is_string() && body["code"].is_string(),
+            "{path}: {body}"
+        );
+    }
 
     let doc: Value = c
         .get(format!("{}/openapi.json", svc.base))
@@ -416,6 +456,34 @@ async fn admission_conflicts_idempotency_cancel_and_queue() {
         again.json::<Value>().await.unwrap()["run_id"],
         first.as_str(),
         "same key, same run"
+    );
+    // The key is bound to the request that created the run: another body is refused.
+    let reused = svc
+        .post("/internal/mirror-connections/runs")
+        .header("idempotency-key", "k-1")
+        .json(&looping("c-other"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reused.status(), 422);
+    let body: Value = reused.json().await.unwrap();
+    assert_eq!(body["code"], "idempotency_key_reused", "{body}");
+    assert!(body["detail"].as_str().unwrap().contains(&first), "{body}");
+    // An unknown stream is refused at submit, naming the streams there are.
+    let mut typo = looping("c-typo");
+    typo["streams"] = json!(["itemz"]);
+    let r = svc
+        .post("/internal/mirror-connections/runs")
+        .json(&typo)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["detail"].as_str().unwrap().contains("\"itemz\"")
+            && body["detail"].as_str().unwrap().contains("items"),
+        "{body}"
     );
 
     let r = svc

@@ -24,8 +24,13 @@ impl Token {
     }
 }
 
-/// Rejects a request without the right `x-connect-service-token` (401, the inherited body).
+/// Rejects a request to `/internal` or below without the right `x-connect-service-token`
+/// (401, the inherited body). Other paths pass.
 pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if !(path == "/internal" || path.starts_with("/internal/")) {
+        return next.run(req).await;
+    }
     let ok = req
         .headers()
         .get("x-connect-service-token")

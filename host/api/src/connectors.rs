@@ -1,6 +1,6 @@
 //! Health, readiness and the connector list.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Serialize;
@@ -9,7 +9,7 @@ use sluice_runtime::Plugin;
 use sluice_runtime::registry::LoadFailure;
 
 use crate::AppState;
-use crate::error::{ApiError, AuthErrorBody, ErrorBody, Json};
+use crate::error::{ApiError, AuthErrorBody, ErrorBody, Json, Path};
 
 /// `{"status": "ok"}`.
 #[derive(Serialize, utoipa::ToSchema)]

@@ -1,7 +1,7 @@
 //! JSON errors: `{"detail": "...", "code": "..."}` with an honest status.
 
-use axum::extract::FromRequest;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -104,6 +104,28 @@ impl From<JsonRejection> for ApiError {
             }
             other => Self::new(StatusCode::BAD_REQUEST, "bad_request", other.body_text()),
         }
+    }
+}
+
+/// `Path<T>` whose rejections (e.g. a segment that is not UTF-8 once decoded) are JSON errors.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
+
+/// `Query<T>` whose rejections (e.g. a repeated single-valued parameter) are JSON errors.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        Self::new(r.status(), "bad_path", r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_query", r.body_text())
     }
 }
 

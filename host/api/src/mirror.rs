@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 
 use crate::AppState;
 use crate::connectors::Status;
-use crate::error::{ApiError, AuthErrorBody, ErrorBody, Json};
+use crate::error::{ApiError, AuthErrorBody, ErrorBody, Json, Path, Query};
 
 /// Credentials by declared secret name. Never logged or echoed; wiped when dropped.
 pub type Credentials = BTreeMap<String, Zeroizing<String>>;
@@ -78,6 +78,11 @@ fn submit_error(e: SubmitError) -> ApiError {
     match e {
         SubmitError::UnknownConnector(_) => ApiError::not_found(e.to_string()),
         SubmitError::Invalid { .. } => ApiError::unprocessable(e.to_string()),
+        SubmitError::KeyReused { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            e.to_string(),
+        ),
         SubmitError::Conflict { .. } => {
             ApiError::new(StatusCode::CONFLICT, "run_active", e.to_string())
         }

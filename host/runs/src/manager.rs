@@ -25,6 +25,8 @@ pub struct ManagerConfig {
     /// Runs that may wait for a slot; beyond that, submissions are refused.
     pub max_queued_runs: usize,
     pub run_deadline: Duration,
+    /// Bytes of plugin log one run may write (all its calls together).
+    pub run_log_bytes: u64,
     pub staging: StagingConfig,
     pub backend: Backend,
 }
@@ -57,6 +59,28 @@ pub enum SubmitError {
     QueueFull,
     #[error("the service is shutting down")]
     ShuttingDown,
+    /// An `Idempotency-Key` that an earlier, different request already used.
+    #[error("Idempotency-Key {key:?} was used for run {run_id} with a different request")]
+    KeyReused { key: String, run_id: String },
+}
+
+impl SubmitRun {
+    /// SHA-256 of what identifies the request, credentials excepted (their names are in).
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let doc = serde_json::json!({
+            "connection_id": self.connection_id,
+            "connector": self.connector,
+            "config": self.config,
+            "credentials": self.credentials.keys().collect::<Vec<_>>(),
+            "streams": self.streams,
+            "full_refresh": self.full_refresh,
+            "bucket": self.storage.bucket,
+            "prefix": self.storage.prefix,
+            "region": self.storage.region,
+        });
+        hex::encode(sha2::Sha256::digest(doc.to_string().as_bytes()))
+    }
 }
 
 /// Checks credentials against the declared secrets and config against the config schema.
@@ -88,6 +112,31 @@ pub fn check_request(
         }
     }
     check_config(plugin, config)
+}
+
+/// Checks requested stream names against the streams the connector's manifest declares, so a
+/// typo is a 422 at submit rather than a failed run later. Connectors whose streams come from
+/// the config alone (an empty manifest list, e.g. `http-json`) are checked against `discover`
+/// when the run starts.
+pub fn check_streams(plugin: &Plugin, streams: &[String]) -> Result<(), SubmitError> {
+    let declared = &plugin.manifest().streams;
+    if declared.is_empty() {
+        return Ok(());
+    }
+    for name in streams {
+        if !declared.iter().any(|s| &s.name == name) {
+            let names: Vec<&str> = declared.iter().map(|s| s.name.as_str()).collect();
+            return Err(SubmitError::Invalid {
+                field: "streams".into(),
+                message: format!(
+                    "unknown stream {name:?}; connector {} has: {}",
+                    plugin.manifest().id,
+                    names.join(", ")
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Checks a config against the connector's config JSON Schema; names the failing path.
@@ -159,9 +208,20 @@ impl RunManager {
         if self.closing.load(Ordering::Acquire) {
             return Err(SubmitError::ShuttingDown);
         }
+        let fingerprint = req.fingerprint();
         if let Some(key) = &req.idempotency_key
             && let Some(existing) = self.book.by_idempotency_key(key)
         {
+            if existing
+                .request_sha256
+                .as_ref()
+                .is_some_and(|f| *f != fingerprint)
+            {
+                return Err(SubmitError::KeyReused {
+                    key: key.clone(),
+                    run_id: existing.run_id,
+                });
+            }
             return Ok(self.with_progress(existing));
         }
         let plugin = self
@@ -169,6 +229,7 @@ impl RunManager {
             .get(&req.connector)
             .ok_or_else(|| SubmitError::UnknownConnector(req.connector.clone()))?;
         check_request(&plugin, &req.config, &req.credentials)?;
+        check_streams(&plugin, &req.streams)?;
         let layout = Layout::new(&req.storage.prefix, &req.connection_id).map_err(|e| {
             SubmitError::Invalid {
                 field: "connection_id".into(),
@@ -222,6 +283,7 @@ impl RunManager {
             finished_at: None,
             error: None,
             idempotency_key: req.idempotency_key.clone(),
+            request_sha256: req.idempotency_key.as_ref().map(|_| fingerprint),
         };
         self.book.save(&record);
         tracing::info!(run_id = %run_id, connection_id = %req.connection_id, connector = %plugin.info().id, version = %plugin.info().version, "run queued");
@@ -267,8 +329,34 @@ impl RunManager {
                     staging: self.config.staging.clone(),
                     deadline: self.config.run_deadline,
                     cancel: cancel.clone(),
+                    log_bytes: self.config.run_log_bytes,
                 };
-                pipeline::execute(&plugin, spec, limits, progress.clone()).await
+                let staging_dir = limits.staging.dir.join(&run_id);
+                // The second wall: the pipeline runs as its own task, so that a panic anywhere
+                // in it (a bug, or input nobody foresaw) ends this run as `failed`, releases
+                // the connection and removes the staging, instead of stranding the run.
+                let task = tokio::spawn({
+                    let (plugin, progress) = (plugin.clone(), progress.clone());
+                    async move { pipeline::execute(&plugin, spec, limits, progress).await }
+                });
+                let result = match task.await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let why = if e.is_panic() {
+                            "panicked"
+                        } else {
+                            "was aborted"
+                        };
+                        tracing::error!(run_id = %run_id, "run task {why}");
+                        Err(RunError::Internal(format!(
+                            "the run's task {why}; nothing of it was committed"
+                        )))
+                    }
+                };
+                if staging_dir.exists() {
+                    let _ = std::fs::remove_dir_all(&staging_dir);
+                }
+                result
             }
         };
         let streams = progress.lock().map(|p| p.clone()).unwrap_or_default();

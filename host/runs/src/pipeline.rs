@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice_runtime::{
-    CallError, CallLabels, CallOptions, CancellationToken, Plugin, RecordSink, Secrets, SinkError,
-    StreamSpec, SyncRequest,
+    CallError, CallLabels, CallOptions, CancellationToken, LogBudget, Plugin, RecordSink, Secrets,
+    SinkError, StreamSpec, SyncRequest,
 };
 use sluice_staging::{RunStage, StagingConfig, StagingError, StreamDef};
 use sluice_storage::Store;
@@ -33,8 +33,11 @@ pub struct RunSpec {
 #[derive(Clone)]
 pub struct RunLimits {
     pub staging: StagingConfig,
+    /// Wall-clock budget of the whole run: `discover` and `sync` share it.
     pub deadline: Duration,
     pub cancel: CancellationToken,
+    /// Bytes of plugin log the run's calls may write together.
+    pub log_bytes: u64,
 }
 
 /// Live per-stream counters, shared with whoever reports progress.
@@ -58,10 +61,15 @@ pub enum RunError {
     Invalid(String),
     #[error("staging failed: {0}")]
     Staging(String),
+    #[error("{0}")]
+    StagingQuota(String),
     #[error("storage failed: {0}")]
     Storage(String),
     #[error("cancelled")]
     Cancelled,
+    /// The host failed in a way it did not foresee (e.g. the run's task panicked).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl RunError {
@@ -71,8 +79,10 @@ impl RunError {
             Self::Plugin(e) => e.code(),
             Self::Invalid(_) => "invalid_config",
             Self::Staging(_) => "staging_error",
+            Self::StagingQuota(_) => "staging_quota_exceeded",
             Self::Storage(_) => "storage_error",
             Self::Cancelled => "cancelled",
+            Self::Internal(_) => "internal",
         }
     }
 }
@@ -88,6 +98,8 @@ struct StagingSink {
     stage: Arc<Mutex<Option<RunStage>>>,
     states: Arc<Mutex<BTreeMap<String, Value>>>,
     progress: Progress,
+    /// Set when staging refused a batch over its disk quota (the run's error then says so).
+    quota: Arc<Mutex<Option<String>>>,
 }
 
 impl RecordSink for StagingSink {
@@ -106,6 +118,12 @@ impl RecordSink for StagingSink {
                     index: index as u32,
                     reason,
                 });
+            }
+            Err(e @ StagingError::Quota { .. }) => {
+                if let Ok(mut q) = self.quota.lock() {
+                    *q = Some(e.to_string());
+                }
+                return Err(SinkError::Failed(e.into()));
             }
             Err(e) => return Err(SinkError::Failed(e.into())),
         }
@@ -165,7 +183,8 @@ pub async fn execute(
 ) -> Result<RunOutcome, RunError> {
     let started_at = crate::now_rfc3339();
     let t_start = std::time::Instant::now();
-    let opts = CallOptions {
+    let deadline = t_start + limits.deadline;
+    let mut opts = CallOptions {
         secrets: spec.secrets.clone(),
         deadline: limits.deadline,
         cancel: limits.cancel.clone(),
@@ -173,6 +192,7 @@ pub async fn execute(
             run_id: Some(spec.run_id.clone()),
             connection_id: Some(spec.connection_id.clone()),
         },
+        log_budget: Some(LogBudget::new(limits.log_bytes)),
     };
     let streams = select_streams(plugin, &spec, &opts).await?;
     let previous = commit::read_state(spec.store.as_ref(), &spec.layout)
@@ -209,10 +229,12 @@ pub async fn execute(
         .map_err(|e| RunError::Staging(e.to_string()))?;
     let stage = Arc::new(Mutex::new(Some(stage)));
     let states = Arc::new(Mutex::new(BTreeMap::new()));
+    let quota = Arc::new(Mutex::new(None));
     let sink = StagingSink {
         stage: stage.clone(),
         states: states.clone(),
         progress: progress.clone(),
+        quota: quota.clone(),
     };
     let req = SyncRequest {
         config: spec.config.clone(),
@@ -220,7 +242,14 @@ pub async fn execute(
         state,
     };
     let t_sync = std::time::Instant::now();
-    plugin.sync(req, Box::new(sink), opts).await?;
+    // What discover and the reads before used is gone from the run's budget.
+    opts.deadline = deadline.saturating_duration_since(t_sync);
+    if let Err(e) = plugin.sync(req, Box::new(sink), opts).await {
+        if let Some(why) = quota.lock().ok().and_then(|mut q| q.take()) {
+            return Err(RunError::StagingQuota(why));
+        }
+        return Err(e.into());
+    }
     let t_staged = std::time::Instant::now();
 
     let stage = stage

@@ -53,6 +53,11 @@ pub struct RunRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(ignore)]
     pub idempotency_key: Option<String>,
+    /// SHA-256 of the request an idempotency key was first used with (credentials left out),
+    /// so a reuse of the key with another request is refused instead of answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
+    pub request_sha256: Option<String>,
 }
 
 /// Persisted run records, with an in-memory index.

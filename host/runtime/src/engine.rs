@@ -26,6 +26,18 @@ use crate::policy::{Destinations, OperatorPolicy};
 /// How often the epoch ticks; deadlines and cancellation are checked at this granularity.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Most core instances one component may create. Components from wasm-component-ld have a few;
+/// componentize-py's about a dozen. More is refused when the component loads.
+pub(crate) const MAX_CORE_INSTANCES: usize = 64;
+/// Most linear memories one component may define (one per core instance at most in practice:
+/// the toolchains we support use one or two). More is refused when the component loads, so that
+/// no component can take the pool's memory slots from the others.
+pub(crate) const MAX_MEMORIES: usize = 4;
+/// Most tables one component may define.
+pub(crate) const MAX_TABLES: usize = 16;
+/// Compiles that may run at once (each already uses every core it can).
+const COMPILE_SLOTS: usize = 2;
+
 /// Operator settings for the runtime.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -38,6 +50,16 @@ pub struct RuntimeConfig {
     /// Plugin calls running at once; more wait for a slot (within their deadline). Sizes the
     /// pooling allocator's slots.
     pub max_concurrent_calls: u32,
+    /// Linear memory and tables (in MiB) that all plugin calls together may hold. A call
+    /// reserves its own limit from it before it starts and waits, within its deadline, while
+    /// the budget is taken; a call's limit is capped at the budget.
+    pub memory_budget_mib: u32,
+    /// Plugin files larger than this are refused before they are read, in bytes.
+    pub max_plugin_bytes: u64,
+    /// A compile in the child process that takes longer is killed and the plugin refused.
+    pub compile_timeout: Duration,
+    /// Per-line and per-call log limits (the per-run budget comes with each call).
+    pub log: crate::host::LogLimits,
     /// Writes `/tmp/perf-<pid>.map` so that `perf` names plugin functions.
     pub perf_map: bool,
     /// Compile in a child process: this executable, run as
@@ -56,6 +78,10 @@ impl RuntimeConfig {
             max_memory_mib: 256,
             default_memory_mib: 64,
             max_concurrent_calls: 32,
+            memory_budget_mib: 192,
+            max_plugin_bytes: 64 << 20,
+            compile_timeout: Duration::from_secs(60),
+            log: crate::host::LogLimits::default(),
             perf_map: false,
             compiler: None,
             policy: OperatorPolicy::default(),
@@ -78,6 +104,10 @@ struct Inner {
     engine_key: String,
     /// One permit per pooled instance slot.
     call_slots: tokio::sync::Semaphore,
+    /// One permit per MiB of [`RuntimeConfig::memory_budget_mib`].
+    memory_budget: tokio::sync::Semaphore,
+    /// One permit per compile allowed at once.
+    compile_slots: tokio::sync::Semaphore,
 }
 
 impl Runtime {
@@ -108,6 +138,8 @@ impl Runtime {
                 linker,
                 outbound,
                 call_slots: tokio::sync::Semaphore::new(config.max_concurrent_calls.max(1) as usize),
+                memory_budget: tokio::sync::Semaphore::new(config.memory_budget_mib.max(1) as usize),
+                compile_slots: tokio::sync::Semaphore::new(COMPILE_SLOTS),
                 config,
                 engine_key,
             }),
@@ -119,10 +151,28 @@ impl Runtime {
     }
 
     /// Loads a plugin file: read, check, compile (or reuse the cache), link, read its manifest.
+    /// A file over [`RuntimeConfig::max_plugin_bytes`] is refused before it is read.
     pub async fn load_file(&self, path: &Path) -> Result<Plugin, LoadError> {
-        let bytes = tokio::fs::read(path)
+        let cap = self.inner.config.max_plugin_bytes;
+        let io = |e: std::io::Error| LoadError::Io(format!("{}: {e}", path.display()));
+        let size = tokio::fs::metadata(path).await.map_err(io)?.len();
+        if size > cap {
+            return Err(LoadError::TooLarge { size, max: cap });
+        }
+        // Read at most one byte past the cap: the file may have grown since.
+        let file = tokio::fs::File::open(path).await.map_err(io)?;
+        let mut bytes = Vec::with_capacity(size as usize);
+        use tokio::io::AsyncReadExt;
+        file.take(cap + 1)
+            .read_to_end(&mut bytes)
             .await
-            .map_err(|e| LoadError::Io(format!("{}: {e}", path.display())))?;
+            .map_err(io)?;
+        if bytes.len() as u64 > cap {
+            return Err(LoadError::TooLarge {
+                size: bytes.len() as u64,
+                max: cap,
+            });
+        }
         self.load_bytes(bytes, Some(path.to_path_buf())).await
     }
 
@@ -136,12 +186,23 @@ impl Runtime {
         check_component_header(&bytes)?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let size = bytes.len() as u64;
-        let this = self.clone();
-        let sha = sha256.clone();
-        let (component, cached) =
-            tokio::task::spawn_blocking(move || this.compile_cached(&bytes, &sha))
-                .await
-                .map_err(|e| LoadError::Compile(e.to_string()))??;
+        let (component, cached) = match self.cached(&sha256) {
+            Some(c) => (c, true),
+            None => {
+                // A compile waits for a compile slot; loads served by the cache never do.
+                let _slot = self
+                    .inner
+                    .compile_slots
+                    .acquire()
+                    .await
+                    .map_err(|_| LoadError::Compile("runtime closed".into()))?;
+                let this = self.clone();
+                let sha = sha256.clone();
+                tokio::task::spawn_blocking(move || this.compile_cached(&bytes, &sha))
+                    .await
+                    .map_err(|e| LoadError::Compile(e.to_string()))??
+            }
+        };
         let wit_version = self.check_world(&component)?;
         let imports = self.import_names(&component);
         let pre = self
@@ -171,35 +232,53 @@ impl Runtime {
         })
     }
 
+    /// Where the compiled artifact of these bytes lives in the cache.
+    fn artifact_path(&self, sha256: &str) -> PathBuf {
+        self.inner
+            .config
+            .cache_dir
+            .join(format!("{sha256}-{}.cwasm", self.inner.engine_key))
+    }
+
+    /// The cached artifact of these bytes, if a usable one exists.
+    fn cached(&self, sha256: &str) -> Option<Component> {
+        let path = self.artifact_path(sha256);
+        if !path.is_file() {
+            return None;
+        }
+        // SAFETY: the cache directory is the host's own; artifacts in it were written by
+        // `precompile_component` with an engine of the same compatibility hash (checked here).
+        match unsafe { Component::deserialize_file(&self.inner.engine, &path) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "dropping unusable cached artifact: {e:#}");
+                None
+            }
+        }
+    }
+
     /// Compiles `bytes`, or deserializes the artifact an earlier compile of the same bytes by
     /// an engine with the same settings left in the cache. Returns whether the cache served.
     fn compile_cached(&self, bytes: &[u8], sha256: &str) -> Result<(Component, bool), LoadError> {
         let engine = &self.inner.engine;
-        let path = self
-            .inner
-            .config
-            .cache_dir
-            .join(format!("{sha256}-{}.cwasm", self.inner.engine_key));
-        if path.is_file() {
-            // SAFETY: the cache directory is the host's own; artifacts in it were written by
-            // `precompile_component` below with an engine of the same compatibility hash.
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(c) => return Ok((c, true)),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), "dropping unusable cached artifact: {e:#}")
-                }
-            }
+        let path = self.artifact_path(sha256);
+        if let Some(c) = self.cached(sha256) {
+            return Ok((c, true));
         }
         if let Some(exe) = &self.inner.config.compiler {
             self.compile_in_child(exe, bytes, &path)?;
             // SAFETY: written just now by a process with this engine's settings; a mismatch is
-            // caught by the compatibility check of `deserialize_file`.
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(c) => return Ok((c, false)),
-                Err(e) => tracing::warn!(
-                    "the compiler process wrote an unusable artifact ({e:#}); compiling in process"
-                ),
-            }
+            // caught by the compatibility check of `deserialize_file`. Loading also checks the
+            // component against the pooling allocator's per-component caps: a component with
+            // too many memories, tables or instances is refused here. No in-process retry: a
+            // compile in this process would have no deadline.
+            return match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(c) => Ok((c, false)),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&path);
+                    Err(LoadError::Compile(format!("{e:#}")))
+                }
+            };
         }
         let artifact = self.precompile(bytes)?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
@@ -210,8 +289,11 @@ impl Runtime {
         // SAFETY: both were produced just now by this engine.
         let c = match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(c) => c,
-            Err(_) => unsafe { Component::deserialize(engine, &artifact) }
-                .map_err(|e| LoadError::Compile(format!("{e:#}")))?,
+            Err(_) => {
+                let _ = std::fs::remove_file(&path);
+                unsafe { Component::deserialize(engine, &artifact) }
+                    .map_err(|e| LoadError::Compile(format!("{e:#}")))?
+            }
         };
         drop(artifact);
         crate::memory::release_freed();
@@ -227,32 +309,45 @@ impl Runtime {
             .map_err(|e| LoadError::Compile(format!("{e:#}")))
     }
 
-    /// Runs the configured compiler process; its artifact lands at `path`.
+    /// Runs the configured compiler process; its artifact lands at `path`. The child is killed
+    /// after [`RuntimeConfig::compile_timeout`] (a small component can take minutes to compile).
     fn compile_in_child(&self, exe: &Path, bytes: &[u8], path: &Path) -> Result<(), LoadError> {
         let pid = std::process::id();
         let input = path.with_extension(format!("in{pid}.wasm"));
         let output = path.with_extension(format!("out{pid}"));
+        let errors = path.with_extension(format!("err{pid}"));
         let io = |e: std::io::Error| LoadError::Compile(format!("compiler process: {e}"));
         std::fs::write(&input, bytes).map_err(io)?;
         let config = &self.inner.config;
-        let run = std::process::Command::new(exe)
-            .args(["plugin", "compile"])
-            .arg(&input)
-            .arg(&output)
-            .args(["--memory-mib", &config.max_memory_mib.to_string()])
-            .args(["--max-calls", &config.max_concurrent_calls.to_string()])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .output();
+        let outcome = std::fs::File::create(&errors).and_then(|stderr| {
+            let mut child = std::process::Command::new(exe)
+                .args(["plugin", "compile"])
+                .arg(&input)
+                .arg(&output)
+                .args(["--memory-mib", &config.max_memory_mib.to_string()])
+                .args(["--max-calls", &config.max_concurrent_calls.to_string()])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(stderr)
+                .spawn()?;
+            wait_or_kill(&mut child, config.compile_timeout)
+        });
+        let why = std::fs::read_to_string(&errors).unwrap_or_default();
         let _ = std::fs::remove_file(&input);
-        let run = run.map_err(io)?;
-        if !run.status.success() {
+        let _ = std::fs::remove_file(&errors);
+        let status = outcome.map_err(io)?;
+        let Some(status) = status else {
             let _ = std::fs::remove_file(&output);
-            let why = String::from_utf8_lossy(&run.stderr);
+            return Err(LoadError::Compile(format!(
+                "compile took longer than {:?}; the plugin is refused",
+                config.compile_timeout
+            )));
+        };
+        if !status.success() {
+            let _ = std::fs::remove_file(&output);
             let why = why.lines().last().unwrap_or("").trim();
             return Err(LoadError::Compile(format!(
-                "compiler process ({}): {why}",
-                run.status
+                "compiler process ({status}): {why}"
             )));
         }
         std::fs::rename(&output, path).map_err(io)
@@ -355,6 +450,10 @@ impl Runtime {
             cancel: opts.cancel,
             deadline: Instant::now() + opts.deadline,
             labels: opts.labels,
+            log: crate::host::LogLimits {
+                run: opts.log_budget,
+                ..self.inner.config.log.clone()
+            },
         }
     }
 
@@ -375,13 +474,23 @@ impl Runtime {
         >,
         R: Send,
     {
-        let memory_mib = memory_mib.min(self.inner.config.max_memory_mib);
+        let memory_mib = memory_mib
+            .min(self.inner.config.max_memory_mib)
+            .min(self.inner.config.memory_budget_mib)
+            .max(1);
         let deadline = state.deadline;
         let budget = deadline.saturating_duration_since(Instant::now());
         let cancel = state.cancel.clone();
-        // A pooled slot; waiting for one counts against the call's deadline.
+        // Its share of the global memory budget, then a pooled slot; waiting for either counts
+        // against the call's deadline.
+        let closed = |_| CallError::Host("runtime closed".into());
+        let _memory = tokio::select! {
+            permit = self.inner.memory_budget.acquire_many(memory_mib) => permit.map_err(closed)?,
+            _ = tokio::time::sleep_until(deadline.into()) => return Err(CallError::Deadline(budget)),
+            _ = cancel.cancelled() => return Err(CallError::Cancelled),
+        };
         let _slot = tokio::select! {
-            permit = self.inner.call_slots.acquire() => permit.map_err(|_| CallError::Host("runtime closed".into()))?,
+            permit = self.inner.call_slots.acquire() => permit.map_err(closed)?,
             _ = tokio::time::sleep_until(deadline.into()) => return Err(CallError::Deadline(budget)),
             _ = cancel.cancelled() => return Err(CallError::Cancelled),
         };
@@ -411,7 +520,13 @@ impl Runtime {
             _ = tokio::time::sleep_until(deadline.into()) => None,
             _ = cancel.cancelled() => return Err(CallError::Cancelled),
         };
-        store.data().flush_stdio();
+        store.data_mut().finish_logs();
+        tracing::debug!(
+            plugin = %store.data().call.manifest.id,
+            memory_peak_kib = store.data().limits.peak >> 10,
+            memory_limit_mib = memory_mib,
+            "plugin call ended"
+        );
         let Some(result) = outcome else {
             return Err(CallError::Deadline(budget));
         };
@@ -438,18 +553,40 @@ impl Runtime {
     }
 }
 
+/// Waits for `child` up to `timeout`; kills it past that (`Ok(None)`).
+fn wait_or_kill(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let until = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= until {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The pooling allocator: instance, memory and stack slots made once and reused, so that a call
 /// costs no mmap/munmap of its own (the main cost of instantiation otherwise). Memory slots are
 /// virtual reservations; their pages are given back when a call ends.
 fn pooling(config: &RuntimeConfig) -> PoolingAllocationConfig {
     let calls = config.max_concurrent_calls.max(1);
     let mut p = PoolingAllocationConfig::new();
+    // Per-component caps make a component that could take more than its share refused when it
+    // loads; the totals then fit `calls` components at their caps, so no call can starve another.
     p.total_component_instances(calls)
-        // Components from wasm-component-ld have a few core instances; other toolchains
-        // (componentize-py, jco) more.
-        .total_core_instances(calls * 16)
-        .total_memories(calls * 4)
-        .total_tables(calls * 8)
+        .max_core_instances_per_component(MAX_CORE_INSTANCES as u32)
+        .max_memories_per_component(MAX_MEMORIES as u32)
+        .max_tables_per_component(MAX_TABLES as u32)
+        .total_core_instances(calls * MAX_CORE_INSTANCES as u32)
+        .total_memories(calls * MAX_MEMORIES as u32)
+        .total_tables(calls * MAX_TABLES as u32)
         .total_stacks(calls)
         .max_memory_size((config.max_memory_mib as usize) << 20);
     p
@@ -507,6 +644,8 @@ pub struct CallOptions {
     pub deadline: Duration,
     pub cancel: CancellationToken,
     pub labels: CallLabels,
+    /// The log budget of the run this call belongs to (shared by its calls), if any.
+    pub log_budget: Option<Arc<crate::host::LogBudget>>,
 }
 
 impl Default for CallOptions {
@@ -516,6 +655,7 @@ impl Default for CallOptions {
             deadline: Duration::from_secs(30),
             cancel: CancellationToken::new(),
             labels: CallLabels::default(),
+            log_budget: None,
         }
     }
 }
@@ -611,8 +751,10 @@ impl Plugin {
             })
             .await?;
         let account = out.map_err(|e| connector_error(e, &secrets))?;
-        serde_json::from_str(&account)
-            .map_err(|e| CallError::Contract(format!("validate returned invalid JSON: {e}")))
+        let account: Value = serde_json::from_str(&account)
+            .map_err(|e| CallError::Contract(format!("validate returned invalid JSON: {e}")))?;
+        // The account goes into API answers: no secret may ride along.
+        Ok(secrets.redactor().redact_json(account))
     }
 
     /// The streams this config produces.
@@ -633,9 +775,15 @@ impl Plugin {
             })
             .await?;
         let streams = out.map_err(|e| connector_error(e, &secrets))?;
+        // Stream names and schemas reach run records, storage and logs: redacted first, then
+        // checked (a redacted name is no valid stream name).
         streams
             .into_iter()
-            .map(|s| StreamSpec::from_wit(s).map_err(|e| CallError::Contract(e.to_string())))
+            .map(|s| {
+                let s = redact_stream(s, secrets.redactor());
+                StreamSpec::from_wit(s)
+                    .map_err(|e| CallError::Contract(secrets.redact(&e.to_string())))
+            })
             .collect()
     }
 
@@ -683,6 +831,26 @@ impl Plugin {
             .await
             .map(|_| ())
     }
+}
+
+/// A discovered stream with every plugin-written string redacted.
+fn redact_stream(
+    mut s: crate::bindings::sluice::connector::types::StreamSpec,
+    r: &crate::redact::Redactor,
+) -> crate::bindings::sluice::connector::types::StreamSpec {
+    if r.is_empty() {
+        return s;
+    }
+    s.name = r.redact_string(s.name);
+    s.description = r.redact_string(s.description);
+    s.json_schema = r.redact_string(s.json_schema);
+    s.primary_key = s
+        .primary_key
+        .into_iter()
+        .map(|k| r.redact_string(k))
+        .collect();
+    s.cursor_field = s.cursor_field.map(|c| r.redact_string(c));
+    s
 }
 
 fn connector_error(

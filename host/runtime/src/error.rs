@@ -75,6 +75,8 @@ impl CallError {
 pub enum LoadError {
     #[error("cannot read {0}")]
     Io(String),
+    #[error("plugin file is {size} bytes; at most {max} are accepted (SLUICE_MAX_PLUGIN_BYTES)")]
+    TooLarge { size: u64, max: u64 },
     #[error("not a WebAssembly component: {0}")]
     NotComponent(String),
     #[error("{0}")]

@@ -1,7 +1,9 @@
 //! Per-call host state and the implementations of the WIT imports.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -15,44 +17,51 @@ use crate::bindings::sluice::connector::{http, log, records, secrets, types};
 use crate::manifest::Manifest;
 use crate::outbound::{Outbound, OutboundError, OutboundRequest, plugin_headers};
 use crate::policy::Destinations;
+use crate::redact::Redactor;
 
-/// Credentials for one call, by declared name; wiped from memory when dropped.
+/// Most secret headers one request may ask for (a manifest declares a handful of secrets).
+const MAX_SECRET_HEADERS: usize = 16;
+
+/// Credentials for one call, by declared name; wiped from memory when dropped. Carries the
+/// [`Redactor`] for its values, so every place that holds the secrets can redact.
 #[derive(Default, Clone)]
-pub struct Secrets(HashMap<String, Zeroizing<String>>);
+pub struct Secrets {
+    values: HashMap<String, Zeroizing<String>>,
+    redactor: Redactor,
+}
 
 impl Secrets {
     pub fn new(values: impl IntoIterator<Item = (String, String)>) -> Self {
-        Self(
-            values
-                .into_iter()
-                .map(|(k, v)| (k, Zeroizing::new(v)))
-                .collect(),
-        )
+        let values: HashMap<String, Zeroizing<String>> = values
+            .into_iter()
+            .map(|(k, v)| (k, Zeroizing::new(v)))
+            .collect();
+        let redactor = Redactor::new(values.values().map(|v| v.as_str()));
+        Self { values, redactor }
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(|v| v.as_str())
+        self.values.get(name).map(|v| v.as_str())
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.0.keys().map(String::as_str)
+        self.values.keys().map(String::as_str)
     }
 
-    /// Replaces every secret value that occurs in `text` (error messages, log lines).
+    /// `text` with every secret value, in every encoding [`Redactor`] knows, replaced.
     pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for v in self.0.values().filter(|v| v.len() >= 4) {
-            if out.contains(v.as_str()) {
-                out = out.replace(v.as_str(), "[redacted]");
-            }
-        }
-        out
+        self.redactor.redact(text).into_owned()
+    }
+
+    /// The redactor of these secrets.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
     }
 }
 
 impl std::fmt::Debug for Secrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_set().entries(self.0.keys()).finish()
+        f.debug_set().entries(self.values.keys()).finish()
     }
 }
 
@@ -114,12 +123,68 @@ pub(crate) struct CallState {
     pub cancel: CancellationToken,
     pub deadline: Instant,
     pub labels: CallLabels,
+    pub log: LogLimits,
+}
+
+/// How much a plugin may log: per line, per call, and per run (a budget its calls share).
+#[derive(Debug, Clone)]
+pub struct LogLimits {
+    /// Longest message kept, in bytes; the rest is cut and marked. Fields get the same again.
+    pub line_bytes: usize,
+    /// Bytes of log one call may write (stdout/stderr included).
+    pub call_bytes: u64,
+    /// The budget shared by the calls of one run, if the call belongs to one.
+    pub run: Option<Arc<LogBudget>>,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        Self {
+            line_bytes: 4 << 10,
+            call_bytes: 1 << 20,
+            run: None,
+        }
+    }
+}
+
+/// A byte budget shared by several calls (those of one run). Lines past it are dropped and
+/// counted.
+#[derive(Debug)]
+pub struct LogBudget {
+    left: AtomicU64,
+}
+
+impl LogBudget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: u64) -> Arc<Self> {
+        Arc::new(Self {
+            left: AtomicU64::new(bytes),
+        })
+    }
+
+    /// Takes `n` bytes if that many are left.
+    fn take(&self, n: u64) -> bool {
+        self.left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(n)
+            })
+            .is_ok()
+    }
+}
+
+/// What one call has logged so far.
+#[derive(Debug, Default)]
+struct LogUse {
+    bytes: u64,
+    dropped_lines: u64,
+    dropped_bytes: u64,
 }
 
 /// The `Store` data of one call.
 pub(crate) struct HostState {
     pub call: CallState,
     pub limits: MemoryLimits,
+    log_use: LogUse,
     /// Made at the first WASI call: components built for our world alone never pay for it.
     wasi: Option<Wasi>,
 }
@@ -156,9 +221,8 @@ impl HostState {
     pub fn new(call: CallState, memory_bytes: usize) -> Self {
         Self {
             call,
-            limits: MemoryLimits {
-                max_bytes: memory_bytes,
-            },
+            limits: MemoryLimits::new(memory_bytes),
+            log_use: LogUse::default(),
             wasi: None,
         }
     }
@@ -171,7 +235,32 @@ impl HostState {
         Ok(())
     }
 
-    fn log_event(&self, level: log::Level, message: &str, fields: &str) {
+    /// Writes one plugin log line if the call's and the run's budgets allow it. `message` and
+    /// `fields` must already be redacted; both are cut to the line limit.
+    fn log_event(&mut self, level: log::Level, message: &str, fields: &str) {
+        let limits = &self.call.log;
+        let message = truncate(message, limits.line_bytes);
+        let fields = truncate(fields, limits.line_bytes);
+        let cost = (message.len() + fields.len()) as u64;
+        let call_ok = self.log_use.bytes.saturating_add(cost) <= limits.call_bytes;
+        let run_ok = call_ok && limits.run.as_ref().is_none_or(|b| b.take(cost));
+        if !run_ok {
+            if self.log_use.dropped_lines == 0 {
+                self.emit_log(
+                    log::Level::Warn,
+                    "plugin log budget exhausted; further lines of this call are dropped",
+                    "",
+                );
+            }
+            self.log_use.dropped_lines += 1;
+            self.log_use.dropped_bytes = self.log_use.dropped_bytes.saturating_add(cost);
+            return;
+        }
+        self.log_use.bytes += cost;
+        self.emit_log(level, &message, &fields);
+    }
+
+    fn emit_log(&self, level: log::Level, message: &str, fields: &str) {
         let plugin = self.call.manifest.id.as_str();
         let version = self.call.manifest.version.as_str();
         let run = self.call.labels.run_id.as_deref().unwrap_or("");
@@ -190,37 +279,94 @@ impl HostState {
         }
     }
 
-    /// Forwards what a WASI plugin printed to the log.
-    pub fn flush_stdio(&self) {
-        let Some(wasi) = &self.wasi else { return };
-        for (pipe, level) in [
-            (&wasi.stdout, log::Level::Info),
-            (&wasi.stderr, log::Level::Warn),
-        ] {
-            let bytes = pipe.contents();
-            if !bytes.is_empty() {
-                let text = self.call.secrets.redact(&String::from_utf8_lossy(&bytes));
-                for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                    self.log_event(level, line, "stdio");
-                }
+    /// Forwards what a WASI plugin printed to the log, then reports lines dropped over budget.
+    /// Called once when the call ends.
+    pub fn finish_logs(&mut self) {
+        let printed: Vec<(Vec<u8>, log::Level)> = match &self.wasi {
+            Some(wasi) => vec![
+                (wasi.stdout.contents().to_vec(), log::Level::Info),
+                (wasi.stderr.contents().to_vec(), log::Level::Warn),
+            ],
+            None => vec![],
+        };
+        for (bytes, level) in printed {
+            if bytes.is_empty() {
+                continue;
             }
+            let text = self.call.secrets.redact(&String::from_utf8_lossy(&bytes));
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                self.log_event(level, line, "stdio");
+            }
+        }
+        if self.log_use.dropped_lines > 0 {
+            let fields = format!(
+                "dropped_lines={} dropped_bytes={}",
+                self.log_use.dropped_lines, self.log_use.dropped_bytes
+            );
+            self.emit_log(
+                log::Level::Warn,
+                "plugin log lines dropped over budget",
+                &fields,
+            );
         }
     }
 }
 
-/// Caps a store's linear memory; going past the cap traps with [`Stop::MemoryLimit`].
+/// `s` cut to at most `max` bytes on a character boundary, marked when cut.
+fn truncate(s: &str, max: usize) -> Cow<'_, str> {
+    if s.len() <= max {
+        return Cow::Borrowed(s);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}… [{} bytes cut]", &s[..end], s.len() - end))
+}
+
+/// Caps what one call's store may hold over *all* its linear memories and tables together
+/// (a component can have several core instances, each with its own memory); going past the
+/// cap traps with [`Stop::MemoryLimit`].
 pub(crate) struct MemoryLimits {
     pub max_bytes: usize,
+    /// Bytes of every memory and table of the store (tables at [`TABLE_ELEMENT_BYTES`] each).
+    used: usize,
+    /// The most `used` has been.
+    pub peak: usize,
+}
+
+/// What a table element is counted as (a function reference in wasmtime is at most this).
+pub(crate) const TABLE_ELEMENT_BYTES: usize = 16;
+
+impl MemoryLimits {
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            max_bytes,
+            used: 0,
+            peak: 0,
+        }
+    }
+
+    /// Accounts a growth from `current` to `desired` bytes; false if it would pass the cap.
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if total > self.max_bytes {
+            return false;
+        }
+        self.used = total;
+        self.peak = self.peak.max(total);
+        true
+    }
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimits {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
+        if !self.grow(current, desired) {
             return Err(wasmtime::Error::new(Stop::MemoryLimit));
         }
         Ok(true)
@@ -228,11 +374,30 @@ impl wasmtime::ResourceLimiter for MemoryLimits {
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1 << 20)
+        let (current, desired) = (
+            current.saturating_mul(TABLE_ELEMENT_BYTES),
+            desired.saturating_mul(TABLE_ELEMENT_BYTES),
+        );
+        if !self.grow(current, desired) {
+            return Err(wasmtime::Error::new(Stop::MemoryLimit));
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        crate::engine::MAX_CORE_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        crate::engine::MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        crate::engine::MAX_TABLES
     }
 }
 
@@ -274,6 +439,7 @@ impl http::Host for HostState {
             Err(OutboundError::Cancelled) => Err(wasmtime::Error::new(Stop::Cancelled)),
             Err(e) => {
                 if let OutboundError::Denied(why) = &e {
+                    let why = self.call.secrets.redact(why);
                     tracing::warn!(plugin = %self.call.manifest.id, "outbound request denied: {why}");
                 }
                 Ok(Err(to_wit_error(e)))
@@ -287,6 +453,12 @@ impl HostState {
         let url = url::Url::parse(&r.url)
             .map_err(|e| http::HttpError::InvalidRequest(format!("bad URL: {e}")))?;
         let headers = plugin_headers(&r.headers).map_err(to_wit_error)?;
+        if r.secret_headers.len() > MAX_SECRET_HEADERS {
+            return Err(http::HttpError::InvalidRequest(format!(
+                "{} secret headers; at most {MAX_SECRET_HEADERS}",
+                r.secret_headers.len()
+            )));
+        }
         let mut secret_headers = HeaderMap::new();
         for sh in &r.secret_headers {
             let value = self
@@ -325,6 +497,7 @@ impl HostState {
             secret_headers,
             body: r.body,
             idempotent,
+            redactor: self.call.secrets.redactor().clone(),
         })
     }
 
@@ -409,6 +582,8 @@ impl records::Host for HostState {
                 "checkpoint is only allowed during sync".into(),
             )));
         };
+        // State is stored in `_state.json` and run manifests: no secret goes there.
+        let state = self.call.secrets.redactor().redact_json(state);
         sink.checkpoint(&stream, state)
             .map_err(|e| wasmtime::Error::new(Stop::Host(format!("checkpoint failed: {e:#}"))))?;
         Ok(Ok(()))
@@ -433,13 +608,23 @@ impl log::Host for HostState {
         fields: Vec<(String, String)>,
     ) -> wasmtime::Result<()> {
         self.check_cancel()?;
+        let line_bytes = self.call.log.line_bytes;
         let secrets = &self.call.secrets;
+        // Field names are plugin text too: redacted like the values. Each part is cut first,
+        // so that a huge field costs no more than its share of a line.
         let fields = fields
             .iter()
-            .map(|(k, v)| format!("{k}={}", secrets.redact(v)))
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    secrets.redact(&truncate(k, line_bytes)),
+                    secrets.redact(&truncate(v, line_bytes))
+                )
+            })
             .collect::<Vec<_>>()
             .join(" ");
-        self.log_event(level, &secrets.redact(&message), &fields);
+        let message = secrets.redact(&truncate(&message, line_bytes));
+        self.log_event(level, &message, &fields);
         Ok(())
     }
 }
@@ -456,5 +641,41 @@ mod tests {
             "bad token [redacted]!"
         );
         assert!(!format!("{s:?}").contains("supersecret"));
+    }
+
+    #[test]
+    fn the_memory_budget_covers_every_memory_and_table_of_a_store() {
+        let mut m = MemoryLimits::new(100 << 20);
+        // Two memories of 40 MiB fit; a third does not, though each alone is under the cap.
+        assert!(m.grow(0, 40 << 20));
+        assert!(m.grow(0, 40 << 20));
+        assert!(!m.grow(0, 40 << 20));
+        // Growing one memory counts only the difference.
+        assert!(m.grow(40 << 20, 50 << 20));
+        assert!(!m.grow(50 << 20, 61 << 20));
+        // Tables are counted in the same budget.
+        use wasmtime::ResourceLimiter;
+        assert!(m.table_growing(0, 1000, None).unwrap());
+        assert!(
+            m.table_growing(0, (10 << 20) / TABLE_ELEMENT_BYTES, None)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn long_lines_are_cut_on_a_char_boundary() {
+        let s = "é".repeat(10);
+        let t = truncate(&s, 5);
+        assert!(t.starts_with("éé…"), "{t}");
+        assert_eq!(truncate("short", 10), "short");
+    }
+
+    #[test]
+    fn a_shared_log_budget_runs_out() {
+        let b = LogBudget::new(10);
+        assert!(b.take(6));
+        assert!(!b.take(6));
+        assert!(b.take(4));
+        assert!(!b.take(1));
     }
 }

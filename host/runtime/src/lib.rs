@@ -13,11 +13,12 @@ pub mod manifest;
 pub mod memory;
 pub mod outbound;
 pub mod policy;
+pub mod redact;
 pub mod registry;
 
 pub use bindings::{WIT_PACKAGE, WIT_VERSION};
 pub use engine::{CallOptions, Plugin, PluginInfo, Runtime, RuntimeConfig, SyncRequest};
 pub use error::{CallError, ErrorCode, LoadError};
-pub use host::{CallLabels, RecordSink, Secrets, SinkError};
+pub use host::{CallLabels, LogBudget, LogLimits, RecordSink, Secrets, SinkError};
 pub use manifest::{Manifest, SecretSpec, StreamSpec};
 pub use tokio_util::sync::CancellationToken;

@@ -11,6 +11,16 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::policy::{AddressGrant, Destinations, HostRule, OperatorPolicy, origin};
+use crate::redact::{Redactor, loggable_url};
+
+/// Most headers a plugin request may carry (a `HeaderMap` holds at most 32,768; real APIs need
+/// a dozen).
+pub const MAX_REQUEST_HEADERS: usize = 128;
+/// Most bytes of header names and values a plugin request may carry.
+pub const MAX_REQUEST_HEADER_BYTES: usize = 64 << 10;
+/// The longest wait an upstream's `Retry-After` or reset header is read as; longer values (up
+/// to `1e20` seconds, seen from hostile upstreams) are clamped here before any arithmetic.
+const MAX_HINTED_WAIT: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// Limits that apply to every plugin request.
 #[derive(Debug, Clone)]
@@ -55,6 +65,8 @@ pub struct OutboundRequest {
     pub secret_headers: HeaderMap,
     pub body: Option<Vec<u8>>,
     pub idempotent: bool,
+    /// Masks the call's secrets in what this module logs about the request.
+    pub redactor: Redactor,
 }
 
 /// What the plugin gets back.
@@ -126,18 +138,20 @@ impl Outbound {
     ) -> Result<OutboundResponse, OutboundError> {
         let mut attempt = 0u32;
         let mut rate_waits = 0u32;
+        let max_wait = self.config.max_rate_limit_wait;
         loop {
             attempt += 1;
             let result = self.send_following_redirects(dest, &req, cancel).await;
             let wait = match &result {
                 Ok(resp) => {
                     if let Some(wait) = rate_limit_wait(resp, rate_waits) {
-                        if wait > self.config.max_rate_limit_wait
-                            || rate_waits >= self.config.max_rate_limit_waits
-                        {
+                        if wait > max_wait || rate_waits >= self.config.max_rate_limit_waits {
                             tracing::warn!(
                                 status = resp.status,
+                                url = %loggable_url(&req.url, &req.redactor),
                                 wait_s = wait.as_secs(),
+                                max_wait_s = max_wait.as_secs(),
+                                waits = rate_waits,
                                 "rate limit wait too long; returning the response"
                             );
                             return result;
@@ -146,6 +160,7 @@ impl Outbound {
                         attempt -= 1; // a rate-limit wait is not a failed attempt
                         tracing::info!(
                             status = resp.status,
+                            url = %loggable_url(&req.url, &req.redactor),
                             wait_ms = wait.as_millis() as u64,
                             "rate limited; waiting"
                         );
@@ -156,8 +171,20 @@ impl Outbound {
                     {
                         let wait =
                             retry_after(&resp.headers).unwrap_or_else(|| self.backoff(attempt));
+                        if wait > max_wait {
+                            // The same cap as rate-limit waits: the plugin gets the answer.
+                            tracing::warn!(
+                                status = resp.status,
+                                url = %loggable_url(&req.url, &req.redactor),
+                                wait_s = wait.as_secs(),
+                                max_wait_s = max_wait.as_secs(),
+                                "retry-after too long; returning the response"
+                            );
+                            return result;
+                        }
                         tracing::info!(
                             status = resp.status,
+                            url = %loggable_url(&req.url, &req.redactor),
                             attempt,
                             wait_ms = wait.as_millis() as u64,
                             "upstream error; retrying"
@@ -171,7 +198,12 @@ impl Outbound {
                     if req.idempotent && attempt < self.config.max_attempts =>
                 {
                     let wait = self.backoff(attempt);
-                    tracing::info!(error = %result.as_ref().err().map(ToString::to_string).unwrap_or_default(), attempt, "transport error; retrying");
+                    let error = result
+                        .as_ref()
+                        .err()
+                        .map(|e| req.redactor.redact_string(e.to_string()))
+                        .unwrap_or_default();
+                    tracing::info!(%error, url = %loggable_url(&req.url, &req.redactor), attempt, "transport error; retrying");
                     wait
                 }
                 Err(_) => return result,
@@ -229,7 +261,7 @@ impl Outbound {
                 r = send => r?,
                 _ = cancel.cancelled() => return Err(OutboundError::Cancelled),
             };
-            tracing::debug!(method = %method, origin = %origin(&url), path = url.path(), status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "upstream request");
+            tracing::debug!(method = %method, url = %loggable_url(&url, &req.redactor), status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "upstream request");
             if status.is_redirection()
                 && let Some(location) = headers.get(reqwest::header::LOCATION)
             {
@@ -363,23 +395,37 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.trim())
 }
 
-/// `Retry-After` as seconds or an HTTP date.
+/// `Retry-After` (RFC 9110 §10.2.3) as delay-seconds or an HTTP date, clamped to
+/// [`MAX_HINTED_WAIT`]. Fractional seconds are accepted (some APIs send them); a negative,
+/// non-finite or unparsable value is ignored, and a date in the past means no wait.
 fn retry_after(headers: &[(String, String)]) -> Option<Duration> {
     let v = header(headers, "retry-after")?;
     if let Ok(secs) = v.parse::<f64>() {
-        return (secs >= 0.0 && secs.is_finite()).then(|| Duration::from_secs_f64(secs));
+        if !secs.is_finite() || secs < 0.0 {
+            return None;
+        }
+        let secs = secs.min(MAX_HINTED_WAIT.as_secs_f64());
+        return Duration::try_from_secs_f64(secs).ok();
     }
     let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .min(MAX_HINTED_WAIT),
+    )
 }
 
 /// How long to wait before retrying a rate-limited response, if it is one.
-/// 429 always is; 403 is when the rate-limit headers say the budget is spent (GitHub).
+/// 429 always is; 403 is when the rate-limit headers say the budget is spent, or when the
+/// body says a secondary rate limit was hit (GitHub, "Rate limits for the REST API": with no
+/// `retry-after`, wait at least one minute, then back off exponentially).
+/// Every header value is clamped before arithmetic, so no upstream value can overflow.
 fn rate_limit_wait(resp: &OutboundResponse, waits_so_far: u32) -> Option<Duration> {
     let h = &resp.headers;
     let exhausted = header(h, "x-ratelimit-remaining") == Some("0");
+    let secondary = resp.status == 403 && mentions_secondary_limit(&resp.body);
     let limited = resp.status == 429
-        || (resp.status == 403 && (exhausted || header(h, "retry-after").is_some()));
+        || (resp.status == 403 && (exhausted || secondary || header(h, "retry-after").is_some()));
     if !limited {
         return None;
     }
@@ -392,23 +438,48 @@ fn rate_limit_wait(resp: &OutboundResponse, waits_so_far: u32) -> Option<Duratio
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
-        let at = if reset > 1_000_000_000_000 {
-            Duration::from_millis(reset)
+        let wait = if reset > 1_000_000_000_000 {
+            Duration::from_millis(reset).saturating_sub(now)
         } else if reset > 1_000_000_000 {
-            Duration::from_secs(reset)
+            Duration::from_secs(reset).saturating_sub(now)
         } else {
-            return Some(Duration::from_secs(reset) + Duration::from_secs(1));
+            // Small values are seconds from now (Linear, HubSpot style).
+            Duration::from_secs(reset)
         };
-        return Some(at.saturating_sub(now) + Duration::from_secs(1));
+        return Some(
+            wait.min(MAX_HINTED_WAIT)
+                .saturating_add(Duration::from_secs(1)),
+        );
     }
     // No hint: GitHub asks for at least a minute on secondary limits; elsewhere back off.
-    let base = if resp.status == 403 { 60 } else { 1 };
+    let base: u64 = if resp.status == 403 { 60 } else { 1 };
     Some(Duration::from_secs(base << waits_so_far.min(6)))
 }
 
-/// Builds a header map from plugin-supplied pairs, refusing names the host owns.
+/// GitHub's secondary-limit answers say so in their message (in the first few hundred bytes).
+fn mentions_secondary_limit(body: &[u8]) -> bool {
+    let head = &body[..body.len().min(1024)];
+    String::from_utf8_lossy(head)
+        .to_ascii_lowercase()
+        .contains("secondary rate limit")
+}
+
+/// Builds a header map from plugin-supplied pairs, refusing names the host owns, more than
+/// [`MAX_REQUEST_HEADERS`] pairs or [`MAX_REQUEST_HEADER_BYTES`] bytes.
 pub fn plugin_headers(pairs: &[(String, String)]) -> Result<HeaderMap, OutboundError> {
-    let mut map = HeaderMap::new();
+    if pairs.len() > MAX_REQUEST_HEADERS {
+        return Err(OutboundError::InvalidRequest(format!(
+            "{} headers; at most {MAX_REQUEST_HEADERS}",
+            pairs.len()
+        )));
+    }
+    let bytes: usize = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_REQUEST_HEADER_BYTES {
+        return Err(OutboundError::InvalidRequest(format!(
+            "{bytes} bytes of headers; at most {MAX_REQUEST_HEADER_BYTES}"
+        )));
+    }
+    let mut map = HeaderMap::with_capacity(pairs.len());
     for (k, v) in pairs {
         let name = HeaderName::from_bytes(k.as_bytes())
             .map_err(|_| OutboundError::InvalidRequest(format!("bad header name {k:?}")))?;
@@ -481,6 +552,89 @@ mod tests {
             rate_limit_wait(&resp(429, &[]), 2),
             Some(Duration::from_secs(4))
         );
+    }
+
+    #[test]
+    fn absurd_wait_headers_never_panic_and_are_clamped() {
+        for v in [
+            "1e20",
+            "-5",
+            "NaN",
+            "inf",
+            "18446744073709551616",
+            "0.25",
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+            "garbage",
+        ] {
+            let w = rate_limit_wait(&resp(429, &[("retry-after", v)]), 0).unwrap();
+            assert!(w <= MAX_HINTED_WAIT, "{v}: {w:?}");
+            let _ = retry_after(&[("retry-after".into(), v.into())]);
+        }
+        assert_eq!(
+            retry_after(&[("retry-after".into(), "1e20".into())]),
+            Some(MAX_HINTED_WAIT)
+        );
+        assert_eq!(retry_after(&[("retry-after".into(), "-5".into())]), None);
+        assert_eq!(
+            retry_after(&[("retry-after".into(), "0.25".into())]),
+            Some(Duration::from_millis(250))
+        );
+        for reset in ["18446744073709551615", "99999999999999", "0"] {
+            let w = rate_limit_wait(
+                &resp(
+                    403,
+                    &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", reset)],
+                ),
+                0,
+            )
+            .unwrap();
+            assert!(
+                w <= MAX_HINTED_WAIT + Duration::from_secs(1),
+                "{reset}: {w:?}"
+            );
+        }
+        assert!(rate_limit_wait(&resp(429, &[]), u32::MAX).is_some());
+    }
+
+    #[test]
+    fn a_github_secondary_limit_waits_a_minute_then_backs_off() {
+        // The exact shape GitHub documents: 403, remaining > 0, no retry-after, this message.
+        let mut r = resp(
+            403,
+            &[
+                ("x-ratelimit-remaining", "4987"),
+                ("content-type", "application/json; charset=utf-8"),
+            ],
+        );
+        r.body = br#"{"message":"You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID 1234.","documentation_url":"https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits","status":"403"}"#.to_vec();
+        assert_eq!(rate_limit_wait(&r, 0), Some(Duration::from_secs(60)));
+        assert_eq!(rate_limit_wait(&r, 1), Some(Duration::from_secs(120)));
+        assert_eq!(rate_limit_wait(&r, 3), Some(Duration::from_secs(480)));
+        // A retry-after, when present, wins.
+        r.headers.push(("retry-after".into(), "30".into()));
+        assert_eq!(rate_limit_wait(&r, 0), Some(Duration::from_secs(30)));
+        // A permission 403 is no rate limit.
+        let mut denied = resp(403, &[("x-ratelimit-remaining", "4987")]);
+        denied.body = br#"{"message":"Resource not accessible by integration"}"#.to_vec();
+        assert_eq!(rate_limit_wait(&denied, 0), None);
+    }
+
+    #[test]
+    fn header_counts_and_sizes_are_bounded() {
+        let many: Vec<(String, String)> = (0..40_000)
+            .map(|i| (format!("x-h-{i}"), "v".to_string()))
+            .collect();
+        assert!(matches!(
+            plugin_headers(&many),
+            Err(OutboundError::InvalidRequest(_))
+        ));
+        let big = vec![("x-big".to_string(), "v".repeat(MAX_REQUEST_HEADER_BYTES))];
+        assert!(plugin_headers(&big).is_err());
+        let ok: Vec<(String, String)> = (0..MAX_REQUEST_HEADERS)
+            .map(|i| (format!("x-h-{i}"), "v".to_string()))
+            .collect();
+        assert_eq!(plugin_headers(&ok).unwrap().len(), MAX_REQUEST_HEADERS);
     }
 
     #[test]

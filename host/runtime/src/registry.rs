@@ -106,23 +106,43 @@ impl Registry {
 
     /// Brings the registry in step with the directory: loads new and changed files, drops
     /// deleted ones. Unchanged files (same size and mtime) are not read again.
+    ///
+    /// Files load concurrently and each is published as soon as it has loaded, so a slow
+    /// compile (bounded by [`crate::RuntimeConfig::compile_timeout`]) delays no other plugin; a
+    /// changed file's previous version serves until its new one is in.
     pub async fn rescan(&self) {
         let _guard = self.reload.lock().await;
         let old = self.current.load_full();
         let mut files = BTreeMap::new();
+        let mut pending = futures::stream::FuturesUnordered::new();
         for path in list_wasm_files(&self.dir) {
             let stamp = match std::fs::metadata(&path) {
                 Ok(m) => (m.len(), m.modified().ok()),
                 Err(_) => continue,
             };
-            let previous = old.files.get(&path);
-            if let Some(prev) = previous
+            let previous = old.files.get(&path).cloned();
+            if let Some(prev) = &previous
                 && prev.stamp == stamp
             {
                 files.insert(path, prev.clone());
                 continue;
             }
-            let state = match self.runtime.load_file(&path).await {
+            if let Some(prev) = &previous {
+                files.insert(path.clone(), prev.clone());
+            }
+            let runtime = self.runtime.clone();
+            pending.push(async move {
+                let result = runtime.load_file(&path).await;
+                (path, stamp, previous, result)
+            });
+        }
+        for gone in old.files.keys().filter(|p| !files.contains_key(*p)) {
+            tracing::info!(file = %gone.display(), "plugin file removed; unloaded");
+        }
+        self.current.store(Arc::new(build_snapshot(files.clone())));
+        use futures::StreamExt;
+        while let Some((path, stamp, previous, result)) = pending.next().await {
+            let state = match result {
                 Ok(plugin) => {
                     let i = plugin.info();
                     tracing::info!(file = %path.display(), id = %i.id, version = %i.version, sha256 = %i.sha256, cached = i.compiled_from_cache, load_ms = i.load_ms, "plugin loaded");
@@ -136,18 +156,14 @@ impl Registry {
                     tracing::warn!(file = %path.display(), "plugin failed to load: {e}");
                     FileState {
                         stamp,
-                        plugin: previous.and_then(|p| p.plugin.clone()),
+                        plugin: previous.and_then(|p| p.plugin),
                         error: Some(e.to_string()),
                     }
                 }
             };
             files.insert(path, state);
+            self.current.store(Arc::new(build_snapshot(files.clone())));
         }
-        for gone in old.files.keys().filter(|p| !files.contains_key(*p)) {
-            tracing::info!(file = %gone.display(), "plugin file removed; unloaded");
-        }
-        let snapshot = build_snapshot(files);
-        self.current.store(Arc::new(snapshot));
         self.ready.store(true, Ordering::Release);
     }
 

@@ -72,9 +72,44 @@ pub struct ServeConfig {
     /// Upstream request timeout, in seconds (per attempt).
     #[arg(long, env = "SLUICE_HTTP_TIMEOUT_SECS", default_value_t = 60)]
     pub http_timeout_secs: u64,
-    /// Longest single rate-limit wait, in seconds; a longer one fails the request.
+    /// Longest single rate-limit or `Retry-After` wait, in seconds; past it the upstream's
+    /// answer goes to the plugin as it is.
     #[arg(long, env = "SLUICE_MAX_RATE_LIMIT_WAIT_SECS", default_value_t = 900)]
     pub max_rate_limit_wait_secs: u64,
+    /// Seconds a client has to send a complete request head; also how long a keep-alive
+    /// connection may stay idle between requests. The connection is closed after that.
+    #[arg(long, env = "SLUICE_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+    /// HTTP connections open at once, lowered to the open-file limit minus 256 (at least 16);
+    /// more wait in the listen backlog.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Linear memory all plugin calls together may hold, in MiB. A call reserves its own limit
+    /// (the plugin's `memory-mib`, default 64, capped by SLUICE_PLUGIN_MEMORY_MIB) before it
+    /// starts and waits for it within its deadline.
+    #[arg(long, env = "SLUICE_PLUGIN_MEMORY_BUDGET_MIB", default_value_t = 192)]
+    pub plugin_memory_budget_mib: u32,
+    /// Plugin files larger than this are refused before they are read, in MiB.
+    #[arg(long, env = "SLUICE_MAX_PLUGIN_MIB", default_value_t = 64)]
+    pub max_plugin_mib: u64,
+    /// A plugin whose compile takes longer is refused, in seconds.
+    #[arg(long, env = "SLUICE_COMPILE_TIMEOUT_SECS", default_value_t = 60)]
+    pub compile_timeout_secs: u64,
+    /// Records one run may stage, in MiB; the run fails with `staging_quota_exceeded` past it.
+    #[arg(long, env = "SLUICE_STAGING_RUN_QUOTA_MIB", default_value_t = 4096)]
+    pub staging_run_quota_mib: u64,
+    /// Records all runs together may stage, in MiB (size STAGING_DIR's volume above this).
+    #[arg(long, env = "SLUICE_STAGING_TOTAL_MIB", default_value_t = 8192)]
+    pub staging_total_mib: u64,
+    /// Longest plugin log message kept, in bytes (fields get as much again).
+    #[arg(long, env = "SLUICE_PLUGIN_LOG_LINE_BYTES", default_value_t = 4096)]
+    pub plugin_log_line_bytes: usize,
+    /// Plugin log one call may write, in KiB; further lines are counted and dropped.
+    #[arg(long, env = "SLUICE_PLUGIN_LOG_CALL_KIB", default_value_t = 1024)]
+    pub plugin_log_call_kib: u64,
+    /// Plugin log one run may write (all its calls), in KiB.
+    #[arg(long, env = "SLUICE_PLUGIN_LOG_RUN_KIB", default_value_t = 8192)]
+    pub plugin_log_run_kib: u64,
 }
 
 impl ServeConfig {
@@ -108,10 +143,26 @@ impl ServeConfig {
         if self.max_concurrent_runs == 0 {
             bail!("SLUICE_MAX_CONCURRENT_RUNS must be at least 1");
         }
-        if self.duckdb_memory_mib + self.plugin_memory_mib * self.max_concurrent_runs as u32 > 448 {
-            warnings.push("DuckDB plus plugin memory of all concurrent runs exceeds ~448 MiB: the 512 MiB container limit may be hit".into());
+        if self.header_read_timeout_secs == 0 {
+            bail!("SLUICE_HEADER_READ_TIMEOUT_SECS must be at least 1");
+        }
+        // ~40 MiB for the service itself; each running run's DuckDB may take its limit.
+        let worst = 40
+            + u64::from(self.plugin_memory_budget_mib)
+            + u64::from(self.duckdb_memory_mib) * self.max_concurrent_runs as u64;
+        if worst > 480 {
+            warnings.push(format!("plugin memory budget + DuckDB limit × concurrent runs + ~40 MiB = {worst} MiB: the 512 MiB container limit may be hit"));
         }
         Ok(warnings)
+    }
+
+    /// Copies the plugin budgets and limits into the runtime's settings.
+    pub fn apply_budgets(&self, rc: &mut sluice_runtime::RuntimeConfig) {
+        rc.memory_budget_mib = self.plugin_memory_budget_mib;
+        rc.max_plugin_bytes = self.max_plugin_mib << 20;
+        rc.compile_timeout = std::time::Duration::from_secs(self.compile_timeout_secs);
+        rc.log.line_bytes = self.plugin_log_line_bytes;
+        rc.log.call_bytes = self.plugin_log_call_kib << 10;
     }
 
     pub fn backend_name(&self) -> anyhow::Result<&'static str> {
@@ -183,6 +234,16 @@ impl ServeConfig {
             "shutdown_grace_secs": self.shutdown_grace_secs,
             "http_timeout_secs": self.http_timeout_secs,
             "max_rate_limit_wait_secs": self.max_rate_limit_wait_secs,
+            "header_read_timeout_secs": self.header_read_timeout_secs,
+            "max_connections": self.max_connections,
+            "plugin_memory_budget_mib": self.plugin_memory_budget_mib,
+            "max_plugin_mib": self.max_plugin_mib,
+            "compile_timeout_secs": self.compile_timeout_secs,
+            "staging_run_quota_mib": self.staging_run_quota_mib,
+            "staging_total_mib": self.staging_total_mib,
+            "plugin_log_line_bytes": self.plugin_log_line_bytes,
+            "plugin_log_call_kib": self.plugin_log_call_kib,
+            "plugin_log_run_kib": self.plugin_log_run_kib,
         })
     }
 }

@@ -102,6 +102,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         staging: StagingConfig::new(work.join("staging")),
         deadline: Duration::from_secs(24 * 3600),
         cancel: cancel.clone(),
+        log_bytes: 64 << 20,
     };
     let progress: Progress = Default::default();
     let bars = MultiProgress::new();

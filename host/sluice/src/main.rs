@@ -100,6 +100,19 @@ pub fn runtime(
     policy: sluice_runtime::policy::OperatorPolicy,
     outbound: OutboundConfig,
 ) -> anyhow::Result<Runtime> {
+    let rc = runtime_config(cache_dir, memory_mib, max_calls, compiler, policy, outbound);
+    Runtime::new(rc).context("starting the wasm runtime")
+}
+
+/// The settings [`runtime`] starts with; `serve` adds its budgets before starting it.
+fn runtime_config(
+    cache_dir: &std::path::Path,
+    memory_mib: u32,
+    max_calls: u32,
+    compiler: Option<PathBuf>,
+    policy: sluice_runtime::policy::OperatorPolicy,
+    outbound: OutboundConfig,
+) -> RuntimeConfig {
     let mut rc = RuntimeConfig::new(cache_dir);
     rc.max_memory_mib = memory_mib;
     rc.default_memory_mib = memory_mib.min(64);
@@ -108,7 +121,7 @@ pub fn runtime(
     rc.perf_map = std::env::var_os("SLUICE_PERF_MAP").is_some();
     rc.policy = policy;
     rc.outbound = outbound;
-    Runtime::new(rc).context("starting the wasm runtime")
+    rc
 }
 
 async fn serve(cfg: ServeConfig, warnings: Vec<String>) -> anyhow::Result<()> {
@@ -116,12 +129,13 @@ async fn serve(cfg: ServeConfig, warnings: Vec<String>) -> anyhow::Result<()> {
     for w in &warnings {
         tracing::warn!("{w}");
     }
+    let http_limits = http_limits(&cfg);
     let outbound = OutboundConfig {
         request_timeout: Duration::from_secs(cfg.http_timeout_secs),
         max_rate_limit_wait: Duration::from_secs(cfg.max_rate_limit_wait_secs),
         ..OutboundConfig::default()
     };
-    let runtime = runtime(
+    let mut rc = runtime_config(
         &cfg.data_dir.join("cache"),
         cfg.plugin_memory_mib,
         cfg.max_concurrent_calls,
@@ -129,13 +143,17 @@ async fn serve(cfg: ServeConfig, warnings: Vec<String>) -> anyhow::Result<()> {
         std::env::current_exe().ok(),
         cfg.policy()?,
         outbound,
-    )?;
+    );
+    cfg.apply_budgets(&mut rc);
+    let runtime = Runtime::new(rc).context("starting the wasm runtime")?;
     std::fs::create_dir_all(&cfg.plugins_dir)
         .with_context(|| format!("creating PLUGINS_DIR {}", cfg.plugins_dir.display()))?;
     let registry = Registry::new(runtime, cfg.plugins_dir.clone());
     let book = RunBook::open(cfg.data_dir.join("runs")).context("opening run records")?;
     let mut staging = StagingConfig::new(cfg.staging_dir());
     staging.memory_limit_mib = cfg.duckdb_memory_mib;
+    staging.run_quota_bytes = cfg.staging_run_quota_mib << 20;
+    staging.disk = sluice_staging::DiskBudget::new(cfg.staging_total_mib << 20);
     let runs = RunManager::new(
         registry.clone(),
         book,
@@ -143,6 +161,7 @@ async fn serve(cfg: ServeConfig, warnings: Vec<String>) -> anyhow::Result<()> {
             max_concurrent_runs: cfg.max_concurrent_runs,
             max_queued_runs: cfg.max_queued_runs,
             run_deadline: Duration::from_secs(cfg.run_timeout_secs),
+            run_log_bytes: cfg.plugin_log_run_kib << 10,
             staging,
             backend: cfg.backend()?,
         },
@@ -175,9 +194,7 @@ async fn serve(cfg: ServeConfig, warnings: Vec<String>) -> anyhow::Result<()> {
         }
     });
 
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    sluice_api::server::serve(listener, app, http_limits, shutdown_signal()).await;
     tracing::info!(
         grace_secs = cfg.shutdown_grace_secs,
         "stopped accepting; finishing runs"
@@ -186,6 +203,48 @@ async fn serve(cfg: ServeConfig, warnings: Vec<String>) -> anyhow::Result<()> {
         .await;
     tracing::info!("bye");
     Ok(())
+}
+
+/// Raises the open-file limit to its hard limit and sizes the HTTP limits within it.
+fn http_limits(cfg: &ServeConfig) -> sluice_api::server::ServeLimits {
+    use sluice_api::server::{connection_cap, nofile_limit, raise_nofile_limit};
+    let soft = match raise_nofile_limit() {
+        Ok(l) => {
+            tracing::info!(
+                soft = l.soft,
+                hard = l.hard,
+                previous_soft = l.previous_soft,
+                "open file limit"
+            );
+            Some(l.soft)
+        }
+        Err(e) => {
+            let now = nofile_limit().ok();
+            tracing::warn!(
+                soft = now.map(|l| l.0),
+                hard = now.map(|l| l.1),
+                "cannot raise the open file limit: {e}"
+            );
+            now.map(|l| l.0)
+        }
+    };
+    let max_connections = connection_cap(cfg.max_connections, soft.unwrap_or(u64::MAX));
+    if max_connections < cfg.max_connections {
+        tracing::warn!(
+            configured = cfg.max_connections,
+            max_connections,
+            "SLUICE_MAX_CONNECTIONS lowered to stay below the open file limit"
+        );
+    }
+    tracing::info!(
+        max_connections,
+        header_read_timeout_secs = cfg.header_read_timeout_secs,
+        "connection limits"
+    );
+    sluice_api::server::ServeLimits {
+        header_read_timeout: Duration::from_secs(cfg.header_read_timeout_secs),
+        max_connections,
+    }
 }
 
 async fn shutdown_signal() {

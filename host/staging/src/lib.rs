@@ -13,6 +13,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -43,6 +45,66 @@ pub enum StagingError {
     Convert { stream: String, message: String },
     #[error("DuckDB: {0}")]
     Duck(#[from] duckdb::Error),
+    /// A batch would take staging past a disk quota; nothing of it was written.
+    #[error("staging quota exceeded: {scope} allows {limit_mib} MiB of staged records")]
+    Quota {
+        /// `this run` (`SLUICE_STAGING_RUN_QUOTA_MIB`) or `all runs together`
+        /// (`SLUICE_STAGING_TOTAL_MIB`).
+        scope: &'static str,
+        limit_mib: u64,
+    },
+}
+
+/// Staged bytes that all runs of the process may hold together; each [`RunStage`] reserves
+/// what it writes and gives it back when its staging directory is deleted.
+#[derive(Debug)]
+pub struct DiskBudget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl DiskBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: u64) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            used: AtomicU64::new(0),
+        })
+    }
+
+    /// Bytes reserved now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn reserve(&self, n: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(n).filter(|t| *t <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, n: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(n))
+            });
+    }
+}
+
+/// Bytes one run holds of a [`DiskBudget`]; given back when dropped.
+#[derive(Debug)]
+struct Reservation {
+    budget: Arc<DiskBudget>,
+    bytes: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
 }
 
 /// Staging settings.
@@ -55,6 +117,10 @@ pub struct StagingConfig {
     pub threads: u32,
     /// Target size of one Parquet part; larger streams are split.
     pub part_bytes: u64,
+    /// Bytes of records one run may stage (NDJSON); DuckDB's spill files get as much again.
+    pub run_quota_bytes: u64,
+    /// The budget every run's staged records share.
+    pub disk: Arc<DiskBudget>,
 }
 
 impl StagingConfig {
@@ -64,6 +130,8 @@ impl StagingConfig {
             memory_limit_mib: 128,
             threads: 2,
             part_bytes: 128 << 20,
+            run_quota_bytes: 4 << 30,
+            disk: DiskBudget::new(8 << 30),
         }
     }
 }
@@ -102,6 +170,8 @@ pub struct RunStage {
     streams: BTreeMap<String, StreamStage>,
     /// The encoded lines of the batch being appended.
     batch: Vec<u8>,
+    /// What this run holds of the shared disk budget (all it has staged).
+    reserved: Reservation,
     finished: bool,
 }
 
@@ -141,6 +211,10 @@ impl RunStage {
             dir,
             streams: map,
             batch: Vec::with_capacity(1 << 16),
+            reserved: Reservation {
+                budget: config.disk.clone(),
+                bytes: 0,
+            },
             finished: false,
         })
     }
@@ -164,6 +238,20 @@ impl RunStage {
                 }
             })?;
         }
+        let n = self.batch.len() as u64;
+        if self.reserved.bytes.saturating_add(n) > self.config.run_quota_bytes {
+            return Err(StagingError::Quota {
+                scope: "this run",
+                limit_mib: self.config.run_quota_bytes >> 20,
+            });
+        }
+        if !self.config.disk.reserve(n) {
+            return Err(StagingError::Quota {
+                scope: "all runs together",
+                limit_mib: self.config.disk.limit >> 20,
+            });
+        }
+        self.reserved.bytes += n;
         st.writer.write_all(&self.batch)?;
         st.counts.records += records.len() as u64;
         st.counts.bytes += records.iter().map(|r| r.len() as u64).sum::<u64>();
@@ -189,8 +277,9 @@ impl RunStage {
         let open = || -> Result<duckdb::Connection, StagingError> {
             let db = duckdb::Connection::open(self.dir.join("stage.duckdb"))?;
             db.execute_batch(&format!(
-                "SET memory_limit='{}MiB'; SET threads={}; SET temp_directory='{}'; SET preserve_insertion_order=false;",
+                "SET memory_limit='{}MiB'; SET max_temp_directory_size='{}MiB'; SET threads={}; SET temp_directory='{}'; SET preserve_insertion_order=false;",
                 self.config.memory_limit_mib,
+                (self.config.run_quota_bytes >> 20).max(1),
                 self.config.threads.max(1),
                 sql_str(&tmp.to_string_lossy())
             ))?;
@@ -264,9 +353,17 @@ impl RunStage {
         }
         drop(db);
         self.finished = true;
+        let reserved = std::mem::replace(
+            &mut self.reserved,
+            Reservation {
+                budget: self.config.disk.clone(),
+                bytes: 0,
+            },
+        );
         Ok(StagedRun {
             dir: self.dir.clone(),
             streams: out,
+            _reserved: reserved,
         })
     }
 }
@@ -284,6 +381,8 @@ impl Drop for RunStage {
 pub struct StagedRun {
     dir: PathBuf,
     pub streams: Vec<StagedStream>,
+    /// Released when the staging directory is deleted.
+    _reserved: Reservation,
 }
 
 impl StagedRun {
@@ -325,6 +424,7 @@ fn encode_line(
     declared: &HashSet<String>,
 ) -> Result<(), String> {
     let fields: Vec<(Cow<'_, str>, &RawValue)> = parse_object(record)?;
+    let start = line.len();
     line.extend_from_slice(b"{\"");
     line.extend_from_slice(SEQ_COLUMN.as_bytes());
     line.extend_from_slice(b"\":");
@@ -364,7 +464,15 @@ fn encode_line(
         }
         line.push(b'}');
     }
-    line.extend_from_slice(b"}\n");
+    line.extend_from_slice(b"}");
+    // A valid JSON text holds raw line breaks only as whitespace (RFC 8259 §7 forbids them in
+    // strings), so blanking them keeps the value and keeps the record on one NDJSON line.
+    for b in &mut line[start..] {
+        if *b == b'\n' || *b == b'\r' {
+            *b = b' ';
+        }
+    }
+    line.push(b'\n');
     Ok(())
 }
 

@@ -15,6 +15,10 @@ pub struct Column {
 
 /// The columns of a stream: every property of its JSON Schema, in declaration order.
 /// Primary-key fields are not nullable; a property with no single scalar type is JSON.
+///
+/// SQL column names are case-insensitive (DuckDB, and most readers of the Parquet): a property
+/// whose name equals a host column (`_sluice_*`) or an earlier property's in any case is not
+/// made a column, so its values are kept in `_sluice_extra` instead of breaking the conversion.
 pub fn columns_for(schema: &Value, primary_key: &[String]) -> Vec<Column> {
     let Some(props) = schema.get("properties").and_then(Value::as_object) else {
         return vec![];
@@ -24,9 +28,13 @@ pub fn columns_for(schema: &Value, primary_key: &[String]) -> Vec<Column> {
         .and_then(Value::as_array)
         .map(|r| r.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
     props
         .iter()
-        .filter(|(name, _)| !name.starts_with("_sluice_"))
+        .filter(|(name, _)| {
+            let folded = name.to_lowercase();
+            !folded.starts_with("_sluice_") && seen.insert(folded)
+        })
         .map(|(name, prop)| {
             let (duck_type, null_in_type) = duck_type(prop);
             let is_key = primary_key.iter().any(|k| k == name);

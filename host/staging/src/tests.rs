@@ -190,3 +190,110 @@ fn wide_records_beyond_the_memory_of_two_threads_still_convert() {
     let rows: u64 = staged.streams[0].files.iter().map(|f| f.rows).sum();
     assert_eq!(rows, n);
 }
+
+#[test]
+fn staging_quotas_stop_a_run_and_leave_the_others_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = StagingConfig::new(dir.path());
+    cfg.run_quota_bytes = 64 << 10;
+    cfg.disk = DiskBudget::new(100 << 10);
+    let rec = json!({"id": 1, "name": "x".repeat(4000)}).to_string();
+    let batch: Vec<String> = vec![rec; 4]; // ~16 KiB a batch
+    let mut a = RunStage::begin(&cfg, "a", &[stream()]).unwrap();
+    a.append("items", &batch).unwrap();
+    let per_batch = cfg.disk.used(); // the encoded size of one batch
+    let mut appended = 1;
+    let err = loop {
+        match a.append("items", &batch) {
+            Ok(()) => appended += 1,
+            Err(e) => break e,
+        }
+        assert!(appended < 100, "the run quota never applied");
+    };
+    assert!(
+        matches!(
+            err,
+            StagingError::Quota {
+                scope: "this run",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        appended,
+        (64 << 10) / per_batch,
+        "batches that fit in 64 KiB"
+    );
+    // What the refused batch would have written is not on disk.
+    a.streams.get_mut("items").unwrap().writer.flush().unwrap();
+    let staged = std::fs::metadata(dir.path().join("a/records/items.ndjson")).unwrap();
+    assert!(staged.len() <= 64 << 10, "{}", staged.len());
+    assert_eq!(
+        cfg.disk.used(),
+        staged.len(),
+        "the budget counts what is on disk"
+    );
+    // A second run has what is left of the shared 100 KiB, then hits it.
+    let mut b = RunStage::begin(&cfg, "b", &[stream()]).unwrap();
+    let fits = ((100 << 10) - staged.len()) / (per_batch + 16);
+    for _ in 0..fits {
+        b.append("items", &batch).unwrap();
+    }
+    let err = b.append("items", &batch).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StagingError::Quota {
+                scope: "all runs together",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Deleting a run's staging gives its share back.
+    let used = cfg.disk.used();
+    drop(a);
+    assert!(cfg.disk.used() < used);
+    b.append("items", &batch).unwrap();
+}
+
+#[test]
+fn raw_line_breaks_in_whitespace_and_case_clashes_still_convert() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StagingConfig::new(dir.path());
+    let def = StreamDef {
+        name: "items".into(),
+        primary_key: vec!["id".into()],
+        cursor_field: None,
+        json_schema: json!({"type": "object", "properties": {
+            "id": {"type": "integer"},
+            "_SLUICE_SEQ": {"type": "string"},
+            "Name": {"type": "string"},
+            "name": {"type": "string"}
+        }}),
+    };
+    let mut stage = RunStage::begin(&cfg, "run1", &[def]).unwrap();
+    let recs = vec![
+        "{\n  \"id\": 1,\r\n  \"Name\": \"a\",\n \"name\": \"b\"\n}".to_string(),
+        "{\"id\":2,\n\"_SLUICE_SEQ\":\"x\",\"nested\":{\n\"k\": [1,\n2]}}".to_string(),
+    ];
+    stage.append("items", &recs).unwrap();
+    let staged = stage.finish("2024-05-01T00:00:00Z").unwrap();
+    let f = &staged.streams[0].files[0];
+    assert_eq!(f.rows, 2);
+    let db = duckdb::Connection::open_in_memory().unwrap();
+    let extra: Vec<String> = db
+        .prepare(&format!(
+            "SELECT CAST(_sluice_extra AS VARCHAR) FROM read_parquet('{}') ORDER BY id",
+            f.path.display()
+        ))
+        .unwrap()
+        .query_map([], |r| r.get::<_, Option<String>>(0))
+        .unwrap()
+        .map(|r| r.unwrap().unwrap_or_default())
+        .collect();
+    assert!(extra[0].contains("\"name\":\"b\""), "{extra:?}");
+    assert!(extra[1].contains("_SLUICE_SEQ"), "{extra:?}");
+    assert!(extra[1].contains("\"k\""), "{extra:?}");
+}

@@ -1,0 +1,480 @@
+//! The hostile suite (issue 9): plugins and upstreams that try to take the host down, outgrow
+//! its budgets or carry a secret out. Each test drives the built binary over its API (or the
+//! runtime directly, for load-time checks) and asserts the host's health, the other calls'
+//! service, and what the host wrote.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice_tests::{Service, plugin, run_id_of};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Lower case and hostname-safe: the `secret_host` door puts it in a URL's host, which URL
+/// parsing lower-cases.
+const SECRET: &str = "hostile-s3cret-tok3n-value";
+
+fn plugins_dir(root: &Path) -> PathBuf {
+    let dir = root.join("plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["probe", "hostile"] {
+        std::fs::copy(plugin(name), dir.join(format!("{name}.wasm"))).unwrap();
+    }
+    dir
+}
+
+fn storage() -> Value {
+    json!({"bucket": "local", "prefix": "hostile"})
+}
+
+/// `POST validate`; the answer and how long it took.
+async fn validate(svc: &Service, connector: &str, config: Value) -> (Value, Duration) {
+    let t = Instant::now();
+    let r = svc
+        .post("/internal/mirror-connections/validate")
+        .json(&json!({"connector": connector, "config": config, "credentials": {"token": SECRET}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "validate answered {}", r.status());
+    (r.json().await.unwrap(), t.elapsed())
+}
+
+async fn health(svc: &Service) {
+    let r = reqwest::get(format!("{}/health", svc.base)).await.unwrap();
+    assert_eq!(r.text().await.unwrap(), r#"{"status":"ok"}"#);
+}
+
+/// Field `name` (kB) of `/proc/<pid>/status`.
+fn proc_status_kib(pid: u32, name: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+async fn start_run(svc: &Service, connection: &str, connector: &str, config: Value) -> String {
+    let r = svc
+        .post("/internal/mirror-connections/runs")
+        .json(&json!({
+            "connection_id": connection, "connector": connector, "config": config,
+            "credentials": {"token": SECRET}, "storage": storage(),
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    run_id_of(r).await
+}
+
+/// A loopback upstream that answers each request with the raw response its path names; the
+/// values are what hostile upstreams send (RFC 9110 allows none of the absurd ones).
+async fn absurd_upstream() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head);
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let _ = sock.write_all(&absurd_response(&path)).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn absurd_response(path: &str) -> Vec<u8> {
+    let simple = |status: &str, header: &str| {
+        format!(
+            "HTTP/1.1 {status}\r\n{header}\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+        )
+        .into_bytes()
+    };
+    match path {
+        "/retry-after-1e20" => simple("429 Too Many Requests", "retry-after: 1e20"),
+        "/retry-after-negative" => simple("429 Too Many Requests", "retry-after: -5"),
+        "/retry-after-float" => simple("429 Too Many Requests", "retry-after: 0.2"),
+        "/retry-after-nan" => simple("429 Too Many Requests", "retry-after: NaN"),
+        "/retry-after-past" => simple(
+            "429 Too Many Requests",
+            "retry-after: Sun, 06 Nov 1994 08:49:37 GMT",
+        ),
+        "/retry-after-far-future" => simple(
+            "429 Too Many Requests",
+            "retry-after: Fri, 31 Dec 9999 23:59:59 GMT",
+        ),
+        "/503-retry-after-100000" => simple("503 Service Unavailable", "retry-after: 100000"),
+        "/reset-u64-max" => simple(
+            "403 Forbidden",
+            "x-ratelimit-remaining: 0\r\nx-ratelimit-reset: 18446744073709551615",
+        ),
+        "/100k-headers" => {
+            let mut r = b"HTTP/1.1 200 OK\r\n".to_vec();
+            for i in 0..100_000 {
+                r.extend_from_slice(format!("x-h-{i}: v\r\n").as_bytes());
+            }
+            r.extend_from_slice(b"content-length: 2\r\nconnection: close\r\n\r\n{}");
+            r
+        }
+        "/huge-header" => {
+            let mut r = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+            r.extend(std::iter::repeat_n(b'a', 4 << 20));
+            r.extend_from_slice(b"\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}");
+            r
+        }
+        _ => simple("200 OK", "x-ok: 1"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_upstream_headers_never_panic_the_host_or_wait_past_the_cap() {
+    let root = tempfile::tempdir().unwrap();
+    let svc = Service::start(
+        &root.path().join("data"),
+        &plugins_dir(root.path()),
+        &[("SLUICE_MAX_RATE_LIMIT_WAIT_SECS", "2")],
+    )
+    .await;
+    let up = absurd_upstream().await;
+    let cases = [
+        // (path, the status the plugin should end up with; 0 = a transport error)
+        ("/retry-after-1e20", 429),
+        ("/retry-after-negative", 429),
+        ("/retry-after-float", 429),
+        ("/retry-after-nan", 429),
+        ("/retry-after-past", 429),
+        ("/retry-after-far-future", 429),
+        ("/503-retry-after-100000", 503),
+        ("/reset-u64-max", 403),
+        ("/100k-headers", 0),
+        ("/huge-header", 0),
+    ];
+    for (path, status) in cases {
+        let (v, took) = validate(
+            &svc,
+            "probe",
+            json!({"action": "fetch", "url": format!("{up}{path}")}),
+        )
+        .await;
+        if status == 0 {
+            assert_eq!(v["valid"], false, "{path}: {v}");
+            assert_eq!(v["error"]["code"], "unreachable", "{path}: {v}");
+        } else {
+            assert_eq!(v["account"]["status"], status, "{path}: {v}");
+        }
+        // Waits are capped at 2 s each; the no-hint backoff (1, 2 s) stops at the cap too.
+        assert!(took < Duration::from_secs(10), "{path} took {took:?}");
+        health(&svc).await;
+    }
+    // Nothing was stranded: a run of a connection goes through start to end.
+    let run = start_run(&svc, "after-absurd", "probe", json!({"count": 3})).await;
+    let done = svc.wait_run(&run).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert!(!svc.logs().contains("panicked"), "{}", svc.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_plugins_are_contained_and_delay_no_other_call() {
+    let root = tempfile::tempdir().unwrap();
+    let svc = Service::start(
+        &root.path().join("data"),
+        &plugins_dir(root.path()),
+        &[
+            ("SLUICE_CALL_TIMEOUT_SECS", "3"),
+            ("SLUICE_PLUGIN_LOG_CALL_KIB", "256"),
+            ("SLUICE_STAGING_RUN_QUOTA_MIB", "8"),
+            ("SLUICE_STAGING_TOTAL_MIB", "64"),
+        ],
+    )
+    .await;
+    let pid = svc.child.id();
+    let up = absurd_upstream().await;
+
+    // 40,000 header names: refused as an invalid request, no panic.
+    let (v, _) = validate(
+        &svc,
+        "hostile",
+        json!({"mode": "many_headers", "url": format!("{up}/"), "n": 40_000}),
+    )
+    .await;
+    assert_eq!(v["valid"], false, "{v}");
+    assert!(
+        v.to_string().contains("headers"),
+        "the plugin should have been told why: {v}"
+    );
+    health(&svc).await;
+
+    // Memory: the call is stopped at its limit; the host's RSS stays far below it.
+    let (v, _) = validate(&svc, "hostile", json!({"mode": "memory_fill"})).await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("memory limit"),
+        "{v}"
+    );
+
+    // A spinning plugin and a log flood run to their deadline; meanwhile a probe call answers
+    // at once (its own slot and budget share are free).
+    let spin = tokio::spawn({
+        let (base, token) = (svc.base.clone(), svc.token.clone());
+        async move {
+            for mode in ["spin", "log_flood"] {
+                reqwest::Client::new()
+                    .post(format!("{base}/internal/mirror-connections/validate"))
+                    .header("x-connect-service-token", &token)
+                    .json(&json!({"connector": "hostile", "config": {"mode": mode, "bytes": 4096}, "credentials": {"token": SECRET}}))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut worst = Duration::ZERO;
+    while !spin.is_finished() {
+        let (v, took) = validate(&svc, "probe", json!({"action": "ok"})).await;
+        assert_eq!(v["valid"], true, "{v}");
+        worst = worst.max(took);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    spin.await.unwrap();
+    println!("slowest unrelated validate while a hostile call ran: {worst:?}");
+    assert!(
+        worst < Duration::from_secs(1),
+        "an unrelated call waited {worst:?}"
+    );
+
+    // Log volume: the flood was cut at its call budget (256 KiB) with one line saying so, and
+    // one huge line is cut to the line limit.
+    let (_, _) = validate(
+        &svc,
+        "hostile",
+        json!({"mode": "log_huge", "bytes": 16 << 20}),
+    )
+    .await;
+    let logs = svc.logs();
+    assert!(
+        logs.contains("plugin log lines dropped over budget"),
+        "no drop report in the log"
+    );
+    assert!(
+        logs.len() < 2 << 20,
+        "the service log grew to {} bytes",
+        logs.len()
+    );
+    let longest = logs.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 16 << 10, "a log line of {longest} bytes");
+
+    // Disk: a run that stages without end fails on its quota; a run of another connection at
+    // the same time is not affected, and the staging directory is empty afterwards.
+    let bad = start_run(&svc, "disk-hog", "hostile", json!({"mode": "disk_fill"})).await;
+    let good = start_run(&svc, "neighbour", "probe", json!({"count": 5000})).await;
+    let bad = svc.wait_run(&bad).await;
+    let good = svc.wait_run(&good).await;
+    assert_eq!(bad["status"], "failed", "{bad}");
+    assert_eq!(bad["error"]["code"], "staging_quota_exceeded", "{bad}");
+    assert_eq!(good["status"], "succeeded", "{good}");
+    let staging = svc.data_dir.join("staging");
+    let left: Vec<_> = std::fs::read_dir(&staging)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "staging left behind: {left:?}");
+
+    health(&svc).await;
+    let hwm = proc_status_kib(pid, "VmHWM:") >> 10;
+    println!("service peak RSS during the hostile suite: {hwm} MiB");
+    assert!(hwm < 400, "peak RSS {hwm} MiB");
+}
+
+/// Every place the host writes to, searched for the secret in each encoding a plugin could use.
+fn assert_no_secret_in(what: &str, text: &str) {
+    let r = sluice_runtime::redact::Redactor::new([SECRET]);
+    assert!(
+        r.redact(text) == text,
+        "{what} carries the secret (in some encoding):\n{}",
+        text.lines()
+            .filter(|l| r.redact(l) != *l)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_side_door_carries_a_secret_out() {
+    let root = tempfile::tempdir().unwrap();
+    let storage_dir = root.path().join("storage");
+    let svc = Service::start(
+        &root.path().join("data"),
+        &plugins_dir(root.path()),
+        &[
+            ("LOCAL_STORAGE_DIR", storage_dir.to_str().unwrap()),
+            ("RUST_LOG", "debug"),
+        ],
+    )
+    .await;
+    let up = absurd_upstream().await;
+    let mut answers = String::new();
+    for mode in [
+        "secret_account",
+        "secret_query",
+        "secret_host",
+        "secret_log_field",
+        "secret_error",
+        "secret_all",
+    ] {
+        let (v, _) = validate(&svc, "hostile", json!({"mode": mode, "url": up})).await;
+        answers.push_str(&format!("{mode}: {v}\n"));
+    }
+    for mode in [
+        "secret_stream_name",
+        "secret_schema",
+        "secret_state",
+        "secret_all",
+    ] {
+        let run = start_run(&svc, mode, "hostile", json!({"mode": mode, "url": up})).await;
+        let status = svc.wait_run(&run).await;
+        answers.push_str(&format!("run {mode}: {status}\n"));
+        let sync = svc
+            .post("/internal/mirror-connections/schema-sync")
+            .json(&json!({"connection_id": mode, "connector": "hostile", "config": {"mode": mode, "url": up}, "credentials": {"token": SECRET}, "storage": storage()}))
+            .send()
+            .await
+            .unwrap();
+        answers.push_str(&format!(
+            "schema-sync {mode}: {}\n",
+            sync.text().await.unwrap()
+        ));
+        let list = svc
+            .get(&format!(
+                "/internal/mirror-connections/runs?connection_id={mode}"
+            ))
+            .send()
+            .await
+            .unwrap();
+        answers.push_str(&list.text().await.unwrap());
+    }
+    // The side doors were really tried: the secret reached the plugin and its requests.
+    assert!(answers.contains("[redacted]"), "{answers}");
+    assert_no_secret_in("API answers", &answers);
+    assert_no_secret_in("the service log", &svc.logs());
+    for f in files_under(&svc.data_dir.join("runs")) {
+        assert_no_secret_in(
+            &f.display().to_string(),
+            &std::fs::read_to_string(&f).unwrap(),
+        );
+    }
+    let mut metadata = 0;
+    for f in files_under(&storage_dir) {
+        if f.extension().is_some_and(|e| e == "parquet") {
+            continue; // data: what the plugin emitted is committed as it is
+        }
+        metadata += 1;
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        assert_no_secret_in(&f.display().to_string(), &text);
+    }
+    assert!(metadata > 0, "no run committed anything to search");
+}
+
+/// Components that could never fit their share of the pool are refused when they load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_with_too_many_memories_are_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = sluice_runtime::Runtime::new(sluice_runtime::RuntimeConfig::new(dir.path())).unwrap();
+    let component = |memories: usize| {
+        let mut wat = String::from("(component (core module $m (memory 1))");
+        for i in 0..memories {
+            wat.push_str(&format!(" (core instance $i{i} (instantiate $m))"));
+        }
+        wat.push(')');
+        wat::parse_str(&wat).unwrap()
+    };
+    for n in [16, 128] {
+        let e = rt.load_bytes(component(n), None).await.err().unwrap();
+        assert!(
+            e.to_string().contains(&format!("{n} Wasm linear memories")),
+            "{n} memories: {e}"
+        );
+    }
+    // Within the cap the same component gets past that check (and fails only for not
+    // exporting a connector).
+    let e = rt.load_bytes(component(2), None).await.err().unwrap();
+    assert!(e.to_string().contains("not a Sluice connector"), "{e}");
+}
+
+/// The global memory budget: a call waits for its share within its deadline, and gets it when
+/// an earlier call gives it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_wait_for_their_share_of_the_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = sluice_runtime::RuntimeConfig::new(dir.path());
+    cfg.default_memory_mib = 32;
+    cfg.max_memory_mib = 32;
+    cfg.memory_budget_mib = 48; // one 32 MiB call at a time
+    let rt = sluice_runtime::Runtime::new(cfg).unwrap();
+    let p = rt.load_file(&plugin("probe")).await.unwrap();
+    let opts = |ms: u64| sluice_runtime::CallOptions {
+        deadline: Duration::from_millis(ms),
+        secrets: sluice_runtime::Secrets::new([("token".to_string(), SECRET.to_string())]),
+        ..Default::default()
+    };
+    let spinning = tokio::spawn({
+        let p = p.clone();
+        let o = opts(600);
+        async move { p.validate(&json!({"action": "loop"}), o).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Too short a deadline to outwait the spinner: refused at its own deadline.
+    let t = Instant::now();
+    let e = p
+        .validate(&json!({"action": "ok"}), opts(200))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, sluice_runtime::CallError::Deadline(_)), "{e}");
+    assert!(
+        t.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        t.elapsed()
+    );
+    // Long enough: it runs once the spinner's share is back.
+    let t = Instant::now();
+    p.validate(&json!({"action": "ok"}), opts(3000))
+        .await
+        .unwrap();
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(150),
+        "did not wait: {waited:?}"
+    );
+    assert!(spinning.await.unwrap().is_err());
+}
