@@ -8,6 +8,7 @@ mod connectors;
 mod error;
 mod mirror;
 mod openapi;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::Duration;
