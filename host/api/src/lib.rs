@@ -67,17 +67,19 @@ pub fn router(state: AppState) -> Router {
         .route("/mirror-connections/schema-sync", post(mirror::schema_sync))
         .route("/connectors", get(connectors::list))
         .route("/connectors/{id}", get(connectors::get_one))
-        .fallback(error::not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ));
+        .fallback(error::not_found);
+    // The token is checked on the path, before routing: every `/internal` path, routed or not,
+    // answers 401 without it, so the routes cannot be discovered without the token.
     Router::new()
         .route("/health", get(connectors::health))
         .route("/ready", get(connectors::ready))
         .route("/openapi.json", get(openapi::serve))
         .nest("/internal", internal)
         .fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
