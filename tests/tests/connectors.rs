@@ -9,8 +9,8 @@ use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sluice_tests::fakes::github::{FakeGithub, GithubConfig, GithubHandle};
-use sluice_tests::fakes::slack::{FakeSlack, SlackConfig};
+use sluice_tests::fakes::github::{FakeGithub, GithubConfig, GithubHandle, Grant};
+use sluice_tests::fakes::slack::{ALL_SCOPES, FakeSlack, SlackConfig};
 use sluice_tests::s3::{AK, BUCKET, SK, endpoint, unique_prefix};
 use sluice_tests::{Service, plugin, run_id_of};
 
@@ -222,7 +222,10 @@ async fn github_validate_maps_tokens_scopes_and_outages() {
 
     let ok = validate(&svc, "github", &repos, gh.token()).await;
     assert_eq!(ok["valid"], true, "{ok}");
-    assert_eq!(ok["account"], json!({"login": "sluice-bot", "id": 4242}));
+    assert_eq!(
+        ok["account"],
+        json!({"login": "sluice-bot", "id": 4242, "token_type": "classic", "scopes": ["repo", "read:org"], "unreadable_streams": []})
+    );
     assert_eq!(
         validate(&svc, "github", &github_config(&gh), gh.token()).await["valid"],
         true
@@ -287,9 +290,10 @@ async fn slack_validate_maps_tokens_scopes_and_outages() {
 
     let ok = validate(&svc, "slack", &config, sl.token()).await;
     assert_eq!(ok["valid"], true, "{ok}");
+    let all: BTreeSet<&str> = ALL_SCOPES.split(',').collect();
     assert_eq!(
         ok["account"],
-        json!({"team": "Acme", "team_id": "T00000001", "user": "sluice-bot", "user_id": "U0BOT0001", "bot_id": "B00000001"})
+        json!({"team": "Acme", "team_id": "T00000001", "user": "sluice-bot", "user_id": "U0BOT0001", "bot_id": "B00000001", "scopes": all, "unreadable_streams": []})
     );
     assert_invalid(
         &validate(&svc, "slack", &config, "xoxb-unknown").await,
@@ -911,4 +915,344 @@ async fn slack_full_sync_matches_the_fake_and_an_incremental_brings_only_new_mes
         data.users.len() as u64,
         "users are a full refresh"
     );
+}
+
+/// The run's error `{code, message}` once it failed.
+async fn failed_run(
+    svc: &Service,
+    connection: &str,
+    connector: &str,
+    config: &Value,
+    token: &str,
+) -> Value {
+    let run_id = submit(svc, connection, connector, config, token).await;
+    let run = svc.wait_run(&run_id).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    run["error"].clone()
+}
+
+/// The value of `header` in an answer of the fake to `GET url` with `token`.
+async fn fake_header(url: &str, token: &str, header: &str) -> Option<String> {
+    let r = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    r.headers()
+        .get(header)
+        .map(|v| v.to_str().unwrap().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_validate_names_what_each_stream_lacks_and_the_sync_reads_the_rest() {
+    let sl = FakeSlack::start(SlackConfig {
+        channels: 6,
+        not_member_every: 0,
+        messages: 120,
+        ..Default::default()
+    })
+    .await;
+    let (no_history, public_only) = ("xoxb-no-history-0123456789", "xoxb-public-only-0123456789");
+    sl.grant(no_history, "channels:read,groups:read,users:read");
+    sl.grant(
+        public_only,
+        "channels:read,groups:read,users:read,channels:history",
+    );
+    // Slack's header, as Slack writes it: comma-separated, no spaces.
+    assert_eq!(
+        fake_header(
+            &format!("{}/auth.test", sl.url),
+            no_history,
+            "x-oauth-scopes"
+        )
+        .await
+        .as_deref(),
+        Some("channels:read,groups:read,users:read")
+    );
+    let root = tempfile::tempdir().unwrap();
+    let svc = start(root.path(), &[]).await;
+    let config = json!({"api_url": sl.url});
+
+    let answer = validate(&svc, "slack", &config, no_history).await;
+    assert_eq!(
+        answer["valid"], true,
+        "channels and users are readable: {answer}"
+    );
+    assert_eq!(
+        answer["account"]["unreadable_streams"],
+        json!([
+            {"stream": "messages", "missing_scope": "channels:history,groups:history", "partial": false},
+            {"stream": "threads", "missing_scope": "channels:history,groups:history", "partial": false}
+        ])
+    );
+    let answer = validate(&svc, "slack", &config, public_only).await;
+    assert_eq!(answer["valid"], true, "{answer}");
+    assert_eq!(
+        answer["account"]["unreadable_streams"][0],
+        json!({"stream": "messages", "missing_scope": "groups:history", "partial": true})
+    );
+    let required = json!({"api_url": sl.url, "required_streams": ["messages"]});
+    assert_invalid(
+        &validate(&svc, "slack", &required, no_history).await,
+        "insufficient_scope",
+        "required stream messages cannot be read: the token lacks channels:history,groups:history",
+    );
+    assert_invalid(
+        &validate(&svc, "slack", &required, public_only).await,
+        "insufficient_scope",
+        "groups:history",
+    );
+    assert_eq!(
+        validate(&svc, "slack", &required, sl.token()).await["valid"],
+        true
+    );
+    // Only users:read: not a stream left with all it needs but users.
+    sl.grant("xoxb-users-only-0123456789", "users:read");
+    let users_only = validate(&svc, "slack", &config, "xoxb-users-only-0123456789").await;
+    assert_eq!(users_only["valid"], true, "{users_only}");
+    assert_eq!(
+        users_only["account"]["unreadable_streams"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // `valid: true` holds for the sync: it reads what the scopes allow and skips the rest.
+    let data = sl.data();
+    let run = sync(&svc, "sl-no-history", "slack", &config, no_history).await;
+    assert_eq!(records(&run, "channels"), data.channels.len() as u64);
+    assert_eq!(records(&run, "users"), data.users.len() as u64);
+    assert_eq!(records(&run, "messages"), 0);
+    let private: BTreeSet<&str> = data
+        .channels
+        .iter()
+        .filter(|c| c.is_private)
+        .map(|c| c.id.as_str())
+        .collect();
+    assert!(!private.is_empty());
+    let run = sync(&svc, "sl-public", "slack", &config, public_only).await;
+    let public_messages = data
+        .messages
+        .iter()
+        .filter(|m| !private.contains(m.channel.as_str()))
+        .count();
+    assert_eq!(
+        records(&run, "messages"),
+        public_messages as u64,
+        "public channels only"
+    );
+    // Once granted, the next sync reads the private channels from their start (their cursors
+    // never moved) and nothing again of the public ones.
+    sl.grant(public_only, ALL_SCOPES);
+    let run = sync(&svc, "sl-public", "slack", &config, public_only).await;
+    assert_eq!(
+        records(&run, "messages"),
+        (data.messages.len() - public_messages) as u64
+    );
+    // A required stream the token cannot read fails the run instead.
+    let error = failed_run(&svc, "sl-required", "slack", &required, no_history).await;
+    assert_eq!(error["code"], "insufficient_scope", "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_validate_checks_classic_scopes_and_fine_grained_permissions() {
+    let gh = FakeGithub::start(GithubConfig {
+        repos: 3,
+        issues: 60,
+        comments: 20,
+        commits: 60,
+        ..Default::default()
+    })
+    .await;
+    let data = gh.data();
+    assert!(
+        data.repos
+            .iter()
+            .any(|r| r.full_name == "acme/repo-1" && r.private)
+    );
+    let root = tempfile::tempdir().unwrap();
+    let svc = start(root.path(), &[]).await;
+    let both = json!({"api_url": gh.url, "repositories": ["acme/repo-0", "acme/repo-1"]});
+    let public = json!({"api_url": gh.url, "repositories": ["acme/repo-0"]});
+
+    // A classic token without `repo`: GitHub hides the private repository (404).
+    let classic = "ghp_classic_public0123456789";
+    gh.grant(
+        classic,
+        Grant::Classic {
+            scopes: "read:org, gist".into(),
+        },
+    );
+    assert_eq!(
+        fake_header(&format!("{}/user", gh.url), gh.token(), "x-oauth-scopes")
+            .await
+            .as_deref(),
+        Some("repo, read:org"),
+        "GitHub's header: comma and space"
+    );
+    let answer = validate(&svc, "github", &both, classic).await;
+    assert_invalid(&answer, "insufficient_scope", "repository acme/repo-1");
+    assert_invalid(
+        &answer,
+        "insufficient_scope",
+        "lacks the scope repo (its scopes: read:org, gist)",
+    );
+    let answer = validate(&svc, "github", &public, classic).await;
+    assert_eq!(answer["valid"], true, "{answer}");
+    assert_eq!(answer["account"]["scopes"], json!(["read:org", "gist"]));
+    let org = validate(&svc, "github", &github_config(&gh), classic).await;
+    assert_eq!(org["valid"], true, "{org}");
+    assert!(
+        org["account"]["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("only the public repositories"),
+        "{org}"
+    );
+
+    // A fine-grained token (no x-oauth-scopes) not granted repo-1 cannot read it at all.
+    let one_repo = "github_pat_one_repo0123456789";
+    gh.grant(
+        one_repo,
+        Grant::FineGrained {
+            repos: vec![],
+            permissions: vec![
+                "issues=read".into(),
+                "pull_requests=read".into(),
+                "contents=read".into(),
+            ],
+        },
+    );
+    assert_eq!(
+        fake_header(&format!("{}/user", gh.url), one_repo, "x-oauth-scopes").await,
+        None
+    );
+    assert_invalid(
+        &validate(&svc, "github", &both, one_repo).await,
+        "insufficient_scope",
+        "repository acme/repo-1",
+    );
+    let answer = validate(&svc, "github", &public, one_repo).await;
+    assert_eq!(answer["valid"], true, "{answer}");
+    assert_eq!(answer["account"]["token_type"], "fine-grained");
+    assert_eq!(answer["account"]["scopes"], Value::Null);
+    assert_eq!(answer["account"]["unreadable_streams"], json!([]));
+
+    // Granted repo-1 but not contents: its commits cannot be read; the rest can.
+    let no_contents = "github_pat_no_contents0123456789";
+    gh.grant(
+        no_contents,
+        Grant::FineGrained {
+            repos: vec!["acme/repo-1".into()],
+            permissions: vec!["issues=read".into(), "pull_requests=read".into()],
+        },
+    );
+    let unreadable = json!([{"stream": "commits", "repository": "acme/repo-1", "missing_scope": "contents=read"}]);
+    let answer = validate(&svc, "github", &both, no_contents).await;
+    assert_eq!(answer["valid"], true, "{answer}");
+    assert_eq!(answer["account"]["unreadable_streams"], unreadable);
+    let answer = validate(&svc, "github", &github_config(&gh), no_contents).await;
+    assert_eq!(
+        answer["account"]["unreadable_streams"], unreadable,
+        "one private repository of the organization is probed"
+    );
+    let required = json!({"api_url": gh.url, "repositories": ["acme/repo-0", "acme/repo-1"], "required_streams": ["commits"]});
+    assert_invalid(
+        &validate(&svc, "github", &required, no_contents).await,
+        "insufficient_scope",
+        "required stream commits cannot be read in repository acme/repo-1 (HTTP 403): the token lacks the permission contents=read",
+    );
+
+    // The sync reads everything but repo-1's commits, whose cursor stays unset.
+    let run = sync(&svc, "gh-no-contents", "github", &both, no_contents).await;
+    let commits = |repo: &str| data.commits.iter().filter(|c| c.repo == repo).count() as u64;
+    assert_eq!(records(&run, "commits"), commits("acme/repo-0"));
+    let issues = data
+        .plain_issues()
+        .iter()
+        .filter(|i| i.repo == "acme/repo-0" || i.repo == "acme/repo-1")
+        .count();
+    assert_eq!(records(&run, "issues"), issues as u64);
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(connection_dir(&svc, "gh-no-contents").join("_state.json")).unwrap(),
+    )
+    .unwrap();
+    let heads = &state["streams"]["commits"]["heads"];
+    assert!(
+        heads.get("acme/repo-0").is_some() && heads.get("acme/repo-1").is_none(),
+        "{state}"
+    );
+    let error = failed_run(&svc, "gh-required", "github", &required, no_contents).await;
+    assert_eq!(error["code"], "insufficient_scope", "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("contents=read"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_commits_of_a_branch_merged_after_the_last_sync_are_read() {
+    let gh = FakeGithub::start(GithubConfig {
+        repos: 2,
+        issues: 20,
+        comments: 0,
+        commits: 400,
+        ..Default::default()
+    })
+    .await;
+    let root = tempfile::tempdir().unwrap();
+    let svc = start(root.path(), &[]).await;
+    let config = json!({"api_url": gh.url, "repositories": ["acme/repo-0", "acme/repo-1"]});
+
+    let run = sync(&svc, "gh-merge", "github", &config, gh.token()).await;
+    assert_eq!(records(&run, "commits"), 400);
+    let synced_until = gh
+        .data()
+        .commits
+        .iter()
+        .map(|c| c.committed_at)
+        .max()
+        .unwrap();
+
+    // repo-0: a branch started 30 commits below the head, merged now; repo-1: a fast-forward.
+    let merged = gh.merge_branch("acme/repo-0", 3, 30);
+    let pushed = gh.push("acme/repo-1", 2);
+    assert_eq!(merged.len(), 4);
+    assert!(
+        merged[..3].iter().all(|c| c.committed_at < synced_until),
+        "the branch's commits are dated before what the first sync read: a date cursor misses them"
+    );
+    let before = gh.counters.on("commits");
+    let run = sync(&svc, "gh-merge", "github", &config, gh.token()).await;
+    let want: BTreeSet<String> = merged
+        .iter()
+        .chain(&pushed)
+        .map(|c| c.sha.clone())
+        .collect();
+    let db = duckdb::Connection::open_in_memory().unwrap();
+    let got: BTreeSet<String> = in_run(
+        &db,
+        &run_files(&svc, "gh-merge", run["run_id"].as_str().unwrap(), "commits"),
+        "SELECT sha FROM {files}",
+        |r| r.get(0),
+    )
+    .into_iter()
+    .collect();
+    assert_eq!(
+        got, want,
+        "exactly the merged branch, its merge commit and the pushed commits"
+    );
+    assert_eq!(
+        gh.counters.on("commits") - before,
+        2,
+        "one page per repository: the walk stops where the branch joins known history"
+    );
+
+    // Nothing new: nothing read again.
+    let run = sync(&svc, "gh-merge", "github", &config, gh.token()).await;
+    assert_eq!(records(&run, "commits"), 0);
+    let db = views(&svc, "gh-merge", "github").await;
+    assert_eq!(count(&db, "SELECT count(*) FROM commits"), 406);
 }

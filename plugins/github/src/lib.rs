@@ -13,7 +13,15 @@
 //! state is checkpointed after every page and every repository. Issues, issue comments and
 //! commits filter with `since` (inclusive: the newest record of the last run is read again,
 //! and deduplicated on the primary key); pull requests have no `since`, so their listing stops
-//! at the first one updated before the cursor.
+//! at the first one updated before the cursor. Commits are the exception: a commit's date is
+//! not when it reached the default branch (a merged branch keeps its old dates), so their
+//! state also keeps the head synced last per repository, and the history is walked from the
+//! new head back to it ([`Walk`]).
+//!
+//! Access: `validate` names what the token cannot read (classic tokens from `x-oauth-scopes`,
+//! fine-grained ones by reading each listing once); a sync skips a listing that answers 403
+//! or 404 with a warning, unless `required_streams` names it, and fails if it could read
+//! nothing at all.
 
 mod schema;
 use sluice_sdk::time;
@@ -34,6 +42,7 @@ use schema::{COMMITS, ISSUE_COMMENTS, ISSUES, PULL_REQUESTS, REPOSITORIES};
 const TOKEN: &str = "token";
 const DEFAULT_API_URL: &str = "https://api.github.com";
 const PER_PAGE: &str = "100";
+const STREAMS: [&str; 5] = [REPOSITORIES, ISSUES, PULL_REQUESTS, COMMITS, ISSUE_COMMENTS];
 
 struct Github;
 
@@ -48,6 +57,8 @@ struct RawConfig {
     api_url: Option<String>,
     #[serde(default)]
     start_date: Option<String>,
+    #[serde(default)]
+    required_streams: Vec<String>,
 }
 
 /// A checked config.
@@ -59,6 +70,9 @@ struct Config {
     organization: Option<String>,
     /// `start_date` as `YYYY-MM-DDTHH:MM:SSZ`: the cursor of a repository with no state.
     start: Option<String>,
+    /// Streams that must be readable in every repository: `validate` answers
+    /// `insufficient-scope` and `sync` fails instead of skipping them.
+    required: Vec<String>,
 }
 
 impl Config {
@@ -98,31 +112,48 @@ impl Config {
                 None => return invalid(format!("start_date {s:?} is not an ISO 8601 date")),
             },
         };
+        if let Some(bad) = raw
+            .required_streams
+            .iter()
+            .find(|s| !STREAMS.contains(&s.as_str()))
+        {
+            return invalid(format!(
+                "required_streams: {bad:?} is not one of {}",
+                STREAMS.join(", ")
+            ));
+        }
         Ok(Self {
             api: api.trim_end_matches('/').to_string(),
             repositories,
             organization,
             start,
+            required: raw.required_streams,
         })
+    }
+
+    fn requires(&self, stream: &str) -> bool {
+        self.required.iter().any(|s| s == stream)
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.api)
     }
 
-    /// The repositories to read: the configured ones, then the organization's (with the
-    /// objects its listing returned).
-    fn resolve(&self) -> Result<Vec<(String, Option<Value>)>> {
-        let mut repos: Vec<(String, Option<Value>)> = self
-            .repositories
-            .iter()
-            .map(|r| (r.clone(), None))
-            .collect();
+    /// The repositories to read, with their objects: the configured ones (each read with
+    /// `GET /repos/{o}/{r}`, so one the token cannot see fails here, naming it), then the
+    /// organization's.
+    fn resolve(&self) -> Result<Vec<(String, Value)>> {
+        let mut repos: Vec<(String, Value)> = Vec::new();
+        for repo in &self.repositories {
+            let request = Request::get(self.url(&format!("/repos/{repo}")));
+            let item: Value = check(send(request)?, &format!("repository {repo}"))?.json()?;
+            repos.push((repo.clone(), item));
+        }
         if let Some(org) = &self.organization {
             let first = Request::get(self.url(&format!("/orgs/{org}/repos")))
                 .query("type", "all")
                 .query("per_page", PER_PAGE);
-            paginate(first, &format!("organization {org}"), |items| {
+            paginate(first, &format!("organization {org}"), false, |items| {
                 for item in items {
                     let item: Value = serde_json::from_str(item.get()).map_err(|e| {
                         ConnectorError::internal(format!("unexpected repository item: {e}"))
@@ -132,7 +163,7 @@ impl Config {
                     };
                     let name = name.to_string();
                     if !repos.iter().any(|(r, _)| r.eq_ignore_ascii_case(&name)) {
-                        repos.push((name, Some(item)));
+                        repos.push((name, item));
                     }
                 }
                 Ok(true)
@@ -169,6 +200,12 @@ fn is_rate_limited(response: &Response) -> bool {
             && (response.header("x-ratelimit-remaining") == Some("0")
                 || response.header("retry-after").is_some()
                 || message(response).contains("rate limit")))
+}
+
+/// A 403 or 404 that is not a rate limit: on a listing of a repository the token can see,
+/// GitHub's answer to a token without the permission that listing needs.
+fn is_denied(response: &Response) -> bool {
+    matches!(response.status, 403 | 404) && !is_rate_limited(response)
 }
 
 /// GitHub's error `message`, on one short line.
@@ -210,12 +247,15 @@ fn check(response: Response, subject: &str) -> Result<Response> {
 }
 
 /// Reads a listing page by page, following `Link: rel="next"`; `page` gets each page's items
-/// (unparsed) and returns whether to go on. A 409 "Git Repository is empty" is an empty listing.
+/// (unparsed) and returns whether to go on. A 409 "Git Repository is empty" is an empty
+/// listing, and so is a 410 (issues disabled in the repository). With `denied_ok`, a first
+/// page answering [`is_denied`] is returned instead of failing.
 fn paginate(
     first: Request,
     subject: &str,
+    denied_ok: bool,
     mut page: impl FnMut(Vec<&RawValue>) -> Result<bool>,
-) -> Result<()> {
+) -> Result<Option<Response>> {
     let mut next = Some(first);
     let mut seen = HashSet::new();
     while let Some(request) = next.take() {
@@ -230,6 +270,16 @@ fn paginate(
         if response.status == 409 && message(&response).to_lowercase().contains("empty") {
             break;
         }
+        if response.status == 410 {
+            log::warn(
+                "listing disabled in the repository; read as empty",
+                &[("subject", subject), ("message", &message(&response))],
+            );
+            break;
+        }
+        if denied_ok && seen.len() == 1 && is_denied(&response) {
+            return Ok(Some(response));
+        }
         let response = check(response, subject)?;
         let items: Vec<&RawValue> = serde_json::from_slice(&response.body).map_err(|e| {
             ConnectorError::internal(format!("{subject}: unexpected response body: {e}"))
@@ -239,7 +289,7 @@ fn paginate(
         }
         next = response.next_link().map(Request::get);
     }
-    Ok(())
+    Ok(None)
 }
 
 /// An incremental stream: one listing per repository.
@@ -268,15 +318,30 @@ impl Listing {
         }
     }
 
+    /// The listing's path under `/repos/{o}/{r}/`.
+    fn path(self) -> &'static str {
+        match self {
+            Listing::Issues => "issues",
+            Listing::PullRequests => "pulls",
+            Listing::Commits => "commits",
+            Listing::IssueComments => "issues/comments",
+        }
+    }
+
+    /// The fine-grained permission GitHub documents for the listing, named as in its
+    /// `x-accepted-github-permissions` header (used when an answer lacks that header).
+    fn permission(self) -> &'static str {
+        match self {
+            Listing::Issues | Listing::IssueComments => "issues=read",
+            Listing::PullRequests => "pull_requests=read",
+            Listing::Commits => "contents=read",
+        }
+    }
+
     /// The first page, newest first, filtered with `since` where the API has it.
     fn first(self, config: &Config, repo: &str, since: Option<&str>) -> Request {
-        let (path, sorted) = match self {
-            Listing::Issues => ("issues", true),
-            Listing::PullRequests => ("pulls", true),
-            Listing::Commits => ("commits", false),
-            Listing::IssueComments => ("issues/comments", true),
-        };
-        let mut request = Request::get(config.url(&format!("/repos/{repo}/{path}")));
+        let sorted = self != Listing::Commits;
+        let mut request = Request::get(config.url(&format!("/repos/{repo}/{}", self.path())));
         if matches!(self, Listing::Issues | Listing::PullRequests) {
             request = request.query("state", "all");
         }
@@ -315,10 +380,104 @@ impl Listing {
     }
 }
 
+/// A listing the token may not read in one repository.
+#[derive(Debug, Clone, PartialEq)]
+struct Denied {
+    stream: &'static str,
+    repository: String,
+    /// What GitHub says the listing needs (`x-accepted-github-permissions`, e.g.
+    /// `contents=read`), else [`Listing::permission`].
+    permission: String,
+    status: u16,
+}
+
+impl Denied {
+    fn of(listing: Listing, repository: &str, response: &Response) -> Self {
+        let permission = response
+            .header("x-accepted-github-permissions")
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .unwrap_or(listing.permission());
+        Self {
+            stream: listing.stream(),
+            repository: repository.to_string(),
+            permission: permission.to_string(),
+            status: response.status,
+        }
+    }
+
+    /// The entry of `unreadable_streams` in the `validate` account.
+    fn json(&self) -> Value {
+        json!({"stream": self.stream, "repository": self.repository, "missing_scope": self.permission})
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} of {} (HTTP {}; needs {})",
+            self.stream, self.repository, self.status, self.permission
+        )
+    }
+
+    /// The error for a stream `required_streams` names.
+    fn required_error(&self) -> ConnectorError {
+        ConnectorError::insufficient_scope(format!(
+            "required stream {} cannot be read in repository {} (HTTP {}): the token lacks the permission {}",
+            self.stream, self.repository, self.status, self.permission
+        ))
+    }
+}
+
+/// What a sync could read, across streams and repositories.
+#[derive(Default)]
+struct Coverage {
+    /// Some selected stream was read in some repository.
+    read: bool,
+    /// Listings skipped because the token may not read them.
+    denied: Vec<Denied>,
+}
+
+impl Coverage {
+    /// A listing answered [`is_denied`]: an error for a required stream, else skipped with a
+    /// warning (its cursor stays where it was).
+    fn deny(&mut self, config: &Config, denied: Denied) -> Result<()> {
+        if config.requires(denied.stream) {
+            return Err(denied.required_error());
+        }
+        log::warn(
+            "stream not readable in this repository with this token; skipped",
+            &[
+                ("stream", denied.stream),
+                ("repository", &denied.repository),
+                ("status", &denied.status.to_string()),
+                ("missing_scope", &denied.permission),
+            ],
+        );
+        self.denied.push(denied);
+        Ok(())
+    }
+
+    /// An error if the token could read none of what was selected.
+    fn finish(&self) -> Result<()> {
+        if self.read || self.denied.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = self.denied.iter().map(Denied::describe).collect();
+        Err(ConnectorError::insufficient_scope(format!(
+            "the token can read none of the selected streams: {}",
+            list.join("; ")
+        )))
+    }
+}
+
 /// The per-repository cursors of a stream's state `{"repos": {...}}`.
 fn cursors(state: Option<&Value>) -> BTreeMap<String, String> {
+    strings(state, "repos")
+}
+
+/// The string values of the object `key` of a state.
+fn strings(state: Option<&Value>, key: &str) -> BTreeMap<String, String> {
     state
-        .and_then(|s| s.get("repos"))
+        .and_then(|s| s.get(key))
         .and_then(Value::as_object)
         .map(|repos| {
             repos
@@ -332,9 +491,10 @@ fn cursors(state: Option<&Value>) -> BTreeMap<String, String> {
 fn sync_listing(
     config: &Config,
     listing: Listing,
-    repos: &[(String, Option<Value>)],
+    repos: &[(String, Value)],
     state: Option<&Value>,
     out: &mut Batcher,
+    coverage: &mut Coverage,
 ) -> Result<()> {
     let stream = listing.stream();
     let mut cursors = cursors(state);
@@ -344,7 +504,7 @@ fn sync_listing(
         let (mut pages, mut records) = (0u64, 0u64);
         let subject = format!("{stream} of repository {repo}");
         let first = listing.first(config, repo, since.as_deref());
-        paginate(first, &subject, |items| {
+        let denied = paginate(first, &subject, true, |items| {
             let mut more = true;
             for item in items {
                 let (cursor, record) = listing.shape(item, repo)?;
@@ -370,6 +530,11 @@ fn sync_listing(
             out.checkpoint(stream, &json!({ "repos": cursors }))?;
             Ok(more)
         })?;
+        if let Some(response) = denied {
+            coverage.deny(config, Denied::of(listing, repo, &response))?;
+            continue;
+        }
+        coverage.read = true;
         if let Some(newest) = newest
             && since.as_ref().is_none_or(|s| &newest > s)
         {
@@ -389,22 +554,265 @@ fn sync_listing(
     Ok(())
 }
 
-fn sync_repositories(
-    config: &Config,
-    repos: Vec<(String, Option<Value>)>,
-    out: &mut Batcher,
-) -> Result<()> {
-    for (repo, item) in repos {
-        let item = match item {
-            Some(item) => item,
-            None => {
-                let request = Request::get(config.url(&format!("/repos/{repo}")));
-                check(send(request)?, &format!("repository {repo}"))?.json()?
+/// Which commits of a default branch's history are new since the head synced last: those
+/// not reachable from it, whatever their dates (a branch's commits merged later keep their
+/// old committer dates, so a date cursor never sees them).
+///
+/// The listing (`GET /commits`, `git log` order) starts at the current head and shows every
+/// commit after at least one of its children. A commit is old when it is the known head or a
+/// parent of an old commit seen before it; new otherwise. The walk is over once every parent
+/// of a new commit has been seen or is known old: it reads the new commits and, at most, the
+/// old ones dated after the oldest merge base. A commit shown before all its children (clock
+/// skew) may be taken for new: read again, deduplicated on `sha`; a new one is never taken
+/// for old, since only the known head's ancestors are.
+#[derive(Debug, Default)]
+struct Walk {
+    known: Option<String>,
+    old: HashSet<String>,
+    seen: HashSet<String>,
+    /// Parents of new commits, not seen and not known old yet.
+    frontier: HashSet<String>,
+    /// The known head was seen, or is a parent of a commit seen: it is still in the history.
+    found: bool,
+    started: bool,
+}
+
+impl Walk {
+    fn new(known: Option<String>) -> Self {
+        Self {
+            old: known.iter().cloned().collect(),
+            known,
+            ..Self::default()
+        }
+    }
+
+    /// Classifies the next commit of the listing: whether it is new.
+    fn see(&mut self, sha: &str, parents: &[String]) -> bool {
+        self.started = true;
+        if let Some(known) = &self.known
+            && (sha == known || parents.iter().any(|p| p == known))
+        {
+            self.found = true;
+        }
+        self.frontier.remove(sha);
+        let first_time = self.seen.insert(sha.to_string());
+        if self.old.contains(sha) {
+            for p in parents {
+                self.frontier.remove(p);
+                self.old.insert(p.clone());
             }
+            return false;
+        }
+        if !first_time {
+            return false; // listed again (the listing moved between pages): already read
+        }
+        for p in parents {
+            if !self.old.contains(p) && !self.seen.contains(p) {
+                self.frontier.insert(p.clone());
+            }
+        }
+        true
+    }
+
+    /// Whether the rest of the listing is old: nothing more to read.
+    fn done(&self) -> bool {
+        self.known.is_some() && self.started && self.frontier.is_empty()
+    }
+}
+
+/// The parts of a commit item the walk needs.
+#[derive(Deserialize)]
+struct CommitLinks {
+    sha: String,
+    #[serde(default)]
+    parents: Vec<CommitRef>,
+}
+
+#[derive(Deserialize)]
+struct CommitRef {
+    sha: String,
+}
+
+/// `commits`: state `{"repos": {repo: newest committer date}, "heads": {repo: head sha}}`.
+/// With a head, the default branch's history is walked from its current head back to the
+/// known one ([`Walk`]); without one (a first sync, or a state written before heads were
+/// kept) it is read with `since` (the date cursor, else `start_date`). Either way the head
+/// the listing started from becomes the repository's head once the walk is complete.
+fn sync_commits(
+    config: &Config,
+    repos: &[(String, Value)],
+    state: Option<&Value>,
+    out: &mut Batcher,
+    coverage: &mut Coverage,
+) -> Result<()> {
+    let mut dates = cursors(state);
+    let mut heads = strings(state, "heads");
+    for (repo, _) in repos {
+        let known = heads.get(repo).cloned();
+        let since = match known {
+            Some(_) => None,
+            None => dates.get(repo).or(config.start.as_ref()).cloned(),
         };
+        let mut walk = Walk::new(known.clone());
+        let mut head: Option<String> = None;
+        let mut newest: Option<String> = None;
+        let (mut pages, mut records, mut walked) = (0u64, 0u64, 0u64);
+        let subject = format!("commits of repository {repo}");
+        let first = Listing::Commits.first(config, repo, since.as_deref());
+        let state = json!({"repos": &dates, "heads": &heads});
+        let denied = paginate(first, &subject, true, |items| {
+            pages += 1;
+            for item in items {
+                let links: CommitLinks = serde_json::from_str(item.get()).map_err(|e| {
+                    ConnectorError::internal(format!("unexpected commits item: {e}"))
+                })?;
+                walked += 1;
+                head.get_or_insert_with(|| links.sha.clone());
+                let parents: Vec<String> = links.parents.into_iter().map(|p| p.sha).collect();
+                if walk.see(&links.sha, &parents) {
+                    let (cursor, record) = Listing::Commits.shape(item, repo)?;
+                    if cursor > newest {
+                        newest = cursor;
+                    }
+                    if let Some(record) = record {
+                        out.push_json(COMMITS, record)?;
+                        records += 1;
+                    }
+                }
+                if walk.done() {
+                    break;
+                }
+            }
+            // The head moves once the walk is complete; this covers the records so far.
+            out.checkpoint(COMMITS, &state)?;
+            Ok(!walk.done())
+        })?;
+        if let Some(response) = denied {
+            coverage.deny(config, Denied::of(Listing::Commits, repo, &response))?;
+            continue;
+        }
+        coverage.read = true;
+        if known.is_some() && !walk.found && walked > 0 {
+            log::warn(
+                "the head synced last is no longer in the default branch's history (force push?): its history was read again in full",
+                &[("repository", repo)],
+            );
+        }
+        if let Some(head) = head {
+            heads.insert(repo.clone(), head);
+        }
+        if let Some(newest) = newest
+            && dates.get(repo).is_none_or(|d| &newest > d)
+        {
+            dates.insert(repo.clone(), newest);
+        }
+        out.checkpoint(COMMITS, &json!({"repos": &dates, "heads": &heads}))?;
+        log::info(
+            "repository read",
+            &[
+                ("stream", COMMITS),
+                ("repository", repo),
+                ("pages", &pages.to_string()),
+                ("walked", &walked.to_string()),
+                ("records", &records.to_string()),
+            ],
+        );
+    }
+    Ok(())
+}
+
+fn sync_repositories(repos: Vec<(String, Value)>, out: &mut Batcher) -> Result<()> {
+    for (repo, item) in repos {
         out.push(REPOSITORIES, &schema::repository(item, &repo))?;
     }
     out.flush_stream(REPOSITORIES)
+}
+
+/// The scopes of an `x-oauth-scopes` header (`repo, read:org`).
+fn parse_scopes(header: &str) -> Vec<String> {
+    header
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether a repository object is public (fine-grained tokens read public repositories
+/// whatever their permissions).
+fn is_public(repo: &Value) -> bool {
+    match repo.get("visibility").and_then(Value::as_str) {
+        Some(visibility) => visibility == "public",
+        None => repo.get("private").and_then(Value::as_bool) == Some(false),
+    }
+}
+
+/// `validate`'s check of what the token may read. A classic token (its answers carry
+/// `x-oauth-scopes`) reads every stream of a repository it can see, so only repositories
+/// are checked; a fine-grained one (no such header) has per-permission access, so each
+/// listing of each non-public repository is read once (`per_page=1`).
+fn check_access(config: &Config, scopes: Option<&[String]>) -> Result<(Vec<Denied>, Vec<String>)> {
+    let without_repo = scopes.is_some_and(|s| !s.iter().any(|s| s == "repo"));
+    let mut probe: Vec<String> = Vec::new();
+    for repo in &config.repositories {
+        let response = send(Request::get(config.url(&format!("/repos/{repo}"))))?;
+        if without_repo && is_denied(&response) {
+            let scopes = scopes.unwrap_or_default().join(", ");
+            return Err(ConnectorError::insufficient_scope(format!(
+                "the token cannot read repository {repo} (HTTP {}: {}): it does not exist, or it is private and this classic token lacks the scope repo (its scopes: {})",
+                response.status,
+                message(&response),
+                if scopes.is_empty() { "none" } else { &scopes }
+            )));
+        }
+        let item: Value = check(response, &format!("repository {repo}"))?.json()?;
+        if scopes.is_none() && !is_public(&item) {
+            probe.push(repo.clone());
+        }
+    }
+    let mut warnings = Vec::new();
+    if let Some(org) = &config.organization {
+        let request = Request::get(config.url(&format!("/orgs/{org}/repos")))
+            .query("type", "all")
+            .query("per_page", PER_PAGE);
+        let listed: Vec<Value> = check(send(request)?, &format!("organization {org}"))?.json()?;
+        if without_repo {
+            warnings.push(format!(
+                "this classic token lacks the scope repo: only the public repositories of organization {org} are listed and synced"
+            ));
+        }
+        // A fine-grained token's permissions are the same in every repository it was
+        // granted: one private repository of the organization stands for the others.
+        if scopes.is_none()
+            && let Some(name) = listed
+                .iter()
+                .filter(|r| !is_public(r))
+                .filter_map(|r| r.get("full_name").and_then(Value::as_str))
+                .find(|n| !probe.iter().any(|p| p.eq_ignore_ascii_case(n)))
+        {
+            probe.push(name.to_string());
+        }
+    }
+    let mut denied = Vec::new();
+    for repo in &probe {
+        for listing in Listing::ALL {
+            let request = Request::get(config.url(&format!("/repos/{repo}/{}", listing.path())))
+                .query("per_page", "1");
+            let response = send(request)?;
+            if response.is_success() || matches!(response.status, 409 | 410) {
+                continue;
+            }
+            if is_denied(&response) {
+                denied.push(Denied::of(listing, repo, &response));
+                continue;
+            }
+            check(
+                response,
+                &format!("{} of repository {repo}", listing.stream()),
+            )?;
+        }
+    }
+    Ok((denied, warnings))
 }
 
 impl Connector for Github {
@@ -419,7 +827,8 @@ impl Connector for Github {
                 TOKEN,
                 "GitHub token (classic, fine-grained or app), sent by the host as \
                  `Authorization: Bearer <token>`. Needs read access to the repositories \
-                 (contents, issues, pull requests, metadata).",
+                 (classic: `repo` for private ones; fine-grained: metadata, contents, \
+                 issues, pull requests).",
                 true,
             )
             .host(DEFAULT_API_URL)
@@ -433,21 +842,24 @@ impl Connector for Github {
 
     fn validate(config: Value) -> Result<Value> {
         let config = Config::load(&config)?;
-        let user: Value = check(
-            send(Request::get(config.url("/user")))?,
-            "the authenticated user",
-        )?
-        .json()?;
-        for repo in &config.repositories {
-            let request = Request::get(config.url(&format!("/repos/{repo}")));
-            check(send(request)?, &format!("repository {repo}"))?;
+        let response = send(Request::get(config.url("/user")))?;
+        let scopes = response.header("x-oauth-scopes").map(parse_scopes);
+        let user: Value = check(response, "the authenticated user")?.json()?;
+        let (denied, warnings) = check_access(&config, scopes.as_deref())?;
+        if let Some(required) = denied.iter().find(|d| config.requires(d.stream)) {
+            return Err(required.required_error());
         }
-        if let Some(org) = &config.organization {
-            let request =
-                Request::get(config.url(&format!("/orgs/{org}/repos"))).query("per_page", "1");
-            check(send(request)?, &format!("organization {org}"))?;
+        let mut account = json!({
+            "login": user.get("login"),
+            "id": user.get("id"),
+            "token_type": if scopes.is_some() { "classic" } else { "fine-grained" },
+            "scopes": scopes,
+            "unreadable_streams": denied.iter().map(Denied::json).collect::<Vec<_>>(),
+        });
+        if !warnings.is_empty() {
+            account["warnings"] = json!(warnings);
         }
-        Ok(json!({"login": user.get("login"), "id": user.get("id")}))
+        Ok(account)
     }
 
     fn discover(config: Value) -> Result<Vec<StreamSpec>> {
@@ -463,20 +875,24 @@ impl Connector for Github {
             &[("count", &repos.len().to_string())],
         );
         let mut out = Batcher::new(500);
+        let mut coverage = Coverage::default();
         for listing in Listing::ALL {
-            if request.selected(listing.stream()) {
-                sync_listing(
-                    &config,
-                    listing,
-                    &repos,
-                    request.state(listing.stream()),
-                    &mut out,
-                )?;
+            let stream = listing.stream();
+            if !request.selected(stream) {
+                continue;
+            }
+            let state = request.state(stream);
+            if listing == Listing::Commits {
+                sync_commits(&config, &repos, state, &mut out, &mut coverage)?;
+            } else {
+                sync_listing(&config, listing, &repos, state, &mut out, &mut coverage)?;
             }
         }
         if request.selected(REPOSITORIES) {
-            sync_repositories(&config, repos, &mut out)?;
+            coverage.read |= !repos.is_empty();
+            sync_repositories(repos, &mut out)?;
         }
+        coverage.finish()?;
         out.flush()
     }
 }
@@ -514,6 +930,12 @@ fn config_schema() -> Value {
                 "description": "ISO 8601 date or date-time: records updated (commits: committed) before it are not read on a first sync.",
                 "type": "string",
                 "examples": ["2024-01-01T00:00:00Z"]
+            },
+            "required_streams": {
+                "description": "Streams the token must be able to read in every repository: validate answers insufficient_scope and a sync fails if it cannot, instead of skipping them with a warning.",
+                "type": "array",
+                "items": {"enum": STREAMS},
+                "uniqueItems": true
             }
         }
     })
@@ -576,9 +998,92 @@ mod tests {
 
     #[test]
     fn state_cursors() {
-        let s = json!({"repos": {"o/a": "2024-01-01T00:00:00Z", "o/b": 5}});
+        let s =
+            json!({"repos": {"o/a": "2024-01-01T00:00:00Z", "o/b": 5}, "heads": {"o/a": "abc"}});
         let c = cursors(Some(&s));
         assert_eq!(c.len(), 1);
         assert!(cursors(None).is_empty());
+        assert_eq!(strings(Some(&s), "heads")["o/a"], "abc");
+    }
+
+    #[test]
+    fn required_streams_and_scopes() {
+        let c = Config::load(&json!({"repositories": ["o/r"], "required_streams": ["commits"]}))
+            .expect("valid");
+        assert!(c.requires(COMMITS) && !c.requires(ISSUES));
+        assert!(
+            Config::load(&json!({"repositories": ["o/r"], "required_streams": ["nope"]})).is_err()
+        );
+        assert_eq!(parse_scopes("repo, read:org"), ["repo", "read:org"]);
+        assert!(parse_scopes("").is_empty());
+        assert!(is_public(
+            &json!({"visibility": "public", "private": false})
+        ));
+        assert!(!is_public(
+            &json!({"visibility": "internal", "private": true})
+        ));
+        assert!(!is_public(&json!({"private": true})));
+    }
+
+    /// Runs a walk over a listing of `(sha, parents)`; the new commits, in order.
+    fn walk(known: Option<&str>, listing: &[(&str, &[&str])]) -> (Vec<String>, usize, bool) {
+        let mut w = Walk::new(known.map(str::to_string));
+        let (mut new, mut read) = (Vec::new(), 0);
+        for (sha, parents) in listing {
+            read += 1;
+            let parents: Vec<String> = parents.iter().map(|p| p.to_string()).collect();
+            if w.see(sha, &parents) {
+                new.push(sha.to_string());
+            }
+            if w.done() {
+                break;
+            }
+        }
+        (new, read, w.found)
+    }
+
+    #[test]
+    fn walks_stop_at_the_known_head_and_find_merged_branches() {
+        // main: x <- g <- h (known); branch off x: b1 <- b2 (older dates); merge m (h, b2).
+        // Date order: m, h, g, b2, b1, x, root.
+        let listing: &[(&str, &[&str])] = &[
+            ("m", &["h", "b2"]),
+            ("h", &["g"]),
+            ("g", &["x"]),
+            ("b2", &["b1"]),
+            ("b1", &["x"]),
+            ("x", &["root"]),
+            ("root", &[]),
+        ];
+        let (new, read, found) = walk(Some("h"), listing);
+        assert_eq!(new, ["m", "b2", "b1"]);
+        assert_eq!(read, 5, "stops once the branch joins known history");
+        assert!(found);
+        // Fast-forward: stops at the first commit whose parent is the known head.
+        let ff: &[(&str, &[&str])] = &[("n2", &["n1"]), ("n1", &["h"]), ("h", &["g"])];
+        assert_eq!(
+            walk(Some("h"), ff),
+            (vec!["n2".into(), "n1".into()], 2, true)
+        );
+        // Nothing new: the head is the known one.
+        assert_eq!(walk(Some("h"), &listing[1..]), (vec![], 1, true));
+        // The known head is gone (force push): everything is new.
+        let (new, read, found) = walk(Some("gone"), listing);
+        assert_eq!((new.len(), read, found), (7, 7, false));
+        // No known head: everything is read.
+        assert_eq!(walk(None, listing).0.len(), 7);
+        // A parent listed before its child (clock skew) is read again, never lost.
+        let skew: &[(&str, &[&str])] = &[
+            ("m", &["h", "b2"]),
+            ("b1", &["x"]),
+            ("h", &["x"]),
+            ("b2", &["b1"]),
+            ("x", &[]),
+        ];
+        let (new, _, _) = walk(Some("h"), skew);
+        assert!(
+            ["m", "b2", "b1"].iter().all(|c| new.iter().any(|n| n == c)),
+            "{new:?}"
+        );
     }
 }

@@ -12,13 +12,20 @@
 //! `threads_lookback_days` before its own per-channel cursor (the newest reply synced) and
 //! fetches the replies of those whose `latest_reply` is newer than that cursor: a reply to a
 //! thread older than the look-back window is missed. One history pass serves both streams.
+//!
+//! Scopes: `auth.test`'s `x-oauth-scopes` header says what the token has; each stream needs
+//! the list scope of every configured conversation type (`channels:read`, `groups:read`, ...),
+//! `messages` and `threads` also their history scope, `users` `users:read` ([`parts`]).
+//! `validate` lists the streams the token cannot read whole; a sync skips what it cannot read
+//! (conversation types, channels, users) with a warning, unless `required_streams` names the
+//! stream, and fails if none of the selected streams can be read at all ([`Access`]).
 
 mod time;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::Deserialize;
-use sluice_sdk::http::Request;
+use sluice_sdk::http::{Request, Response};
 use sluice_sdk::records::Batcher;
 use sluice_sdk::schema::object as schema;
 use sluice_sdk::serde_json::{Map, Value};
@@ -33,6 +40,8 @@ const USERS: &str = "users";
 const MESSAGES: &str = "messages";
 const THREADS: &str = "threads";
 const CHANNEL_TYPES: [&str; 4] = ["public_channel", "private_channel", "mpim", "im"];
+const STREAMS: [&str; 4] = [CHANNELS, USERS, MESSAGES, THREADS];
+const LEGACY_SCOPES: [&str; 2] = ["read", "client"];
 
 struct Slack;
 
@@ -49,6 +58,8 @@ struct RawConfig {
     start_date: Option<String>,
     #[serde(default)]
     page_limit: Option<u32>,
+    #[serde(default)]
+    required_streams: Vec<String>,
 }
 
 /// A checked config.
@@ -61,6 +72,9 @@ struct Config {
     /// `start_date` as a Slack timestamp: the `oldest` of a channel with no state.
     start: Option<String>,
     limit: String,
+    /// Streams the token must be able to read whole: `validate` answers `insufficient-scope`
+    /// and `sync` fails instead of skipping what it cannot read.
+    required: Vec<String>,
 }
 
 impl Config {
@@ -93,21 +107,38 @@ impl Config {
                 None => return invalid(format!("start_date {s:?} is not an ISO 8601 date")),
             },
         };
+        if let Some(bad) = raw
+            .required_streams
+            .iter()
+            .find(|s| !STREAMS.contains(&s.as_str()))
+        {
+            return invalid(format!(
+                "required_streams: {bad:?} is not one of {}",
+                STREAMS.join(", ")
+            ));
+        }
         Ok(Self {
             api: api.trim_end_matches('/').to_string(),
             channel_types: types.join(","),
             lookback_secs: i64::from(raw.threads_lookback_days.unwrap_or(7)) * 86_400,
             start,
             limit: limit.to_string(),
+            required: raw.required_streams,
         })
     }
 
-    /// Calls a method; `Ok(Err(body))` when Slack answered `ok: false`.
-    fn try_call(
-        &self,
-        method: &str,
-        params: &[(&str, &str)],
-    ) -> Result<core::result::Result<Value, Value>> {
+    fn requires(&self, stream: &str) -> bool {
+        self.required.iter().any(|s| s == stream)
+    }
+
+    /// The configured conversation types.
+    fn types(&self) -> impl Iterator<Item = &str> {
+        self.channel_types.split(',')
+    }
+
+    /// Sends a method call; a 429 the host hands back is `rate-limited`, other non-2xx the
+    /// SDK's mapping.
+    fn send(&self, method: &str, params: &[(&str, &str)]) -> Result<Response> {
         let mut request = Request::get(format!("{}/{method}", self.api));
         for (name, value) in params {
             request = request.query(name, value);
@@ -118,30 +149,42 @@ impl Config {
                 "Slack still rate limits {method} after the host's waits (HTTP 429)"
             )));
         }
-        let response = response.error_for_status()?;
-        let body: Value = response.json()?;
-        if body.get("ok").and_then(Value::as_bool) == Some(true) {
-            Ok(Ok(body))
-        } else {
-            Ok(Err(body))
-        }
+        response.error_for_status()
     }
 
-    /// Calls a method; `ok: false` becomes the matching error.
-    fn call(&self, method: &str, params: &[(&str, &str)]) -> Result<Value> {
-        self.try_call(method, params)?
-            .map_err(|body| slack_error(method, &body))
+    /// Calls a method; `Ok(Err(body))` when Slack answered `ok: false`.
+    fn try_call(
+        &self,
+        method: &str,
+        params: &[(&str, &str)],
+    ) -> Result<core::result::Result<Value, Value>> {
+        Ok(answer(self.send(method, params)?.json()?))
+    }
+
+    /// `auth.test`: the identity, and the token's scopes from the `x-oauth-scopes` header
+    /// Slack sends with every answer (`channels:read,users:read`; `None` if absent).
+    fn auth(&self) -> Result<(Value, Option<BTreeSet<String>>)> {
+        let response = self.send("auth.test", &[])?;
+        let scopes = response.header("x-oauth-scopes").map(|h| {
+            h.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        });
+        let body = answer(response.json()?).map_err(|body| slack_error("auth.test", &body))?;
+        Ok((body, scopes))
     }
 
     /// Reads every page of a listing. `page` gets each response body and returns whether to
-    /// go on. Returns the Slack error if the method answered one of `tolerated`.
+    /// go on. Returns Slack's answer if the method answered one of the `tolerated` errors.
     fn paginate(
         &self,
         method: &str,
         params: &[(&str, &str)],
         tolerated: &[&str],
         mut page: impl FnMut(&Value) -> Result<bool>,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<Value>> {
         let mut cursor = String::new();
         let mut seen = HashSet::new();
         loop {
@@ -153,9 +196,8 @@ impl Config {
             let body = match self.try_call(method, &all)? {
                 Ok(body) => body,
                 Err(body) => {
-                    let error = error_name(&body);
-                    if tolerated.contains(&error) {
-                        return Ok(Some(error.to_string()));
+                    if tolerated.contains(&error_name(&body)) {
+                        return Ok(Some(body));
                     }
                     return Err(slack_error(method, &body));
                 }
@@ -176,6 +218,15 @@ impl Config {
             }
             cursor = next.to_string();
         }
+    }
+}
+
+/// `Ok(body)` if Slack answered `ok: true`, else `Err(body)`.
+fn answer(body: Value) -> core::result::Result<Value, Value> {
+    if body.get("ok").and_then(Value::as_bool) == Some(true) {
+        Ok(body)
+    } else {
+        Err(body)
     }
 }
 
@@ -209,6 +260,195 @@ fn slack_error(method: &str, body: &Value) -> ConnectorError {
             ConnectorError::unreachable(format!("Slack failed on {method}: {error}"))
         }
         _ => ConnectorError::internal(format!("{method} failed: {error}")),
+    }
+}
+
+/// The scopes Slack documents for listing a conversation type (`conversations.list`) and for
+/// reading its history (`conversations.history` and `conversations.replies`).
+fn type_scopes(kind: &str) -> (&'static str, &'static str) {
+    match kind {
+        "public_channel" => ("channels:read", "channels:history"),
+        "private_channel" => ("groups:read", "groups:history"),
+        "mpim" => ("mpim:read", "mpim:history"),
+        _ => ("im:read", "im:history"),
+    }
+}
+
+/// A conversation's type, from the flags of its `conversations.list` object.
+fn channel_kind(c: &Value) -> &'static str {
+    let flag = |name: &str| c.get(name).and_then(Value::as_bool) == Some(true);
+    if flag("is_im") {
+        "im"
+    } else if flag("is_mpim") {
+        "mpim"
+    } else if flag("is_private") || flag("is_group") {
+        "private_channel"
+    } else {
+        "public_channel"
+    }
+}
+
+/// The scopes each part of a stream needs: one part per configured conversation type (its
+/// list, and for `messages` and `threads` its history), or the one list of users.
+fn parts(config: &Config, stream: &str) -> Vec<Vec<&'static str>> {
+    match stream {
+        USERS => vec![vec!["users:read"]],
+        CHANNELS => config.types().map(|t| vec![type_scopes(t).0]).collect(),
+        _ => config
+            .types()
+            .map(|t| {
+                let (read, history) = type_scopes(t);
+                vec![read, history]
+            })
+            .collect(),
+    }
+}
+
+/// A stream the token cannot read whole.
+#[derive(Debug, PartialEq)]
+struct Unreadable {
+    stream: &'static str,
+    /// The scopes it lacks, in the order of the stream's parts.
+    missing: Vec<&'static str>,
+    /// Some part of it is readable (e.g. public channels but not private ones).
+    partial: bool,
+}
+
+/// What the token may read, as far as known: from `x-oauth-scopes`, and from the `needed`
+/// of the `missing_scope` answers met so far.
+struct Access<'a> {
+    config: &'a Config,
+    granted: Option<BTreeSet<String>>,
+    missing: BTreeSet<String>,
+    /// The streams that matter: every stream for `validate`, the selected ones for `sync`.
+    streams: Vec<&'static str>,
+}
+
+impl<'a> Access<'a> {
+    fn new(
+        config: &'a Config,
+        granted: Option<BTreeSet<String>>,
+        streams: Vec<&'static str>,
+    ) -> Self {
+        // Legacy tokens' umbrella scopes (`read`, `client`) cover the granular ones: their
+        // header says nothing this map can use, so they are treated as unknown.
+        let granted = granted.filter(|g| !LEGACY_SCOPES.iter().any(|legacy| g.contains(*legacy)));
+        let missing = match &granted {
+            Some(granted) => STREAMS
+                .iter()
+                .flat_map(|s| parts(config, s).into_iter().flatten())
+                .filter(|scope| !granted.contains(*scope))
+                .map(str::to_string)
+                .collect(),
+            None => BTreeSet::new(),
+        };
+        Self {
+            config,
+            granted,
+            missing,
+            streams,
+        }
+    }
+
+    fn lacks(&self, scope: &str) -> bool {
+        self.missing.contains(scope)
+    }
+
+    /// Records the `needed` scopes of a `missing_scope` answer; an error if they are not new
+    /// (nothing to route around).
+    fn note<'b>(&mut self, method: &str, body: &'b Value) -> Result<&'b str> {
+        let needed = body.get("needed").and_then(Value::as_str).unwrap_or("");
+        let mut learned = false;
+        for scope in needed.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            learned |= self.missing.insert(scope.to_string());
+        }
+        if !learned {
+            return Err(slack_error(method, body));
+        }
+        Ok(needed)
+    }
+
+    /// Slack answered `missing_scope`: [`Access::note`], warn, then [`Access::judge`].
+    fn learn(&mut self, method: &str, body: &Value) -> Result<()> {
+        let needed = self.note(method, body)?;
+        log::warn(
+            "the token lacks a scope; what needs it is skipped",
+            &[("method", method), ("missing_scope", needed)],
+        );
+        self.judge()
+    }
+
+    /// The streams that matter and lack a scope.
+    fn unreadable(&self) -> Vec<Unreadable> {
+        let mut out = Vec::new();
+        for &stream in &self.streams {
+            let (mut missing, mut partial) = (Vec::new(), false);
+            for part in parts(self.config, stream) {
+                let lacks: Vec<&'static str> = part.into_iter().filter(|s| self.lacks(s)).collect();
+                partial |= lacks.is_empty();
+                for scope in lacks {
+                    if !missing.contains(&scope) {
+                        missing.push(scope);
+                    }
+                }
+            }
+            if !missing.is_empty() {
+                out.push(Unreadable {
+                    stream,
+                    missing,
+                    partial,
+                });
+            }
+        }
+        out
+    }
+
+    /// `insufficient-scope` if a required stream lacks a scope, or if no stream that matters
+    /// can be read at all.
+    fn judge(&self) -> Result<()> {
+        let unreadable = self.unreadable();
+        let has = match &self.granted {
+            Some(g) if g.is_empty() => " (it has no scope)".to_string(),
+            Some(g) => format!(
+                " (it has {})",
+                g.iter().cloned().collect::<Vec<_>>().join(",")
+            ),
+            None => String::new(),
+        };
+        if let Some(u) = unreadable.iter().find(|u| self.config.requires(u.stream)) {
+            return Err(ConnectorError::insufficient_scope(format!(
+                "required stream {} cannot be read{}: the token lacks {}{has}",
+                u.stream,
+                if u.partial { " whole" } else { "" },
+                u.missing.join(",")
+            )));
+        }
+        let none = !self.streams.is_empty()
+            && self
+                .streams
+                .iter()
+                .all(|s| unreadable.iter().any(|u| u.stream == *s && !u.partial));
+        if none {
+            let each: Vec<String> = unreadable
+                .iter()
+                .map(|u| format!("{} needs {}", u.stream, u.missing.join(",")))
+                .collect();
+            return Err(ConnectorError::insufficient_scope(format!(
+                "the token can read none of the streams: {}{has}",
+                each.join("; ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// `unreadable_streams` of the `validate` account.
+    fn json(&self) -> Value {
+        let list: Vec<Value> = self
+            .unreadable()
+            .iter()
+            .map(|u| json!({"stream": u.stream, "missing_scope": u.missing.join(","), "partial": u.partial}))
+            .collect();
+        Value::Array(list)
     }
 }
 
@@ -312,6 +552,7 @@ struct ChannelPlan {
 
 struct Run<'a> {
     config: &'a Config,
+    access: Access<'a>,
     out: Batcher,
     messages: BTreeMap<String, String>,
     threads: BTreeMap<String, String>,
@@ -355,7 +596,7 @@ impl Run<'_> {
         let skipped = self.config.paginate(
             "conversations.history",
             &params,
-            &["not_in_channel", "channel_not_found"],
+            &["not_in_channel", "channel_not_found", "missing_scope"],
             |body| {
                 for m in items(body, "messages") {
                     let Some(ts) = m.get("ts").and_then(Value::as_str) else {
@@ -386,10 +627,14 @@ impl Run<'_> {
                 Ok(true)
             },
         )?;
-        if let Some(error) = skipped {
+        if let Some(body) = skipped {
+            if error_name(&body) == "missing_scope" {
+                // Its cursors stay: the channel is read once the token has the scope.
+                return self.access.learn("conversations.history", &body);
+            }
             log::warn(
                 "channel history not readable; skipped",
-                &[("channel", channel), ("error", &error)],
+                &[("channel", channel), ("error", error_name(&body))],
             );
             return Ok(());
         }
@@ -423,10 +668,10 @@ impl Run<'_> {
         let mut newest = cursor;
         for parent in parents {
             let out = &mut self.out;
-            self.config.paginate(
+            let skipped = self.config.paginate(
                 "conversations.replies",
                 &[("channel", channel), ("ts", parent)],
-                &["thread_not_found"],
+                &["thread_not_found", "missing_scope"],
                 |body| {
                     for m in items(body, "messages") {
                         let Some(ts) = m.get("ts").and_then(Value::as_str) else {
@@ -443,6 +688,12 @@ impl Run<'_> {
                     Ok(true)
                 },
             )?;
+            if let Some(body) = skipped
+                && error_name(&body) == "missing_scope"
+            {
+                // The channel's threads cursor stays: they are read once the token can.
+                return self.access.learn("conversations.replies", &body);
+            }
         }
         if let Some(newest) = newest {
             self.threads.insert(channel.to_string(), newest);
@@ -461,7 +712,8 @@ impl Connector for Slack {
                 TOKEN,
                 "Slack bot (xoxb-) or user (xoxp-) token, sent by the host as \
                  `Authorization: Bearer <token>`. Scopes: channels:read, groups:read, \
-                 users:read, users:read.email, channels:history, groups:history.",
+                 users:read, users:read.email, channels:history, groups:history (mpim:* \
+                 and im:* for those conversation types).",
                 true,
             )
             .host("https://slack.com")
@@ -475,18 +727,36 @@ impl Connector for Slack {
 
     fn validate(config: Value) -> Result<Value> {
         let config = Config::load(&config)?;
-        let auth = config.call("auth.test", &[])?;
-        config.call(
-            "conversations.list",
-            &[("types", &config.channel_types), ("limit", "1")],
-        )?;
-        config.call("users.list", &[("limit", "1")])?;
+        let (auth, granted) = config.auth()?;
+        let mut access = Access::new(&config, granted.clone(), STREAMS.to_vec());
+        if access.granted.is_none() {
+            // No `x-oauth-scopes`: ask the listings (history needs a channel and is slow to
+            // pace; a sync learns its scopes as it goes).
+            let probes: [(&str, Vec<(&str, &str)>); 2] = [
+                (
+                    "conversations.list",
+                    vec![("types", &config.channel_types), ("limit", "1")],
+                ),
+                ("users.list", vec![("limit", "1")]),
+            ];
+            for (method, params) in probes {
+                if let Err(body) = config.try_call(method, &params)? {
+                    if error_name(&body) != "missing_scope" {
+                        return Err(slack_error(method, &body));
+                    }
+                    access.learn(method, &body)?;
+                }
+            }
+        }
+        access.judge()?;
         Ok(json!({
             "team": auth.get("team"),
             "team_id": auth.get("team_id"),
             "user": auth.get("user"),
             "user_id": auth.get("user_id"),
             "bot_id": auth.get("bot_id"),
+            "scopes": granted,
+            "unreadable_streams": access.json(),
         }))
     }
 
@@ -497,49 +767,92 @@ impl Connector for Slack {
 
     fn sync(request: SyncRequest) -> Result<()> {
         let config = Config::load(&request.config)?;
+        let (_, granted) = config.auth()?;
+        let selected: Vec<&'static str> = STREAMS
+            .iter()
+            .copied()
+            .filter(|s| request.selected(s))
+            .collect();
+        let access = Access::new(&config, granted, selected);
+        access.judge()?;
+        for u in access.unreadable() {
+            log::warn(
+                "the token lacks scopes of this stream; what needs them is skipped",
+                &[
+                    ("stream", u.stream),
+                    ("missing_scope", &u.missing.join(",")),
+                ],
+            );
+        }
         let mut run = Run {
             config: &config,
+            access,
             out: Batcher::new(500),
             messages: cursors(request.state(MESSAGES)),
             threads: cursors(request.state(THREADS)),
         };
         let emit_channels = request.selected(CHANNELS);
         let (messages, threads) = (request.selected(MESSAGES), request.selected(THREADS));
-        let mut channels: Vec<String> = Vec::new();
+        let mut channels: Vec<(String, &'static str)> = Vec::new();
         let mut not_member = 0u64;
         if emit_channels || messages || threads {
-            let params = [
-                ("types", config.channel_types.as_str()),
-                ("exclude_archived", "false"),
-            ];
-            let out = &mut run.out;
-            config.paginate("conversations.list", &params, &[], |body| {
-                for c in items(body, "channels") {
-                    if emit_channels {
-                        out.push(CHANNELS, &channel_record(c))?;
-                    }
-                    let Some(id) = c.get("id").and_then(Value::as_str) else {
-                        continue;
-                    };
-                    // A bot reads only the channels it is a member of (`not_in_channel`).
-                    if c.get("is_member").and_then(Value::as_bool) == Some(false) {
-                        not_member += 1;
-                    } else if !channels.iter().any(|x| x == id) {
-                        channels.push(id.to_string());
-                    }
+            // Only the types whose list scope the token has; a `missing_scope` answer takes
+            // the types it names out and lists again.
+            loop {
+                let types: Vec<&str> = config
+                    .types()
+                    .filter(|t| !run.access.lacks(type_scopes(t).0))
+                    .collect();
+                if types.is_empty() {
+                    break;
                 }
-                Ok(true)
-            })?;
+                let types = types.join(",");
+                let params = [("types", types.as_str()), ("exclude_archived", "false")];
+                let out = &mut run.out;
+                channels.clear();
+                not_member = 0;
+                let denied =
+                    config.paginate("conversations.list", &params, &["missing_scope"], |body| {
+                        for c in items(body, "channels") {
+                            if emit_channels {
+                                out.push(CHANNELS, &channel_record(c))?;
+                            }
+                            let Some(id) = c.get("id").and_then(Value::as_str) else {
+                                continue;
+                            };
+                            // A bot reads only the channels it is a member of
+                            // (`not_in_channel`).
+                            if c.get("is_member").and_then(Value::as_bool) == Some(false) {
+                                not_member += 1;
+                            } else if !channels.iter().any(|(x, _)| x == id) {
+                                channels.push((id.to_string(), channel_kind(c)));
+                            }
+                        }
+                        Ok(true)
+                    })?;
+                let Some(body) = denied else { break };
+                run.access.learn("conversations.list", &body)?;
+                let fewer = config
+                    .types()
+                    .filter(|t| !run.access.lacks(type_scopes(t).0))
+                    .count();
+                if fewer == types.split(',').count() {
+                    return Err(slack_error("conversations.list", &body));
+                }
+            }
             run.out.flush_stream(CHANNELS)?;
         }
-        if request.selected(USERS) {
+        if request.selected(USERS) && !run.access.lacks("users:read") {
             let out = &mut run.out;
-            config.paginate("users.list", &[], &[], |body| {
+            let denied = config.paginate("users.list", &[], &["missing_scope"], |body| {
                 for u in items(body, "members") {
                     out.push(USERS, &user_record(u))?;
                 }
                 Ok(true)
             })?;
+            if let Some(body) = denied {
+                run.access.learn("users.list", &body)?;
+            }
             run.out.flush_stream(USERS)?;
         }
         if messages || threads {
@@ -550,7 +863,10 @@ impl Connector for Slack {
                     ("not_member", &not_member.to_string()),
                 ],
             );
-            for channel in &channels {
+            for (channel, kind) in &channels {
+                if run.access.lacks(type_scopes(kind).1) {
+                    continue; // warned about once, above or when learned
+                }
                 let plan = run.plan(channel, messages, threads);
                 run.sync_channel(channel, plan)?;
             }
@@ -704,6 +1020,12 @@ fn config_schema() -> Value {
                 "minimum": 1,
                 "maximum": 1000,
                 "default": 200
+            },
+            "required_streams": {
+                "description": "Streams the token must be able to read whole: validate answers insufficient_scope and a sync fails if it cannot, instead of skipping what it cannot read.",
+                "type": "array",
+                "items": {"enum": STREAMS},
+                "uniqueItems": true
             }
         }
     })
@@ -759,11 +1081,109 @@ mod tests {
         assert_eq!(code(json!({"ok": false})), ErrorCode::Internal);
     }
 
+    fn scopes(list: &str) -> Option<BTreeSet<String>> {
+        Some(
+            list.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn access_from_scopes() {
+        let config = Config::load(&json!({})).expect("valid");
+        let all = "channels:read,groups:read,users:read,channels:history,groups:history";
+        let access = Access::new(&config, scopes(all), STREAMS.to_vec());
+        assert!(access.unreadable().is_empty());
+        assert_eq!(access.json(), json!([]));
+        assert!(access.judge().is_ok());
+
+        let partial = "channels:read,groups:read,users:read,channels:history";
+        let access = Access::new(&config, scopes(partial), STREAMS.to_vec());
+        assert_eq!(
+            access.json(),
+            json!([
+                {"stream": "messages", "missing_scope": "groups:history", "partial": true},
+                {"stream": "threads", "missing_scope": "groups:history", "partial": true}
+            ])
+        );
+        assert!(access.judge().is_ok());
+
+        let no_history = "channels:read,groups:read,users:read";
+        let access = Access::new(&config, scopes(no_history), STREAMS.to_vec());
+        let u = access.unreadable();
+        assert_eq!(u[0].missing, ["channels:history", "groups:history"]);
+        assert!(!u[0].partial);
+        assert!(access.judge().is_ok(), "channels and users are readable");
+        // Only messages selected: nothing readable.
+        let access = Access::new(&config, scopes(no_history), vec![MESSAGES]);
+        let e = access.judge().expect_err("nothing readable");
+        assert!(
+            e.message
+                .contains("messages needs channels:history,groups:history"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message
+                .contains("(it has channels:read,groups:read,users:read)"),
+            "{}",
+            e.message
+        );
+        // A required stream is checked whole.
+        let required = Config::load(&json!({"required_streams": ["messages"]})).expect("valid");
+        let access = Access::new(&required, scopes(partial), STREAMS.to_vec());
+        let e = access.judge().expect_err("required");
+        assert_eq!(e.code, sluice_sdk::ErrorCode::InsufficientScope);
+        assert!(
+            e.message.contains("required stream messages"),
+            "{}",
+            e.message
+        );
+        assert!(Config::load(&json!({"required_streams": ["nope"]})).is_err());
+
+        // A legacy token's umbrella scope: as if there were no header.
+        let legacy = Access::new(&config, scopes("identify,read,post"), STREAMS.to_vec());
+        assert!(legacy.granted.is_none() && legacy.unreadable().is_empty());
+
+        // No header: learned from `missing_scope` answers.
+        let mut access = Access::new(&config, None, STREAMS.to_vec());
+        assert!(access.unreadable().is_empty());
+        let body = json!({"ok": false, "error": "missing_scope", "needed": "users:read"});
+        access.note("users.list", &body).expect("new");
+        access.judge().expect("other streams remain");
+        assert!(
+            access.note("users.list", &body).is_err(),
+            "nothing new learned"
+        );
+        assert_eq!(access.unreadable()[0].stream, USERS);
+    }
+
+    #[test]
+    fn channel_kinds() {
+        assert_eq!(channel_kind(&json!({"is_channel": true})), "public_channel");
+        assert_eq!(
+            channel_kind(&json!({"is_private": true})),
+            "private_channel"
+        );
+        assert_eq!(
+            channel_kind(&json!({"is_private": true, "is_mpim": true})),
+            "mpim"
+        );
+        assert_eq!(channel_kind(&json!({"is_im": true})), "im");
+        assert_eq!(
+            type_scopes("private_channel"),
+            ("groups:read", "groups:history")
+        );
+    }
+
     #[test]
     fn plans() {
         let config = Config::load(&json!({"threads_lookback_days": 1})).expect("valid");
         let run = Run {
             config: &config,
+            access: Access::new(&config, None, vec![]),
             out: Batcher::new(1),
             messages: BTreeMap::from([("C1".to_string(), "1700000000.000200".to_string())]),
             threads: BTreeMap::from([("C1".to_string(), "1700086400.000100".to_string())]),

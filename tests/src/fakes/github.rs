@@ -9,11 +9,22 @@
 //! pulls default direction (desc only for `sort=created`); 409 on the commits of an empty
 //! repository; `x-ratelimit-*` headers on every answer; primary (403, remaining 0, reset) and
 //! secondary (403/429 with `retry-after`) rate limits; 502s. See [`crate::fakes::Knobs`].
+//!
+//! Tokens ([`Grant`]): classic ones send `x-oauth-scopes` on every answer, as given (GitHub
+//! writes `repo, read:org`), and see private repositories only with `repo`; fine-grained ones
+//! send no such header, see public repositories and the private ones they were granted, and
+//! get 403 `Resource not accessible by personal access token` with
+//! `x-accepted-github-permissions` (e.g. `contents=read`) on a listing of a private
+//! repository their permissions do not cover.
+//!
+//! Commits form a history per repository: `GET /commits` walks it from the default branch's
+//! head as `git log` does (newest committer date first among the commits whose child was
+//! listed), so [`GithubHandle::merge_branch`] can bring in commits dated before the last sync.
 
 // Handlers return early with an axum `Response` as the error of a `Result`.
 #![allow(clippy::result_large_err)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -64,7 +75,7 @@ pub struct GithubConfig {
     pub pr_every: usize,
     pub comments: usize,
     pub commits: usize,
-    /// A token with access to everything.
+    /// A classic token with the scopes `repo, read:org`: access to everything.
     pub token: String,
     /// A valid token that sees no repository (404) and no organization (403).
     pub limited_token: String,
@@ -84,6 +95,53 @@ impl Default for GithubConfig {
             token: "ghp_good0123456789".into(),
             limited_token: "ghp_limited0123456789".into(),
         }
+    }
+}
+
+/// What a token may read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Grant {
+    /// A classic token: every answer has `x-oauth-scopes: {scopes}`; with `repo` among them it
+    /// sees every repository, else only the public ones (a private one is 404).
+    Classic { scopes: String },
+    /// A fine-grained token: no `x-oauth-scopes`; sees the public repositories and the private
+    /// ones in `repos`, whose listings need `permissions` (`issues=read` for issues and
+    /// comments, `pull_requests=read`, `contents=read` for commits).
+    FineGrained {
+        repos: Vec<String>,
+        permissions: Vec<String>,
+    },
+    /// Sees no repository (404) and no organization (403).
+    Nothing,
+}
+
+impl Grant {
+    fn sees(&self, repo: &Repo) -> bool {
+        match self {
+            Grant::Classic { scopes } => {
+                !repo.private || scopes.split(',').any(|s| s.trim() == "repo")
+            }
+            Grant::FineGrained { repos, .. } => {
+                !repo.private
+                    || repos
+                        .iter()
+                        .any(|r| r.eq_ignore_ascii_case(&repo.full_name))
+            }
+            Grant::Nothing => false,
+        }
+    }
+
+    /// The permission a listing of `repo` needs that this grant lacks.
+    fn lacks(&self, repo: &Repo, listing: &str) -> Option<&'static str> {
+        let Grant::FineGrained { permissions, .. } = self else {
+            return None;
+        };
+        let needed = match listing {
+            "pulls" => "pull_requests=read",
+            "commits" => "contents=read",
+            _ => "issues=read",
+        };
+        (repo.private && !permissions.iter().any(|p| p == needed)).then_some(needed)
     }
 }
 
@@ -155,7 +213,10 @@ pub struct Dataset {
     pub repos: Vec<Repo>,
     pub issues: Vec<Issue>,
     pub comments: Vec<Comment>,
+    /// Every commit of every default branch.
     pub commits: Vec<Commit>,
+    /// The head of each repository's default branch.
+    pub heads: BTreeMap<String, String>,
 }
 
 impl Dataset {
@@ -293,7 +354,37 @@ impl Dataset {
             issues,
             comments,
             commits,
+            heads: last,
         }
+    }
+
+    /// A repository's default branch as `GET /commits` lists it (`git log`): from the head,
+    /// repeatedly the newest (by committer date) commit whose child was listed.
+    pub fn history(&self, repo: &str) -> Vec<&Commit> {
+        let by_sha: HashMap<&str, &Commit> = self
+            .commits
+            .iter()
+            .filter(|c| c.repo == repo)
+            .map(|c| (c.sha.as_str(), c))
+            .collect();
+        let Some(head) = self.heads.get(repo).and_then(|h| by_sha.get(h.as_str())) else {
+            return vec![];
+        };
+        let mut queue = BinaryHeap::from([(head.committed_at, head.sha.as_str())]);
+        let mut queued = HashSet::from([head.sha.as_str()]);
+        let mut out = Vec::new();
+        while let Some((_, sha)) = queue.pop() {
+            let commit = by_sha[sha];
+            out.push(commit);
+            for p in &commit.parents {
+                if let Some(parent) = by_sha.get(p.as_str())
+                    && queued.insert(p.as_str())
+                {
+                    queue.push((parent.committed_at, p.as_str()));
+                }
+            }
+        }
+        out
     }
 
     /// Issues that are not pull requests.
@@ -318,6 +409,10 @@ impl Dataset {
 
 struct Shared {
     config: GithubConfig,
+    /// What each token may read.
+    grants: RwLock<BTreeMap<String, Grant>>,
+    /// Commits made while serving (for their shas).
+    made: AtomicU64,
     base: String,
     data: RwLock<Dataset>,
     knobs: Arc<Knobs>,
@@ -343,8 +438,19 @@ impl FakeGithub {
         let counters = Arc::new(Counters::default());
         let data = Dataset::generate(&config);
         let (listener, addr) = bind().await;
+        let grants = BTreeMap::from([
+            (
+                config.token.clone(),
+                Grant::Classic {
+                    scopes: "repo, read:org".into(),
+                },
+            ),
+            (config.limited_token.clone(), Grant::Nothing),
+        ]);
         let shared = Arc::new(Shared {
             config,
+            grants: RwLock::new(grants),
+            made: AtomicU64::new(0),
             base: format!("http://{addr}"),
             data: RwLock::new(data),
             knobs: knobs.clone(),
@@ -394,6 +500,110 @@ impl GithubHandle {
 
     pub fn limited_token(&self) -> &str {
         &self.shared.config.limited_token
+    }
+
+    /// Makes `token` valid with `grant` (replacing a known token's).
+    pub fn grant(&self, token: &str, grant: Grant) {
+        if let Ok(mut g) = self.shared.grants.write() {
+            g.insert(token.to_string(), grant);
+        }
+    }
+
+    /// A new commit of `repo` on top of `parents`, committed at `at`.
+    fn commit(&self, repo: &str, parents: Vec<String>, at: i64, message: String) -> Commit {
+        let k = self.shared.made.fetch_add(1, Ordering::SeqCst);
+        let mut rng = Rng::new(self.shared.config.seed ^ 0xC0FF_EE00 ^ k);
+        Commit {
+            sha: format!(
+                "{:016x}{:016x}{:08x}",
+                rng.next_u64(),
+                rng.next_u64(),
+                k as u32
+            ),
+            repo: repo.to_string(),
+            message,
+            author_name: "mona".into(),
+            author_email: "mona@users.noreply.github.com".into(),
+            author_login: Some("mona"),
+            authored_at: at,
+            committed_at: at,
+            parents,
+        }
+    }
+
+    /// Pushes `n` commits onto `repo`'s default branch (a fast-forward), committed now.
+    /// Returns them, oldest first.
+    pub fn push(&self, repo: &str, n: usize) -> Vec<Commit> {
+        let Ok(mut data) = self.shared.data.write() else {
+            return vec![];
+        };
+        let at = now_secs().max(
+            data.commits
+                .iter()
+                .map(|c| c.committed_at)
+                .max()
+                .unwrap_or(T0)
+                + 1,
+        );
+        let mut out = Vec::new();
+        for k in 0..n {
+            let parents = data.heads.get(repo).cloned().into_iter().collect();
+            let c = self.commit(repo, parents, at + k as i64, format!("pushed ({k})"));
+            data.heads.insert(repo.to_string(), c.sha.clone());
+            data.commits.push(c.clone());
+            out.push(c);
+        }
+        out
+    }
+
+    /// Merges a branch into `repo`'s default branch: `n` commits on top of the commit
+    /// `base_back` commits below the head, committed a minute apart just after that commit
+    /// (so before everything newer on the branch: a sync's date cursor is past them), then a
+    /// merge commit (parents: the old head, the branch) committed now. Returns the branch's
+    /// commits, oldest first, and the merge commit last.
+    pub fn merge_branch(&self, repo: &str, n: usize, base_back: usize) -> Vec<Commit> {
+        let history: Vec<Commit> = {
+            let Ok(data) = self.shared.data.read() else {
+                return vec![];
+            };
+            data.history(repo).into_iter().cloned().collect()
+        };
+        let (Some(head), Some(base)) = (history.first(), history.get(base_back)) else {
+            return vec![];
+        };
+        let mut out = Vec::new();
+        let mut tip = base.sha.clone();
+        for k in 0..n {
+            let c = self.commit(
+                repo,
+                vec![tip],
+                base.committed_at + 60 * (k as i64 + 1),
+                format!("branch work ({k})"),
+            );
+            tip = c.sha.clone();
+            out.push(c);
+        }
+        let Ok(mut data) = self.shared.data.write() else {
+            return vec![];
+        };
+        let at = now_secs().max(
+            data.commits
+                .iter()
+                .map(|c| c.committed_at)
+                .max()
+                .unwrap_or(T0)
+                + 1,
+        );
+        let merge = self.commit(
+            repo,
+            vec![head.sha.clone(), tip],
+            at,
+            "Merge branch 'feature'".into(),
+        );
+        out.push(merge.clone());
+        data.heads.insert(repo.to_string(), merge.sha);
+        data.commits.extend(out.iter().cloned());
+        out
     }
 
     /// `owner/repo` of every repository, the empty one included.
@@ -541,9 +751,8 @@ async fn handle(State(s): State<Arc<Shared>>, uri: Uri, headers: HeaderMap) -> R
                 .or_else(|| v.strip_prefix("token "))
         })
         .map(str::trim);
-    let limited = match token {
-        Some(t) if t == s.config.token => false,
-        Some(t) if t == s.config.limited_token => true,
+    let grant = match token {
+        Some(t) => s.grants.read().ok().and_then(|g| g.get(t).cloned()),
         None => {
             s.counters.unauthorized.fetch_add(1, Ordering::SeqCst);
             return message(
@@ -552,10 +761,10 @@ async fn handle(State(s): State<Arc<Shared>>, uri: Uri, headers: HeaderMap) -> R
                 "/overview/authenticating-to-the-rest-api",
             );
         }
-        Some(_) => {
-            s.counters.unauthorized.fetch_add(1, Ordering::SeqCst);
-            return message(StatusCode::UNAUTHORIZED, "Bad credentials", "");
-        }
+    };
+    let Some(grant) = grant else {
+        s.counters.unauthorized.fetch_add(1, Ordering::SeqCst);
+        return message(StatusCode::UNAUTHORIZED, "Bad credentials", "");
     };
     let q = query(uri.query().unwrap_or(""));
     let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
@@ -563,26 +772,47 @@ async fn handle(State(s): State<Arc<Shared>>, uri: Uri, headers: HeaderMap) -> R
         let Ok(data) = s.data.read() else {
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         };
-        route(&s, &data, limited, &segments, &q, uri.path())
+        route(&s, &data, &grant, &segments, &q, uri.path())
     };
     s.counters.route(route);
     rate_headers(&mut resp, n, None, window_reset);
+    if let Grant::Classic { scopes } = &grant {
+        set(&mut resp, "x-oauth-scopes", scopes);
+    }
     resp
+}
+
+/// A fine-grained token's answer on a listing its permissions do not cover.
+fn not_accessible(permission: &str) -> Response {
+    let mut r = message(
+        StatusCode::FORBIDDEN,
+        "Resource not accessible by personal access token",
+        "/issues/issues#list-repository-issues",
+    );
+    set(&mut r, "x-accepted-github-permissions", permission);
+    r
 }
 
 fn route(
     s: &Shared,
     data: &Dataset,
-    limited: bool,
+    grant: &Grant,
     segments: &[&str],
     q: &[(String, String)],
     path: &str,
 ) -> (&'static str, Response) {
     let repo_of = |o: &str, r: &str| -> Option<Repo> {
-        if limited {
-            return None;
+        data.repo(&format!("{o}/{r}"))
+            .filter(|repo| grant.sees(repo))
+            .cloned()
+    };
+    // A listing of a repository the token sees but whose permission it lacks.
+    let listing = |o: &str, r: &str, name: &str| -> Result<Repo, Response> {
+        let repo = repo_of(o, r).ok_or_else(not_found)?;
+        match grant.lacks(&repo, name) {
+            Some(permission) => Err(not_accessible(permission)),
+            None => Ok(repo),
         }
-        data.repo(&format!("{o}/{r}")).cloned()
     };
     match segments {
         // Does not count against the limit; reports the budget as the headers do.
@@ -612,7 +842,7 @@ fn route(
             if !org.eq_ignore_ascii_case(&s.config.owner) {
                 return ("org_repos", not_found());
             }
-            if limited {
+            if *grant == Grant::Nothing {
                 return (
                     "org_repos",
                     message(
@@ -622,7 +852,7 @@ fn route(
                     ),
                 );
             }
-            let items: Vec<&Repo> = data.repos.iter().collect();
+            let items: Vec<&Repo> = data.repos.iter().filter(|r| grant.sees(r)).collect();
             (
                 "org_repos",
                 paginate(&s.base, path, q, &items, |r| {
@@ -630,33 +860,25 @@ fn route(
                 }),
             )
         }
-        ["repos", o, r, "issues"] => {
-            let Some(repo) = repo_of(o, r) else {
-                return ("issues", not_found());
-            };
-            ("issues", list_issues(s, data, &repo.full_name, path, q))
-        }
-        ["repos", o, r, "pulls"] => {
-            let Some(repo) = repo_of(o, r) else {
-                return ("pulls", not_found());
-            };
-            ("pulls", list_pulls(s, data, &repo, path, q))
-        }
-        ["repos", o, r, "commits"] => {
-            let Some(repo) = repo_of(o, r) else {
-                return ("commits", not_found());
-            };
-            ("commits", list_commits(s, data, &repo, path, q))
-        }
-        ["repos", o, r, "issues", "comments"] => {
-            let Some(repo) = repo_of(o, r) else {
-                return ("issue_comments", not_found());
-            };
-            (
+        ["repos", o, r, "issues"] => match listing(o, r, "issues") {
+            Ok(repo) => ("issues", list_issues(s, data, &repo.full_name, path, q)),
+            Err(resp) => ("issues", resp),
+        },
+        ["repos", o, r, "pulls"] => match listing(o, r, "pulls") {
+            Ok(repo) => ("pulls", list_pulls(s, data, &repo, path, q)),
+            Err(resp) => ("pulls", resp),
+        },
+        ["repos", o, r, "commits"] => match listing(o, r, "commits") {
+            Ok(repo) => ("commits", list_commits(s, data, &repo, path, q)),
+            Err(resp) => ("commits", resp),
+        },
+        ["repos", o, r, "issues", "comments"] => match listing(o, r, "issues/comments") {
+            Ok(repo) => (
                 "issue_comments",
                 list_comments(s, data, &repo.full_name, path, q),
-            )
-        }
+            ),
+            Err(resp) => ("issue_comments", resp),
+        },
         _ => ("unknown", not_found()),
     }
 }
@@ -786,16 +1008,13 @@ fn list_commits(
         (Ok(a), Ok(b)) => (a, b),
         (Err(r), _) | (_, Err(r)) => return r,
     };
-    let mut items: Vec<&Commit> = data
-        .commits
-        .iter()
+    let items: Vec<&Commit> = data
+        .history(&repo.full_name)
+        .into_iter()
         .filter(|c| {
-            c.repo == repo.full_name
-                && since.is_none_or(|t| c.committed_at >= t)
-                && until.is_none_or(|t| c.committed_at <= t)
+            since.is_none_or(|t| c.committed_at >= t) && until.is_none_or(|t| c.committed_at <= t)
         })
         .collect();
-    items.reverse(); // newest first, as `git log`
     paginate(&s.base, path, q, &items, |c| commit_json(&s.base, c))
 }
 
@@ -1025,5 +1244,13 @@ mod tests {
         assert_eq!(a.repos.len(), 4);
         assert_eq!(a.comments.len(), 400);
         assert_eq!(a.issues.iter().map(|i| i.comments).sum::<u64>(), 400);
+        let history = a.history("acme/repo-0");
+        assert_eq!(history.len(), 100);
+        assert!(
+            history.windows(2).all(
+                |w| w[0].parents == [w[1].sha.clone()] && w[0].committed_at > w[1].committed_at
+            ),
+            "a linear history, newest first"
+        );
     }
 }

@@ -11,10 +11,20 @@
 //! newest first within `oldest`/`latest` (exclusive unless `inclusive`); replies parent first;
 //! 429 + `Retry-After` with `{"ok":false,"error":"ratelimited"}`; 502s. See
 //! [`crate::fakes::Knobs`].
+//!
+//! Scopes: each token has a grant (see [`SlackHandle::grant`]). Every answer to a known
+//! token carries `x-oauth-scopes` (the grant, comma-separated without spaces, as Slack sends
+//! it) and, but for `auth.test`, `x-accepted-oauth-scopes` (what the method accepts). A method
+//! answers `missing_scope` with `needed` and `provided` when the grant lacks the scope of what
+//! was asked: `conversations.list` the list scope of each requested type (`channels:read`,
+//! `groups:read`, ...), `users.list` `users:read`, history and replies the history scope of
+//! the conversation's type (`channels:history`, `groups:history`). Without `users:read.email`
+//! profiles have no `email`.
 
 // Handlers return early with an axum `Response` as the error of a `Result`.
 #![allow(clippy::result_large_err)]
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -29,6 +39,9 @@ use super::{Counters, Injected, Knobs, Rng, bind, get, now_secs, query, spawn};
 const FIRST_NAMES: [&str; 8] = [
     "ada", "grace", "linus", "ken", "barbara", "dennis", "margaret", "alan",
 ];
+/// Every scope the connector may use: what `token` is granted.
+pub const ALL_SCOPES: &str = "channels:read,groups:read,mpim:read,im:read,users:read,users:read.email,channels:history,groups:history,mpim:history,im:history";
+
 const WORDS: [&str; 10] = [
     "deploy", "is", "green", "again", "who", "owns", "the", "pager", "today", "thanks",
 ];
@@ -54,8 +67,10 @@ pub struct SlackConfig {
     pub max_limit: usize,
     /// Every other history/replies page is one item short of the limit though more remains.
     pub ragged_pages: bool,
+    /// Granted [`ALL_SCOPES`].
     pub token: String,
-    /// Valid for `auth.test` only: every other method answers `missing_scope`.
+    /// Granted no scope: valid for `auth.test` only, every other method answers
+    /// `missing_scope`.
     pub scopeless_token: String,
     pub revoked_token: String,
     /// The data lies in the 30 days before this time (epoch seconds).
@@ -296,6 +311,8 @@ fn add_reply(parent: &mut Message, reply: &Message) {
 
 struct Shared {
     config: SlackConfig,
+    /// Scopes by token.
+    grants: RwLock<BTreeMap<String, Vec<String>>>,
     data: RwLock<SlackDataset>,
     knobs: Arc<Knobs>,
     counters: Arc<Counters>,
@@ -314,8 +331,13 @@ impl FakeSlack {
         let counters = Arc::new(Counters::default());
         let data = SlackDataset::generate(&config);
         let (listener, addr) = bind().await;
+        let grants = BTreeMap::from([
+            (config.token.clone(), scope_list(ALL_SCOPES)),
+            (config.scopeless_token.clone(), vec![]),
+        ]);
         let shared = Arc::new(Shared {
             config,
+            grants: RwLock::new(grants),
             data: RwLock::new(data),
             knobs: knobs.clone(),
             counters: counters.clone(),
@@ -365,6 +387,14 @@ impl SlackHandle {
 
     pub fn revoked_token(&self) -> &str {
         &self.shared.config.revoked_token
+    }
+
+    /// Makes `token` valid with the comma-separated `scopes` (e.g.
+    /// `"channels:read,users:read"`); it replaces the grant of a known token.
+    pub fn grant(&self, token: &str, scopes: &str) {
+        if let Ok(mut g) = self.shared.grants.write() {
+            g.insert(token.to_string(), scope_list(scopes));
+        }
     }
 
     /// Posts `n` new top-level messages, round robin over the member channels, timestamped
@@ -456,13 +486,56 @@ fn fail(error: &str) -> Response {
     axum::Json(json!({"ok": false, "error": error})).into_response()
 }
 
-/// The scope a method needs.
-fn scope_of(method: &str) -> &'static str {
+fn scope_list(scopes: &str) -> Vec<String> {
+    scopes
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The scopes a method accepts (`x-accepted-oauth-scopes`).
+fn accepted_scopes(method: &str) -> &'static str {
     match method {
-        "conversations.list" => "channels:read,groups:read",
+        "conversations.list" => "channels:read,groups:read,mpim:read,im:read",
         "users.list" => "users:read",
-        _ => "channels:history,groups:history",
+        "conversations.history" | "conversations.replies" => {
+            "channels:history,groups:history,mpim:history,im:history"
+        }
+        _ => "",
     }
+}
+
+/// The list and history scopes of a conversation type.
+fn type_scopes(kind: &str) -> (&'static str, &'static str) {
+    match kind {
+        "public_channel" => ("channels:read", "channels:history"),
+        "private_channel" => ("groups:read", "groups:history"),
+        "mpim" => ("mpim:read", "mpim:history"),
+        _ => ("im:read", "im:history"),
+    }
+}
+
+fn kind_of(ch: &Channel) -> &'static str {
+    if ch.is_private {
+        "private_channel"
+    } else {
+        "public_channel"
+    }
+}
+
+/// `missing_scope` if `granted` lacks any of `needed`, as Slack answers it.
+fn require(needed: &[&str], granted: &[String]) -> Result<(), Response> {
+    let lacking: Vec<&str> = needed
+        .iter()
+        .copied()
+        .filter(|n| !granted.iter().any(|g| g == n))
+        .collect();
+    if lacking.is_empty() {
+        return Ok(());
+    }
+    Err(axum::Json(json!({"ok": false, "error": "missing_scope", "needed": lacking.join(","), "provided": granted.join(",")})).into_response())
 }
 
 async fn handle(
@@ -523,12 +596,13 @@ async fn handle(
         .map(str::to_string)
         .or_else(|| get(&params, "token").map(str::to_string));
     let c = &s.config;
-    let scoped = match token.as_deref() {
+    let granted = match token.as_deref() {
         None => return unauthorized(&s, "not_authed"),
-        Some(t) if t == c.token => true,
-        Some(t) if t == c.scopeless_token => false,
         Some(t) if t == c.revoked_token => return unauthorized(&s, "token_revoked"),
-        Some(_) => return unauthorized(&s, "invalid_auth"),
+        Some(t) => match s.grants.read().ok().and_then(|g| g.get(t).cloned()) {
+            Some(granted) => granted,
+            None => return unauthorized(&s, "invalid_auth"),
+        },
     };
     let known = [
         "auth.test",
@@ -545,23 +619,38 @@ async fn handle(
             .into_response();
     }
     s.counters.route(name);
+    let mut resp = answer(&s, name, &params, &granted);
+    if let Ok(v) = HeaderValue::from_str(&granted.join(",")) {
+        resp.headers_mut().insert("x-oauth-scopes", v);
+    }
+    let accepted = accepted_scopes(name);
+    if !accepted.is_empty() {
+        resp.headers_mut().insert(
+            "x-accepted-oauth-scopes",
+            HeaderValue::from_static(accepted),
+        );
+    }
+    resp
+}
+
+/// The answer of a known method to a valid token.
+fn answer(s: &Shared, name: &str, params: &[(String, String)], granted: &[String]) -> Response {
     if name == "auth.test" {
         return ok(
             json!({"url": "https://acme.slack.com/", "team": "Acme", "user": "sluice-bot", "team_id": "T00000001", "user_id": "U0BOT0001", "bot_id": "B00000001", "is_enterprise_install": false}),
         );
     }
-    if !scoped {
-        return axum::Json(json!({"ok": false, "error": "missing_scope", "needed": scope_of(name), "provided": "identify"})).into_response();
-    }
     let Ok(data) = s.data.read() else {
         return fail("internal_error");
     };
-    match name {
-        "conversations.list" => conversations_list(c, &data, &params),
-        "users.list" => users_list(c, &data, &params),
-        "conversations.history" => history(c, &data, &params),
-        _ => replies(c, &data, &params),
-    }
+    let c = &s.config;
+    let result = match name {
+        "conversations.list" => conversations_list(c, &data, params, granted),
+        "users.list" => users_list(c, &data, params, granted),
+        "conversations.history" => history(c, &data, params, granted),
+        _ => replies(c, &data, params, granted),
+    };
+    result.unwrap_or_else(|r| r)
 }
 
 fn unauthorized(s: &Shared, error: &str) -> Response {
@@ -605,9 +694,9 @@ fn channel_json(ch: &Channel) -> Value {
     })
 }
 
-fn user_json(u: &User) -> Value {
+fn user_json(u: &User, emails: bool) -> Value {
     let mut profile = json!({"real_name": u.real_name, "display_name": u.display_name, "real_name_normalized": u.real_name, "display_name_normalized": u.display_name, "image_72": format!("https://avatars.slack-edge.com/{}_72.png", u.id), "team": "T00000001"});
-    if let Some(email) = &u.email {
+    if let Some(email) = u.email.as_ref().filter(|_| emails) {
         profile["email"] = json!(email);
     }
     if u.is_bot {
@@ -648,12 +737,12 @@ fn conversations_list(
     c: &SlackConfig,
     data: &SlackDataset,
     params: &[(String, String)],
-) -> Response {
-    let offset = match cursor(params) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
+    granted: &[String],
+) -> Result<Response, Response> {
     let types = get(params, "types").unwrap_or("public_channel");
+    let needed: Vec<&str> = types.split(',').map(|t| type_scopes(t.trim()).0).collect();
+    require(&needed, granted)?;
+    let offset = cursor(params)?;
     let exclude_archived = matches!(get(params, "exclude_archived"), Some("true" | "1"));
     let limit = limit(c, params, 100);
     // Slack pages over every conversation, then filters: pages come short, even empty.
@@ -677,26 +766,34 @@ fn conversations_list(
     } else {
         String::new()
     };
-    ok(json!({"channels": page, "response_metadata": {"next_cursor": next}}))
+    Ok(ok(
+        json!({"channels": page, "response_metadata": {"next_cursor": next}}),
+    ))
 }
 
-fn users_list(c: &SlackConfig, data: &SlackDataset, params: &[(String, String)]) -> Response {
-    let offset = match cursor(params) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
+fn users_list(
+    c: &SlackConfig,
+    data: &SlackDataset,
+    params: &[(String, String)],
+    granted: &[String],
+) -> Result<Response, Response> {
+    require(&["users:read"], granted)?;
+    let emails = granted.iter().any(|g| g == "users:read.email");
+    let offset = cursor(params)?;
     let limit = limit(c, params, 100);
     let end = (offset + limit).min(data.users.len());
     let page: Vec<Value> = data.users[offset.min(end)..end]
         .iter()
-        .map(user_json)
+        .map(|u| user_json(u, emails))
         .collect();
     let next = if end < data.users.len() {
         next_cursor(end)
     } else {
         String::new()
     };
-    ok(json!({"members": page, "cache_ts": now_secs(), "response_metadata": {"next_cursor": next}}))
+    Ok(ok(
+        json!({"members": page, "cache_ts": now_secs(), "response_metadata": {"next_cursor": next}}),
+    ))
 }
 
 /// Slices `items` from the cursor: `limit` items, one fewer on every other page when ragged.
@@ -714,14 +811,20 @@ fn window(
     Ok((offset.min(len), (offset + limit).min(len)))
 }
 
-fn history(c: &SlackConfig, data: &SlackDataset, params: &[(String, String)]) -> Response {
+fn history(
+    c: &SlackConfig,
+    data: &SlackDataset,
+    params: &[(String, String)],
+    granted: &[String],
+) -> Result<Response, Response> {
     let Some(channel) =
         get(params, "channel").and_then(|id| data.channels.iter().find(|ch| ch.id == id))
     else {
-        return fail("channel_not_found");
+        return Err(fail("channel_not_found"));
     };
+    require(&[type_scopes(kind_of(channel)).1], granted)?;
     if !channel.is_member {
-        return fail("not_in_channel");
+        return Err(fail("not_in_channel"));
     }
     let inclusive = matches!(get(params, "inclusive"), Some("true" | "1"));
     let oldest = get(params, "oldest").map_or((0, 0), ts_key);
@@ -738,34 +841,37 @@ fn history(c: &SlackConfig, data: &SlackDataset, params: &[(String, String)]) ->
         })
         .collect();
     items.sort_by_key(|m| std::cmp::Reverse(ts_key(&m.ts)));
-    let (start, end) = match window(c, params, 100, items.len()) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
+    let (start, end) = window(c, params, 100, items.len())?;
     let page: Vec<Value> = items[start..end].iter().map(|m| message_json(m)).collect();
     let more = end < items.len();
     let mut body = json!({"messages": page, "has_more": more, "pin_count": 0, "channel_actions_ts": null, "channel_actions_count": 0});
     if more {
         body["response_metadata"] = json!({"next_cursor": next_cursor(end)});
     }
-    ok(body)
+    Ok(ok(body))
 }
 
-fn replies(c: &SlackConfig, data: &SlackDataset, params: &[(String, String)]) -> Response {
+fn replies(
+    c: &SlackConfig,
+    data: &SlackDataset,
+    params: &[(String, String)],
+    granted: &[String],
+) -> Result<Response, Response> {
     let Some(channel) =
         get(params, "channel").and_then(|id| data.channels.iter().find(|ch| ch.id == id))
     else {
-        return fail("channel_not_found");
+        return Err(fail("channel_not_found"));
     };
+    require(&[type_scopes(kind_of(channel)).1], granted)?;
     if !channel.is_member {
-        return fail("not_in_channel");
+        return Err(fail("not_in_channel"));
     }
     let Some(parent) = get(params, "ts").and_then(|ts| {
         data.messages
             .iter()
             .find(|m| m.channel == channel.id && m.ts == ts)
     }) else {
-        return fail("thread_not_found");
+        return Err(fail("thread_not_found"));
     };
     let mut items: Vec<&Message> = vec![parent];
     let mut thread: Vec<&Message> = data
@@ -775,15 +881,12 @@ fn replies(c: &SlackConfig, data: &SlackDataset, params: &[(String, String)]) ->
         .collect();
     thread.sort_by_key(|m| ts_key(&m.ts));
     items.extend(thread);
-    let (start, end) = match window(c, params, 10, items.len()) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
+    let (start, end) = window(c, params, 10, items.len())?;
     let page: Vec<Value> = items[start..end].iter().map(|m| message_json(m)).collect();
     let more = end < items.len();
-    ok(
+    Ok(ok(
         json!({"messages": page, "has_more": more, "response_metadata": {"next_cursor": if more { next_cursor(end) } else { String::new() }}}),
-    )
+    ))
 }
 
 #[cfg(test)]
