@@ -517,3 +517,105 @@ async fn calls_wait_for_their_share_of_the_memory_budget() {
     );
     assert!(spinning.await.unwrap().is_err());
 }
+
+/// Twenty runs at once with the default budgets: all commit, and the service's high-water mark
+/// stays under 400 MiB (the 512 MiB pod keeps headroom). Plugin memory and DuckDB conversions
+/// are budgeted globally, so more runs mean more waiting, not more memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_runs_fit_the_pod() {
+    let root = tempfile::tempdir().unwrap();
+    let svc = Service::start(
+        &root.path().join("data"),
+        &plugins_dir(root.path()),
+        &[
+            ("SLUICE_MAX_CONCURRENT_RUNS", "20"),
+            ("SLUICE_MAX_QUEUED_RUNS", "20"),
+            ("RUST_LOG", "warn"),
+        ],
+    )
+    .await;
+    let mut runs = Vec::new();
+    for i in 0..20 {
+        let config = json!({"count": 20_000, "batch": 1000, "extra": true});
+        runs.push(start_run(&svc, &format!("conn-{i}"), "probe", config).await);
+    }
+    for run in &runs {
+        let done = svc.wait_run(run).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        assert_eq!(done["streams"]["items"]["committed_rows"], 20_000, "{done}");
+    }
+    let hwm = proc_status_kib(svc.child.id(), "VmHWM:") >> 10;
+    println!("service peak RSS with 20 concurrent runs of 20,000 records: {hwm} MiB");
+    assert!(hwm < 400, "peak RSS {hwm} MiB");
+}
+
+/// A slow compile is cut at the compile deadline and delays no other plugin; a file over the
+/// size cap is refused before it is read. (The 18 MB componentize-py component stands in for a
+/// compile bomb: cold, it takes seconds to compile.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_compiles_and_huge_files_are_refused_without_delaying_others() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = plugins_dir(root.path());
+    std::fs::copy(plugin("python-hello"), dir.join("python-hello.wasm")).unwrap();
+    let failures = |svc: &Service| {
+        let svc_base = svc.base.clone();
+        let token = svc.token.clone();
+        async move {
+            let v: Value = reqwest::Client::new()
+                .get(format!("{svc_base}/internal/connectors"))
+                .header("x-connect-service-token", token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v
+        }
+    };
+
+    let t = Instant::now();
+    let svc = Service::start(
+        &root.path().join("data-timeout"),
+        &dir,
+        &[("SLUICE_COMPILE_TIMEOUT_SECS", "1")],
+    )
+    .await;
+    let ready_after = t.elapsed();
+    let v = failures(&svc).await;
+    let ids: Vec<&str> = v["connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    assert!(ids.contains(&"probe") && ids.contains(&"hostile"), "{v}");
+    assert!(
+        v["failures"]
+            .to_string()
+            .contains("compile took longer than 1s"),
+        "{v}"
+    );
+    assert!(
+        ready_after < Duration::from_secs(30),
+        "ready after {ready_after:?}"
+    );
+    let (probe, _) = validate(&svc, "probe", json!({"action": "ok"})).await;
+    assert_eq!(probe["valid"], true, "{probe}");
+    drop(svc);
+
+    let svc = Service::start(
+        &root.path().join("data-size"),
+        &dir,
+        &[("SLUICE_MAX_PLUGIN_MIB", "1")],
+    )
+    .await;
+    let v = failures(&svc).await;
+    assert!(
+        v["failures"]
+            .to_string()
+            .contains("at most 1048576 are accepted"),
+        "{v}"
+    );
+    assert!(v["connectors"].to_string().contains("\"probe\""), "{v}");
+}

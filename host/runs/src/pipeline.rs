@@ -38,6 +38,9 @@ pub struct RunLimits {
     pub cancel: CancellationToken,
     /// Bytes of plugin log the run's calls may write together.
     pub log_bytes: u64,
+    /// Parquet conversions that may run at once in the process (each may use DuckDB's
+    /// memory limit); a run waits for one after its sync, within its deadline.
+    pub conversions: Arc<tokio::sync::Semaphore>,
 }
 
 /// Live per-stream counters, shared with whoever reports progress.
@@ -263,10 +266,19 @@ pub async fn execute(
     let extracted_at = started_at.clone();
     // The sync's batches are freed: give that back before DuckDB takes its share.
     sluice_runtime::memory::release_freed();
+    let _conversion = tokio::select! {
+        permit = limits.conversions.clone().acquire_owned() => permit
+            .map_err(|_| RunError::Staging("conversion slots closed".into()))?,
+        _ = tokio::time::sleep_until(deadline.into()) => {
+            return Err(RunError::Staging("the run deadline passed while waiting to convert".into()))
+        }
+        _ = limits.cancel.cancelled() => return Err(RunError::Cancelled),
+    };
     let staged = tokio::task::spawn_blocking(move || stage.finish(&extracted_at))
         .await
         .map_err(|e| RunError::Staging(e.to_string()))?
         .map_err(|e| RunError::Staging(e.to_string()))?;
+    drop(_conversion);
 
     // DuckDB is closed: give back what it freed before the uploads.
     sluice_runtime::memory::release_freed();

@@ -162,6 +162,7 @@ async fn serve(cfg: ServeConfig, warnings: Vec<String>) -> anyhow::Result<()> {
             max_queued_runs: cfg.max_queued_runs,
             run_deadline: Duration::from_secs(cfg.run_timeout_secs),
             run_log_bytes: cfg.plugin_log_run_kib << 10,
+            max_concurrent_conversions: cfg.max_concurrent_conversions,
             staging,
             backend: cfg.backend()?,
         },
