@@ -871,8 +871,8 @@ async fn slack_full_sync_matches_the_fake_and_an_incremental_brings_only_new_mes
     assert_eq!(got, want);
     drop(db);
 
-    // New messages and late replies: the next run brings exactly the new messages, and the
-    // threads that got a reply.
+    // New messages and late replies: the next run brings exactly the new messages and the
+    // parents that got a reply (their reply_count moved), and the threads that got one.
     let posted = sl.post(5);
     let late = sl.reply(3);
     let after = sl.data();
@@ -887,14 +887,19 @@ async fn slack_full_sync_matches_the_fake_and_an_incremental_brings_only_new_mes
     )
     .into_iter()
     .collect();
-    assert_eq!(
-        got,
-        posted
-            .iter()
-            .map(|m| (m.channel.clone(), m.ts.clone()))
-            .collect()
-    );
     let parents: BTreeSet<&str> = late.iter().filter_map(|r| r.thread_ts.as_deref()).collect();
+    let want: BTreeSet<(String, String)> = posted
+        .iter()
+        .chain(
+            after
+                .messages
+                .iter()
+                .filter(|m| parents.contains(m.ts.as_str())),
+        )
+        .map(|m| (m.channel.clone(), m.ts.clone()))
+        .collect();
+    assert_eq!(want.len(), posted.len() + 3);
+    assert_eq!(got, want);
     let want: BTreeSet<(String, String)> = after
         .replies
         .iter()
@@ -910,6 +915,24 @@ async fn slack_full_sync_matches_the_fake_and_an_incremental_brings_only_new_mes
     .into_iter()
     .collect();
     assert_eq!(got, want, "the threads with a new reply, whole");
+    let db = views(&svc, "sl", "slack").await;
+    let counts: BTreeMap<String, i64> = rows(
+        &db,
+        "SELECT ts, reply_count FROM messages WHERE reply_count IS NOT NULL",
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .into_iter()
+    .collect();
+    for parent in after
+        .messages
+        .iter()
+        .filter(|m| parents.contains(m.ts.as_str()))
+    {
+        assert_eq!(
+            counts[&parent.ts], parent.reply_count as i64,
+            "the view has the new reply_count"
+        );
+    }
     assert_eq!(
         records(&run2, "users"),
         data.users.len() as u64,
@@ -1255,4 +1278,60 @@ async fn github_commits_of_a_branch_merged_after_the_last_sync_are_read() {
     assert_eq!(records(&run, "commits"), 0);
     let db = views(&svc, "gh-merge", "github").await;
     assert_eq!(count(&db, "SELECT count(*) FROM commits"), 406);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_messages_edited_after_a_sync_are_read_again() {
+    let sl = FakeSlack::start(SlackConfig {
+        channels: 4,
+        not_member_every: 0,
+        messages: 200,
+        thread_every: 0,
+        ..Default::default()
+    })
+    .await;
+    let root = tempfile::tempdir().unwrap();
+    let svc = start(root.path(), &[]).await;
+    let config = json!({"api_url": sl.url});
+
+    let run = sync(&svc, "sl-edits", "slack", &config, sl.token()).await;
+    assert_eq!(records(&run, "messages"), 200);
+    // Edited after the sync: their `ts` is before every channel's cursor, their `edited.ts` after.
+    let edited = sl.edit(5);
+    // Slack's `Date` has second resolution: a change made in the second a sync starts comes
+    // again in the next one. Start this one in a later second, so the next brings nothing.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let run = sync(&svc, "sl-edits", "slack", &config, sl.token()).await;
+    let db = duckdb::Connection::open_in_memory().unwrap();
+    let got: BTreeSet<(String, String)> = in_run(
+        &db,
+        &run_files(
+            &svc,
+            "sl-edits",
+            run["run_id"].as_str().unwrap(),
+            "messages",
+        ),
+        "SELECT channel_id, ts FROM {files}",
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .into_iter()
+    .collect();
+    let want: BTreeSet<(String, String)> = edited
+        .iter()
+        .map(|m| (m.channel.clone(), m.ts.clone()))
+        .collect();
+    assert_eq!(got, want, "exactly the edited messages");
+    let db = views(&svc, "sl-edits", "slack").await;
+    assert_eq!(count(&db, "SELECT count(*) FROM messages"), 200);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM messages WHERE text LIKE '% (edited)' AND edited IS NOT NULL"
+        ),
+        5,
+        "the view shows the edits"
+    );
+    // Nothing changed since: nothing comes again.
+    let run = sync(&svc, "sl-edits", "slack", &config, sl.token()).await;
+    assert_eq!(records(&run, "messages"), 0);
 }

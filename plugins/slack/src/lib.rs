@@ -11,7 +11,9 @@
 //! its history is read to the end. `threads` re-reads the parents posted within
 //! `threads_lookback_days` before its own per-channel cursor (the newest reply synced) and
 //! fetches the replies of those whose `latest_reply` is newer than that cursor: a reply to a
-//! thread older than the look-back window is missed. One history pass serves both streams.
+//! thread older than the look-back window is missed. One history pass serves both streams,
+//! and `messages` uses the same window: a message posted before its channel's cursor but edited
+//! or replied to after it (`edited.ts`, `latest_reply`) is emitted again.
 //!
 //! Scopes: `auth.test`'s `x-oauth-scopes` header says what the token has; each stream needs
 //! the list scope of every configured conversation type (`channels:read`, `groups:read`, ...),
@@ -161,9 +163,10 @@ impl Config {
         Ok(answer(self.send(method, params)?.json()?))
     }
 
-    /// `auth.test`: the identity, and the token's scopes from the `x-oauth-scopes` header
-    /// Slack sends with every answer (`channels:read,users:read`; `None` if absent).
-    fn auth(&self) -> Result<(Value, Option<BTreeSet<String>>)> {
+    /// `auth.test`: the identity, the token's scopes from the `x-oauth-scopes` header Slack
+    /// sends with every answer (`channels:read,users:read`; `None` if absent), and Slack's
+    /// clock (`Date`) as a Slack timestamp.
+    fn auth(&self) -> Result<Auth> {
         let response = self.send("auth.test", &[])?;
         let scopes = response.header("x-oauth-scopes").map(|h| {
             h.split(',')
@@ -172,8 +175,12 @@ impl Config {
                 .map(str::to_string)
                 .collect()
         });
+        let now = response
+            .header("date")
+            .and_then(time::parse_http_date)
+            .map(time::ts_of);
         let body = answer(response.json()?).map_err(|body| slack_error("auth.test", &body))?;
-        Ok((body, scopes))
+        Ok(Auth { body, scopes, now })
     }
 
     /// Reads every page of a listing. `page` gets each response body and returns whether to
@@ -219,6 +226,15 @@ impl Config {
             cursor = next.to_string();
         }
     }
+}
+
+/// What `auth.test` told.
+struct Auth {
+    body: Value,
+    scopes: Option<BTreeSet<String>>,
+    /// Slack's time when it answered (`Date`, to the second): every change made before it is
+    /// visible to the calls that follow.
+    now: Option<String>,
 }
 
 /// `Ok(body)` if Slack answered `ok: true`, else `Err(body)`.
@@ -522,8 +538,13 @@ fn message_record(m: &Value, channel: &str) -> Value {
 
 /// Per-channel cursors of a stream's state `{"channels": {...}}`.
 fn cursors(state: Option<&Value>) -> BTreeMap<String, String> {
+    per_channel(state, "channels")
+}
+
+/// The per-channel strings of the object `key` of a state.
+fn per_channel(state: Option<&Value>, key: &str) -> BTreeMap<String, String> {
     state
-        .and_then(|s| s.get("channels"))
+        .and_then(|s| s.get(key))
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()
@@ -531,6 +552,16 @@ fn cursors(state: Option<&Value>) -> BTreeMap<String, String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Whether a message changed at or after Slack timestamp `since`: edited (`edited.ts`) or
+/// replied to (`latest_reply`, which also moves `reply_count`).
+fn changed_since(m: &Value, since: &str) -> bool {
+    ["/edited/ts", "/latest_reply"].iter().any(|p| {
+        m.pointer(p)
+            .and_then(Value::as_str)
+            .is_some_and(|t| !time::ts_after(since, t))
+    })
 }
 
 /// The earlier of two optional `oldest` bounds (`None` = from the beginning).
@@ -543,31 +574,63 @@ fn earliest(a: Option<String>, b: Option<String>) -> Option<String> {
 
 /// What one channel's sync reads, from the run's selection and the states.
 struct ChannelPlan {
-    /// Emit messages newer than this (exclusive; `None` = all), if `messages` is selected.
-    messages: Option<Option<String>>,
+    /// What `messages` reads, if selected.
+    messages: Option<MessagesPlan>,
     /// Scan parents from this ts (`None` = all) and take threads whose latest reply is
     /// newer than the cursor, if `threads` is selected.
     threads: Option<(Option<String>, Option<String>)>,
+}
+
+/// One channel's part of `messages`.
+#[derive(Debug, PartialEq)]
+struct MessagesPlan {
+    /// Emit the messages posted after this (exclusive; `None` = all): the cursor.
+    after: Option<String>,
+    /// Scan history from this ts (exclusive; `None` = all): the look-back window.
+    from: Option<String>,
+    /// Emit again the older messages of the scan edited or replied to at or after this: the
+    /// channel's `changes_seen`, else its cursor.
+    changed: Option<String>,
 }
 
 struct Run<'a> {
     config: &'a Config,
     access: Access<'a>,
     out: Batcher,
+    /// `messages` state: the cursor (newest `ts`) per channel...
     messages: BTreeMap<String, String>,
+    /// ... and up to when its edits and replies were seen (`changes_seen`): Slack's time at
+    /// the start of the sync that last scanned the channel.
+    seen: BTreeMap<String, String>,
+    /// Slack's time at the start of this sync.
+    now: Option<String>,
     threads: BTreeMap<String, String>,
 }
 
 impl Run<'_> {
     fn plan(&self, channel: &str, messages: bool, threads: bool) -> ChannelPlan {
         let start = self.config.start.clone();
-        let plan_messages = messages.then(|| self.messages.get(channel).cloned().or(start.clone()));
+        let before = |cursor: &str| {
+            let secs = time::ts_key(cursor).map_or(0, |(s, _)| s);
+            time::ts_of((secs - self.config.lookback_secs).max(0))
+        };
+        let plan_messages = messages.then(|| match self.messages.get(channel) {
+            Some(cursor) => MessagesPlan {
+                after: Some(cursor.clone()),
+                from: Some(before(cursor)),
+                changed: Some(match self.seen.get(channel) {
+                    Some(seen) if time::ts_after(seen, cursor) => seen.clone(),
+                    _ => cursor.clone(),
+                }),
+            },
+            None => MessagesPlan {
+                after: start.clone(),
+                from: start.clone(),
+                changed: None,
+            },
+        });
         let plan_threads = threads.then(|| match self.threads.get(channel) {
-            Some(cursor) => {
-                let secs = time::ts_key(cursor).map_or(0, |(s, _)| s);
-                let from = time::ts_of((secs - self.config.lookback_secs).max(0));
-                (Some(from), Some(cursor.clone()))
-            }
+            Some(cursor) => (Some(before(cursor)), Some(cursor.clone())),
             None => (start.clone(), None),
         });
         ChannelPlan {
@@ -576,11 +639,15 @@ impl Run<'_> {
         }
     }
 
+    fn messages_state(&self) -> Value {
+        json!({"channels": &self.messages, "changes_seen": &self.seen})
+    }
+
     /// One history pass over a channel, then the replies of the threads it found.
     fn sync_channel(&mut self, channel: &str, plan: ChannelPlan) -> Result<()> {
         let oldest = match (&plan.messages, &plan.threads) {
-            (Some(m), Some((t, _))) => earliest(m.clone(), t.clone()),
-            (Some(m), None) => m.clone(),
+            (Some(m), Some((t, _))) => earliest(m.from.clone(), t.clone()),
+            (Some(m), None) => m.from.clone(),
             (None, Some((t, _))) => t.clone(),
             (None, None) => return Ok(()),
         };
@@ -590,9 +657,9 @@ impl Run<'_> {
         }
         let mut newest: Option<String> = None;
         let mut parents: Vec<String> = Vec::new();
-        let mut count = 0u64;
+        let (mut count, mut changed) = (0u64, 0u64);
+        let state = self.messages_state();
         let out = &mut self.out;
-        let state = json!({ "channels": &self.messages });
         let skipped = self.config.paginate(
             "conversations.history",
             &params,
@@ -602,13 +669,18 @@ impl Run<'_> {
                     let Some(ts) = m.get("ts").and_then(Value::as_str) else {
                         continue;
                     };
-                    if let Some(after) = &plan.messages
-                        && after.as_ref().is_none_or(|a| time::ts_after(ts, a))
-                    {
-                        out.push(MESSAGES, &message_record(m, channel))?;
-                        count += 1;
-                        if newest.as_ref().is_none_or(|n| time::ts_after(ts, n)) {
-                            newest = Some(ts.to_string());
+                    if let Some(plan) = &plan.messages {
+                        let new = plan.after.as_ref().is_none_or(|a| time::ts_after(ts, a));
+                        if new {
+                            out.push(MESSAGES, &message_record(m, channel))?;
+                            count += 1;
+                            if newest.as_ref().is_none_or(|n| time::ts_after(ts, n)) {
+                                newest = Some(ts.to_string());
+                            }
+                        } else if plan.changed.as_ref().is_some_and(|c| changed_since(m, c)) {
+                            // Its `ts` is before the cursor, its content is not.
+                            out.push(MESSAGES, &message_record(m, channel))?;
+                            changed += 1;
                         }
                     }
                     if let Some((from, cursor)) = &plan.threads
@@ -642,8 +714,10 @@ impl Run<'_> {
             if let Some(newest) = newest {
                 self.messages.insert(channel.to_string(), newest);
             }
-            self.out
-                .checkpoint(MESSAGES, &json!({ "channels": &self.messages }))?;
+            if let Some(now) = &self.now {
+                self.seen.insert(channel.to_string(), now.clone());
+            }
+            self.out.checkpoint(MESSAGES, &self.messages_state())?;
         }
         if let Some((_, cursor)) = plan.threads {
             self.sync_threads(channel, &parents, cursor)?;
@@ -653,6 +727,7 @@ impl Run<'_> {
             &[
                 ("channel", channel),
                 ("messages", &count.to_string()),
+                ("changed", &changed.to_string()),
                 ("threads", &parents.len().to_string()),
             ],
         );
@@ -727,7 +802,11 @@ impl Connector for Slack {
 
     fn validate(config: Value) -> Result<Value> {
         let config = Config::load(&config)?;
-        let (auth, granted) = config.auth()?;
+        let Auth {
+            body: auth,
+            scopes: granted,
+            ..
+        } = config.auth()?;
         let mut access = Access::new(&config, granted.clone(), STREAMS.to_vec());
         if access.granted.is_none() {
             // No `x-oauth-scopes`: ask the listings (history needs a channel and is slow to
@@ -767,13 +846,13 @@ impl Connector for Slack {
 
     fn sync(request: SyncRequest) -> Result<()> {
         let config = Config::load(&request.config)?;
-        let (_, granted) = config.auth()?;
+        let auth = config.auth()?;
         let selected: Vec<&'static str> = STREAMS
             .iter()
             .copied()
             .filter(|s| request.selected(s))
             .collect();
-        let access = Access::new(&config, granted, selected);
+        let access = Access::new(&config, auth.scopes, selected);
         access.judge()?;
         for u in access.unreadable() {
             log::warn(
@@ -789,6 +868,8 @@ impl Connector for Slack {
             access,
             out: Batcher::new(500),
             messages: cursors(request.state(MESSAGES)),
+            seen: per_channel(request.state(MESSAGES), "changes_seen"),
+            now: auth.now,
             threads: cursors(request.state(THREADS)),
         };
         let emit_channels = request.selected(CHANNELS);
@@ -971,7 +1052,7 @@ fn streams() -> Vec<StreamSpec> {
                 ],
             )),
         StreamSpec::new(MESSAGES)
-            .description("Messages of every readable channel (conversations.history). Incremental on ts, per channel.")
+            .description("Messages of every readable channel (conversations.history). Incremental on ts, per channel; messages edited or replied to within the look-back window come again.")
             .primary_key(&["channel_id", "ts"])
             .cursor_field("ts")
             .json_schema(&message()),
@@ -1003,7 +1084,7 @@ fn config_schema() -> Value {
                 "default": "public_channel,private_channel"
             },
             "threads_lookback_days": {
-                "description": "Parents posted this many days before the last synced reply are checked for new replies.",
+                "description": "Parents posted this many days before the last synced reply are checked for new replies, and messages posted this many days before the last synced message are checked for edits and new replies.",
                 "type": "integer",
                 "minimum": 0,
                 "maximum": 365,
@@ -1186,10 +1267,19 @@ mod tests {
             access: Access::new(&config, None, vec![]),
             out: Batcher::new(1),
             messages: BTreeMap::from([("C1".to_string(), "1700000000.000200".to_string())]),
+            seen: BTreeMap::from([("C1".to_string(), "1700000500.000000".to_string())]),
+            now: None,
             threads: BTreeMap::from([("C1".to_string(), "1700086400.000100".to_string())]),
         };
         let p = run.plan("C1", true, true);
-        assert_eq!(p.messages, Some(Some("1700000000.000200".into())));
+        assert_eq!(
+            p.messages,
+            Some(MessagesPlan {
+                after: Some("1700000000.000200".into()),
+                from: Some("1699913600.000000".into()),
+                changed: Some("1700000500.000000".into()),
+            })
+        );
         assert_eq!(
             p.threads,
             Some((
@@ -1205,6 +1295,23 @@ mod tests {
             Some("1.5".into())
         );
         assert_eq!(earliest(None, Some("1.5".into())), None);
+        let p = run.plan("C2", true, false);
+        let first = MessagesPlan {
+            after: None,
+            from: None,
+            changed: None,
+        };
+        assert_eq!(p.messages, Some(first));
+        let edited = json!({"ts": "1.000000", "edited": {"user": "U1", "ts": "5.000000"}});
+        assert!(changed_since(&edited, "5.000000") && !changed_since(&edited, "5.000001"));
+        assert!(changed_since(
+            &json!({"ts": "1.0", "latest_reply": "9.0"}),
+            "4.0"
+        ));
+        assert!(
+            !changed_since(&json!({"ts": "1.0"}), "0.5"),
+            "ts alone is not a change"
+        );
         let m = message_record(&json!({"ts": "1700000000.000200", "text": "hi"}), "C1");
         assert_eq!(m["channel_id"], "C1");
         assert_eq!(m["created_at"], "2023-11-14T22:13:20Z");

@@ -15,6 +15,23 @@ pub fn ts_after(a: &str, b: &str) -> bool {
     matches!((ts_key(a), ts_key(b)), (Some(a), Some(b)) if a > b)
 }
 
+/// Seconds since the epoch of an HTTP `Date` (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110's
+/// IMF-fixdate); `None` for anything else.
+pub fn parse_http_date(s: &str) -> Option<i64> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let [_, day, month, year, clock, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let month = MONTHS.iter().position(|m| m == month)? + 1;
+    if day.len() != 2 || year.len() != 4 || clock.len() != 8 {
+        return None;
+    }
+    parse_iso(&format!("{year}-{month:02}-{day}T{clock}Z"))
+}
+
 /// The Slack timestamp `"SECONDS.000000"` for seconds since the epoch.
 pub fn ts_of(epoch: i64) -> String {
     format!("{epoch}.000000")
@@ -32,5 +49,11 @@ mod tests {
         assert!(!ts_after("junk", "1700000000.000100"));
         assert_eq!(ts_key("1700000000"), Some((1_700_000_000, 0)));
         assert_eq!(ts_of(5), "5.000000");
+        assert_eq!(
+            parse_http_date("Tue, 14 Nov 2023 22:13:20 GMT"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(parse_http_date("Tue, 14 Nov 2023 22:13:20 CET"), None);
+        assert_eq!(parse_http_date("yesterday"), None);
     }
 }

@@ -9,6 +9,7 @@
 //! `response_metadata.next_cursor` (empty or absent = done) where a page may be shorter than
 //! `limit` while more remains; `limit` capped (e.g. 15, as for non-Marketplace apps); history
 //! newest first within `oldest`/`latest` (exclusive unless `inclusive`); replies parent first;
+//! edits keep a message's `ts` and add `edited: {user, ts}`;
 //! 429 + `Retry-After` with `{"ok":false,"error":"ratelimited"}`; 502s. See
 //! [`crate::fakes::Knobs`].
 //!
@@ -136,6 +137,8 @@ pub struct Message {
     pub reply_count: u64,
     pub reply_users: Vec<String>,
     pub latest_reply: Option<String>,
+    /// When it was last edited (`edited.ts`).
+    pub edited: Option<String>,
 }
 
 impl Message {
@@ -251,6 +254,7 @@ impl SlackDataset {
                 reply_count: 0,
                 reply_users: vec![],
                 latest_reply: None,
+                edited: None,
             };
             if c.thread_every > 0 && k % c.thread_every == 0 && c.max_replies > 0 {
                 let n = 1 + rng.below(c.max_replies as u64);
@@ -264,6 +268,7 @@ impl SlackDataset {
                         reply_count: 0,
                         reply_users: vec![],
                         latest_reply: None,
+                        edited: None,
                     };
                     add_reply(&mut m, &r);
                     replies.push(r);
@@ -424,9 +429,31 @@ impl SlackHandle {
                 reply_count: 0,
                 reply_users: vec![],
                 latest_reply: None,
+                edited: None,
             };
             data.messages.push(m.clone());
             out.push(m);
+        }
+        out
+    }
+
+    /// Edits the `n` most recent top-level messages of the member channels: their text gets
+    /// " (edited)" and `edited.ts` is now (their `ts` stays). Returns them as edited.
+    pub fn edit(&self, n: usize) -> Vec<Message> {
+        let Ok(mut data) = self.shared.data.write() else {
+            return vec![];
+        };
+        let mut recent: Vec<usize> = (0..data.messages.len())
+            .filter(|&i| data.member_of(&data.messages[i].channel))
+            .collect();
+        recent.sort_by_key(|&i| std::cmp::Reverse(ts_key(&data.messages[i].ts)));
+        let mut out = Vec::new();
+        for &i in recent.iter().take(n) {
+            let ts = self.next_ts();
+            let m = &mut data.messages[i];
+            m.text.push_str(" (edited)");
+            m.edited = Some(ts);
+            out.push(m.clone());
         }
         out
     }
@@ -456,6 +483,7 @@ impl SlackHandle {
                 reply_count: 0,
                 reply_users: vec![],
                 latest_reply: None,
+                edited: None,
             };
             add_reply(&mut data.messages[i], &r);
             data.replies.push(r.clone());
@@ -466,7 +494,9 @@ impl SlackHandle {
 
     fn next_ts(&self) -> String {
         let k = self.shared.added.fetch_add(1, Ordering::SeqCst);
-        ts_of(now_secs().max(self.shared.config.now) + 1, 900_000 + k)
+        // Now, as Slack stamps it (never ahead of its `Date`); later than the generated data,
+        // which ends an hour before `config.now`, and than earlier ones (the sequence grows).
+        ts_of(now_secs().max(self.shared.config.now), 900_000 + k)
     }
 }
 
@@ -719,6 +749,9 @@ fn message_json(m: &Message) -> Value {
     });
     if let Some(t) = &m.thread_ts {
         v["thread_ts"] = json!(t);
+    }
+    if let Some(ts) = &m.edited {
+        v["edited"] = json!({"user": m.user, "ts": ts});
     }
     if m.is_reply() {
         v["parent_user_id"] = json!("U00001000");
