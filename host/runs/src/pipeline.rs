@@ -51,6 +51,10 @@ pub struct StreamStats {
     pub files: u64,
     /// Rows committed (after the run succeeded).
     pub committed_rows: u64,
+    /// Committed rows with a value that did not fit its declared column: the column is NULL
+    /// and the original value is in the row's `_sluice_errors`.
+    #[serde(default)]
+    pub invalid_rows: u64,
 }
 
 pub type Progress = Arc<Mutex<BTreeMap<String, StreamStats>>>;
@@ -286,6 +290,11 @@ pub async fn execute(
     let states = states.lock().map(|s| s.clone()).unwrap_or_default();
     let mut uploads = Vec::new();
     let mut manifest_streams = BTreeMap::new();
+    let invalid: BTreeMap<String, u64> = staged
+        .streams
+        .iter()
+        .map(|s| (s.def.name.clone(), s.counts.invalid_rows))
+        .collect();
     for s in &staged.streams {
         let mut files = Vec::new();
         for (part, f) in s.files.iter().enumerate() {
@@ -363,6 +372,7 @@ pub async fn execute(
             let s = p.entry(name.clone()).or_default();
             s.files = m.files.len() as u64;
             s.committed_rows = m.files.iter().map(|f| f.rows).sum();
+            s.invalid_rows = invalid.get(name).copied().unwrap_or(0);
         }
     }
     Ok(RunOutcome { manifest, state })
@@ -372,6 +382,7 @@ pub async fn execute(
 pub fn host_columns() -> Vec<ColumnSpec> {
     [
         (sluice_staging::EXTRA_COLUMN, "JSON"),
+        (sluice_staging::ERRORS_COLUMN, "JSON"),
         (sluice_staging::RUN_ID_COLUMN, "VARCHAR"),
         (sluice_staging::EXTRACTED_AT_COLUMN, "TIMESTAMPTZ"),
         (sluice_staging::SEQ_COLUMN, "BIGINT"),
@@ -380,7 +391,7 @@ pub fn host_columns() -> Vec<ColumnSpec> {
     .map(|(n, t)| ColumnSpec {
         name: n.to_string(),
         data_type: t.to_string(),
-        nullable: n == sluice_staging::EXTRA_COLUMN,
+        nullable: n == sluice_staging::EXTRA_COLUMN || n == sluice_staging::ERRORS_COLUMN,
     })
     .collect()
 }

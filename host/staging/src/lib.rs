@@ -9,7 +9,7 @@
 mod schema;
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -27,6 +27,8 @@ pub const SEQ_COLUMN: &str = "_sluice_seq";
 pub const EXTRA_COLUMN: &str = "_sluice_extra";
 pub const RUN_ID_COLUMN: &str = "_sluice_run_id";
 pub const EXTRACTED_AT_COLUMN: &str = "_sluice_extracted_at";
+/// Values that did not fit their declared column, as `{"column": original JSON}` (or NULL).
+pub const ERRORS_COLUMN: &str = "_sluice_errors";
 
 /// Staging failures.
 #[derive(Debug, thiserror::Error)]
@@ -151,15 +153,56 @@ pub struct StreamCounts {
     pub records: u64,
     /// Bytes of JSON the plugin emitted.
     pub bytes: u64,
+    /// Rows with a value that did not fit its declared column (kept in `_sluice_errors`).
+    #[serde(default)]
+    pub invalid_rows: u64,
 }
 
 struct StreamStage {
     def: StreamDef,
     columns: Vec<Column>,
-    declared: HashSet<String>,
+    declared: HashMap<String, Fit>,
     path: PathBuf,
     writer: BufWriter<File>,
     counts: StreamCounts,
+    /// A value seen so far would be changed by DuckDB's own typing (e.g. `1.5` rounded into an
+    /// integer column): convert with the tolerant SQL from the start.
+    misfit: bool,
+}
+
+/// Which JSON values DuckDB's JSON reader turns into a declared column without changing them
+/// (it rounds `1.5` and reads `true` as `1` in a BIGINT column, and `"yes"` as true).
+#[derive(Debug, Clone, Copy)]
+enum Fit {
+    /// Integer literals within BIGINT, or null.
+    Integer,
+    /// Number literals, or null.
+    Number,
+    /// `true`, `false` or null.
+    Boolean,
+    /// Anything (text, JSON; timestamps and dates fail loudly when they do not parse).
+    Any,
+}
+
+impl Fit {
+    fn of(duck_type: &str) -> Self {
+        match duck_type {
+            "BIGINT" => Self::Integer,
+            "DOUBLE" => Self::Number,
+            "BOOLEAN" => Self::Boolean,
+            _ => Self::Any,
+        }
+    }
+
+    fn accepts(self, raw: &str) -> bool {
+        match self {
+            Self::Any => true,
+            _ if raw == "null" => true,
+            Self::Integer => raw.parse::<i64>().is_ok(),
+            Self::Number => raw.starts_with(|c: char| c == '-' || c.is_ascii_digit()),
+            Self::Boolean => raw == "true" || raw == "false",
+        }
+    }
 }
 
 /// One run's staging area. Dropping it without [`RunStage::finish`] deletes it.
@@ -190,7 +233,10 @@ impl RunStage {
         let mut map = BTreeMap::new();
         for def in streams {
             let columns = columns_for(&def.json_schema, &def.primary_key);
-            let declared = columns.iter().map(|c| c.name.clone()).collect();
+            let declared = columns
+                .iter()
+                .map(|c| (c.name.clone(), Fit::of(&c.duck_type)))
+                .collect();
             let path = dir.join("records").join(format!("{}.ndjson", def.name));
             let writer = BufWriter::with_capacity(1 << 20, File::create(&path)?);
             map.insert(
@@ -202,6 +248,7 @@ impl RunStage {
                     path,
                     writer,
                     counts: StreamCounts::default(),
+                    misfit: false,
                 },
             );
         }
@@ -230,13 +277,14 @@ impl RunStage {
         self.batch.clear();
         for (index, rec) in records.iter().enumerate() {
             let seq = st.counts.records + index as u64;
-            encode_line(&mut self.batch, seq, rec, &st.declared).map_err(|reason| {
+            let fits = encode_line(&mut self.batch, seq, rec, &st.declared).map_err(|reason| {
                 StagingError::BadRecord {
                     stream: stream.to_string(),
                     index,
                     reason,
                 }
             })?;
+            st.misfit |= !fits;
         }
         let n = self.batch.len() as u64;
         if self.reserved.bytes.saturating_add(n) > self.config.run_quota_bytes {
@@ -291,18 +339,34 @@ impl RunStage {
             let out_dir = self.dir.join("parquet").join(&st.def.name);
             std::fs::create_dir_all(&out_dir)?;
             let mut files = Vec::new();
+            let mut invalid_rows = 0u64;
             if st.counts.records > 0 {
                 let staged_bytes = std::fs::metadata(&st.path)?.len();
-                let copy = copy_sql(
-                    &st.path,
-                    &out_dir,
-                    &st.columns,
-                    &self.run_id,
-                    extracted_at,
-                    self.config.part_bytes,
-                );
+                let copy = |tolerant| {
+                    copy_sql(
+                        &st.path,
+                        &out_dir,
+                        &st.columns,
+                        &self.run_id,
+                        extracted_at,
+                        self.config.part_bytes,
+                        tolerant,
+                    )
+                };
                 let threads = copy_threads(staged_bytes, self.config.threads);
-                if let Err(e) = db.execute_batch(&format!("SET threads={threads}; {copy}")) {
+                let mut attempt =
+                    db.execute_batch(&format!("SET threads={threads}; {}", copy(st.misfit)));
+                if let Err(e) = &attempt
+                    && !st.misfit
+                    && !e.to_string().contains("Out of Memory")
+                {
+                    // A value that does not fit its column: convert again keeping such values
+                    // in `_sluice_errors` instead of failing the run.
+                    tracing::info!(stream = %st.def.name, "values that do not fit their columns; converting with _sluice_errors");
+                    reset_dir(&out_dir)?;
+                    attempt = db.execute_batch(&format!("SET threads={threads}; {}", copy(true)));
+                }
+                if let Err(e) = attempt {
                     // Wide rows can exhaust the memory limit with buffers on every thread: retry
                     // once on a single thread (slower, fewer buffers) before giving up.
                     if !e.to_string().contains("Out of Memory") {
@@ -314,15 +378,22 @@ impl RunStage {
                     // On a fresh connection: the failed attempt's buffers are not all given
                     // back to a connection that ran out (a retry there failed now and then).
                     tracing::warn!(stream = %st.def.name, "DuckDB ran out of memory; retrying on one thread");
-                    std::fs::remove_dir_all(&out_dir)?;
-                    std::fs::create_dir_all(&out_dir)?;
+                    reset_dir(&out_dir)?;
                     drop(db);
                     db = open()?;
-                    db.execute_batch(&format!("SET threads=1; {copy}"))
-                        .map_err(|e| StagingError::Convert {
-                            stream: st.def.name.clone(),
-                            message: e.to_string(),
-                        })?;
+                    let mut retry =
+                        db.execute_batch(&format!("SET threads=1; {}", copy(st.misfit)));
+                    if let Err(e) = &retry
+                        && !st.misfit
+                        && !e.to_string().contains("Out of Memory")
+                    {
+                        reset_dir(&out_dir)?;
+                        retry = db.execute_batch(&format!("SET threads=1; {}", copy(true)));
+                    }
+                    retry.map_err(|e| StagingError::Convert {
+                        stream: st.def.name.clone(),
+                        message: e.to_string(),
+                    })?;
                 }
                 let mut paths: Vec<PathBuf> = std::fs::read_dir(&out_dir)?
                     .filter_map(Result::ok)
@@ -330,11 +401,15 @@ impl RunStage {
                     .collect();
                 paths.sort_by_key(|p| part_number(p));
                 for path in paths {
-                    let rows: i64 = db.query_row(
-                        "SELECT count(*) FROM read_parquet(?)",
+                    let (rows, invalid): (i64, i64) = db.query_row(
+                        &format!(
+                            "SELECT count(*), count({}) FROM read_parquet(?)",
+                            ident(ERRORS_COLUMN)
+                        ),
                         [path.to_string_lossy()],
-                        |r| r.get(0),
+                        |r| Ok((r.get(0)?, r.get(1)?)),
                     )?;
+                    invalid_rows += invalid as u64;
                     let (bytes, sha256) = hash_file(&path)?;
                     files.push(StagedFile {
                         path,
@@ -347,7 +422,10 @@ impl RunStage {
             out.push(StagedStream {
                 def: st.def.clone(),
                 columns: st.columns.clone(),
-                counts: st.counts.clone(),
+                counts: StreamCounts {
+                    invalid_rows,
+                    ..st.counts.clone()
+                },
                 files,
             });
         }
@@ -416,14 +494,19 @@ pub struct StagedFile {
 
 /// Appends `{"_sluice_seq":N, <declared fields>, "_sluice_extra":{<the rest>}}` + newline to
 /// `line` (left partly written on error). Records whose fields are all declared are copied
-/// without re-encoding.
+/// without re-encoding. Returns whether every declared value fits its column as it is.
 fn encode_line(
     line: &mut Vec<u8>,
     seq: u64,
     record: &str,
-    declared: &HashSet<String>,
-) -> Result<(), String> {
+    declared: &HashMap<String, Fit>,
+) -> Result<bool, String> {
     let fields: Vec<(Cow<'_, str>, &RawValue)> = parse_object(record)?;
+    let fits = fields.iter().all(|(k, v)| {
+        declared
+            .get(k.as_ref())
+            .is_none_or(|fit| fit.accepts(v.get().trim()))
+    });
     let start = line.len();
     line.extend_from_slice(b"{\"");
     line.extend_from_slice(SEQ_COLUMN.as_bytes());
@@ -432,7 +515,10 @@ fn encode_line(
     if fields.iter().any(|(k, _)| k.starts_with("_sluice_")) {
         return Err("field names starting with _sluice_ are reserved".into());
     }
-    if fields.iter().all(|(k, _)| declared.contains(k.as_ref())) {
+    if fields
+        .iter()
+        .all(|(k, _)| declared.contains_key(k.as_ref()))
+    {
         let inner = record.trim();
         let inner = &inner[1..inner.len() - 1];
         if !inner.trim().is_empty() {
@@ -442,7 +528,7 @@ fn encode_line(
     } else {
         let mut extra = Vec::new();
         for (k, v) in &fields {
-            if declared.contains(k.as_ref()) {
+            if declared.contains_key(k.as_ref()) {
                 line.push(b',');
                 serde_json::to_writer(&mut *line, k).map_err(|e| e.to_string())?;
                 line.push(b':');
@@ -473,7 +559,7 @@ fn encode_line(
         }
     }
     line.push(b'\n');
-    Ok(())
+    Ok(fits)
 }
 
 fn parse_object(record: &str) -> Result<Vec<(Cow<'_, str>, &RawValue)>, String> {
@@ -505,6 +591,18 @@ fn parse_object(record: &str) -> Result<Vec<(Cow<'_, str>, &RawValue)>, String> 
         .map_err(|e| e.to_string())
 }
 
+/// The COPY that types a stream's NDJSON into Parquet parts.
+///
+/// First try (`tolerant = false`): DuckDB's JSON reader types the declared columns itself —
+/// the fastest and leanest path, but one value that does not fit fails the whole COPY.
+///
+/// Then (`tolerant = true`): declared columns are read as JSON and cast here, so a value that
+/// does not fit its column never fails the conversion: the column gets NULL and the original
+/// JSON value, byte for byte, goes to `_sluice_errors` (`{"column": value}`, NULL when the row
+/// has none). These casts are strict: an integer column takes only integer literals (or strings
+/// of one) that fit BIGINT — `1.5` or `18446744073709551616` are kept in `_sluice_errors`, never
+/// rounded — and a boolean column only `true`/`false`. It holds every declared value as text
+/// while converting, so it needs more memory than the first.
 fn copy_sql(
     input: &Path,
     out_dir: &Path,
@@ -512,16 +610,45 @@ fn copy_sql(
     run_id: &str,
     extracted_at: &str,
     part_bytes: u64,
+    tolerant: bool,
 ) -> String {
     let mut types = vec![format!("'{SEQ_COLUMN}': 'BIGINT'")];
-    types.extend(
-        columns
-            .iter()
-            .map(|c| format!("'{}': '{}'", sql_str(&c.name), c.duck_type)),
-    );
+    types.extend(columns.iter().map(|c| {
+        let read_as = if tolerant { "JSON" } else { &c.duck_type };
+        format!("'{}': '{read_as}'", sql_str(&c.name))
+    }));
     types.push(format!("'{EXTRA_COLUMN}': 'JSON'"));
-    let mut select: Vec<String> = columns.iter().map(|c| ident(&c.name)).collect();
+    let mut select = Vec::new();
+    let mut checks = Vec::new();
+    for c in columns {
+        let col = ident(&c.name);
+        let cast = if tolerant {
+            typed_value(&col, &c.duck_type)
+        } else {
+            None
+        };
+        let Some(cast) = cast else {
+            select.push(col);
+            continue;
+        };
+        select.push(format!("{cast} AS {col}"));
+        if c.duck_type != "VARCHAR" {
+            checks.push(format!(
+                "{{'k': '{name}', 'v': CASE WHEN {col} IS NOT NULL AND json_type({col}) <> 'NULL' AND ({cast}) IS NULL THEN {col} END}}",
+                name = sql_str(&c.name),
+            ));
+        }
+    }
     select.push(ident(EXTRA_COLUMN));
+    select.push(if checks.is_empty() {
+        format!("NULL::JSON AS {}", ident(ERRORS_COLUMN))
+    } else {
+        let bad = format!("list_filter([{}], x -> x.v IS NOT NULL)", checks.join(", "));
+        format!(
+            "CASE WHEN len({bad}) = 0 THEN NULL ELSE to_json(map_from_entries({bad})) END AS {}",
+            ident(ERRORS_COLUMN)
+        )
+    });
     select.push(format!("'{}' AS {}", sql_str(run_id), ident(RUN_ID_COLUMN)));
     select.push(format!(
         "TIMESTAMPTZ '{}' AS {}",
@@ -540,12 +667,33 @@ fn copy_sql(
     )
 }
 
+/// The SQL that turns JSON column `col` into `duck_type`, NULL when the value does not fit;
+/// `None` for JSON columns, which keep the value as it is.
+fn typed_value(col: &str, duck_type: &str) -> Option<String> {
+    let text = format!("json_extract_string({col}, '$')");
+    Some(match duck_type {
+        "JSON" => return None,
+        "VARCHAR" => text,
+        "BIGINT" => format!(
+            "CASE WHEN regexp_full_match({text}, '-?[0-9]+') THEN TRY_CAST({text} AS BIGINT) END"
+        ),
+        "BOOLEAN" => format!("CASE WHEN {text} IN ('true', 'false') THEN {text} = 'true' END"),
+        other => format!("TRY_CAST({text} AS {other})"),
+    })
+}
+
 /// DuckDB's JSON reader reads in blocks of 32 MiB, a buffer per thread: a stream smaller than
 /// a block gains nothing from a second thread and would pay a buffer for it (with GitHub's wide
 /// issues the two buffers overran the 128 MiB limit; measured in the issue 5 notes).
 fn copy_threads(staged_bytes: u64, max_threads: u32) -> u32 {
     const JSON_BLOCK: u64 = 32 << 20;
     (staged_bytes.div_ceil(JSON_BLOCK) as u32).clamp(1, max_threads.max(1))
+}
+
+/// Empties a conversion's output directory before another attempt.
+fn reset_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::remove_dir_all(dir)?;
+    std::fs::create_dir_all(dir)
 }
 
 fn part_number(p: &Path) -> u64 {

@@ -42,7 +42,11 @@ fn columns_follow_the_schema() {
 
 #[test]
 fn lines_keep_undeclared_fields() {
-    let declared: HashSet<String> = ["id".to_string(), "name".to_string()].into();
+    let declared: HashMap<String, Fit> = [
+        ("id".to_string(), Fit::Integer),
+        ("name".to_string(), Fit::Any),
+    ]
+    .into();
     let mut line = Vec::new();
     encode_line(&mut line, 7, r#"{"id":1,"name":"a"}"#, &declared).unwrap();
     assert_eq!(
@@ -124,13 +128,15 @@ fn a_run_becomes_typed_parquet() {
 }
 
 #[test]
-fn a_type_mismatch_is_a_clear_error() {
+fn a_failed_conversion_is_a_clear_error_and_cleans_up() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = StagingConfig::new(dir.path());
+    let mut cfg = StagingConfig::new(dir.path());
+    cfg.memory_limit_mib = 1; // far too little for DuckDB to convert anything
     let mut stage = RunStage::begin(&cfg, "run2", &[stream()]).unwrap();
-    stage
-        .append("items", &[r#"{"id": "not a number"}"#.to_string()])
-        .unwrap();
+    let recs: Vec<String> = (0..20_000)
+        .map(|i| json!({"id": i, "name": "x".repeat(200)}).to_string())
+        .collect();
+    stage.append("items", &recs).unwrap();
     let err = stage.finish("2024-05-01T12:00:00Z").unwrap_err();
     assert!(matches!(err, StagingError::Convert { .. }), "{err}");
     assert!(
@@ -296,4 +302,114 @@ fn raw_line_breaks_in_whitespace_and_case_clashes_still_convert() {
     assert!(extra[0].contains("\"name\":\"b\""), "{extra:?}");
     assert!(extra[1].contains("_SLUICE_SEQ"), "{extra:?}");
     assert!(extra[1].contains("\"k\""), "{extra:?}");
+}
+
+/// Issue 15.2: what emit accepted, commit writes. A value of the wrong type, a number past
+/// 64 bits or a fraction in an integer column becomes NULL in its column and is kept, byte for
+/// byte, in `_sluice_errors`; the conversion never fails on it.
+#[test]
+fn values_that_do_not_fit_their_column_are_kept_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StagingConfig::new(dir.path());
+    let mut stage = RunStage::begin(&cfg, "run1", &[stream()]).unwrap();
+    let recs: Vec<String> = [
+        r#"{"id":1,"name":"ok","amount":2.5,"active":true,"updated_at":"2024-05-01T10:00:00Z","tags":[1]}"#,
+        r#"{"id":"2","name":7,"amount":"lots","active":"yes","updated_at":"not a time"}"#,
+        r#"{"id":3,"amount":18446744073709551616,"active":false}"#,
+        r#"{"id":4,"name":{"o":1}}"#,
+        r#"{"id":18446744073709551616}"#,
+        r#"{"id":-9223372036854775809}"#,
+        r#"{"id":1.5}"#,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    stage.append("items", &recs).unwrap();
+    let staged = stage.finish("2024-05-01T00:00:00Z").unwrap();
+    let st = &staged.streams[0];
+    assert_eq!(st.files[0].rows, 7, "every accepted record is committed");
+    assert_eq!(
+        st.counts.invalid_rows, 4,
+        "rows 2, 5, 6 and 7 carry a misfit value"
+    );
+    let db = duckdb::Connection::open_in_memory().unwrap();
+    let rows: Vec<(i64, Option<i64>, Option<String>, Option<f64>, Option<bool>, Option<String>)> = db
+        .prepare(&format!(
+            "SELECT _sluice_seq, id, name, amount, active, CAST(_sluice_errors AS VARCHAR) FROM read_parquet('{}') ORDER BY _sluice_seq",
+            st.files[0].path.display()
+        ))
+        .unwrap()
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        rows[0],
+        (0, Some(1), Some("ok".into()), Some(2.5), Some(true), None)
+    );
+    // Row 2: a numeric string fits the integer column; the rest are kept as sent.
+    let (_, id, name, amount, active, errors) = &rows[1];
+    assert_eq!(
+        (*id, name.as_deref(), *amount, *active),
+        (Some(2), Some("7"), None, None)
+    );
+    let errors: serde_json::Value = serde_json::from_str(errors.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        errors,
+        json!({"amount": "lots", "active": "yes", "updated_at": "not a time"})
+    );
+    // A number past 64 bits in a DOUBLE column is a DOUBLE (no error); an object in a text
+    // column is its JSON text.
+    assert_eq!(rows[2].3, Some(18446744073709551616.0));
+    assert_eq!(rows[3].2.as_deref(), Some(r#"{"o":1}"#));
+    // Integers that do not fit BIGINT, and fractions, are never rounded: kept exactly.
+    for (row, text) in [
+        (4, "18446744073709551616"),
+        (5, "-9223372036854775809"),
+        (6, "1.5"),
+    ] {
+        assert_eq!(rows[row].1, None, "row {row}");
+        assert_eq!(
+            rows[row].5.as_deref(),
+            Some(format!(r#"{{"id":{text}}}"#).as_str()),
+            "row {row}"
+        );
+    }
+}
+
+/// DuckDB's own typing would round `1.5` into an integer column and read `true` as 1 without
+/// an error; staging sees such values as records arrive and converts them the careful way.
+#[test]
+fn values_duckdb_would_change_silently_are_kept_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StagingConfig::new(dir.path());
+    let mut stage = RunStage::begin(&cfg, "run1", &[stream()]).unwrap();
+    let recs = vec![
+        r#"{"id":1,"amount":1}"#.to_string(),
+        r#"{"id":2.5,"active":1}"#.to_string(),
+        r#"{"id":3,"active":"yes"}"#.to_string(),
+    ];
+    stage.append("items", &recs).unwrap();
+    let staged = stage.finish("2024-05-01T00:00:00Z").unwrap();
+    let f = &staged.streams[0].files[0];
+    assert_eq!(staged.streams[0].counts.invalid_rows, 2);
+    let db = duckdb::Connection::open_in_memory().unwrap();
+    let got: Vec<(Option<i64>, Option<bool>, Option<String>)> = db
+        .prepare(&format!(
+            "SELECT id, active, CAST(_sluice_errors AS VARCHAR) FROM read_parquet('{}') ORDER BY _sluice_seq",
+            f.path.display()
+        ))
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got[0], (Some(1), None, None));
+    assert_eq!(
+        got[1],
+        (None, None, Some(r#"{"id":2.5,"active":1}"#.into()))
+    );
+    assert_eq!(got[2], (Some(3), None, Some(r#"{"active":"yes"}"#.into())));
 }
