@@ -333,7 +333,15 @@ fn values_that_do_not_fit_their_column_are_kept_not_fatal() {
         "rows 2, 5, 6 and 7 carry a misfit value"
     );
     let db = duckdb::Connection::open_in_memory().unwrap();
-    let rows: Vec<(i64, Option<i64>, Option<String>, Option<f64>, Option<bool>, Option<String>)> = db
+    type Row = (
+        i64,
+        Option<i64>,
+        Option<String>,
+        Option<f64>,
+        Option<bool>,
+        Option<String>,
+    );
+    let rows: Vec<Row> = db
         .prepare(&format!(
             "SELECT _sluice_seq, id, name, amount, active, CAST(_sluice_errors AS VARCHAR) FROM read_parquet('{}') ORDER BY _sluice_seq",
             st.files[0].path.display()
