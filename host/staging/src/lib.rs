@@ -342,9 +342,9 @@ impl RunStage {
             let mut invalid_rows = 0u64;
             if st.counts.records > 0 {
                 let staged_bytes = std::fs::metadata(&st.path)?.len();
-                let copy = |tolerant| {
+                let sql = |tolerant, input: &Path| {
                     copy_sql(
-                        &st.path,
+                        input,
                         &out_dir,
                         &st.columns,
                         &self.run_id,
@@ -354,43 +354,55 @@ impl RunStage {
                     )
                 };
                 let threads = copy_threads(staged_bytes, self.config.threads);
-                let mut attempt =
-                    db.execute_batch(&format!("SET threads={threads}; {}", copy(st.misfit)));
+                let oom = |e: &duckdb::Error| e.to_string().contains("Out of Memory");
+                let mut tolerant = st.misfit;
+                let mut attempt = db.execute_batch(&format!(
+                    "SET threads={threads}; {}",
+                    sql(tolerant, &st.path).copy()
+                ));
                 if let Err(e) = &attempt
-                    && !st.misfit
-                    && !e.to_string().contains("Out of Memory")
+                    && !tolerant
+                    && !oom(e)
                 {
                     // A value that does not fit its column: convert again keeping such values
                     // in `_sluice_errors` instead of failing the run.
                     tracing::info!(stream = %st.def.name, "values that do not fit their columns; converting with _sluice_errors");
+                    tolerant = true;
                     reset_dir(&out_dir)?;
-                    attempt = db.execute_batch(&format!("SET threads={threads}; {}", copy(true)));
+                    attempt = db.execute_batch(&format!(
+                        "SET threads={threads}; {}",
+                        sql(tolerant, &st.path).copy()
+                    ));
                 }
                 if let Err(e) = attempt {
-                    // Wide rows can exhaust the memory limit with buffers on every thread: retry
-                    // once on a single thread (slower, fewer buffers) before giving up.
-                    if !e.to_string().contains("Out of Memory") {
+                    if !oom(&e) {
                         return Err(StagingError::Convert {
                             stream: st.def.name.clone(),
                             message: e.to_string(),
                         });
                     }
+                    // DuckDB's JSON reader holds the text of what it read for the whole COPY
+                    // (with 10 KB values, ~1 MiB of memory per MiB of records), so wide
+                    // records exhaust any limit. Convert again in chunks instead: each chunk
+                    // is read into a table of the on-disk staging database, which DuckDB's
+                    // buffer manager can spill, and the table is copied to Parquet at the end.
                     // On a fresh connection: the failed attempt's buffers are not all given
-                    // back to a connection that ran out (a retry there failed now and then).
-                    tracing::warn!(stream = %st.def.name, "DuckDB ran out of memory; retrying on one thread");
+                    // back to a connection that ran out.
+                    tracing::warn!(stream = %st.def.name, "DuckDB ran out of memory; converting in chunks");
                     reset_dir(&out_dir)?;
                     drop(db);
                     db = open()?;
-                    let mut retry =
-                        db.execute_batch(&format!("SET threads=1; {}", copy(st.misfit)));
-                    if let Err(e) = &retry
-                        && !st.misfit
-                        && !e.to_string().contains("Out of Memory")
+                    let chunks = split_lines(&st.path, &self.dir.join("chunks"), CHUNK_BYTES)?;
+                    let mut done = convert_in_chunks(&db, &chunks, |input| sql(tolerant, input));
+                    if let Err(e) = &done
+                        && !tolerant
+                        && !oom(e)
                     {
                         reset_dir(&out_dir)?;
-                        retry = db.execute_batch(&format!("SET threads=1; {}", copy(true)));
+                        done = convert_in_chunks(&db, &chunks, |input| sql(true, input));
                     }
-                    retry.map_err(|e| StagingError::Convert {
+                    let _ = std::fs::remove_dir_all(self.dir.join("chunks"));
+                    done.map_err(|e| StagingError::Convert {
                         stream: st.def.name.clone(),
                         message: e.to_string(),
                     })?;
@@ -611,7 +623,7 @@ fn copy_sql(
     extracted_at: &str,
     part_bytes: u64,
     tolerant: bool,
-) -> String {
+) -> ConvertSql {
     let mut types = vec![format!("'{SEQ_COLUMN}': 'BIGINT'")];
     types.extend(columns.iter().map(|c| {
         let read_as = if tolerant { "JSON" } else { &c.duck_type };
@@ -656,15 +668,88 @@ fn copy_sql(
         ident(EXTRACTED_AT_COLUMN)
     ));
     select.push(ident(SEQ_COLUMN));
-    format!(
-        "COPY (SELECT {select} FROM read_json('{input}', format='newline_delimited', columns={{{types}}})) \
-         TO '{out}' (FORMAT PARQUET, COMPRESSION ZSTD, ROW_GROUP_SIZE 16384, ROW_GROUP_SIZE_BYTES '8MB', FILE_SIZE_BYTES {part_bytes}, FILENAME_PATTERN '{run}-{{i}}')",
-        select = select.join(", "),
-        input = sql_str(&input.to_string_lossy()),
-        types = types.join(", "),
-        out = sql_str(&out_dir.to_string_lossy()),
-        run = sql_str(run_id),
-    )
+    ConvertSql {
+        select: format!(
+            "SELECT {select} FROM read_json('{input}', format='newline_delimited', columns={{{types}}})",
+            select = select.join(", "),
+            input = sql_str(&input.to_string_lossy()),
+            types = types.join(", "),
+        ),
+        to: format!(
+            "TO '{out}' (FORMAT PARQUET, COMPRESSION ZSTD, ROW_GROUP_SIZE 16384, ROW_GROUP_SIZE_BYTES '8MB', FILE_SIZE_BYTES {part_bytes}, FILENAME_PATTERN '{run}-{{i}}')",
+            out = sql_str(&out_dir.to_string_lossy()),
+            run = sql_str(run_id),
+        ),
+    }
+}
+
+/// The two halves of a conversion: the typed SELECT over an NDJSON file, and the Parquet
+/// target.
+struct ConvertSql {
+    select: String,
+    to: String,
+}
+
+impl ConvertSql {
+    /// One COPY straight from the NDJSON file.
+    fn copy(&self) -> String {
+        format!("COPY ({}) {}", self.select, self.to)
+    }
+}
+
+/// Size of the NDJSON chunks of a chunked conversion.
+const CHUNK_BYTES: u64 = 8 << 20;
+
+/// Splits an NDJSON file into files of about `chunk_bytes` each, at line ends, in `dir`.
+fn split_lines(input: &Path, dir: &Path, chunk_bytes: u64) -> std::io::Result<Vec<PathBuf>> {
+    use std::io::BufRead;
+    std::fs::create_dir_all(dir)?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, File::open(input)?);
+    let mut chunks = Vec::new();
+    let mut line = Vec::new();
+    let mut current: Option<(BufWriter<File>, u64)> = None;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        if current.as_ref().is_none_or(|(_, n)| *n >= chunk_bytes) {
+            if let Some((mut w, _)) = current.take() {
+                w.flush()?;
+            }
+            let path = dir.join(format!("{:06}.ndjson", chunks.len()));
+            current = Some((BufWriter::new(File::create(&path)?), 0));
+            chunks.push(path);
+        }
+        if let Some((w, n)) = current.as_mut() {
+            w.write_all(&line)?;
+            *n += line.len() as u64;
+        }
+    }
+    if let Some((mut w, _)) = current {
+        w.flush()?;
+    }
+    Ok(chunks)
+}
+
+/// Reads each chunk into one table of the staging database, then copies the table to Parquet.
+fn convert_in_chunks(
+    db: &duckdb::Connection,
+    chunks: &[PathBuf],
+    sql: impl Fn(&Path) -> ConvertSql,
+) -> Result<(), duckdb::Error> {
+    db.execute_batch("SET threads=1; DROP TABLE IF EXISTS staged;")?;
+    let mut to = String::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let s = sql(chunk);
+        if i == 0 {
+            db.execute_batch(&format!("CREATE TABLE staged AS {}", s.select))?;
+        } else {
+            db.execute_batch(&format!("INSERT INTO staged {}", s.select))?;
+        }
+        to = s.to;
+    }
+    db.execute_batch(&format!("COPY staged {to}; DROP TABLE staged;"))
 }
 
 /// The SQL that turns JSON column `col` into `duck_type`, NULL when the value does not fit;

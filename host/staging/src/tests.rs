@@ -421,3 +421,43 @@ fn values_duckdb_would_change_silently_are_kept_too() {
     );
     assert_eq!(got[2], (Some(3), None, Some(r#"{"active":"yes"}"#.into())));
 }
+
+/// Issue 15.2: staging memory does not grow with record width. 200 MB of records that each
+/// carry a 10 KB undeclared field convert at the default memory settings (128 MiB), and
+/// every value arrives whole.
+#[test]
+fn wide_undeclared_values_far_past_the_memory_limit_convert() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StagingConfig::new(dir.path());
+    let mut stage = RunStage::begin(&cfg, "wide", &[stream()]).unwrap();
+    let blob = |i: usize| format!("{i:05}{}", "y".repeat(10_000));
+    for start in (0..20_000).step_by(1000) {
+        let recs: Vec<String> = (start..start + 1000)
+            .map(|i| json!({"id": i, "name": format!("n{i}"), "blob": blob(i)}).to_string())
+            .collect();
+        stage.append("items", &recs).unwrap();
+    }
+    let staged = stage.finish("2024-05-01T00:00:00Z").unwrap();
+    let st = &staged.streams[0];
+    let rows: u64 = st.files.iter().map(|f| f.rows).sum();
+    assert_eq!(rows, 20_000);
+    let db = duckdb::Connection::open_in_memory().unwrap();
+    let paths: Vec<String> = st
+        .files
+        .iter()
+        .map(|f| format!("'{}'", f.path.display()))
+        .collect();
+    let (n, total, ok): (i64, i64, bool) = db
+        .query_row(
+            &format!(
+                "SELECT count(DISTINCT id), sum(length(_sluice_extra->>'blob')), \
+                 bool_and(_sluice_extra->>'blob' = lpad(id::VARCHAR, 5, '0') || repeat('y', 10000)) \
+                 FROM read_parquet([{}])",
+                paths.join(", ")
+            ),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((n, total, ok), (20_000, 20_000 * 10_005, true));
+}
