@@ -620,3 +620,59 @@ async fn sigterm_cancels_runs_past_the_grace_period_and_exits() {
     .unwrap();
     assert_eq!(record["status"], "cancelled", "{record}");
 }
+
+/// Issue 15.2: numbers pass through a connector byte for byte — no round trip through f64 —
+/// in undeclared fields and in http-json's key column (declared string-or-integer, so JSON).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_json_keeps_every_number_exactly() {
+    let root = tempfile::tempdir().unwrap();
+    let svc = start(root.path(), &[]).await;
+    // The body is raw text: a JSON library in the fake would round the numbers itself.
+    const ORDERS: &str = r#"{"items":[
+        {"id":1,"big":18446744073709551616,"neg":-9223372036854775809,"tiny":0.1000000000000000055511151231257827,"exp":1e400},
+        {"id":18446744073709551616,"big":2}
+    ]}"#;
+    let app = Router::new().route(
+        "/orders",
+        get(|| async { ([("content-type", "application/json")], ORDERS) }),
+    );
+    let base = format!("http://{}", serve(app).await);
+    let config = json!({"base_url": base, "streams": [{"name": "orders", "path": "/orders", "records_pointer": "/items"}]});
+    let r = svc
+        .post("/internal/mirror-connections/runs")
+        .json(&json!({"connection_id": "nums", "connector": "http-json", "config": config, "credentials": {"api_token": "t"}, "storage": storage()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let run = svc.wait_run(&run_id_of(r).await).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["streams"]["orders"]["committed_rows"], 2, "{run}");
+    assert_eq!(run["streams"]["orders"]["invalid_rows"], 0, "{run}");
+    let dir = svc.data_dir.join("storage/sluice-local/mirror/nums/orders");
+    let db = duckdb::Connection::open_in_memory().unwrap();
+    let rows: Vec<(Option<String>, Option<String>, Option<String>)> = db
+        .prepare(&format!(
+            "SELECT CAST(id AS VARCHAR), CAST(_sluice_extra AS VARCHAR), CAST(_sluice_errors AS VARCHAR) \
+             FROM read_parquet('{}/*.parquet') ORDER BY _sluice_seq",
+            dir.display()
+        ))
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let extra = rows[0].1.clone().unwrap();
+    // serde_json (arbitrary_precision) in the plugin keeps every digit; it spells an exponent
+    // with its sign (`1e400` → `1e+400`, the same number).
+    for literal in [
+        "18446744073709551616",
+        "-9223372036854775809",
+        "0.1000000000000000055511151231257827",
+        "1e+400",
+    ] {
+        assert!(extra.contains(literal), "{literal} not kept: {extra}");
+    }
+    assert_eq!(rows[1].0.as_deref(), Some("18446744073709551616"));
+    assert_eq!(rows[1].2, None);
+}

@@ -180,7 +180,9 @@ enum Fit {
     Number,
     /// `true`, `false` or null.
     Boolean,
-    /// Anything (text, JSON; timestamps and dates fail loudly when they do not parse).
+    /// Any value, kept as its JSON text (see [`encode_line`]).
+    Json,
+    /// Anything (text; timestamps and dates fail loudly when they do not parse).
     Any,
 }
 
@@ -190,13 +192,14 @@ impl Fit {
             "BIGINT" => Self::Integer,
             "DOUBLE" => Self::Number,
             "BOOLEAN" => Self::Boolean,
+            "JSON" => Self::Json,
             _ => Self::Any,
         }
     }
 
     fn accepts(self, raw: &str) -> bool {
         match self {
-            Self::Any => true,
+            Self::Any | Self::Json => true,
             _ if raw == "null" => true,
             Self::Integer => raw.parse::<i64>().is_ok(),
             Self::Number => raw.starts_with(|c: char| c == '-' || c.is_ascii_digit()),
@@ -527,9 +530,12 @@ fn encode_line(
     if fields.iter().any(|(k, _)| k.starts_with("_sluice_")) {
         return Err("field names starting with _sluice_ are reserved".into());
     }
+    let json_valued = |k: &str, v: &RawValue| {
+        matches!(declared.get(k), Some(Fit::Json)) && v.get().trim() != "null"
+    };
     if fields
         .iter()
-        .all(|(k, _)| declared.contains_key(k.as_ref()))
+        .all(|(k, v)| declared.contains_key(k.as_ref()) && !json_valued(k, v))
     {
         let inner = record.trim();
         let inner = &inner[1..inner.len() - 1];
@@ -538,29 +544,39 @@ fn encode_line(
             line.extend_from_slice(inner.as_bytes());
         }
     } else {
+        // JSON-typed values travel as strings of their text: DuckDB's JSON reader would parse
+        // and re-print them (`0.10` → `0.1`), while a string cast to JSON keeps every byte.
         let mut extra = Vec::new();
         for (k, v) in &fields {
             if declared.contains_key(k.as_ref()) {
                 line.push(b',');
                 serde_json::to_writer(&mut *line, k).map_err(|e| e.to_string())?;
                 line.push(b':');
-                line.extend_from_slice(v.get().as_bytes());
+                if json_valued(k, v) {
+                    serde_json::to_writer(&mut *line, v.get()).map_err(|e| e.to_string())?;
+                } else {
+                    line.extend_from_slice(v.get().as_bytes());
+                }
             } else {
                 extra.push((k, v));
             }
         }
-        line.extend_from_slice(b",\"");
-        line.extend_from_slice(EXTRA_COLUMN.as_bytes());
-        line.extend_from_slice(b"\":{");
+        let mut object = Vec::with_capacity(64);
+        object.push(b'{');
         for (i, (k, v)) in extra.iter().enumerate() {
             if i > 0 {
-                line.push(b',');
+                object.push(b',');
             }
-            serde_json::to_writer(&mut *line, k).map_err(|e| e.to_string())?;
-            line.push(b':');
-            line.extend_from_slice(v.get().as_bytes());
+            serde_json::to_writer(&mut object, k).map_err(|e| e.to_string())?;
+            object.push(b':');
+            object.extend_from_slice(v.get().as_bytes());
         }
-        line.push(b'}');
+        object.push(b'}');
+        let object = std::str::from_utf8(&object).map_err(|e| e.to_string())?;
+        line.extend_from_slice(b",\"");
+        line.extend_from_slice(EXTRA_COLUMN.as_bytes());
+        line.extend_from_slice(b"\":");
+        serde_json::to_writer(&mut *line, object).map_err(|e| e.to_string())?;
     }
     line.extend_from_slice(b"}");
     // A valid JSON text holds raw line breaks only as whitespace (RFC 8259 §7 forbids them in
@@ -625,15 +641,25 @@ fn copy_sql(
     tolerant: bool,
 ) -> ConvertSql {
     let mut types = vec![format!("'{SEQ_COLUMN}': 'BIGINT'")];
+    // JSON-typed values arrive as strings of their text (see `encode_line`): read as text and
+    // cast, which keeps every byte.
     types.extend(columns.iter().map(|c| {
-        let read_as = if tolerant { "JSON" } else { &c.duck_type };
+        let read_as = match c.duck_type.as_str() {
+            "JSON" => "VARCHAR",
+            _ if tolerant => "JSON",
+            t => t,
+        };
         format!("'{}': '{read_as}'", sql_str(&c.name))
     }));
-    types.push(format!("'{EXTRA_COLUMN}': 'JSON'"));
+    types.push(format!("'{EXTRA_COLUMN}': 'VARCHAR'"));
     let mut select = Vec::new();
     let mut checks = Vec::new();
     for c in columns {
         let col = ident(&c.name);
+        if c.duck_type == "JSON" {
+            select.push(format!("CAST({col} AS JSON) AS {col}"));
+            continue;
+        }
         let cast = if tolerant {
             typed_value(&col, &c.duck_type)
         } else {
@@ -651,7 +677,10 @@ fn copy_sql(
             ));
         }
     }
-    select.push(ident(EXTRA_COLUMN));
+    select.push(format!(
+        "CAST({extra} AS JSON) AS {extra}",
+        extra = ident(EXTRA_COLUMN)
+    ));
     select.push(if checks.is_empty() {
         format!("NULL::JSON AS {}", ident(ERRORS_COLUMN))
     } else {

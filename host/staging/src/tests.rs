@@ -64,7 +64,8 @@ fn lines_keep_undeclared_fields() {
     let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
     assert_eq!(
         v,
-        json!({"_sluice_seq": 8, "id": 2, "name": "b", "_sluice_extra": {"surprise": {"x": [1, 2]}}})
+        json!({"_sluice_seq": 8, "id": 2, "name": "b", "_sluice_extra": "{\"surprise\":{\"x\":[1,2]}}"}),
+        "undeclared fields travel as the text of one JSON object"
     );
     line.clear();
     encode_line(&mut line, 9, "{}", &declared).unwrap();
@@ -460,4 +461,29 @@ fn wide_undeclared_values_far_past_the_memory_limit_convert() {
         )
         .unwrap();
     assert_eq!((n, total, ok), (20_000, 20_000 * 10_005, true));
+}
+
+/// JSON values — undeclared fields and JSON-typed columns — are committed byte for byte:
+/// DuckDB's JSON parser would re-print `0.1000000000000000055511151231257827` as `0.1`.
+#[test]
+fn json_values_keep_every_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StagingConfig::new(dir.path());
+    let mut stage = RunStage::begin(&cfg, "run1", &[stream()]).unwrap();
+    let rec = r#"{"id":1,"tags":[1.50,0.1000000000000000055511151231257827,1e400],"x":{"d":18446744073709551616,"e":-0.0}}"#;
+    stage.append("items", &[rec.to_string()]).unwrap();
+    let staged = stage.finish("2024-05-01T00:00:00Z").unwrap();
+    let db = duckdb::Connection::open_in_memory().unwrap();
+    let (tags, extra): (String, String) = db
+        .query_row(
+            &format!(
+                "SELECT CAST(tags AS VARCHAR), CAST(_sluice_extra AS VARCHAR), typeof(tags) FROM read_parquet('{}')",
+                staged.streams[0].files[0].path.display()
+            ),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(tags, "[1.50,0.1000000000000000055511151231257827,1e400]");
+    assert_eq!(extra, r#"{"x":{"d":18446744073709551616,"e":-0.0}}"#);
 }
