@@ -424,13 +424,21 @@ fn rate_limit_wait(resp: &OutboundResponse, waits_so_far: u32) -> Option<Duratio
     let h = &resp.headers;
     let exhausted = header(h, "x-ratelimit-remaining") == Some("0");
     let secondary = resp.status == 403 && mentions_secondary_limit(&resp.body);
+    let linear = matches!(resp.status, 200 | 400) && mentions(&resp.body, "\"RATELIMITED\"");
     let limited = resp.status == 429
+        || linear
         || (resp.status == 403 && (exhausted || secondary || header(h, "retry-after").is_some()));
     if !limited {
         return None;
     }
     if let Some(d) = retry_after(h) {
         return Some(d.max(Duration::from_millis(100)));
+    }
+    if let Some(d) = linear_reset(h) {
+        return Some(d);
+    }
+    if let Some(d) = hubspot_wait(resp) {
+        return Some(d);
     }
     if exhausted
         && let Some(reset) = header(h, "x-ratelimit-reset").and_then(|v| v.parse::<u64>().ok())
@@ -462,6 +470,69 @@ fn mentions_secondary_limit(body: &[u8]) -> bool {
     String::from_utf8_lossy(head)
         .to_ascii_lowercase()
         .contains("secondary rate limit")
+}
+
+/// Whether the first 2 KiB of a body contain `needle` (error answers are short).
+fn mentions(body: &[u8], needle: &str) -> bool {
+    let head = &body[..body.len().min(2048)];
+    head.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// Linear ("Rate limiting", linear.app/developers): a `RATELIMITED` GraphQL error on HTTP 400
+/// (or 200), with the request and complexity buckets' resets as epoch milliseconds in
+/// `X-RateLimit-Requests-Reset` / `X-RateLimit-Complexity-Reset`. Waits for the reset of the
+/// bucket that is spent (or the later of the two when neither says so).
+fn linear_reset(h: &[(String, String)]) -> Option<Duration> {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let reset = |bucket: &str| {
+        let ms = header(h, &format!("x-ratelimit-{bucket}-reset"))?
+            .parse::<u64>()
+            .ok()?;
+        let spent = header(h, &format!("x-ratelimit-{bucket}-remaining"))
+            .and_then(|v| v.parse::<i64>().ok())
+            .is_none_or(|left| left <= 0);
+        Some((Duration::from_millis(ms).saturating_sub(now), spent))
+    };
+    let buckets: Vec<(Duration, bool)> = ["requests", "complexity"]
+        .into_iter()
+        .filter_map(reset)
+        .collect();
+    let spent = buckets.iter().filter(|(_, s)| *s).map(|(d, _)| *d).max();
+    let any = buckets.iter().map(|(d, _)| *d).max();
+    spent.or(any).map(|d| {
+        d.min(MAX_HINTED_WAIT)
+            .saturating_add(Duration::from_millis(100))
+    })
+}
+
+/// HubSpot ("API usage guidelines", developers.hubspot.com): a 429 without `Retry-After`
+/// whose body names the policy. `TEN_SECONDLY_ROLLING` waits the window that
+/// `X-HubSpot-RateLimit-Interval-Milliseconds` gives (10 s); `SECONDLY` (search) one second;
+/// `DAILY` until the next UTC day, which passes any sane wait cap, so the plugin gets the
+/// answer.
+fn hubspot_wait(resp: &OutboundResponse) -> Option<Duration> {
+    if resp.status != 429 {
+        return None;
+    }
+    let interval = header(&resp.headers, "x-hubspot-ratelimit-interval-milliseconds")
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|ms| Duration::from_millis(ms).min(MAX_HINTED_WAIT));
+    if mentions(&resp.body, "\"DAILY\"") {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        return Some(Duration::from_secs(86_400 - now % 86_400));
+    }
+    if mentions(&resp.body, "\"SECONDLY\"") {
+        return Some(Duration::from_secs(1));
+    }
+    if mentions(&resp.body, "\"TEN_SECONDLY_ROLLING\"") {
+        return Some(interval.unwrap_or(Duration::from_secs(10)));
+    }
+    interval
 }
 
 /// Builds a header map from plugin-supplied pairs, refusing names the host owns, more than
@@ -618,6 +689,80 @@ mod tests {
         let mut denied = resp(403, &[("x-ratelimit-remaining", "4987")]);
         denied.body = br#"{"message":"Resource not accessible by integration"}"#.to_vec();
         assert_eq!(rate_limit_wait(&denied, 0), None);
+    }
+
+    #[test]
+    fn linear_ratelimited_errors_wait_for_the_spent_bucket() {
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        // Linear's documented shape: HTTP 400, a GraphQL error with code RATELIMITED, and the
+        // buckets' state in headers (resets in epoch milliseconds).
+        let requests_reset = (now_ms + 5_000).to_string();
+        let complexity_reset = (now_ms + 30_000).to_string();
+        let mut r = resp(
+            400,
+            &[
+                ("x-ratelimit-requests-limit", "1500"),
+                ("x-ratelimit-requests-remaining", "0"),
+                ("x-ratelimit-requests-reset", &requests_reset),
+                ("x-ratelimit-complexity-limit", "250000"),
+                ("x-ratelimit-complexity-remaining", "240000"),
+                ("x-ratelimit-complexity-reset", &complexity_reset),
+            ],
+        );
+        r.body = br#"{"errors":[{"message":"Rate limit exceeded","extensions":{"code":"RATELIMITED","type":"ratelimited","userPresentableMessage":"Rate limit exceeded."}}]}"#.to_vec();
+        let w = rate_limit_wait(&r, 0).unwrap();
+        assert!(
+            w > Duration::from_secs(4) && w <= Duration::from_millis(5_200),
+            "{w:?}"
+        );
+        // The same on a 200 (GraphQL errors can come with 200).
+        r.status = 200;
+        assert!(rate_limit_wait(&r, 0).is_some());
+        // Other GraphQL errors are not rate limits.
+        r.body =
+            br#"{"errors":[{"message":"Entity not found","extensions":{"code":"INVALID_INPUT"}}]}"#
+                .to_vec();
+        assert_eq!(rate_limit_wait(&r, 0), None);
+    }
+
+    #[test]
+    fn slack_tier_limits_wait_for_retry_after() {
+        // Slack's documented answer for every tier: 429 with Retry-After in seconds.
+        let mut r = resp(
+            429,
+            &[
+                ("retry-after", "30"),
+                ("content-type", "application/json; charset=utf-8"),
+            ],
+        );
+        r.body = br#"{"ok":false,"error":"ratelimited"}"#.to_vec();
+        assert_eq!(rate_limit_wait(&r, 0), Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn hubspot_429s_wait_by_policy() {
+        // HubSpot's documented 429 body, no Retry-After.
+        let body = |policy: &str| {
+            format!(r#"{{"status":"error","message":"You have reached your {} limit.","errorType":"RATE_LIMIT","correlationId":"c0ffee00-0000-4000-8000-000000000000","policyName":"{policy}","groupName":"api-calls"}}"#, policy.to_lowercase()).into_bytes()
+        };
+        let mut r = resp(
+            429,
+            &[
+                ("x-hubspot-ratelimit-interval-milliseconds", "10000"),
+                ("x-hubspot-ratelimit-max", "100"),
+                ("x-hubspot-ratelimit-remaining", "0"),
+            ],
+        );
+        r.body = body("TEN_SECONDLY_ROLLING");
+        assert_eq!(rate_limit_wait(&r, 0), Some(Duration::from_secs(10)));
+        r.body = body("SECONDLY");
+        assert_eq!(rate_limit_wait(&r, 0), Some(Duration::from_secs(1)));
+        r.body = body("DAILY");
+        let daily = rate_limit_wait(&r, 0).unwrap();
+        assert!(daily <= Duration::from_secs(86_400), "{daily:?}");
     }
 
     #[test]
