@@ -54,6 +54,7 @@ pub struct StreamStats {
     /// Committed rows with a value that did not fit its declared column: the column is NULL
     /// and the original value is in the row's `_sluice_errors`.
     #[serde(default)]
+    #[schema(required = true)]
     pub invalid_rows: u64,
 }
 
@@ -77,6 +78,9 @@ pub enum RunError {
     /// The host failed in a way it did not foresee (e.g. the run's task panicked).
     #[error("internal error: {0}")]
     Internal(String),
+    /// A stream that asked for strictness had values that did not fit their columns.
+    #[error("{0}")]
+    InvalidValues(String),
 }
 
 impl RunError {
@@ -90,6 +94,7 @@ impl RunError {
             Self::Storage(_) => "storage_error",
             Self::Cancelled => "cancelled",
             Self::Internal(_) => "internal",
+            Self::InvalidValues(_) => "invalid_values",
         }
     }
 }
@@ -283,6 +288,7 @@ pub async fn execute(
         .map_err(|e| RunError::Staging(e.to_string()))?
         .map_err(|e| RunError::Staging(e.to_string()))?;
     drop(_conversion);
+    check_strict(&staged.streams)?;
 
     // DuckDB is closed: give back what it freed before the uploads.
     sluice_runtime::memory::release_freed();
@@ -378,6 +384,25 @@ pub async fn execute(
     Ok(RunOutcome { manifest, state })
 }
 
+/// The JSON Schema keyword a stream sets to `true` to have a run fail, instead of keeping
+/// misfit values in `_sluice_errors`, when a value does not fit its declared column.
+pub const STRICT_KEYWORD: &str = "x-sluice-strict";
+
+/// Fails the run if a stream that asked for strictness ([`STRICT_KEYWORD`]) had values that
+/// did not fit their columns (nothing of the run is committed then).
+fn check_strict(streams: &[sluice_staging::StagedStream]) -> Result<(), RunError> {
+    for s in streams {
+        let strict = s.def.json_schema.get(STRICT_KEYWORD) == Some(&Value::Bool(true));
+        if strict && s.counts.invalid_rows > 0 {
+            return Err(RunError::InvalidValues(format!(
+                "stream {:?} is strict and {} of its rows had values that do not fit their declared columns",
+                s.def.name, s.counts.invalid_rows
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The columns the host adds to every stream.
 pub fn host_columns() -> Vec<ColumnSpec> {
     [
@@ -394,4 +419,41 @@ pub fn host_columns() -> Vec<ColumnSpec> {
         nullable: n == sluice_staging::EXTRA_COLUMN || n == sluice_staging::ERRORS_COLUMN,
     })
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_staging::{StagedStream, StreamCounts, StreamDef};
+
+    fn stream(strict: Option<bool>, invalid_rows: u64) -> StagedStream {
+        let mut schema = serde_json::json!({"type": "object", "properties": {}});
+        if let Some(s) = strict {
+            schema[STRICT_KEYWORD] = Value::Bool(s);
+        }
+        StagedStream {
+            def: StreamDef {
+                name: "items".into(),
+                primary_key: vec![],
+                cursor_field: None,
+                json_schema: schema,
+            },
+            columns: vec![],
+            counts: StreamCounts {
+                invalid_rows,
+                ..Default::default()
+            },
+            files: vec![],
+        }
+    }
+
+    #[test]
+    fn only_strict_streams_fail_on_misfit_values() {
+        assert!(check_strict(&[stream(None, 3)]).is_ok());
+        assert!(check_strict(&[stream(Some(false), 3)]).is_ok());
+        assert!(check_strict(&[stream(Some(true), 0)]).is_ok());
+        let e = check_strict(&[stream(Some(true), 3)]).unwrap_err();
+        assert_eq!(e.code(), "invalid_values");
+        assert!(e.to_string().contains("3 of its rows"), "{e}");
+    }
 }
