@@ -27,6 +27,12 @@ fn storage() -> Value {
     json!({"bucket": "local", "prefix": "hostile"})
 }
 
+/// `GET /internal/connectors`: the loaded connectors and the files that failed.
+async fn connectors(svc: &Service) -> Value {
+    let r = svc.get("/internal/connectors").send().await.unwrap();
+    r.json().await.unwrap()
+}
+
 /// `POST validate`; the answer and how long it took.
 async fn validate(svc: &Service, connector: &str, config: Value) -> (Value, Duration) {
     let t = Instant::now();
@@ -557,23 +563,6 @@ async fn slow_compiles_and_huge_files_are_refused_without_delaying_others() {
     let root = tempfile::tempdir().unwrap();
     let dir = plugins_dir(root.path());
     std::fs::copy(plugin("python-hello"), dir.join("python-hello.wasm")).unwrap();
-    let failures = |svc: &Service| {
-        let svc_base = svc.base.clone();
-        let token = svc.token.clone();
-        async move {
-            let v: Value = reqwest::Client::new()
-                .get(format!("{svc_base}/internal/connectors"))
-                .header("x-connect-service-token", token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            v
-        }
-    };
-
     let t = Instant::now();
     let svc = Service::start(
         &root.path().join("data-timeout"),
@@ -582,7 +571,7 @@ async fn slow_compiles_and_huge_files_are_refused_without_delaying_others() {
     )
     .await;
     let ready_after = t.elapsed();
-    let v = failures(&svc).await;
+    let v = connectors(&svc).await;
     let ids: Vec<&str> = v["connectors"]
         .as_array()
         .unwrap()
@@ -610,7 +599,7 @@ async fn slow_compiles_and_huge_files_are_refused_without_delaying_others() {
         &[("SLUICE_MAX_PLUGIN_MIB", "1")],
     )
     .await;
-    let v = failures(&svc).await;
+    let v = connectors(&svc).await;
     assert!(
         v["failures"]
             .to_string()

@@ -50,14 +50,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         addresses: sluice_runtime::policy::AddressGrant::parse(&args.allow_private_addresses)
             .map_err(anyhow::Error::msg)?,
     };
-    let rt = crate::runtime(
+    let rt = crate::runtime(crate::runtime_config(
         &work.join("cache"),
         256,
         4,
         None,
         policy,
         OutboundConfig::default(),
-    )?;
+    ))?;
     let path = if args.connector.ends_with(".wasm") {
         PathBuf::from(&args.connector)
     } else {

@@ -91,21 +91,14 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// A runtime with its compile cache in `cache_dir` (the same settings for `serve` and its compiler child).
-pub fn runtime(
-    cache_dir: &std::path::Path,
-    memory_mib: u32,
-    max_calls: u32,
-    compiler: Option<PathBuf>,
-    policy: sluice_runtime::policy::OperatorPolicy,
-    outbound: OutboundConfig,
-) -> anyhow::Result<Runtime> {
-    let rc = runtime_config(cache_dir, memory_mib, max_calls, compiler, policy, outbound);
+/// Starts the runtime with these settings.
+pub fn runtime(rc: RuntimeConfig) -> anyhow::Result<Runtime> {
     Runtime::new(rc).context("starting the wasm runtime")
 }
 
-/// The settings [`runtime`] starts with; `serve` adds its budgets before starting it.
-fn runtime_config(
+/// The runtime's settings, with its compile cache in `cache_dir`: the same for `serve`, its
+/// compiler child and `run` (`serve` adds its budgets).
+pub fn runtime_config(
     cache_dir: &std::path::Path,
     memory_mib: u32,
     max_calls: u32,
@@ -145,7 +138,7 @@ async fn serve(cfg: ServeConfig, warnings: Vec<String>) -> anyhow::Result<()> {
         outbound,
     );
     cfg.apply_budgets(&mut rc);
-    let runtime = Runtime::new(rc).context("starting the wasm runtime")?;
+    let runtime = runtime(rc)?;
     std::fs::create_dir_all(&cfg.plugins_dir)
         .with_context(|| format!("creating PLUGINS_DIR {}", cfg.plugins_dir.display()))?;
     let registry = Registry::new(runtime, cfg.plugins_dir.clone());
@@ -265,14 +258,14 @@ fn compile_artifact(
     memory_mib: u32,
     max_calls: u32,
 ) -> anyhow::Result<()> {
-    let rt = runtime(
+    let rt = runtime(runtime_config(
         output.parent().unwrap_or(std::path::Path::new(".")),
         memory_mib,
         max_calls,
         None,
         Default::default(),
         OutboundConfig::default(),
-    )?;
+    ))?;
     let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
     let artifact = rt.precompile(&bytes)?;
     std::fs::write(output, artifact).with_context(|| format!("writing {}", output.display()))
@@ -289,14 +282,14 @@ async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
         return compile_artifact(&input, &output, memory_mib, max_calls);
     }
     let cache = std::env::temp_dir().join("sluice-cli-cache");
-    let rt = runtime(
+    let rt = runtime(runtime_config(
         &cache,
         256,
         4,
         None,
         Default::default(),
         OutboundConfig::default(),
-    )?;
+    ))?;
     match cmd {
         PluginCommand::Inspect { file } => {
             let p = rt
