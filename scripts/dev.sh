@@ -41,6 +41,8 @@ case "$cmd" in
       cargo test --workspace --locked --target "$(rustc -vV | sed -n 's/^host: //p')" 2>&1) |
       tee -a "$SLUICE_CACHE/last-test.log"
     bash scripts/fuzz-api.sh
+    # The API as a typed TypeScript client sees it (openapi-typescript + tsc --strict).
+    bash scripts/contract-api.sh
     # One plain closing line for the whole cargo test run (its own last line is a doc-test summary).
     awk '/^test result:/ { p += $4; f += $6 } END { printf "cargo test: %d passed, %d failed\n", p, f }' "$SLUICE_CACHE/last-test.log"
     ;;

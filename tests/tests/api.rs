@@ -1,6 +1,11 @@
 //! The HTTP API, black-box: the built binary on a loopback port, the built plugins.
+//!
+//! Every answer the tests get through [`Checked::checked`] is also checked against the service's
+//! own `/openapi.json`: its status is documented for the operation, documented headers are there,
+//! and the JSON body validates against the operation's response schema.
 
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::Router;
@@ -8,6 +13,176 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use serde_json::{Value, json};
 use sluice_tests::{Service, plugin, run_id_of, serve};
+
+/// The API document, fetched once from the first service a test talks to (they all run the same
+/// binary).
+static API_DOC: OnceLock<Value> = OnceLock::new();
+
+async fn api_doc(origin: &str) -> &'static Value {
+    if let Some(doc) = API_DOC.get() {
+        return doc;
+    }
+    let doc: Value = reqwest::get(format!("{origin}/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    API_DOC.get_or_init(|| doc)
+}
+
+/// The operation of `doc` a request reaches: its path template and the operation object.
+fn operation<'d>(doc: &'d Value, method: &str, path: &str) -> Option<(&'d str, &'d Value)> {
+    let segments: Vec<&str> = path.split('/').collect();
+    doc["paths"]
+        .as_object()?
+        .iter()
+        .find_map(|(template, item)| {
+            let parts: Vec<&str> = template.split('/').collect();
+            let fits = parts.len() == segments.len()
+                && parts.iter().zip(&segments).all(|(p, s)| {
+                    p == s || (p.starts_with('{') && p.ends_with('}') && !s.is_empty())
+                });
+            let op = item.get(method).filter(|_| fits)?;
+            Some((template.as_str(), op))
+        })
+}
+
+/// Checks an answer against the document; `Err` says how it departs from it.
+fn check_response(
+    doc: &Value,
+    method: &str,
+    path: &str,
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    body: &[u8],
+) -> Result<(), String> {
+    let (what, response) = match operation(doc, method, path) {
+        Some((template, op)) => {
+            let responses = &op["responses"];
+            let status_class = format!("{}XX", status / 100);
+            let response = [status.to_string().as_str(), &status_class, "default"]
+                .into_iter()
+                .find_map(|k| responses.get(k))
+                .ok_or_else(|| {
+                    format!("status {status} is not documented for {method} {template}")
+                })?;
+            (format!("{method} {template} → {status}"), response.clone())
+        }
+        // No operation: the token check (401) or the router's fallback (404) answered.
+        None => {
+            let schema = match status {
+                401 => "AuthErrorBody",
+                404 => "ErrorBody",
+                _ => return Err(format!("{status} from a path the document does not have")),
+            };
+            let response = json!({"content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
+            (
+                format!("{method} {path} (no operation) → {status}"),
+                response,
+            )
+        }
+    };
+    for name in response["headers"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(n, _)| n)
+    {
+        if !headers.contains_key(name.as_str()) {
+            return Err(format!("{what}: documented header {name} is missing"));
+        }
+    }
+    let Some(content) = response["content"].as_object() else {
+        return if body.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{what}: a body where the document has none"))
+        };
+    };
+    let content_type = headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let media = content_type.split(';').next().unwrap_or_default().trim();
+    let Some(declared) = content.get(media) else {
+        return Err(format!(
+            "{what}: content type {content_type:?}, the document has {:?}",
+            content.keys().collect::<Vec<_>>()
+        ));
+    };
+    let instance: Value =
+        serde_json::from_slice(body).map_err(|e| format!("{what}: the body is not JSON: {e}"))?;
+    let Some(schema) = declared.get("schema") else {
+        return Ok(());
+    };
+    // OpenAPI 3.1 schemas are JSON Schema 2020-12; their `#/components/schemas/...` references
+    // resolve against a root that carries the document's components.
+    let root = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "components": doc["components"],
+        "allOf": [schema],
+    });
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&root)
+        .map_err(|e| format!("{what}: the document's schema does not compile: {e}"))?;
+    let errors: Vec<String> = validator
+        .iter_errors(&instance)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{what}: {}", errors.join("; ")))
+    }
+}
+
+/// `send` that also checks the answer against the API document (panics if it departs from it).
+trait Checked {
+    async fn checked(self) -> reqwest::Response;
+}
+
+impl Checked for reqwest::RequestBuilder {
+    async fn checked(self) -> reqwest::Response {
+        let (client, request) = self.build_split();
+        let request = request.unwrap();
+        let method = request.method().as_str().to_ascii_lowercase();
+        let url = request.url().clone();
+        let r = client.execute(request).await.unwrap();
+        let status = r.status();
+        let headers = r.headers().clone();
+        let body = r.bytes().await.unwrap();
+        let doc = api_doc(&url.origin().ascii_serialization()).await;
+        if let Err(e) = check_response(doc, &method, url.path(), status.as_u16(), &headers, &body) {
+            panic!(
+                "answer outside the API document: {e}\nbody: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let mut rebuilt = axum::http::Response::builder().status(status);
+        if let Some(h) = rebuilt.headers_mut() {
+            *h = headers;
+        }
+        reqwest::Response::from(rebuilt.body(body).unwrap())
+    }
+}
+
+/// A run's record, checked against the document.
+async fn run_record(svc: &Service, run_id: &str) -> Value {
+    svc.get(&format!("/internal/mirror-connections/runs/{run_id}"))
+        .checked()
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Waits for a run to end; its final record, checked against the document.
+async fn wait_run(svc: &Service, run_id: &str) -> Value {
+    svc.wait_run(run_id).await;
+    run_record(svc, run_id).await
+}
 
 fn plugins_dir(root: &Path) -> std::path::PathBuf {
     let dir = root.join("plugins");
@@ -61,14 +236,13 @@ async fn auth_health_ping_and_connectors() {
     let svc = start(root.path(), &[]).await;
     let c = reqwest::Client::new();
 
-    let r = c.get(format!("{}/health", svc.base)).send().await.unwrap();
+    let r = c.get(format!("{}/health", svc.base)).checked().await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"status": "ok"}));
     assert_eq!(
         c.get(format!("{}/ready", svc.base))
-            .send()
+            .checked()
             .await
-            .unwrap()
             .status(),
         200
     );
@@ -78,7 +252,7 @@ async fn auth_health_ping_and_connectors() {
         if let Some(t) = token {
             req = req.header("x-connect-service-token", t);
         }
-        let r = req.send().await.unwrap();
+        let r = req.checked().await;
         assert_eq!(r.status(), 401);
         assert_eq!(
             r.json::<Value>().await.unwrap(),
@@ -87,15 +261,13 @@ async fn auth_health_ping_and_connectors() {
     }
     let r = c
         .get(format!("{}/internal/connectors", svc.base))
-        .send()
-        .await
-        .unwrap();
+        .checked()
+        .await;
     assert_eq!(r.status(), 401, "every /internal route is protected");
     let r = c
         .get(format!("{}/internal/no-such-route", svc.base))
-        .send()
-        .await
-        .unwrap();
+        .checked()
+        .await;
     assert_eq!(
         r.status(),
         401,
@@ -104,17 +276,15 @@ async fn auth_health_ping_and_connectors() {
 
     let r = svc
         .post("/internal/mirror-connections/ping")
-        .send()
-        .await
-        .unwrap();
+        .checked()
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"status": "ok"}));
 
     let list: Value = svc
         .get("/internal/connectors")
-        .send()
+        .checked()
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -142,15 +312,14 @@ async fn auth_health_ping_and_connectors() {
 
     let one: Value = svc
         .get("/internal/connectors/http-json")
-        .send()
+        .checked()
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(one["secrets"][0]["name"], "api_token");
     assert_eq!(one["sha256"].as_str().unwrap().len(), 64);
-    let r = svc.get("/internal/connectors/nope").send().await.unwrap();
+    let r = svc.get("/internal/connectors/nope").checked().await;
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "not_found");
     // No route discovery without the token: unknown /internal paths answer 401 too.
@@ -160,14 +329,14 @@ async fn auth_health_ping_and_connectors() {
         "/internal",
         "/internal/",
     ] {
-        let r = c.get(format!("{}{path}", svc.base)).send().await.unwrap();
+        let r = c.get(format!("{}{path}", svc.base)).checked().await;
         assert_eq!(r.status(), 401, "{path}");
         assert_eq!(
             r.text().await.unwrap(),
             r#"{"detail":"Invalid connect service token"}"#,
             "{path}"
         );
-        let r = svc.get(path).send().await.unwrap();
+        let r = svc.get(path).checked().await;
         assert_eq!(r.status(), 404, "{path} with the token");
         assert_eq!(
             r.json::<Value>().await.unwrap()["code"],
@@ -184,7 +353,7 @@ async fn auth_health_ping_and_connectors() {
         ),
         ("/internal/mirror-connections/runs/%FF%FE", 400),
     ] {
-        let r = svc.get(path).send().await.unwrap();
+        let r = svc.get(path).checked().await;
         assert_eq!(r.status(), status, "{path}");
         assert_eq!(r.headers()["content-type"], "application/json", "{path}");
         let body: Value = r.json().await.unwrap();
@@ -196,9 +365,8 @@ async fn auth_health_ping_and_connectors() {
 
     let doc: Value = c
         .get(format!("{}/openapi.json", svc.base))
-        .send()
+        .checked()
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -227,45 +395,38 @@ async fn validate_maps_upstream_answers_to_codes() {
     let validate = |token: &str| {
         svc.post("/internal/mirror-connections/validate")
             .json(&json!({"connector": "http-json", "config": {"base_url": base}, "credentials": {"api_token": token}}))
-            .send()
+            .checked()
     };
-    let ok: Value = validate("good-token").await.unwrap().json().await.unwrap();
+    let ok: Value = validate("good-token").await.json().await.unwrap();
     assert_eq!(ok["valid"], true, "{ok}");
     assert_eq!(ok["account"]["name"], "purchasing-bot");
-    let bad: Value = validate("bad-token").await.unwrap().json().await.unwrap();
+    let bad: Value = validate("bad-token").await.json().await.unwrap();
     assert_eq!(bad["valid"], false);
     assert_eq!(bad["error"]["code"], "invalid_credentials");
     assert!(
         !bad.to_string().contains("bad-token"),
         "credentials are never echoed"
     );
-    let scope: Value = validate("limited-token")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let scope: Value = validate("limited-token").await.json().await.unwrap();
     assert_eq!(scope["error"]["code"], "insufficient_scope");
 
     let unreachable: Value = svc
         .post("/internal/mirror-connections/validate")
         .json(&json!({"connector": "http-json", "config": {"base_url": format!("http://127.0.0.1:{}", sluice_tests::free_port())}, "credentials": {"api_token": "x"}}))
-        .send().await.unwrap().json().await.unwrap();
+        .checked().await.json().await.unwrap();
     assert_eq!(unreachable["error"]["code"], "unreachable", "{unreachable}");
 
     let r = svc
         .post("/internal/mirror-connections/validate")
         .json(&json!({"connector": "nope", "config": {}}))
-        .send()
-        .await
-        .unwrap();
+        .checked()
+        .await;
     assert_eq!(r.status(), 404);
     let r = svc
         .post("/internal/mirror-connections/validate")
         .json(&json!({"connector": "http-json", "config": {"base_url": base}}))
-        .send()
-        .await
-        .unwrap();
+        .checked()
+        .await;
     assert_eq!(r.status(), 422);
     assert!(
         r.json::<Value>().await.unwrap()["detail"]
@@ -276,7 +437,7 @@ async fn validate_maps_upstream_answers_to_codes() {
     let bad_config: Value = svc
         .post("/internal/mirror-connections/validate")
         .json(&json!({"connector": "http-json", "config": {"base_url": 42}, "credentials": {"api_token": "x"}}))
-        .send().await.unwrap().json().await.unwrap();
+        .checked().await.json().await.unwrap();
     assert_eq!(
         bad_config["error"]["code"], "invalid_config",
         "{bad_config}"
@@ -293,16 +454,14 @@ async fn validate_maps_upstream_answers_to_codes() {
         .post("/internal/mirror-connections/validate")
         .header("content-type", "application/json")
         .body("{not json")
-        .send()
-        .await
-        .unwrap();
+        .checked()
+        .await;
     assert_eq!(r.status(), 400);
     let r = svc
         .post("/internal/mirror-connections/validate")
         .json(&json!({"config": {}}))
-        .send()
-        .await
-        .unwrap();
+        .checked()
+        .await;
     assert_eq!(r.status(), 422);
     assert!(
         r.json::<Value>().await.unwrap()["detail"]
@@ -315,9 +474,8 @@ async fn validate_maps_upstream_answers_to_codes() {
         .post("/internal/mirror-connections/validate")
         .header("content-type", "application/json")
         .body(vec![b' '; 2 << 20])
-        .send()
-        .await
-        .unwrap();
+        .checked()
+        .await;
     assert_eq!(r.status(), 413);
     assert!(r.json::<Value>().await.is_ok(), "413 is JSON too");
 }
@@ -330,13 +488,12 @@ async fn runs_commit_and_schema_sync_describes_them() {
     let r = svc
         .post("/internal/mirror-connections/runs")
         .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .checked()
+        .await;
     assert_eq!(r.status(), 202);
     let accepted: Value = r.json().await.unwrap();
     assert_eq!(accepted["status"], "queued");
-    let run = svc.wait_run(accepted["run_id"].as_str().unwrap()).await;
+    let run = wait_run(&svc, accepted["run_id"].as_str().unwrap()).await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["connector"], "probe");
     assert_eq!(run["connector_version"], "1.0.0");
@@ -346,26 +503,26 @@ async fn runs_commit_and_schema_sync_describes_them() {
     assert!(!run.to_string().contains("t0ken-value"));
 
     // An incremental second run continues from the committed state.
-    let r = svc.post("/internal/mirror-connections/runs").json(&json!({"connection_id": "conn-a", "connector": "probe", "config": {"count": 500}, "credentials": {"token": "t"}, "storage": storage()})).send().await.unwrap();
-    let run2 = svc
-        .wait_run(r.json::<Value>().await.unwrap()["run_id"].as_str().unwrap())
-        .await;
+    let r = svc.post("/internal/mirror-connections/runs").json(&json!({"connection_id": "conn-a", "connector": "probe", "config": {"count": 500}, "credentials": {"token": "t"}, "storage": storage()})).checked().await;
+    let run2 = wait_run(
+        &svc,
+        r.json::<Value>().await.unwrap()["run_id"].as_str().unwrap(),
+    )
+    .await;
     assert_eq!(run2["status"], "succeeded", "{run2}");
 
     let list: Value = svc
         .get("/internal/mirror-connections/runs?connection_id=conn-a")
-        .send()
+        .checked()
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(list["runs"].as_array().unwrap().len(), 2);
     let other: Value = svc
         .get("/internal/mirror-connections/runs?connection_id=conn-b")
-        .send()
+        .checked()
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -374,9 +531,8 @@ async fn runs_commit_and_schema_sync_describes_them() {
     let r = svc
         .post("/internal/mirror-connections/schema-sync")
         .json(&json!({"connection_id": "conn-a", "connector": "probe", "storage": storage()}))
-        .send()
-        .await
-        .unwrap();
+        .checked()
+        .await;
     assert_eq!(r.status(), 200);
     let catalog: Value = r.json().await.unwrap();
     let items = &catalog["streams"]
@@ -439,18 +595,16 @@ async fn admission_conflicts_idempotency_cancel_and_queue() {
         .post("/internal/mirror-connections/runs")
         .header("idempotency-key", "k-1")
         .json(&looping("c1"))
-        .send()
-        .await
-        .unwrap();
+        .checked()
+        .await;
     assert_eq!(r.status(), 202);
     let first = run_id_of(r).await;
     let again = svc
         .post("/internal/mirror-connections/runs")
         .header("idempotency-key", "k-1")
         .json(&looping("c1"))
-        .send()
-        .await
-        .unwrap();
+        .checked()
+        .await;
     assert_eq!(again.status(), 202);
     assert_eq!(
         again.json::<Value>().await.unwrap()["run_id"],
@@ -462,9 +616,8 @@ async fn admission_conflicts_idempotency_cancel_and_queue() {
         .post("/internal/mirror-connections/runs")
         .header("idempotency-key", "k-1")
         .json(&looping("c-other"))
-        .send()
-        .await
-        .unwrap();
+        .checked()
+        .await;
     assert_eq!(reused.status(), 422);
     let body: Value = reused.json().await.unwrap();
     assert_eq!(body["code"], "idempotency_key_reused", "{body}");
@@ -475,9 +628,8 @@ async fn admission_conflicts_idempotency_cancel_and_queue() {
     let r = svc
         .post("/internal/mirror-connections/runs")
         .json(&typo)
-        .send()
-        .await
-        .unwrap();
+        .checked()
+        .await;
     assert_eq!(r.status(), 422);
     let body: Value = r.json().await.unwrap();
     assert!(
@@ -489,36 +641,32 @@ async fn admission_conflicts_idempotency_cancel_and_queue() {
     let r = svc
         .post("/internal/mirror-connections/runs")
         .json(&looping("c1"))
-        .send()
-        .await
-        .unwrap();
+        .checked()
+        .await;
     assert_eq!(r.status(), 409, "one active run per connection");
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "run_active");
 
     let r = svc
         .post("/internal/mirror-connections/runs")
         .json(&looping("c2"))
-        .send()
-        .await
-        .unwrap();
+        .checked()
+        .await;
     assert_eq!(r.status(), 202, "queued behind c1");
     let queued = run_id_of(r).await;
     let r = svc
         .post("/internal/mirror-connections/runs")
         .json(&looping("c3"))
-        .send()
-        .await
-        .unwrap();
+        .checked()
+        .await;
     assert_eq!(r.status(), 503, "queue full");
     assert!(r.headers().get("retry-after").is_some());
 
     let r = svc
         .post(&format!("/internal/mirror-connections/runs/{first}/cancel"))
-        .send()
-        .await
-        .unwrap();
+        .checked()
+        .await;
     assert_eq!(r.status(), 200);
-    let done = svc.wait_run(&first).await;
+    let done = wait_run(&svc, &first).await;
     assert_eq!(done["status"], "cancelled", "{done}");
     assert!(
         !root
@@ -530,24 +678,21 @@ async fn admission_conflicts_idempotency_cancel_and_queue() {
     svc.post(&format!(
         "/internal/mirror-connections/runs/{queued}/cancel"
     ))
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(svc.wait_run(&queued).await["status"], "cancelled");
+    .checked()
+    .await;
+    assert_eq!(wait_run(&svc, &queued).await["status"], "cancelled");
 
     assert_eq!(
         svc.post("/internal/mirror-connections/runs/nope/cancel")
-            .send()
+            .checked()
             .await
-            .unwrap()
             .status(),
         404
     );
     assert_eq!(
         svc.get("/internal/mirror-connections/runs/nope")
-            .send()
+            .checked()
             .await
-            .unwrap()
             .status(),
         404
     );
@@ -557,9 +702,8 @@ async fn admission_conflicts_idempotency_cancel_and_queue() {
     let r = svc
         .post("/internal/mirror-connections/runs")
         .json(&missing)
-        .send()
-        .await
-        .unwrap();
+        .checked()
+        .await;
     assert_eq!(r.status(), 422);
     assert!(
         r.json::<Value>().await.unwrap()["detail"]
@@ -567,7 +711,7 @@ async fn admission_conflicts_idempotency_cancel_and_queue() {
             .unwrap()
             .contains("credentials.token")
     );
-    let r = svc.post("/internal/mirror-connections/runs").json(&json!({"connection_id": "c5", "connector": "http-json", "config": {"base_url": "http://x", "streams": "not-a-list"}, "credentials": {"api_token": "t"}, "storage": storage()})).send().await.unwrap();
+    let r = svc.post("/internal/mirror-connections/runs").json(&json!({"connection_id": "c5", "connector": "http-json", "config": {"base_url": "http://x", "streams": "not-a-list"}, "credentials": {"api_token": "t"}, "storage": storage()})).checked().await;
     assert_eq!(r.status(), 422);
     assert!(
         r.json::<Value>().await.unwrap()["detail"]
@@ -576,7 +720,7 @@ async fn admission_conflicts_idempotency_cancel_and_queue() {
             .contains("config.streams"),
         "names the failing path"
     );
-    let r = svc.post("/internal/mirror-connections/runs").json(&json!({"connection_id": "../etc", "connector": "probe", "credentials": {"token": "t"}, "storage": storage()})).send().await.unwrap();
+    let r = svc.post("/internal/mirror-connections/runs").json(&json!({"connection_id": "../etc", "connector": "probe", "credentials": {"token": "t"}, "storage": storage()})).checked().await;
     assert_eq!(r.status(), 422);
 }
 
@@ -584,10 +728,10 @@ async fn admission_conflicts_idempotency_cancel_and_queue() {
 async fn a_run_in_flight_when_the_service_dies_is_reported_failed() {
     let root = tempfile::tempdir().unwrap();
     let mut svc = start(root.path(), &[]).await;
-    let r = svc.post("/internal/mirror-connections/runs").json(&json!({"connection_id": "c1", "connector": "probe", "config": {"action": "loop"}, "credentials": {"token": "t"}, "storage": storage()})).send().await.unwrap();
+    let r = svc.post("/internal/mirror-connections/runs").json(&json!({"connection_id": "c1", "connector": "probe", "config": {"action": "loop"}, "credentials": {"token": "t"}, "storage": storage()})).checked().await;
     let run_id = run_id_of(r).await;
     for _ in 0..100 {
-        let r: Value = svc.run_status(&run_id).await;
+        let r: Value = run_record(&svc, &run_id).await;
         if r["status"] == "running" {
             break;
         }
@@ -595,11 +739,11 @@ async fn a_run_in_flight_when_the_service_dies_is_reported_failed() {
     }
     svc.signal("KILL");
     let svc = Service::start(&root.path().join("data"), &root.path().join("plugins"), &[]).await;
-    let r: Value = svc.run_status(&run_id).await;
+    let r: Value = run_record(&svc, &run_id).await;
     assert_eq!(r["status"], "failed", "{r}");
     assert_eq!(r["error"]["code"], "interrupted");
     // The connection is free again.
-    let r = svc.post("/internal/mirror-connections/runs").json(&json!({"connection_id": "c1", "connector": "probe", "config": {"count": 5}, "credentials": {"token": "t"}, "storage": storage()})).send().await.unwrap();
+    let r = svc.post("/internal/mirror-connections/runs").json(&json!({"connection_id": "c1", "connector": "probe", "config": {"count": 5}, "credentials": {"token": "t"}, "storage": storage()})).checked().await;
     assert_eq!(r.status(), 202);
 }
 
@@ -607,7 +751,7 @@ async fn a_run_in_flight_when_the_service_dies_is_reported_failed() {
 async fn sigterm_cancels_runs_past_the_grace_period_and_exits() {
     let root = tempfile::tempdir().unwrap();
     let mut svc = start(root.path(), &[("SLUICE_SHUTDOWN_GRACE_SECS", "1")]).await;
-    let r = svc.post("/internal/mirror-connections/runs").json(&json!({"connection_id": "c1", "connector": "probe", "config": {"action": "loop"}, "credentials": {"token": "t"}, "storage": storage()})).send().await.unwrap();
+    let r = svc.post("/internal/mirror-connections/runs").json(&json!({"connection_id": "c1", "connector": "probe", "config": {"action": "loop"}, "credentials": {"token": "t"}, "storage": storage()})).checked().await;
     let run_id = run_id_of(r).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t = std::time::Instant::now();
@@ -641,11 +785,9 @@ async fn http_json_keeps_every_number_exactly() {
     let r = svc
         .post("/internal/mirror-connections/runs")
         .json(&json!({"connection_id": "nums", "connector": "http-json", "config": config, "credentials": {"api_token": "t"}, "storage": storage()}))
-        .send()
-        .await
-        .unwrap();
+        .checked().await;
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
-    let run = svc.wait_run(&run_id_of(r).await).await;
+    let run = wait_run(&svc, &run_id_of(r).await).await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["streams"]["orders"]["committed_rows"], 2, "{run}");
     assert_eq!(run["streams"]["orders"]["invalid_rows"], 0, "{run}");

@@ -17,16 +17,17 @@ pub struct Status {
     pub status: String,
 }
 
-#[utoipa::path(get, path = "/health", tag = "service", responses((status = 200, body = Status, description = "The process is up")))]
+#[utoipa::path(get, path = "/health", tag = "service", operation_id = "getHealth",
+    responses((status = 200, body = Status, description = "The process is up: `{\"status\": \"ok\"}`")))]
 pub async fn health() -> Json<Status> {
     Json(Status {
         status: "ok".into(),
     })
 }
 
-#[utoipa::path(get, path = "/ready", tag = "service", responses(
-    (status = 200, body = Status, description = "Plugins are loaded"),
-    (status = 503, body = Status, description = "Still loading plugins"),
+#[utoipa::path(get, path = "/ready", tag = "service", operation_id = "getReadiness", responses(
+    (status = 200, body = Status, description = "Plugins are loaded: `{\"status\": \"ready\"}`"),
+    (status = 503, body = Status, description = "Still loading plugins: `{\"status\": \"loading\"}`"),
 ))]
 pub async fn ready(State(s): State<AppState>) -> impl IntoResponse {
     if s.registry.is_ready() {
@@ -49,22 +50,78 @@ pub async fn ready(State(s): State<AppState>) -> impl IntoResponse {
 /// A loaded connector.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ConnectorInfo {
+    /// The id requests name it by, e.g. `github`.
     pub id: String,
     pub name: String,
+    /// Semantic version, MAJOR.MINOR.PATCH.
     pub version: String,
     pub description: String,
+    /// Version of the WIT world the component was built against.
     pub wit_version: String,
+    /// SHA-256 of the `.wasm` file, hex.
     pub sha256: String,
     pub size_bytes: u64,
+    /// The file it was loaded from (null for a connector not loaded from a file).
+    #[schema(required = true)]
     pub file: Option<String>,
-    #[schema(value_type = Vec<Object>)]
-    pub streams: Vec<sluice_runtime::StreamSpec>,
-    #[schema(value_type = Vec<Object>)]
-    pub secrets: Vec<sluice_runtime::SecretSpec>,
+    /// The streams (tables) it declares; `discover` may add more for a given config.
+    pub streams: Vec<StreamInfo>,
+    /// The credentials it reads, by name.
+    pub secrets: Vec<SecretInfo>,
+    /// Hosts it may reach (`{config.FIELD}` is filled from the request's config).
     pub hosts: Vec<String>,
-    #[schema(value_type = Object)]
+    /// The JSON Schema (2020-12) the request's `config` must match.
+    #[schema(schema_with = crate::schema::json_schema)]
     pub config_schema: Value,
+    /// Memory one call may use, MiB, as the connector declares it (null: the host's default).
+    #[schema(required = true)]
     pub memory_mib: Option<u32>,
+}
+
+/// A stream (table) a connector declares.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct StreamInfo {
+    pub name: String,
+    pub description: String,
+    /// Fields identifying a record; rows are deduplicated on them.
+    pub primary_key: Vec<String>,
+    /// The field an incremental sync advances on, if any.
+    #[schema(required = true)]
+    pub cursor_field: Option<String>,
+    /// The JSON Schema of one record.
+    #[schema(schema_with = crate::schema::json_schema)]
+    pub json_schema: Value,
+}
+
+impl From<&sluice_runtime::StreamSpec> for StreamInfo {
+    fn from(s: &sluice_runtime::StreamSpec) -> Self {
+        Self {
+            name: s.name.clone(),
+            description: s.description.clone(),
+            primary_key: s.primary_key.clone(),
+            cursor_field: s.cursor_field.clone(),
+            json_schema: s.json_schema.clone(),
+        }
+    }
+}
+
+/// A credential a connector reads (the request's `credentials` carries it by `name`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SecretInfo {
+    pub name: String,
+    pub description: String,
+    /// Whether a request without it is refused (422).
+    pub required: bool,
+}
+
+impl From<&sluice_runtime::SecretSpec> for SecretInfo {
+    fn from(s: &sluice_runtime::SecretSpec) -> Self {
+        Self {
+            name: s.name.clone(),
+            description: s.description.clone(),
+            required: s.required,
+        }
+    }
 }
 
 impl From<&Plugin> for ConnectorInfo {
@@ -80,8 +137,8 @@ impl From<&Plugin> for ConnectorInfo {
             sha256: i.sha256.clone(),
             size_bytes: i.size,
             file: i.path.as_ref().map(|p| p.display().to_string()),
-            streams: m.streams.clone(),
-            secrets: m.secrets.clone(),
+            streams: m.streams.iter().map(StreamInfo::from).collect(),
+            secrets: m.secrets.iter().map(SecretInfo::from).collect(),
             hosts: m.hosts.iter().map(ToString::to_string).collect(),
             config_schema: m.config_schema.clone(),
             memory_mib: m.memory_mib,
@@ -95,6 +152,7 @@ pub struct FailureInfo {
     pub file: String,
     pub error: String,
     /// The version still serving in its place, if any.
+    #[schema(required = true)]
     pub serving: Option<String>,
 }
 
@@ -115,8 +173,9 @@ pub struct ConnectorList {
     pub failures: Vec<FailureInfo>,
 }
 
-#[utoipa::path(get, path = "/internal/connectors", tag = "connectors", security(("token" = [])), responses(
-    (status = 200, body = ConnectorList),
+#[utoipa::path(get, path = "/internal/connectors", tag = "connectors", operation_id = "listConnectors", security(("token" = [])), responses(
+    (status = 200, body = ConnectorList, description = "Loaded connectors, by id, and the files that failed to load",
+        links(("getConnector" = (operation_id = "getConnector", parameters(("id" = "$response.body#/connectors/0/id")))))),
     (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"),
 ))]
 pub async fn list(State(s): State<AppState>) -> Json<ConnectorList> {
@@ -127,12 +186,13 @@ pub async fn list(State(s): State<AppState>) -> Json<ConnectorList> {
     })
 }
 
-#[utoipa::path(get, path = "/internal/connectors/{id}", tag = "connectors", security(("token" = [])),
-    params(("id" = String, Path, description = "Connector id")),
+#[utoipa::path(get, path = "/internal/connectors/{id}", tag = "connectors", operation_id = "getConnector", security(("token" = [])),
+    params(("id" = String, Path, description = "Connector id", example = "http-json")),
     responses(
-        (status = 200, body = ConnectorInfo),
+        (status = 200, body = ConnectorInfo, description = "The connector"),
+        (status = 400, body = ErrorBody, description = "The path is not valid UTF-8 once decoded (`bad_path`)"),
         (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"),
-        (status = 404, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "No connector with this id (`not_found`)"),
     ))]
 pub async fn get_one(
     State(s): State<AppState>,

@@ -8,6 +8,7 @@ mod connectors;
 mod error;
 mod mirror;
 mod openapi;
+mod schema;
 pub mod server;
 
 use std::sync::Arc;

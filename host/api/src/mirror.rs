@@ -21,8 +21,8 @@ use crate::error::{ApiError, AuthErrorBody, ErrorBody, Json, Path, Query};
 /// Credentials by declared secret name. Never logged or echoed; wiped when dropped.
 pub type Credentials = BTreeMap<String, Zeroizing<String>>;
 
-#[utoipa::path(post, path = "/internal/mirror-connections/ping", tag = "mirror-connections", security(("token" = [])), responses(
-    (status = 200, body = Status),
+#[utoipa::path(post, path = "/internal/mirror-connections/ping", tag = "mirror-connections", operation_id = "ping", security(("token" = [])), responses(
+    (status = 200, body = Status, description = "The token is right: `{\"status\": \"ok\"}`"),
     (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"),
 ))]
 pub async fn ping() -> Json<Status> {
@@ -35,10 +35,14 @@ pub async fn ping() -> Json<Status> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateRequest {
+    /// Connector id (`GET /internal/connectors`).
+    #[schema(examples("http-json"))]
     pub connector: String,
+    /// The connector's config: an object matching its `config_schema`. Default `{}`.
     #[serde(default = "empty_object")]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = crate::schema::free_object)]
     pub config: Value,
+    /// Credential values by the connector's secret names. Never logged or echoed.
     #[serde(default)]
     #[schema(value_type = BTreeMap<String, String>)]
     pub credentials: Credentials,
@@ -52,19 +56,39 @@ fn empty_object() -> Value {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ValidationError {
     /// invalid_credentials, insufficient_scope, invalid_config, unreachable, rate_limited or internal.
+    #[schema(examples("invalid_credentials"))]
     pub code: String,
     pub message: String,
 }
 
-/// `POST validate` answer.
+/// `POST validate` answer: `valid` tells which of the two it is.
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct ValidateResponse {
+#[serde(untagged)]
+pub enum ValidateResponse {
+    Valid(Validated),
+    Invalid(NotValidated),
+}
+
+/// The config and credentials work.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Validated {
+    /// Always true.
+    #[schema(schema_with = crate::schema::always_true)]
     pub valid: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub account: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<ValidationError>,
+    /// What the connector reports about the account the credentials belong to: the JSON it
+    /// returned (an object for the bundled connectors; http-json passes its `validate_path`
+    /// body through, whatever it is), secrets masked.
+    #[schema(schema_with = crate::schema::any_json)]
+    pub account: Value,
+}
+
+/// The config or the credentials do not work, and why.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct NotValidated {
+    /// Always false.
+    #[schema(schema_with = crate::schema::always_false)]
+    pub valid: bool,
+    pub error: ValidationError,
 }
 
 fn plugin(state: &AppState, id: &str) -> Result<Plugin, ApiError> {
@@ -105,12 +129,20 @@ fn secrets(c: &Credentials) -> Secrets {
     Secrets::new(c.iter().map(|(k, v)| (k.clone(), v.to_string())))
 }
 
-#[utoipa::path(post, path = "/internal/mirror-connections/validate", tag = "mirror-connections", security(("token" = [])),
-    request_body = ValidateRequest,
+#[utoipa::path(post, path = "/internal/mirror-connections/validate", tag = "mirror-connections", operation_id = "validateConnection", security(("token" = [])),
+    request_body(content = ValidateRequest, example = json!({
+        "connector": "http-json",
+        "config": {"base_url": "https://orders.corp.example/api"},
+        "credentials": {"api_token": "0123456789abcdef"}
+    })),
     responses(
-        (status = 200, body = ValidateResponse, description = "Validated, or the reason it did not"),
-        (status = 400, body = ErrorBody), (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"), (status = 404, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 200, body = ValidateResponse, description = "Validated (`valid: true` and the account), or why not (`valid: false` and an error)"),
+        (status = 400, body = ErrorBody, description = "The body is not JSON (`malformed_json`)"),
+        (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"),
+        (status = 404, body = ErrorBody, description = "Unknown connector (`not_found`)"),
+        (status = 413, body = ErrorBody, description = "The body is over 1 MiB (`body_too_large`)"),
+        (status = 415, body = ErrorBody, description = "The body is not `application/json` (`unsupported_media_type`)"),
+        (status = 422, body = ErrorBody, description = "The body does not fit the schema, or a required credential is missing (`invalid_request`)"),
     ))]
 pub async fn validate(
     State(s): State<AppState>,
@@ -118,14 +150,13 @@ pub async fn validate(
 ) -> Result<Json<ValidateResponse>, ApiError> {
     let p = plugin(&s, &req.connector)?;
     let invalid = |code: &str, message: String| {
-        Json(ValidateResponse {
+        Json(ValidateResponse::Invalid(NotValidated {
             valid: false,
-            account: None,
-            error: Some(ValidationError {
+            error: ValidationError {
                 code: code.into(),
                 message,
-            }),
-        })
+            },
+        }))
     };
     if let Err(e) = check_request(&p, &Value::Object(Default::default()), &req.credentials)
         && !matches!(&e, SubmitError::Invalid { field, .. } if field.starts_with("config"))
@@ -141,11 +172,10 @@ pub async fn validate(
         ..Default::default()
     };
     Ok(match p.validate(&req.config, opts).await {
-        Ok(account) => Json(ValidateResponse {
+        Ok(account) => Json(ValidateResponse::Valid(Validated {
             valid: true,
-            account: Some(account),
-            error: None,
-        }),
+            account,
+        })),
         Err(CallError::Connector { code, message }) => invalid(code.as_str(), message),
         Err(e @ CallError::Deadline(_)) => invalid("unreachable", e.to_string()),
         Err(e) => invalid("internal", format!("connector failed: {e}")),
@@ -156,11 +186,17 @@ pub async fn validate(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRunRequest {
+    /// The backend's id of the connection; names the storage folder, one active run at a time.
+    #[schema(examples("conn-42"))]
     pub connection_id: String,
+    /// Connector id (`GET /internal/connectors`).
+    #[schema(examples("http-json"))]
     pub connector: String,
+    /// The connector's config: an object matching its `config_schema`. Default `{}`.
     #[serde(default = "empty_object")]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = crate::schema::free_object)]
     pub config: Value,
+    /// Credential values by the connector's secret names. Never logged or echoed.
     #[serde(default)]
     #[schema(value_type = BTreeMap<String, String>)]
     pub credentials: Credentials,
@@ -176,19 +212,38 @@ pub struct CreateRunRequest {
 /// `POST runs` answer.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct RunAccepted {
+    /// For `GET /internal/mirror-connections/runs/{run_id}` and `.../cancel`.
     pub run_id: String,
+    /// `queued` for a new run; a retried request with the same `Idempotency-Key` gets the run's
+    /// current status.
     pub status: sluice_runs::records::RunStatus,
 }
 
-#[utoipa::path(post, path = "/internal/mirror-connections/runs", tag = "mirror-connections", security(("token" = [])),
-    request_body = CreateRunRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "A retried POST with the same key returns the same run")),
+#[utoipa::path(post, path = "/internal/mirror-connections/runs", tag = "mirror-connections", operation_id = "createRun", security(("token" = [])),
+    request_body(content = CreateRunRequest, example = json!({
+        "connection_id": "conn-42",
+        "connector": "http-json",
+        "config": {"base_url": "https://orders.corp.example/api", "streams": [{"name": "orders", "path": "/orders"}]},
+        "credentials": {"api_token": "0123456789abcdef"},
+        "storage": {"bucket": "mirror-data", "prefix": "mirror"}
+    })),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255,
+        description = "A retried POST with the same key and the same body returns the same run (202); the same key with another body is refused (422, `idempotency_key_reused`)")),
     responses(
-        (status = 202, body = RunAccepted, description = "Queued"),
-        (status = 400, body = ErrorBody), (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "The connection already has an active run"),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 503, body = ErrorBody, description = "Run queue full (see Retry-After)"),
+        (status = 202, body = RunAccepted, description = "Queued (or, for a retried Idempotency-Key, the run it created)",
+            links(
+                ("getRun" = (operation_id = "getRun", parameters(("run_id" = "$response.body#/run_id")))),
+                ("cancelRun" = (operation_id = "cancelRun", parameters(("run_id" = "$response.body#/run_id")))),
+            )),
+        (status = 400, body = ErrorBody, description = "The body is not JSON (`malformed_json`)"),
+        (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"),
+        (status = 404, body = ErrorBody, description = "Unknown connector (`not_found`)"),
+        (status = 409, body = ErrorBody, description = "The connection already has an active run (`run_active`)"),
+        (status = 413, body = ErrorBody, description = "The body is over 1 MiB (`body_too_large`)"),
+        (status = 415, body = ErrorBody, description = "The body is not `application/json` (`unsupported_media_type`)"),
+        (status = 422, body = ErrorBody, description = "Refused before queueing (`invalid_request`: the body does not fit the schema, a credential is missing, the config fails the connector's schema (the detail names its path), an unknown stream, a bad connection_id, storage or Idempotency-Key; `idempotency_key_reused`: the key was used with another request)"),
+        (status = 503, body = ErrorBody, description = "The run queue is full (`queue_full`) or the service is shutting down (`shutting_down`); retry after Retry-After",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
     ))]
 pub async fn create_run(
     State(s): State<AppState>,
@@ -229,9 +284,15 @@ pub async fn create_run(
     ))
 }
 
-#[utoipa::path(get, path = "/internal/mirror-connections/runs/{run_id}", tag = "mirror-connections", security(("token" = [])),
-    params(("run_id" = String, Path)),
-    responses((status = 200, body = RunRecord), (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/internal/mirror-connections/runs/{run_id}", tag = "mirror-connections", operation_id = "getRun", security(("token" = [])),
+    params(("run_id" = String, Path, description = "`run_id` of `POST /internal/mirror-connections/runs`")),
+    responses(
+        (status = 200, body = RunRecord, description = "The run",
+            links(("cancelRun" = (operation_id = "cancelRun", parameters(("run_id" = "$response.body#/run_id")))))),
+        (status = 400, body = ErrorBody, description = "The path is not valid UTF-8 once decoded (`bad_path`)"),
+        (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"),
+        (status = 404, body = ErrorBody, description = "No run with this id (`not_found`)"),
+    ))]
 pub async fn get_run(
     State(s): State<AppState>,
     Path(run_id): Path<String>,
@@ -245,28 +306,39 @@ pub async fn get_run(
 /// `GET runs` query.
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct ListRunsQuery {
-    /// Only runs of this connection.
+    /// Only runs of this connection (all runs without it).
+    #[param(nullable = false)]
     pub connection_id: Option<String>,
 }
 
-/// `GET runs` answer, newest first.
+/// `GET runs` answer.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct RunList {
+    /// Newest first.
     pub runs: Vec<RunRecord>,
 }
 
-#[utoipa::path(get, path = "/internal/mirror-connections/runs", tag = "mirror-connections", security(("token" = [])),
+#[utoipa::path(get, path = "/internal/mirror-connections/runs", tag = "mirror-connections", operation_id = "listRuns", security(("token" = [])),
     params(ListRunsQuery),
-    responses((status = 200, body = RunList), (status = 400, body = ErrorBody), (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token")))]
+    responses(
+        (status = 200, body = RunList, description = "The runs, newest first"),
+        (status = 400, body = ErrorBody, description = "The query string does not parse, e.g. a repeated connection_id (`bad_query`)"),
+        (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"),
+    ))]
 pub async fn list_runs(State(s): State<AppState>, Query(q): Query<ListRunsQuery>) -> Json<RunList> {
     Json(RunList {
         runs: s.runs.list(q.connection_id.as_deref()),
     })
 }
 
-#[utoipa::path(post, path = "/internal/mirror-connections/runs/{run_id}/cancel", tag = "mirror-connections", security(("token" = [])),
-    params(("run_id" = String, Path)),
-    responses((status = 200, body = RunRecord, description = "Cancellation requested (or the run had already ended)"), (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/internal/mirror-connections/runs/{run_id}/cancel", tag = "mirror-connections", operation_id = "cancelRun", security(("token" = [])),
+    params(("run_id" = String, Path, description = "`run_id` of `POST /internal/mirror-connections/runs`")),
+    responses(
+        (status = 200, body = RunRecord, description = "Cancellation requested (the run ends `cancelled` at its next host call, committing nothing), or the run had already ended: the run as it is now"),
+        (status = 400, body = ErrorBody, description = "The path is not valid UTF-8 once decoded (`bad_path`)"),
+        (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"),
+        (status = 404, body = ErrorBody, description = "No run with this id (`not_found`)"),
+    ))]
 pub async fn cancel_run(
     State(s): State<AppState>,
     Path(run_id): Path<String>,
@@ -281,24 +353,37 @@ pub async fn cancel_run(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SchemaSyncRequest {
+    #[schema(examples("conn-42"))]
     pub connection_id: String,
+    /// Connector id (`GET /internal/connectors`).
+    #[schema(examples("http-json"))]
     pub connector: String,
-    /// With a config, the connector's `discover` adds streams that have no data yet.
-    #[schema(value_type = Option<Object>)]
+    /// With a config, the connector's `discover` adds streams that have no data yet (an object
+    /// matching the connector's `config_schema`).
+    #[schema(schema_with = crate::schema::nullable_free_object)]
     pub config: Option<Value>,
+    /// Credential values by secret name, for `discover`.
     #[serde(default)]
     #[schema(value_type = BTreeMap<String, String>)]
     pub credentials: Credentials,
     pub storage: StorageSpec,
 }
 
-#[utoipa::path(post, path = "/internal/mirror-connections/schema-sync", tag = "mirror-connections", security(("token" = [])),
-    request_body = SchemaSyncRequest,
+#[utoipa::path(post, path = "/internal/mirror-connections/schema-sync", tag = "mirror-connections", operation_id = "syncSchema", security(("token" = [])),
+    request_body(content = SchemaSyncRequest, example = json!({
+        "connection_id": "conn-42",
+        "connector": "http-json",
+        "storage": {"bucket": "mirror-data", "prefix": "mirror"}
+    })),
     responses(
-        (status = 200, body = Catalog),
-        (status = 400, body = ErrorBody), (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"), (status = 404, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 502, body = ErrorBody, description = "Storage or the connector failed"),
+        (status = 200, body = Catalog, description = "The catalog, also written to `{prefix}/{connection_id}/_schema.json`"),
+        (status = 400, body = ErrorBody, description = "The body is not JSON (`malformed_json`)"),
+        (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"),
+        (status = 404, body = ErrorBody, description = "Unknown connector (`not_found`)"),
+        (status = 413, body = ErrorBody, description = "The body is over 1 MiB (`body_too_large`)"),
+        (status = 415, body = ErrorBody, description = "The body is not `application/json` (`unsupported_media_type`)"),
+        (status = 422, body = ErrorBody, description = "The body does not fit the schema, a bad connection_id or storage, or the config fails the connector's schema (`invalid_request`)"),
+        (status = 502, body = ErrorBody, description = "Storage (`storage_error`) or the connector's discover (`connector_error`) failed"),
     ))]
 pub async fn schema_sync(
     State(s): State<AppState>,

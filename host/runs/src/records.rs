@@ -37,18 +37,30 @@ pub struct RunErrorInfo {
 pub struct RunRecord {
     pub run_id: String,
     pub connection_id: String,
+    /// Connector id.
     pub connector: String,
+    /// Version of the connector the run was submitted to (null if unknown).
+    #[schema(required = true)]
     pub connector_version: Option<String>,
     pub status: RunStatus,
     pub full_refresh: bool,
     /// Streams requested (empty: all).
     pub requested_streams: Vec<String>,
+    /// Counters per stream, by stream name.
     pub streams: BTreeMap<String, StreamStats>,
     pub bucket: String,
     pub prefix: String,
+    /// When the run was accepted (RFC 3339, UTC).
+    #[schema(format = DateTime)]
     pub created_at: String,
+    /// When it started executing (null while queued).
+    #[schema(required = true, format = DateTime)]
     pub started_at: Option<String>,
+    /// When it ended (null while queued or running).
+    #[schema(required = true, format = DateTime)]
     pub finished_at: Option<String>,
+    /// Why it failed or was cancelled (null otherwise).
+    #[schema(required = true)]
     pub error: Option<RunErrorInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(ignore)]
