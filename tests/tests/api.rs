@@ -362,6 +362,18 @@ async fn auth_health_ping_and_connectors() {
             "{path}: {body}"
         );
     }
+    // A method a route does not serve: JSON too.
+    for r in [
+        svc.post("/internal/connectors").send().await.unwrap(),
+        svc.get("/internal/mirror-connections/validate")
+            .send()
+            .await
+            .unwrap(),
+    ] {
+        assert_eq!(r.status(), 405);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "method_not_allowed", "{body}");
+    }
 
     let doc: Value = c
         .get(format!("{}/openapi.json", svc.base))

@@ -132,3 +132,12 @@ impl From<QueryRejection> for ApiError {
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
 }
+
+/// A known route asked with a method it does not serve: the JSON error, like every other.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not serve that method",
+    )
+}

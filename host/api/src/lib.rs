@@ -68,7 +68,8 @@ pub fn router(state: AppState) -> Router {
         .route("/mirror-connections/schema-sync", post(mirror::schema_sync))
         .route("/connectors", get(connectors::list))
         .route("/connectors/{id}", get(connectors::get_one))
-        .fallback(error::not_found);
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed);
     // The token is checked on the path, before routing: every `/internal` path, routed or not,
     // answers 401 without it, so the routes cannot be discovered without the token.
     Router::new()
@@ -77,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::serve))
         .nest("/internal", internal)
         .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
