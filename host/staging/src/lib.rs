@@ -27,6 +27,13 @@ pub const SEQ_COLUMN: &str = "_sluice_seq";
 pub const EXTRA_COLUMN: &str = "_sluice_extra";
 pub const RUN_ID_COLUMN: &str = "_sluice_run_id";
 pub const EXTRACTED_AT_COLUMN: &str = "_sluice_extracted_at";
+/// The largest record staging accepts, in bytes of JSON. Larger ones are refused at emit (the
+/// plugin gets `invalid-record`), so that nothing accepted can fail the conversion: DuckDB's
+/// JSON reader takes objects up to [`MAX_LINE_BYTES`], and a staged line can be twice its
+/// record (JSON values travel escaped, see `encode_line`).
+pub const MAX_RECORD_BYTES: usize = 8 << 20;
+/// The longest staged line DuckDB is told to expect (its `maximum_object_size`).
+const MAX_LINE_BYTES: usize = 2 * MAX_RECORD_BYTES + (1 << 20);
 /// Values that did not fit their declared column, as `{"column": original JSON}` (or NULL).
 pub const ERRORS_COLUMN: &str = "_sluice_errors";
 
@@ -516,6 +523,12 @@ fn encode_line(
     record: &str,
     declared: &HashMap<String, Fit>,
 ) -> Result<bool, String> {
+    if record.len() > MAX_RECORD_BYTES {
+        return Err(format!(
+            "record of {} bytes; at most {MAX_RECORD_BYTES} are accepted",
+            record.len()
+        ));
+    }
     let fields: Vec<(Cow<'_, str>, &RawValue)> = parse_object(record)?;
     let fits = fields.iter().all(|(k, v)| {
         declared
@@ -699,7 +712,7 @@ fn copy_sql(
     select.push(ident(SEQ_COLUMN));
     ConvertSql {
         select: format!(
-            "SELECT {select} FROM read_json('{input}', format='newline_delimited', columns={{{types}}})",
+            "SELECT {select} FROM read_json('{input}', format='newline_delimited', maximum_object_size={MAX_LINE_BYTES}, columns={{{types}}})",
             select = select.join(", "),
             input = sql_str(&input.to_string_lossy()),
             types = types.join(", "),

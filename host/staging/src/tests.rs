@@ -487,3 +487,22 @@ fn json_values_keep_every_byte() {
     assert_eq!(tags, "[1.50,0.1000000000000000055511151231257827,1e400]");
     assert_eq!(extra, r#"{"x":{"d":18446744073709551616,"e":-0.0}}"#);
 }
+
+/// The largest record emit accepts converts, escaped JSON and all; a larger one is refused at
+/// emit, so nothing accepted can fail later.
+#[test]
+fn the_largest_accepted_record_converts_and_a_larger_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StagingConfig::new(dir.path());
+    let mut stage = RunStage::begin(&cfg, "big", &[stream()]).unwrap();
+    // Quotes double when the undeclared field travels escaped.
+    let filler = "\"".repeat((MAX_RECORD_BYTES - 100) / 2);
+    let rec = json!({"id": 1, "blob": filler}).to_string();
+    assert!(rec.len() <= MAX_RECORD_BYTES, "{}", rec.len());
+    stage.append("items", &[rec]).unwrap();
+    let too_big = json!({"id": 2, "blob": "x".repeat(MAX_RECORD_BYTES)}).to_string();
+    let err = stage.append("items", &[too_big]).unwrap_err();
+    assert!(matches!(err, StagingError::BadRecord { .. }), "{err}");
+    let staged = stage.finish("2024-05-01T00:00:00Z").unwrap();
+    assert_eq!(staged.streams[0].files[0].rows, 1);
+}
