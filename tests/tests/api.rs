@@ -485,7 +485,7 @@ async fn validate_maps_upstream_answers_to_codes() {
     let r = svc
         .post("/internal/mirror-connections/validate")
         .header("content-type", "application/json")
-        .body(vec![b' '; 2 << 20])
+        .body(vec![b' '; 200 << 10])
         .checked()
         .await;
     assert_eq!(r.status(), 413);
@@ -634,6 +634,30 @@ async fn admission_conflicts_idempotency_cancel_and_queue() {
     let body: Value = reused.json().await.unwrap();
     assert_eq!(body["code"], "idempotency_key_reused", "{body}");
     assert!(body["detail"].as_str().unwrap().contains(&first), "{body}");
+    // A config over 64 KiB of JSON is refused (a 1 MiB one, parsed and held by every waiting
+    // request, took the service past 900 MiB when 20 came at once); a body over 128 KiB is 413.
+    let mut huge = looping("c-huge");
+    huge["config"]["padding"] = json!("x".repeat(70_000));
+    let r = svc
+        .post("/internal/mirror-connections/runs")
+        .json(&huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["detail"].as_str().unwrap().contains("at most 65536"),
+        "{body}"
+    );
+    huge["config"]["padding"] = json!("x".repeat(200_000));
+    let r = svc
+        .post("/internal/mirror-connections/runs")
+        .json(&huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
     // An unknown stream is refused at submit, naming the streams there are.
     let mut typo = looping("c-typo");
     typo["streams"] = json!(["itemz"]);
@@ -749,11 +773,19 @@ async fn a_run_in_flight_when_the_service_dies_is_reported_failed() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let staging = root.path().join("data/staging");
+    assert!(
+        staging.join(&run_id).is_dir(),
+        "the running run stages under {}",
+        staging.display()
+    );
     svc.signal("KILL");
     let svc = Service::start(&root.path().join("data"), &root.path().join("plugins"), &[]).await;
     let r: Value = run_record(&svc, &run_id).await;
     assert_eq!(r["status"], "failed", "{r}");
     assert_eq!(r["error"]["code"], "interrupted");
+    // What the killed process staged is removed at start (it would hold disk outside quotas).
+    assert!(!staging.join(&run_id).exists(), "stale staging left behind");
     // The connection is free again.
     let r = svc.post("/internal/mirror-connections/runs").json(&json!({"connection_id": "c1", "connector": "probe", "config": {"count": 5}, "credentials": {"token": "t"}, "storage": storage()})).checked().await;
     assert_eq!(r.status(), 202);

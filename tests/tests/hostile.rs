@@ -239,11 +239,12 @@ async fn hostile_plugins_are_contained_and_delay_no_other_call() {
     let spin = tokio::spawn({
         let (base, token) = (svc.base.clone(), svc.token.clone());
         async move {
-            for mode in ["spin", "log_flood"] {
+            // A flood of empty lines must run out of budget too: lines cost their framing.
+            for (mode, bytes) in [("spin", 4096), ("log_flood", 4096), ("log_flood", 0)] {
                 reqwest::Client::new()
                     .post(format!("{base}/internal/mirror-connections/validate"))
                     .header("x-connect-service-token", &token)
-                    .json(&json!({"connector": "hostile", "config": {"mode": mode, "bytes": 4096}, "credentials": {"token": SECRET}}))
+                    .json(&json!({"connector": "hostile", "config": {"mode": mode, "bytes": bytes}, "credentials": {"token": SECRET}}))
                     .send()
                     .await
                     .unwrap();

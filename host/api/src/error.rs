@@ -83,7 +83,7 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::JsonDataError(e) => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_request",
-                e.body_text(),
+                without_values(&e.body_text()),
             ),
             JsonRejection::JsonSyntaxError(e) => {
                 Self::new(StatusCode::BAD_REQUEST, "malformed_json", e.body_text())
@@ -129,6 +129,29 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
+/// A deserialization message without the values it quotes: serde echoes the offending string
+/// (`invalid type: string "…", expected a map`), and the string may be a credential a client
+/// sent in the wrong shape. Field names (quoted with backticks) stay.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut in_value = false;
+    for c in message.chars() {
+        match (c, in_value) {
+            ('"', false) => {
+                in_value = true;
+                out.push_str("\"…");
+            }
+            ('"', true) => {
+                in_value = false;
+                out.push('"');
+            }
+            (_, true) => {}
+            (c, false) => out.push(c),
+        }
+    }
+    out
+}
+
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
 }
@@ -140,4 +163,22 @@ pub async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this route does not serve that method",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rejected_values_are_not_echoed() {
+        let m = r#"credentials: invalid type: string "SECRETASSTRING123", expected a map at line 1 column 40"#;
+        let out = super::without_values(m);
+        assert!(!out.contains("SECRETASSTRING123"), "{out}");
+        assert!(
+            out.starts_with("credentials: invalid type: string"),
+            "{out}"
+        );
+        assert_eq!(
+            super::without_values("unknown field `x`"),
+            "unknown field `x`"
+        );
+    }
 }

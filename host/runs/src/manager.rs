@@ -141,8 +141,20 @@ pub fn check_streams(plugin: &Plugin, streams: &[String]) -> Result<(), SubmitEr
     Ok(())
 }
 
+/// The largest config accepted, in bytes of JSON. Configs are a few hundred bytes; a request
+/// body may be 1 MiB, but a megabyte of JSON parsed, checked and held by every waiting call or
+/// queued run is tens of MiB each (found by sending 20 at once).
+pub const MAX_CONFIG_BYTES: usize = 64 << 10;
+
 /// Checks a config against the connector's config JSON Schema; names the failing path.
 pub fn check_config(plugin: &Plugin, config: &Value) -> Result<(), SubmitError> {
+    let size = config.to_string().len();
+    if size > MAX_CONFIG_BYTES {
+        return Err(SubmitError::Invalid {
+            field: "config".into(),
+            message: format!("config is {size} bytes of JSON; at most {MAX_CONFIG_BYTES}"),
+        });
+    }
     let validator = jsonschema::validator_for(&plugin.manifest().config_schema).map_err(|e| {
         SubmitError::Invalid {
             field: "config".into(),

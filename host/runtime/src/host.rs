@@ -19,6 +19,10 @@ use crate::outbound::{Outbound, OutboundError, OutboundRequest, plugin_headers};
 use crate::policy::Destinations;
 use crate::redact::Redactor;
 
+/// What one plugin log line costs beyond its message and fields: timestamp, level, plugin,
+/// version, run and connection labels, JSON framing (~250 bytes in the JSON format).
+const LOG_LINE_OVERHEAD: usize = 256;
+
 /// Most secret headers one request may ask for (a manifest declares a handful of secrets).
 const MAX_SECRET_HEADERS: usize = 16;
 
@@ -241,7 +245,9 @@ impl HostState {
         let limits = &self.call.log;
         let message = truncate(message, limits.line_bytes);
         let fields = truncate(fields, limits.line_bytes);
-        let cost = (message.len() + fields.len()) as u64;
+        // What a line really costs the log: its text and the labels and framing around it, so
+        // that a flood of empty lines runs out of budget too.
+        let cost = (message.len() + fields.len() + LOG_LINE_OVERHEAD) as u64;
         let call_ok = self.log_use.bytes.saturating_add(cost) <= limits.call_bytes;
         let run_ok = call_ok && limits.run.as_ref().is_none_or(|b| b.take(cost));
         if !run_ok {
@@ -610,20 +616,20 @@ impl log::Host for HostState {
         self.check_cancel()?;
         let line_bytes = self.call.log.line_bytes;
         let secrets = &self.call.secrets;
-        // Field names are plugin text too: redacted like the values. Each part is cut first,
-        // so that a huge field costs no more than its share of a line.
+        // Field names are plugin text too: redacted like the values. Each part is cut to the
+        // line limit plus the longest secret form, then redacted, then cut to the limit: a huge
+        // field costs no more than its share of a line, and no cut leaves part of a secret.
+        let clean = |text: &str| {
+            let margin = secrets.redactor().longest_form();
+            let redacted = secrets.redact(&truncate(text, line_bytes.saturating_add(margin)));
+            truncate(&redacted, line_bytes).into_owned()
+        };
         let fields = fields
             .iter()
-            .map(|(k, v)| {
-                format!(
-                    "{}={}",
-                    secrets.redact(&truncate(k, line_bytes)),
-                    secrets.redact(&truncate(v, line_bytes))
-                )
-            })
+            .map(|(k, v)| format!("{}={}", clean(k), clean(v)))
             .collect::<Vec<_>>()
             .join(" ");
-        let message = secrets.redact(&truncate(&message, line_bytes));
+        let message = clean(&message);
         self.log_event(level, &message, &fields);
         Ok(())
     }

@@ -17,8 +17,9 @@ use serde_json::Value;
 
 /// What replaces a secret.
 pub const MASK: &str = "[redacted]";
-/// Shorter secret values are not redacted.
-pub const MIN_SECRET_LEN: usize = 4;
+/// Shorter secret values are not redacted: masking a short word (`cursor`, `items`) would
+/// rewrite state keys, stream and column names that merely contain it. Real tokens are longer.
+pub const MIN_SECRET_LEN: usize = 8;
 
 /// Replaces the values of one call's secrets, in every encoding listed in the module doc.
 /// Cheap to clone.
@@ -51,6 +52,11 @@ impl Redactor {
         Self {
             needles: needles.into(),
         }
+    }
+
+    /// Bytes of the longest form searched for (0 when there is none).
+    pub fn longest_form(&self) -> usize {
+        self.needles.first().map_or(0, String::len)
     }
 
     /// True when there is nothing to redact.
@@ -100,12 +106,40 @@ impl Redactor {
 /// The forms of `secret` a plugin could hide it in (see the module doc).
 fn encodings(secret: &str) -> Vec<String> {
     let mut out = vec![secret.to_string()];
-    if let Ok(json) = serde_json::to_string(secret) {
-        out.push(json[1..json.len() - 1].to_string());
+    // URL hosts are lower-cased by parsers, and a percent-encoded secret may be decoded by one.
+    out.push(secret.to_lowercase());
+    if let Ok(decoded) = percent_encoding::percent_decode_str(secret).decode_utf8() {
+        out.push(decoded.into_owned());
     }
-    let pct = utf8_percent_encode(secret, NON_ALPHANUMERIC).to_string();
-    out.push(pct.to_lowercase_hex());
-    out.push(pct);
+    if let Ok(json) = serde_json::to_string(secret) {
+        let json = json[1..json.len() - 1].to_string();
+        // Other JSON encoders also escape `/` (PHP) and `<`, `>`, `&` (Go), or every character.
+        out.push(json.replace('/', "\\/"));
+        out.push(
+            json.replace('&', "\\u0026")
+                .replace('<', "\\u003c")
+                .replace('>', "\\u003e"),
+        );
+        out.push(json);
+    }
+    out.push(
+        secret
+            .encode_utf16()
+            .map(|u| format!("\\u{u:04x}"))
+            .collect(),
+    );
+    // Percent-encoders differ in what they leave alone: everything but alphanumerics, or
+    // RFC 3986's unreserved characters too; hex digits in either case.
+    const UNRESERVED: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    for set in [NON_ALPHANUMERIC, UNRESERVED] {
+        let pct = utf8_percent_encode(secret, set).to_string();
+        out.push(pct.to_lowercase_hex());
+        out.push(pct);
+    }
     out.push(url::form_urlencoded::byte_serialize(secret.as_bytes()).collect());
     let bytes = secret.as_bytes();
     for align in 0..3usize {
@@ -217,9 +251,30 @@ mod tests {
 
     #[test]
     fn short_values_are_left_alone() {
-        let r = Redactor::new(["abc"]);
+        // A short token would otherwise rewrite state keys and names that merely contain it.
+        let r = Redactor::new(["cursor"]);
         assert!(r.is_empty());
-        assert_eq!(r.redact("abcabc"), "abcabc");
+        assert_eq!(r.redact(r#"{"cursor":12}"#), r#"{"cursor":12}"#);
+    }
+
+    #[test]
+    fn forms_that_other_encoders_and_url_parsers_produce_are_masked() {
+        let secret = "Zq8Kw3+Xv/Jp&T-y~Rb";
+        let r = Redactor::new([secret]);
+        for text in [
+            "https://zq8kw3+xv/jp&t-y~rb.example.invalid".to_string(),
+            r"Zq8Kw3+Xv\/Jp&T-y~Rb".to_string(),
+            r"Zq8Kw3+Xv/Jp\u0026T-y~Rb".to_string(),
+            secret
+                .chars()
+                .map(|c| format!("\\u{:04x}", c as u32))
+                .collect(),
+            "Zq8Kw3%2bXv%2fJp%26T-y~Rb".to_string(),
+        ] {
+            assert!(r.redact(&text).contains(MASK), "not masked: {text}");
+        }
+        let pct = Redactor::new(["sec%41ret_pct_value"]);
+        assert!(pct.redact("secAret_pct_value").contains(MASK));
     }
 
     #[test]

@@ -143,6 +143,7 @@ async fn serve(cfg: ServeConfig, warnings: Vec<String>) -> anyhow::Result<()> {
         .with_context(|| format!("creating PLUGINS_DIR {}", cfg.plugins_dir.display()))?;
     let registry = Registry::new(runtime, cfg.plugins_dir.clone());
     let book = RunBook::open(cfg.data_dir.join("runs")).context("opening run records")?;
+    clear_staging(&cfg.staging_dir());
     let mut staging = StagingConfig::new(cfg.staging_dir());
     staging.memory_limit_mib = cfg.duckdb_memory_mib;
     staging.run_quota_bytes = cfg.staging_run_quota_mib << 20;
@@ -238,6 +239,29 @@ fn http_limits(cfg: &ServeConfig) -> sluice_api::server::ServeLimits {
     sluice_api::server::ServeLimits {
         header_read_timeout: Duration::from_secs(cfg.header_read_timeout_secs),
         max_connections,
+    }
+}
+
+/// Removes what runs of an earlier process left in the staging directory: no run is active
+/// when the service starts (runs in flight then are reported `interrupted`), so all of it is
+/// garbage, and it would otherwise hold disk outside every quota.
+fn clear_staging(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match removed {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "removed staging left by an earlier process")
+            }
+            Err(e) => tracing::warn!(path = %path.display(), "cannot remove old staging: {e}"),
+        }
     }
 }
 
