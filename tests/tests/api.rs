@@ -654,6 +654,40 @@ async fn admission_conflicts_idempotency_cancel_and_queue() {
             );
         }
     }
+    // An empty required credential, and a storage prefix no key could hold, are refused at once.
+    let mut empty = looping("c-empty");
+    empty["credentials"]["token"] = json!("");
+    let r = svc
+        .post("/internal/mirror-connections/runs")
+        .json(&empty)
+        .checked()
+        .await;
+    assert_eq!(r.status(), 422);
+    let mut long = looping("c-long");
+    long["storage"]["prefix"] = json!("p/".repeat(300));
+    let r = svc
+        .post("/internal/mirror-connections/runs")
+        .json(&long)
+        .checked()
+        .await;
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("storage.prefix"),
+        "{body}"
+    );
+    // Two token headers, one of them right, are refused.
+    let r = reqwest::Client::new()
+        .get(format!("{}/internal/connectors", svc.base))
+        .header("x-connect-service-token", &svc.token)
+        .header("x-connect-service-token", "wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     // An unknown stream is refused at submit, naming the streams there are.
     let mut typo = looping("c-typo");
     typo["streams"] = json!(["itemz"]);

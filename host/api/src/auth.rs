@@ -31,10 +31,13 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
     if !(path == "/internal" || path.starts_with("/internal/")) {
         return next.run(req).await;
     }
-    let ok = req
-        .headers()
-        .get("x-connect-service-token")
-        .is_some_and(|v| state.token.matches(v.as_bytes()));
+    // Exactly one token header, and the right one: a request that carries a wrong one beside
+    // it is refused too.
+    let mut presented = req.headers().get_all("x-connect-service-token").iter();
+    let ok = match (presented.next(), presented.next()) {
+        (Some(v), None) => state.token.matches(v.as_bytes()),
+        _ => false,
+    };
     if !ok {
         return (
             StatusCode::UNAUTHORIZED,

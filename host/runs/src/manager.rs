@@ -93,10 +93,10 @@ pub fn check_request(
 ) -> Result<(), SubmitError> {
     let m = plugin.manifest();
     for s in &m.secrets {
-        if s.required && !credentials.contains_key(&s.name) {
+        if s.required && credentials.get(&s.name).is_none_or(|v| v.trim().is_empty()) {
             return Err(SubmitError::Invalid {
                 field: format!("credentials.{}", s.name),
-                message: format!("required secret {:?} is missing", s.name),
+                message: format!("required secret {:?} is missing or empty", s.name),
             });
         }
     }
@@ -247,9 +247,15 @@ impl RunManager {
         check_request(&plugin, &req.config, &req.credentials)?;
         check_streams(&plugin, &req.streams)?;
         let layout = Layout::new(&req.storage.prefix, &req.connection_id).map_err(|e| {
+            let message = e.to_string();
+            let field = if message.contains("prefix") {
+                "storage.prefix"
+            } else {
+                "connection_id"
+            };
             SubmitError::Invalid {
-                field: "connection_id".into(),
-                message: e.to_string(),
+                field: field.into(),
+                message,
             }
         })?;
         let store = req

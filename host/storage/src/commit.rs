@@ -21,6 +21,9 @@ use crate::{StorageError, Store};
 /// Format version of the JSON documents below.
 pub const FORMAT: u32 = 1;
 
+/// The longest storage prefix accepted, in bytes (S3 keys are at most 1024).
+pub const MAX_PREFIX_BYTES: usize = 512;
+
 /// Where one connection's objects live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -29,6 +32,8 @@ pub struct Layout {
 
 impl Layout {
     /// `prefix` may be empty; `connection_id` must be a safe path segment.
+    /// Errors: a connection id outside `[A-Za-z0-9._-]{1,128}`, a prefix with `.`/`..` segments,
+    /// or a prefix over [`MAX_PREFIX_BYTES`] (200 per segment).
     pub fn new(prefix: &str, connection_id: &str) -> Result<Self, StorageError> {
         if !is_segment(connection_id) {
             return Err(StorageError::Invalid(format!(
@@ -39,6 +44,14 @@ impl Layout {
         if prefix.split('/').any(|p| p == ".." || p == ".") {
             return Err(StorageError::Invalid(format!(
                 "prefix {prefix:?} may not contain . or .. segments"
+            )));
+        }
+        // S3 keys are at most 1024 bytes, and a local file name 255: leave room for the
+        // connection, stream and run parts of every key.
+        if prefix.len() > MAX_PREFIX_BYTES || prefix.split('/').any(|p| p.len() > 200) {
+            return Err(StorageError::Invalid(format!(
+                "prefix is {} bytes; at most {MAX_PREFIX_BYTES}, and 200 per segment",
+                prefix.len()
             )));
         }
         let base = if prefix.is_empty() {
