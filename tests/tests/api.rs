@@ -803,7 +803,14 @@ async fn a_run_in_flight_when_the_service_dies_is_reported_failed() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // "running" is reported before the run's staging is made (discover comes first): wait for it.
     let staging = root.path().join("data/staging");
+    for _ in 0..200 {
+        if staging.join(&run_id).is_dir() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     assert!(
         staging.join(&run_id).is_dir(),
         "the running run stages under {}",
