@@ -508,7 +508,7 @@ async fn calls_wait_for_their_share_of_the_memory_budget() {
         .unwrap_err();
     assert!(matches!(e, sluice_runtime::CallError::Deadline(_)), "{e}");
     assert!(
-        t.elapsed() < Duration::from_millis(400),
+        t.elapsed() < Duration::from_secs(2),
         "{:?}",
         t.elapsed()
     );
