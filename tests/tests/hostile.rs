@@ -507,11 +507,7 @@ async fn calls_wait_for_their_share_of_the_memory_budget() {
         .await
         .unwrap_err();
     assert!(matches!(e, sluice_runtime::CallError::Deadline(_)), "{e}");
-    assert!(
-        t.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     // Long enough: it runs once the spinner's share is back.
     let t = Instant::now();
     p.validate(&json!({"action": "ok"}), opts(3000))
