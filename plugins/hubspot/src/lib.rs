@@ -1,0 +1,865 @@
+//! `hubspot`: HubSpot CRM v3 — contacts, companies, deals, tickets (with every property),
+//! owners, deal and ticket pipelines (with their stages), and the associations between
+//! contacts, companies and deals.
+//!
+//! Requests go to `{api_url}` (default `https://api.hubapi.com`) with the `token` secret (a
+//! private-app or OAuth access token) injected by the host as `Authorization: Bearer …`. The
+//! host paces, retries and waits out HubSpot's 429s (`policyName` `TEN_SECONDLY_ROLLING`,
+//! `SECONDLY`, `DAILY`; no `Retry-After`), and spaces search requests (HubSpot allows about
+//! five per second per account); a 429 it hands back is `rate-limited` ([`errors`]).
+//!
+//! - `validate`: `GET /account-info/v3/details` (portal id, time zone, currency; "Account
+//!   information API") and one cheap read per configured stream; a `MISSING_SCOPES` 403 names
+//!   the scope the stream needs.
+//! - `discover`: every property of each object type (`GET /crm/v3/properties/{objectType}`)
+//!   becomes a column typed from the property's `type` ([`props`]); a property added upstream
+//!   is a column of the next run, with no code change.
+//! - object streams are incremental through the search API ([`search`]: a window of
+//!   modification times, keyset-paged on `hs_object_id`, checkpointed per page). Archived
+//!   (deleted) records are read with `GET /crm/v3/objects/{objectType}?archived=true` and
+//!   emitted as they come, `archived: true` with `archivedAt`: the deletion marker.
+//! - owners, pipelines and associations are read whole each run (full refresh). The
+//!   `associations` stream holds one row per pair, from the list endpoint's `associations`
+//!   parameter (contacts → companies and deals, companies → deals); a pair removed upstream
+//!   stays in earlier runs' rows.
+//!
+//! Deals are addressed by their object type id, `0-3` (`/crm/v3/objects/0-3`), as HubSpot's
+//! deals OpenAPI description does; HubSpot accepts the id wherever a name is accepted.
+
+mod errors;
+mod props;
+mod search;
+mod time;
+
+use serde::Deserialize;
+use sluice_sdk::http::{Request, Response};
+use sluice_sdk::records::Batcher;
+use sluice_sdk::serde_json::{Map, Value};
+use sluice_sdk::{
+    Connector, ConnectorError, Manifest, Result, StreamSpec, SyncRequest, json, log, parse_config,
+};
+
+use errors::{hubspot_error, is_missing_scopes, missing_scopes};
+use props::{Property, object_schema, parse_properties, record};
+use search::{ObjectState, Window, id_after, search_body};
+
+const TOKEN: &str = "token";
+const DEFAULT_API_URL: &str = "https://api.hubapi.com";
+const OWNERS: &str = "owners";
+const DEAL_PIPELINES: &str = "deal_pipelines";
+const TICKET_PIPELINES: &str = "ticket_pipelines";
+const ASSOCIATIONS: &str = "associations";
+/// Page size of the list endpoints (HubSpot's maximum for `GET /crm/v3/objects/*` and owners).
+const LIST_LIMIT: &str = "100";
+
+/// A CRM object type read as a stream.
+#[derive(Debug, Clone, Copy)]
+struct Object {
+    /// The stream name (also HubSpot's object name, used for properties and associations).
+    stream: &'static str,
+    /// The `{objectType}` of `/crm/v3/objects/{objectType}` in HubSpot's OpenAPI description.
+    path: &'static str,
+    /// The last-modified property search filters on ("CRM API | Search": `lastmodifieddate`
+    /// for contacts, `hs_lastmodifieddate` for the others).
+    modified: &'static str,
+}
+
+const OBJECTS: [Object; 4] = [
+    Object {
+        stream: "contacts",
+        path: "contacts",
+        modified: "lastmodifieddate",
+    },
+    Object {
+        stream: "companies",
+        path: "companies",
+        modified: "hs_lastmodifieddate",
+    },
+    Object {
+        stream: "deals",
+        path: "0-3",
+        modified: "hs_lastmodifieddate",
+    },
+    Object {
+        stream: "tickets",
+        path: "tickets",
+        modified: "hs_lastmodifieddate",
+    },
+];
+
+/// Every stream, in sync order.
+const STREAMS: [&str; 8] = [
+    "contacts",
+    "companies",
+    "deals",
+    "tickets",
+    OWNERS,
+    DEAL_PIPELINES,
+    TICKET_PIPELINES,
+    ASSOCIATIONS,
+];
+
+/// Association pairs read: from an object type to the others, by list `associations` name.
+const ASSOCIATION_PAIRS: [(&str, &[&str]); 2] = [
+    ("contacts", &["companies", "deals"]),
+    ("companies", &["deals"]),
+];
+
+struct Hubspot;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    api_url: Option<String>,
+    #[serde(default)]
+    start_date: Option<String>,
+    #[serde(default)]
+    lookback_seconds: Option<u32>,
+    #[serde(default)]
+    streams: Option<Vec<String>>,
+}
+
+/// A checked config.
+#[derive(Debug)]
+struct Config {
+    /// API root without a trailing slash.
+    api: String,
+    /// First sync: only records modified at or after this (epoch ms).
+    start: Option<i64>,
+    /// How far before the last window's end the next one starts (search index lag).
+    lookback_ms: i64,
+    /// The streams `validate` checks.
+    streams: Vec<&'static str>,
+}
+
+impl Config {
+    fn load(config: &Value) -> Result<Self> {
+        let raw: RawConfig = parse_config(config)?;
+        let invalid = |m: String| Err(ConnectorError::invalid_config(m));
+        let api = raw.api_url.as_deref().unwrap_or(DEFAULT_API_URL);
+        if !(api.starts_with("https://") || api.starts_with("http://")) {
+            return invalid(format!("api_url {api:?} must be an http(s) URL"));
+        }
+        let start = match raw.start_date.as_deref() {
+            None => None,
+            Some(s) => match time::parse_ms(s) {
+                Some(ms) => Some(ms),
+                None => return invalid(format!("start_date {s:?} is not an ISO 8601 date")),
+            },
+        };
+        let lookback = raw.lookback_seconds.unwrap_or(300);
+        if lookback > 86_400 {
+            return invalid(format!("lookback_seconds {lookback} must be at most 86400"));
+        }
+        let mut streams = Vec::new();
+        for name in raw
+            .streams
+            .unwrap_or_else(|| STREAMS.iter().map(|s| s.to_string()).collect())
+        {
+            match STREAMS.iter().find(|s| **s == name) {
+                Some(s) => streams.push(*s),
+                None => {
+                    return invalid(format!(
+                        "streams: {name:?} is not one of {}",
+                        STREAMS.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(Self {
+            api: api.trim_end_matches('/').to_string(),
+            start,
+            lookback_ms: i64::from(lookback) * 1000,
+            streams,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.api)
+    }
+
+    /// `GET {api}{path}?params` with the token.
+    fn get(&self, path: &str, params: &[(&str, &str)]) -> Result<Response> {
+        let mut request = Request::get(self.url(path));
+        for (name, value) in params {
+            request = request.query(name, value);
+        }
+        Ok(request.bearer_secret(TOKEN).send()?)
+    }
+}
+
+/// The JSON body of a 2xx answer, else the error it means ([`errors::hubspot_error`]).
+fn check(response: Response, what: &str) -> Result<Value> {
+    if response.is_success() {
+        return response.json();
+    }
+    let body: Value = sluice_sdk::serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+    Err(hubspot_error(response.status, &body, what))
+}
+
+/// Reads every page of a list endpoint (`results`, next cursor in `paging.next.after`,
+/// absent on the last page), handing each result to `each`.
+fn list(
+    config: &Config,
+    path: &str,
+    params: &[(&str, &str)],
+    what: &str,
+    mut each: impl FnMut(&Value) -> Result<()>,
+) -> Result<()> {
+    let mut after: Option<String> = None;
+    loop {
+        let mut all = params.to_vec();
+        if let Some(a) = &after {
+            all.push(("after", a));
+        }
+        let page = check(config.get(path, &all)?, what)?;
+        for item in page
+            .get("results")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            each(item)?;
+        }
+        let next = page.pointer("/paging/next/after").and_then(Value::as_str);
+        match next {
+            Some(n) if after.as_deref() != Some(n) => after = Some(n.to_string()),
+            Some(_) => {
+                log::warn("paging cursor repeats; stopping", &[("what", what)]);
+                return Ok(());
+            }
+            None => return Ok(()),
+        }
+    }
+}
+
+/// The object type's properties and HubSpot's clock (`Date`, epoch ms) when it answered.
+fn properties(config: &Config, object: &Object) -> Result<(Vec<Property>, Option<i64>)> {
+    let response = config.get(&format!("/crm/v3/properties/{}", object.stream), &[])?;
+    let now = response.header("date").and_then(time::parse_http_date);
+    let body = check(response, &format!("properties of {}", object.stream))?;
+    Ok((parse_properties(&body)?, now))
+}
+
+/// The cheap read that tells whether the token may read `stream` (and which scope it lacks).
+fn probe_path(stream: &str) -> (String, &'static [(&'static str, &'static str)]) {
+    const ONE: &[(&str, &str)] = &[("limit", "1")];
+    match stream {
+        OWNERS => ("/crm/v3/owners".into(), ONE),
+        DEAL_PIPELINES => ("/crm/v3/pipelines/deals".into(), &[]),
+        TICKET_PIPELINES => ("/crm/v3/pipelines/tickets".into(), &[]),
+        _ => {
+            let path = OBJECTS
+                .iter()
+                .find(|o| o.stream == stream)
+                .map_or("contacts", |o| o.path);
+            (format!("/crm/v3/objects/{path}"), ONE)
+        }
+    }
+}
+
+/// The probes a stream needs: its own, or for `associations` those of the three object types.
+fn probes(stream: &str) -> Vec<&'static str> {
+    match stream {
+        ASSOCIATIONS => vec!["contacts", "companies", "deals"],
+        _ => STREAMS.iter().copied().filter(|s| *s == stream).collect(),
+    }
+}
+
+/// Runs each configured stream's probe once; returns `(stream, scopes)` for those the token
+/// may not read. Other failures end the validation.
+fn check_scopes(config: &Config) -> Result<Vec<(&'static str, Vec<String>)>> {
+    let mut lacking: Vec<(&'static str, Vec<String>)> = Vec::new();
+    let mut probed: Vec<(&'static str, Option<Vec<String>>)> = Vec::new();
+    for stream in &config.streams {
+        let mut missing = Vec::new();
+        for probe in probes(stream) {
+            let result = match probed.iter().find(|(p, _)| *p == probe) {
+                Some((_, r)) => r.clone(),
+                None => {
+                    let (path, params) = probe_path(probe);
+                    let response = config.get(&path, params)?;
+                    let body: Value =
+                        sluice_sdk::serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+                    let r = if response.is_success() {
+                        None
+                    } else if is_missing_scopes(response.status, &body) {
+                        Some(missing_scopes(&body))
+                    } else {
+                        return Err(hubspot_error(
+                            response.status,
+                            &body,
+                            &format!("a read of {probe}"),
+                        ));
+                    };
+                    probed.push((probe, r.clone()));
+                    r
+                }
+            };
+            for scope in result.into_iter().flatten() {
+                if !missing.contains(&scope) {
+                    missing.push(scope);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            lacking.push((stream, missing));
+        } else if probed
+            .iter()
+            .any(|(p, r)| probes(stream).contains(p) && r.is_some())
+        {
+            lacking.push((stream, vec!["a scope HubSpot did not name".into()]));
+        }
+    }
+    Ok(lacking)
+}
+
+/// One line naming what each stream lacks: `deals needs crm.objects.deals.read; ...`.
+fn describe_lacking(lacking: &[(&str, Vec<String>)]) -> String {
+    lacking
+        .iter()
+        .map(|(s, scopes)| format!("{s} needs {}", scopes.join(" or ")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// One sync: the config, the request and the output.
+struct Run<'a> {
+    config: &'a Config,
+    request: &'a SyncRequest,
+    out: Batcher,
+}
+
+impl Run<'_> {
+    /// Reads an object stream: its search window, then its archived records.
+    fn sync_object(&mut self, object: &Object) -> Result<()> {
+        let (properties, now) = properties(self.config, object)?;
+        let names: Vec<String> = properties.iter().map(|p| p.name.clone()).collect();
+        let mut state = ObjectState::from_json(self.request.state(object.stream));
+        let mut window = state.next_window(self.config.lookback_ms, self.config.start, now);
+        let newest = self.search_window(object, &properties, &names, &mut state, &mut window)?;
+        state.window = None;
+        state.synced_to = window.to.or(newest).or(state.synced_to).or(window.from);
+        self.out.checkpoint(object.stream, &state)?;
+        self.archived(object, &properties, &mut state)?;
+        self.out.checkpoint(object.stream, &state)
+    }
+
+    /// Reads `window` page by page (keyset on `hs_object_id`), checkpointing the position
+    /// after each page. Returns the newest modification time seen (epoch ms).
+    fn search_window(
+        &mut self,
+        object: &Object,
+        properties: &[Property],
+        names: &[String],
+        state: &mut ObjectState,
+        window: &mut Window,
+    ) -> Result<Option<i64>> {
+        let what = format!("search of {}", object.stream);
+        let url = self
+            .config
+            .url(&format!("/crm/v3/objects/{}/search", object.path));
+        let mut newest: Option<i64> = None;
+        let mut pages = 0u64;
+        loop {
+            let body = search_body(object.modified, window, names);
+            // Search only reads: the host may send it again after a failure.
+            let response = Request::post(&url)
+                .json_body(&body)
+                .idempotent()
+                .bearer_secret(TOKEN)
+                .send()?;
+            let page = check(response, &what)?;
+            pages += 1;
+            let results = page
+                .get("results")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let mut last = window.after_id.clone();
+            for object_json in &results {
+                let record = record(object_json, properties);
+                if let Some(id) = record.get("id").and_then(Value::as_str)
+                    && last.as_deref().is_none_or(|l| id_after(id, l))
+                {
+                    last = Some(id.to_string());
+                }
+                if let Some(ms) = record
+                    .get("updatedAt")
+                    .and_then(Value::as_str)
+                    .and_then(time::parse_ms)
+                {
+                    newest = Some(newest.map_or(ms, |n| n.max(ms)));
+                }
+                self.out.push(object.stream, &record)?;
+            }
+            let more = page.pointer("/paging/next").is_some() && !results.is_empty();
+            if !more {
+                log::info(
+                    "search window read",
+                    &[("stream", object.stream), ("pages", &pages.to_string())],
+                );
+                return Ok(newest);
+            }
+            if last == window.after_id {
+                return Err(ConnectorError::internal(format!(
+                    "{what}: a page did not advance past hs_object_id {}",
+                    last.unwrap_or_default()
+                )));
+            }
+            window.after_id = last;
+            state.window = Some(window.clone());
+            self.out.checkpoint(object.stream, state)?;
+        }
+    }
+
+    /// Emits the archived records archived since the last run (minus the look-back), each
+    /// with `archived: true` and `archivedAt`; HubSpot's list cannot filter on `archivedAt`,
+    /// so the whole archive is paged through.
+    fn archived(
+        &mut self,
+        object: &Object,
+        properties: &[Property],
+        state: &mut ObjectState,
+    ) -> Result<()> {
+        let since = state.archived_to.map(|t| t - self.config.lookback_ms);
+        let mut newest = state.archived_to;
+        let what = format!("archived {}", object.stream);
+        let path = format!("/crm/v3/objects/{}", object.path);
+        let out = &mut self.out;
+        list(
+            self.config,
+            &path,
+            &[("limit", LIST_LIMIT), ("archived", "true")],
+            &what,
+            |item| {
+                let mut record = record(item, properties);
+                record.insert("archived".into(), Value::Bool(true));
+                let at = record
+                    .get("archivedAt")
+                    .and_then(Value::as_str)
+                    .and_then(time::parse_ms);
+                if let (Some(at), Some(since)) = (at, since)
+                    && at < since
+                {
+                    return Ok(());
+                }
+                if let Some(at) = at {
+                    newest = Some(newest.map_or(at, |n| n.max(at)));
+                }
+                out.push(object.stream, &record)
+            },
+        )?;
+        state.archived_to = newest;
+        Ok(())
+    }
+
+    /// Owners, active then archived (`archived=true`), each with its `archived` flag.
+    fn owners(&mut self) -> Result<()> {
+        for archived in ["false", "true"] {
+            let out = &mut self.out;
+            list(
+                self.config,
+                "/crm/v3/owners",
+                &[("limit", LIST_LIMIT), ("archived", archived)],
+                "owners",
+                |owner| {
+                    let mut owner = owner.as_object().cloned().unwrap_or_default();
+                    owner
+                        .entry("archived")
+                        .or_insert(Value::Bool(archived == "true"));
+                    out.push(OWNERS, &owner)
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The pipelines of `object_type` (`deals` or `tickets`) with their stages.
+    fn pipelines(&mut self, stream: &str, object_type: &str) -> Result<()> {
+        let body = check(
+            self.config
+                .get(&format!("/crm/v3/pipelines/{object_type}"), &[])?,
+            &format!("{object_type} pipelines"),
+        )?;
+        for pipeline in body
+            .get("results")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            self.out.push(stream, pipeline)?;
+        }
+        Ok(())
+    }
+
+    /// Every association pair of [`ASSOCIATION_PAIRS`], from the list endpoint.
+    fn associations(&mut self) -> Result<()> {
+        for (from, tos) in ASSOCIATION_PAIRS {
+            let Some(object) = OBJECTS.iter().find(|o| o.stream == from) else {
+                continue;
+            };
+            let mut params = vec![("limit", LIST_LIMIT)];
+            params.extend(tos.iter().map(|t| ("associations", *t)));
+            let out = &mut self.out;
+            let mut truncated = 0u64;
+            list(
+                self.config,
+                &format!("/crm/v3/objects/{}", object.path),
+                &params,
+                "associations",
+                |item| {
+                    let from_id = item.get("id").map(id_text).unwrap_or_default();
+                    let Some(assocs) = item.get("associations").and_then(Value::as_object) else {
+                        return Ok(());
+                    };
+                    for (to_type, list) in assocs {
+                        if list.pointer("/paging/next").is_some() {
+                            truncated += 1;
+                        }
+                        for pair in list
+                            .get("results")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                        {
+                            out.push(ASSOCIATIONS, &association(from, &from_id, to_type, pair))?;
+                        }
+                    }
+                    Ok(())
+                },
+            )?;
+            if truncated > 0 {
+                log::warn(
+                    "some records have more associations than one list answer holds; the rest are not read",
+                    &[("from", from), ("records", &truncated.to_string())],
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An id as text (HubSpot sends ids as strings; numbers are tolerated).
+fn id_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// One `associations` row: `{from_type, from_id, to_type, to_id, type}` from an
+/// `AssociatedId` (`{id, type}`) of object `from_id`.
+fn association(from: &str, from_id: &str, to_type: &str, pair: &Value) -> Map<String, Value> {
+    let mut row = Map::new();
+    row.insert("from_type".into(), json!(from));
+    row.insert("from_id".into(), json!(from_id));
+    row.insert("to_type".into(), json!(to_type));
+    row.insert(
+        "to_id".into(),
+        json!(pair.get("id").map(id_text).unwrap_or_default()),
+    );
+    row.insert(
+        "type".into(),
+        pair.get("type").cloned().unwrap_or(Value::Null),
+    );
+    row
+}
+
+impl Connector for Hubspot {
+    fn manifest() -> Manifest {
+        let mut manifest = Manifest::new("hubspot", "HubSpot", env!("CARGO_PKG_VERSION"))
+            .description(
+                "HubSpot CRM v3: contacts, companies, deals and tickets with every property \
+                 (incremental through the search API, archived records as deletion markers), \
+                 owners, deal and ticket pipelines, and contact/company/deal associations.",
+            )
+            .config_schema(&config_schema())
+            .secret(
+                TOKEN,
+                "Private-app or OAuth access token, sent by the host as `Authorization: Bearer \
+                 <token>`. Scopes: crm.objects.contacts.read, crm.objects.companies.read, \
+                 crm.objects.deals.read, tickets, crm.objects.owners.read.",
+                true,
+            )
+            .host(DEFAULT_API_URL)
+            .host("{config.api_url}")
+            .memory_mib(64);
+        for stream in static_streams() {
+            manifest = manifest.stream(stream);
+        }
+        manifest
+    }
+
+    fn validate(config: Value) -> Result<Value> {
+        let config = Config::load(&config)?;
+        let account = check(
+            config.get("/account-info/v3/details", &[])?,
+            "account details",
+        )?;
+        let lacking = check_scopes(&config)?;
+        if !lacking.is_empty() {
+            return Err(ConnectorError::insufficient_scope(format!(
+                "the token cannot read every configured stream: {}",
+                describe_lacking(&lacking)
+            )));
+        }
+        Ok(json!({
+            "portal_id": account.get("portalId"),
+            "time_zone": account.get("timeZone"),
+            "currency": account.get("companyCurrency"),
+            "ui_domain": account.get("uiDomain"),
+            "data_hosting_location": account.get("dataHostingLocation"),
+            "account_type": account.get("accountType"),
+            "streams": config.streams,
+        }))
+    }
+
+    fn discover(config: Value) -> Result<Vec<StreamSpec>> {
+        let config = Config::load(&config)?;
+        let mut streams = static_streams();
+        for object in &OBJECTS {
+            match properties(&config, object) {
+                Ok((props, _)) => {
+                    if let Some(spec) = streams.iter_mut().find(|s| s.name == object.stream) {
+                        *spec = object_stream(object, &props);
+                    }
+                }
+                // A stream the token may not read keeps its base schema; syncing it fails.
+                Err(e) if e.code == sluice_sdk::ErrorCode::InsufficientScope => {
+                    log::warn(
+                        "properties not readable",
+                        &[("stream", object.stream), ("error", &e.message)],
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(streams)
+    }
+
+    fn sync(request: SyncRequest) -> Result<()> {
+        let config = Config::load(&request.config)?;
+        let mut run = Run {
+            config: &config,
+            request: &request,
+            out: Batcher::new(1000),
+        };
+        for object in &OBJECTS {
+            if request.selected(object.stream) {
+                run.sync_object(object)?;
+            }
+        }
+        if request.selected(OWNERS) {
+            run.owners()?;
+        }
+        if request.selected(DEAL_PIPELINES) {
+            run.pipelines(DEAL_PIPELINES, "deals")?;
+        }
+        if request.selected(TICKET_PIPELINES) {
+            run.pipelines(TICKET_PIPELINES, "tickets")?;
+        }
+        if request.selected(ASSOCIATIONS) {
+            run.associations()?;
+        }
+        run.out.flush()
+    }
+}
+
+/// An object stream with the columns of its properties.
+fn object_stream(object: &Object, properties: &[Property]) -> StreamSpec {
+    StreamSpec::new(object.stream)
+        .description(format!(
+            "HubSpot {} with every property as a column; incremental on {} through the search API; archived records come with archived = true and archivedAt.",
+            object.stream, object.modified
+        ))
+        .primary_key(&["id"])
+        .cursor_field("updatedAt")
+        .json_schema(&object_schema(properties))
+}
+
+/// The streams before `discover` reads the properties.
+fn static_streams() -> Vec<StreamSpec> {
+    let text = || json!({"type": ["string", "null"]});
+    let id = || json!({"type": "string"});
+    let flag = || json!({"type": ["boolean", "null"]});
+    let int = || json!({"type": ["integer", "null"]});
+    let time = || json!({"type": ["string", "null"], "format": "date-time"});
+    let array = || json!({"type": ["array", "null"]});
+    let pipeline = || {
+        sluice_sdk::schema::object(
+            &["id"],
+            vec![
+                ("id", id()),
+                ("label", text()),
+                ("displayOrder", int()),
+                ("archived", flag()),
+                ("createdAt", time()),
+                ("updatedAt", time()),
+                ("archivedAt", time()),
+                ("stages", array()),
+            ],
+        )
+    };
+    let mut streams: Vec<StreamSpec> = OBJECTS.iter().map(|o| object_stream(o, &[])).collect();
+    streams.push(
+        StreamSpec::new(OWNERS)
+            .description("Owners (GET /crm/v3/owners), active and archived. Full refresh.")
+            .primary_key(&["id"])
+            .json_schema(&sluice_sdk::schema::object(
+                &["id"],
+                vec![
+                    ("id", id()),
+                    ("email", text()),
+                    ("firstName", text()),
+                    ("lastName", text()),
+                    ("type", text()),
+                    ("userId", int()),
+                    ("userIdIncludingInactive", int()),
+                    ("createdAt", time()),
+                    ("updatedAt", time()),
+                    ("archived", flag()),
+                    ("teams", array()),
+                ],
+            )),
+    );
+    streams.push(
+        StreamSpec::new(DEAL_PIPELINES)
+            .description(
+                "Deal pipelines with their stages (GET /crm/v3/pipelines/deals). Full refresh.",
+            )
+            .primary_key(&["id"])
+            .json_schema(&pipeline()),
+    );
+    streams.push(
+        StreamSpec::new(TICKET_PIPELINES)
+            .description(
+                "Ticket pipelines with their stages (GET /crm/v3/pipelines/tickets). Full refresh.",
+            )
+            .primary_key(&["id"])
+            .json_schema(&pipeline()),
+    );
+    streams.push(
+        StreamSpec::new(ASSOCIATIONS)
+            .description("Association pairs contacts→companies, contacts→deals, companies→deals, one row per pair and association type. Full refresh.")
+            .primary_key(&["from_type", "from_id", "to_type", "to_id", "type"])
+            .json_schema(&sluice_sdk::schema::object(
+                &["from_type", "from_id", "to_type", "to_id"],
+                vec![
+                    ("from_type", id()),
+                    ("from_id", id()),
+                    ("to_type", id()),
+                    ("to_id", id()),
+                    ("type", text()),
+                ],
+            )),
+    );
+    streams
+}
+
+fn config_schema() -> Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "HubSpot",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "api_url": {
+                "description": "API root.",
+                "type": "string",
+                "pattern": "^https?://[^/?#]+",
+                "default": DEFAULT_API_URL
+            },
+            "start_date": {
+                "description": "ISO 8601 date or date-time: a first sync reads only records modified since.",
+                "type": "string",
+                "examples": ["2024-01-01T00:00:00Z"]
+            },
+            "lookback_seconds": {
+                "description": "Each incremental sync re-reads records modified this long before where the previous one ended (HubSpot's search index lags behind writes).",
+                "type": "integer",
+                "minimum": 0,
+                "maximum": 86400,
+                "default": 300
+            },
+            "streams": {
+                "description": "The streams validate checks the token can read (default: all).",
+                "type": "array",
+                "items": {"enum": STREAMS},
+                "uniqueItems": true
+            }
+        }
+    })
+}
+
+sluice_sdk::export_connector!(Hubspot);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_checks() {
+        let c = Config::load(&json!({"start_date": "2023-11-14T22:13:20Z"})).expect("valid");
+        assert_eq!(c.api, DEFAULT_API_URL);
+        assert_eq!(c.start, Some(1_700_000_000_000));
+        assert_eq!(c.lookback_ms, 300_000);
+        assert_eq!(c.streams.len(), STREAMS.len());
+        let c = Config::load(&json!({"api_url": "http://127.0.0.1:9/", "streams": ["deals"]}))
+            .expect("valid");
+        assert_eq!(c.url("/x"), "http://127.0.0.1:9/x");
+        assert_eq!(c.streams, ["deals"]);
+        for bad in [
+            json!({"api_url": "api.hubapi.com"}),
+            json!({"start_date": "soon"}),
+            json!({"lookback_seconds": 90000}),
+            json!({"streams": ["emails"]}),
+            json!({"unknown": 1}),
+        ] {
+            assert!(Config::load(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn probes_cover_each_stream() {
+        assert_eq!(probe_path("deals").0, "/crm/v3/objects/0-3");
+        assert_eq!(probe_path(OWNERS).0, "/crm/v3/owners");
+        assert_eq!(probe_path(TICKET_PIPELINES).0, "/crm/v3/pipelines/tickets");
+        assert_eq!(probes(ASSOCIATIONS), ["contacts", "companies", "deals"]);
+        assert_eq!(probes("tickets"), ["tickets"]);
+        assert_eq!(
+            describe_lacking(&[
+                ("deals", vec!["crm.objects.deals.read".into()]),
+                ("tickets", vec!["tickets".into()])
+            ]),
+            "deals needs crm.objects.deals.read; tickets needs tickets"
+        );
+    }
+
+    #[test]
+    fn association_rows() {
+        let row = association(
+            "contacts",
+            "1",
+            "companies",
+            &json!({"id": "9", "type": "contact_to_company"}),
+        );
+        assert_eq!(
+            Value::Object(row),
+            json!({"from_type": "contacts", "from_id": "1", "to_type": "companies", "to_id": "9", "type": "contact_to_company"})
+        );
+    }
+
+    #[test]
+    fn manifest_streams_are_well_formed() {
+        let names: Vec<String> = static_streams().into_iter().map(|s| s.name).collect();
+        assert_eq!(names, STREAMS);
+        let schema: Value =
+            sluice_sdk::serde_json::from_str(&config_schema().to_string()).expect("json");
+        assert_eq!(
+            schema["properties"]["streams"]["items"]["enum"][7],
+            "associations"
+        );
+    }
+}
