@@ -8,6 +8,8 @@
 //! handle's URL through their `api_url` config.
 
 pub mod github;
+pub mod hubspot;
+pub mod openapi;
 pub mod slack;
 
 use std::collections::BTreeMap;
