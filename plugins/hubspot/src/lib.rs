@@ -342,7 +342,7 @@ impl Run<'_> {
         state.window = None;
         state.synced_to = window.to.or(newest).or(state.synced_to).or(window.from);
         self.out.checkpoint(object.stream, &state)?;
-        self.archived(object, &properties, &mut state)?;
+        self.archived(object, &properties, &mut state, now)?;
         self.out.checkpoint(object.stream, &state)
     }
 
@@ -414,16 +414,20 @@ impl Run<'_> {
         }
     }
 
-    /// Emits the archived records archived since the last run (minus the look-back), each
-    /// with `archived: true` and `archivedAt`; HubSpot's list cannot filter on `archivedAt`,
-    /// so the whole archive is paged through.
+    /// Emits the records archived since the last run, each with `archived: true` and
+    /// `archivedAt`. HubSpot's list cannot filter on `archivedAt`, so the whole archive is paged
+    /// through and the records archived before `archived_to` (HubSpot's clock when the last
+    /// run began: every record archived before it was in that run's listing) are skipped. The
+    /// list reads the records themselves, not the search index: no look-back is needed.
+    /// `now` becomes the next `archived_to` (the newest `archivedAt` seen, without a `Date`).
     fn archived(
         &mut self,
         object: &Object,
         properties: &[Property],
         state: &mut ObjectState,
+        now: Option<i64>,
     ) -> Result<()> {
-        let since = state.archived_to.map(|t| t - self.config.lookback_ms);
+        let since = state.archived_to;
         let mut newest = state.archived_to;
         let what = format!("archived {}", object.stream);
         let path = format!("/crm/v3/objects/{}", object.path);
@@ -451,7 +455,7 @@ impl Run<'_> {
                 out.push(object.stream, &record)
             },
         )?;
-        state.archived_to = newest;
+        state.archived_to = now.or(newest);
         Ok(())
     }
 

@@ -51,7 +51,8 @@ pub struct ObjectState {
     /// The window in progress, if a run stopped inside one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<Window>,
-    /// The newest `archivedAt` (epoch ms) of the archived records emitted.
+    /// Records archived before this instant (epoch ms) were emitted: HubSpot's clock when the
+    /// last archive listing began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archived_to: Option<i64>,
 }
