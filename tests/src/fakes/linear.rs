@@ -682,6 +682,18 @@ fn execute(s: &Shared, body: &str, forbidden: bool) -> Result<(Value, f64), Fail
         .ok()
         .and_then(|v| v.as_object().cloned())
         .unwrap_or_default();
+    // The page sizes asked, complex or not.
+    for field in fields(&operation.selection_set) {
+        if ROOTS.iter().any(|(r, _)| *r == field.name.as_str())
+            && let Ok(mut firsts) = s.firsts.lock()
+        {
+            let first = argument(field, "first", &variables).and_then(|v| v.as_i64());
+            firsts
+                .entry(field.name.to_string())
+                .or_default()
+                .push(first.unwrap_or(DEFAULT_FIRST));
+        }
+    }
     let complexity = selection_complexity(&operation.selection_set, &variables);
     if complexity > s.config.max_complexity {
         s.too_complex.fetch_add(1, Ordering::SeqCst);
@@ -885,12 +897,6 @@ fn connection(
         .unwrap_or(DEFAULT_FIRST);
     if !(1..=MAX_FIRST).contains(&first) {
         return Err(bad(format!("first must be between 1 and {MAX_FIRST}")));
-    }
-    if let Ok(mut firsts) = s.firsts.lock() {
-        firsts
-            .entry(field.name.to_string())
-            .or_default()
-            .push(first);
     }
     let archived = argument(field, "includeArchived", variables) == Some(json!(true));
     let disabled = argument(field, "includeDisabled", variables) == Some(json!(true));
