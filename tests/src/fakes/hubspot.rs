@@ -28,7 +28,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -475,6 +475,7 @@ struct Shared {
     cap_hits: AtomicU64,
     secondly: AtomicU64,
     next_id: AtomicU64,
+    search_lag_ms: AtomicI64,
 }
 
 /// Starts fake HubSpot servers.
@@ -509,7 +510,6 @@ impl FakeHubspot {
             ALL_SCOPES.iter().map(|s| s.to_string()).collect(),
         )]);
         let shared = Arc::new(Shared {
-            config,
             data: RwLock::new(data),
             grants: RwLock::new(grants),
             contract: hubspot_contract(),
@@ -521,6 +521,8 @@ impl FakeHubspot {
             cap_hits: AtomicU64::new(0),
             secondly: AtomicU64::new(0),
             next_id: AtomicU64::new(1_000_000),
+            search_lag_ms: AtomicI64::new(config.search_lag_ms),
+            config,
         });
         let task = spawn(
             listener,
@@ -587,6 +589,11 @@ impl HubspotHandle {
             .lock()
             .map(|v| v.clone())
             .unwrap_or_default()
+    }
+
+    /// Changes how long a change stays invisible to search.
+    pub fn set_search_lag_ms(&self, ms: i64) {
+        self.shared.search_lag_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Searches answered 400 for paging past the 10,000-result cap.
@@ -1232,7 +1239,7 @@ fn search(s: &Shared, stream: &str, body: &[u8]) -> Result<Response, Response> {
         return Err(bad("Only one sort is supported"));
     }
     let data = s.data.read().expect("data");
-    let visible_before = now_ms() - s.config.search_lag_ms;
+    let visible_before = now_ms() - s.search_lag_ms.load(Ordering::SeqCst);
     let mut hits: Vec<(&Record, BTreeMap<String, String>)> = Vec::new();
     for r in data.live(stream) {
         if r.updated > visible_before {
