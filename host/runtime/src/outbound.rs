@@ -38,6 +38,9 @@ pub struct OutboundConfig {
     pub max_rate_limit_waits: u32,
     /// First backoff step; doubles each attempt, with full jitter.
     pub backoff_base: Duration,
+    /// Least spacing of HubSpot CRM search requests per origin and credential (see
+    /// [`is_hubspot_search`]); zero turns the pacing off.
+    pub hubspot_search_interval: Duration,
 }
 
 impl Default for OutboundConfig {
@@ -51,9 +54,15 @@ impl Default for OutboundConfig {
             max_rate_limit_wait: Duration::from_secs(15 * 60),
             max_rate_limit_waits: 20,
             backoff_base: Duration::from_millis(250),
+            hubspot_search_interval: HUBSPOT_SEARCH_INTERVAL,
         }
     }
 }
+
+/// HubSpot's CRM search endpoints allow five requests per second per account ("CRM API |
+/// Search", Limitations; developers.hubspot.com) and their 429s carry no rate-limit headers
+/// to wait on: the host spaces them 200 ms apart instead of hammering and backing off.
+pub const HUBSPOT_SEARCH_INTERVAL: Duration = Duration::from_millis(200);
 
 /// A request as the host sends it (after secrets were resolved into headers).
 #[derive(Debug)]
@@ -99,6 +108,7 @@ pub struct Outbound {
     client: reqwest::Client,
     policy: OperatorPolicy,
     config: OutboundConfig,
+    pacer: Pacer,
 }
 
 impl Outbound {
@@ -113,6 +123,7 @@ impl Outbound {
             client,
             policy,
             config,
+            pacer: Pacer::default(),
         })
     }
 
@@ -139,8 +150,18 @@ impl Outbound {
         let mut attempt = 0u32;
         let mut rate_waits = 0u32;
         let max_wait = self.config.max_rate_limit_wait;
+        let paced = self.pace_key(&req);
         loop {
             attempt += 1;
+            if let Some((key, interval)) = paced {
+                let wait = self.pacer.reserve(key, interval, Instant::now());
+                if !wait.is_zero() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = cancel.cancelled() => return Err(OutboundError::Cancelled),
+                    }
+                }
+            }
             let result = self.send_following_redirects(dest, &req, cancel).await;
             let wait = match &result {
                 Ok(resp) => {
@@ -213,6 +234,24 @@ impl Outbound {
                 _ = cancel.cancelled() => return Err(OutboundError::Cancelled),
             }
         }
+    }
+
+    /// The pacing key and spacing of a request an upstream limits per second without saying
+    /// how long to wait (today: HubSpot search), keyed by origin and credential so that
+    /// accounts do not slow each other down. The key is a hash kept in memory only.
+    fn pace_key(&self, req: &OutboundRequest) -> Option<(u64, Duration)> {
+        let interval = self.config.hubspot_search_interval;
+        if interval.is_zero() || req.method != Method::POST || !is_hubspot_search(req.url.path()) {
+            return None;
+        }
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        origin(&req.url).hash(&mut h);
+        for (name, value) in &req.secret_headers {
+            name.as_str().hash(&mut h);
+            value.as_bytes().hash(&mut h);
+        }
+        Some((h.finish(), interval))
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -535,6 +574,46 @@ fn hubspot_wait(resp: &OutboundResponse) -> Option<Duration> {
     interval
 }
 
+/// Whether `path` is a HubSpot CRM search endpoint: `/crm/v3/objects/{objectType}/search`
+/// (or the dated `/crm/objects/{version}/{objectType}/search`).
+pub fn is_hubspot_search(path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    matches!(
+        segments.as_slice(),
+        ["", "crm", "v3", "objects", kind, "search"] | ["", "crm", "objects", _, kind, "search"]
+            if !kind.is_empty()
+    )
+}
+
+/// Next free send time per pacing key: each request takes the next slot and pushes it one
+/// interval on, so concurrent requests of one key are spread out, not sent together.
+#[derive(Debug, Default)]
+struct Pacer {
+    next: std::sync::Mutex<std::collections::HashMap<u64, Instant>>,
+}
+
+impl Pacer {
+    /// Keys kept before slots in the past are dropped.
+    const MAX_KEYS: usize = 1024;
+
+    /// Reserves the next slot of `key` and returns how long to wait for it from `now`.
+    fn reserve(&self, key: u64, interval: Duration, now: Instant) -> Duration {
+        let Ok(mut next) = self.next.lock() else {
+            return Duration::ZERO;
+        };
+        if next.len() >= Self::MAX_KEYS {
+            next.retain(|_, at| *at > now);
+        }
+        let slot = next
+            .get(&key)
+            .copied()
+            .filter(|at| *at > now)
+            .unwrap_or(now);
+        next.insert(key, slot + interval);
+        slot - now
+    }
+}
+
 /// Builds a header map from plugin-supplied pairs, refusing names the host owns, more than
 /// [`MAX_REQUEST_HEADERS`] pairs or [`MAX_REQUEST_HEADER_BYTES`] bytes.
 pub fn plugin_headers(pairs: &[(String, String)]) -> Result<HeaderMap, OutboundError> {
@@ -763,6 +842,33 @@ mod tests {
         r.body = body("DAILY");
         let daily = rate_limit_wait(&r, 0).unwrap();
         assert!(daily <= Duration::from_secs(86_400), "{daily:?}");
+    }
+
+    #[test]
+    fn hubspot_search_is_paced_per_key() {
+        assert!(is_hubspot_search("/crm/v3/objects/contacts/search"));
+        assert!(is_hubspot_search("/crm/v3/objects/0-3/search"));
+        assert!(is_hubspot_search("/crm/objects/2026-03/deals/search"));
+        assert!(!is_hubspot_search("/crm/v3/objects/contacts"));
+        assert!(!is_hubspot_search("/crm/v3/objects//search"));
+        assert!(!is_hubspot_search("/search"));
+        let pacer = Pacer::default();
+        let now = Instant::now();
+        let step = Duration::from_millis(200);
+        assert_eq!(pacer.reserve(1, step, now), Duration::ZERO);
+        assert_eq!(pacer.reserve(1, step, now), step);
+        assert_eq!(pacer.reserve(1, step, now), step * 2);
+        assert_eq!(
+            pacer.reserve(2, step, now),
+            Duration::ZERO,
+            "another account"
+        );
+        let later = now + Duration::from_secs(5);
+        assert_eq!(pacer.reserve(1, step, later), Duration::ZERO, "an idle key");
+        for key in 10..(10 + Pacer::MAX_KEYS as u64) {
+            pacer.reserve(key, step, later);
+        }
+        assert!(pacer.next.lock().unwrap().len() <= Pacer::MAX_KEYS + 1);
     }
 
     #[test]

@@ -80,6 +80,10 @@ pub struct ServeConfig {
     /// answer goes to the plugin as it is.
     #[arg(long, env = "SLUICE_MAX_RATE_LIMIT_WAIT_SECS", default_value_t = 900)]
     pub max_rate_limit_wait_secs: u64,
+    /// Least spacing of HubSpot CRM search requests per account, in milliseconds (HubSpot
+    /// allows five a second); 0 turns the pacing off.
+    #[arg(long, env = "SLUICE_HUBSPOT_SEARCH_INTERVAL_MS", default_value_t = 200)]
+    pub hubspot_search_interval_ms: u64,
     /// Seconds a client has to send a complete request head; also how long a keep-alive
     /// connection may stay idle between requests. The connection is closed after that.
     #[arg(long, env = "SLUICE_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
@@ -243,6 +247,7 @@ impl ServeConfig {
             "shutdown_grace_secs": self.shutdown_grace_secs,
             "http_timeout_secs": self.http_timeout_secs,
             "max_rate_limit_wait_secs": self.max_rate_limit_wait_secs,
+            "hubspot_search_interval_ms": self.hubspot_search_interval_ms,
             "header_read_timeout_secs": self.header_read_timeout_secs,
             "max_connections": self.max_connections,
             "plugin_memory_budget_mib": self.plugin_memory_budget_mib,

@@ -126,6 +126,7 @@ async fn serve(cfg: ServeConfig, warnings: Vec<String>) -> anyhow::Result<()> {
     let outbound = OutboundConfig {
         request_timeout: Duration::from_secs(cfg.http_timeout_secs),
         max_rate_limit_wait: Duration::from_secs(cfg.max_rate_limit_wait_secs),
+        hubspot_search_interval: Duration::from_millis(cfg.hubspot_search_interval_ms),
         ..OutboundConfig::default()
     };
     let mut rc = runtime_config(
