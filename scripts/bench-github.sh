@@ -23,7 +23,8 @@ fi
 # GNU time gives Airbyte's CPU seconds and peak RSS (Debian package `time`).
 [ -x /usr/bin/time ] || apt-get install -y -qq time >/dev/null
 export GARAGE_BIN=$GARAGE_ROOT/bin/garage
-bash scripts/garage.sh "$SLUICE_CACHE/garage-data" 3900 >/dev/null
+S3_PORT=${SLUICE_BENCH_S3_PORT:-3900}
+bash scripts/garage.sh "$SLUICE_CACHE/garage-data" "$S3_PORT" >/dev/null
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -40,7 +41,7 @@ REPOS='["acme/repo-0", "acme/repo-1"]'
 mkdir -p "$WORK/plugins" && cp "$SLUICE_PLUGIN_OUT/github.wasm" "$WORK/plugins/"
 PORT=18073; TOKEN=bench-token-0123456789
 CONNECT_SERVICE_TOKEN=$TOKEN PORT=$PORT SLUICE_DATA_DIR=$WORK/data PLUGINS_DIR=$WORK/plugins \
-  SLUICE_ALLOW_PRIVATE_ADDRESSES=loopback S3_ENDPOINT=http://127.0.0.1:3900 RUST_LOG=${RUST_LOG:-warn} \
+  SLUICE_ALLOW_PRIVATE_ADDRESSES=loopback S3_ENDPOINT=http://127.0.0.1:$S3_PORT RUST_LOG=${RUST_LOG:-warn} \
   "$CARGO_TARGET_DIR/release/sluice" serve > "$WORK/service.log" 2>&1 &
 SVC=$!
 PIDS+=($SVC)

@@ -27,8 +27,6 @@ pub struct ManagerConfig {
     pub run_deadline: Duration,
     /// Bytes of plugin log one run may write (all its calls together).
     pub run_log_bytes: u64,
-    /// Parquet conversions (DuckDB) running at once, whatever the number of runs.
-    pub max_concurrent_conversions: usize,
     pub staging: StagingConfig,
     pub backend: Backend,
 }
@@ -187,7 +185,6 @@ struct Active {
 /// Runs of this service.
 pub struct RunManager {
     registry: Arc<Registry>,
-    conversions: Arc<Semaphore>,
     book: RunBook,
     config: ManagerConfig,
     slots: Arc<Semaphore>,
@@ -200,7 +197,6 @@ impl RunManager {
     pub fn new(registry: Arc<Registry>, book: RunBook, config: ManagerConfig) -> Arc<Self> {
         Arc::new(Self {
             registry,
-            conversions: Arc::new(Semaphore::new(config.max_concurrent_conversions.max(1))),
             book,
             slots: Arc::new(Semaphore::new(config.max_concurrent_runs.max(1))),
             config,
@@ -352,7 +348,6 @@ impl RunManager {
                     deadline: self.config.run_deadline,
                     cancel: cancel.clone(),
                     log_bytes: self.config.run_log_bytes,
-                    conversions: self.conversions.clone(),
                 };
                 let staging_dir = limits.staging.dir.join(&run_id);
                 // The second wall: the pipeline runs as its own task, so that a panic anywhere

@@ -38,9 +38,6 @@ pub struct RunLimits {
     pub cancel: CancellationToken,
     /// Bytes of plugin log the run's calls may write together.
     pub log_bytes: u64,
-    /// Parquet conversions that may run at once in the process (each may use DuckDB's
-    /// memory limit); a run waits for one after its sync, within its deadline.
-    pub conversions: Arc<tokio::sync::Semaphore>,
 }
 
 /// Live per-stream counters, shared with whoever reports progress.
@@ -237,7 +234,7 @@ pub async fn execute(
             p.entry(s.name.clone()).or_default();
         }
     }
-    let stage = RunStage::begin(&limits.staging, &spec.run_id, &defs)
+    let stage = RunStage::begin(&limits.staging, &spec.run_id, &started_at, &defs)
         .map_err(|e| RunError::Staging(e.to_string()))?;
     let stage = Arc::new(Mutex::new(Some(stage)));
     let states = Arc::new(Mutex::new(BTreeMap::new()));
@@ -272,25 +269,14 @@ pub async fn execute(
     if limits.cancel.is_cancelled() {
         return Err(RunError::Cancelled);
     }
-    let extracted_at = started_at.clone();
-    // The sync's batches are freed: give that back before DuckDB takes its share.
-    sluice_runtime::memory::release_freed();
-    let _conversion = tokio::select! {
-        permit = limits.conversions.clone().acquire_owned() => permit
-            .map_err(|_| RunError::Staging("conversion slots closed".into()))?,
-        _ = tokio::time::sleep_until(deadline.into()) => {
-            return Err(RunError::Staging("the run deadline passed while waiting to convert".into()))
-        }
-        _ = limits.cancel.cancelled() => return Err(RunError::Cancelled),
-    };
-    let staged = tokio::task::spawn_blocking(move || stage.finish(&extracted_at))
+    // The Parquet parts were written as the records arrived: close the last row groups.
+    let staged = tokio::task::spawn_blocking(move || stage.finish())
         .await
         .map_err(|e| RunError::Staging(e.to_string()))?
         .map_err(|e| RunError::Staging(e.to_string()))?;
-    drop(_conversion);
     check_strict(&staged.streams)?;
 
-    // DuckDB is closed: give back what it freed before the uploads.
+    // The sync's batches and row groups are freed: give that back before the uploads.
     sluice_runtime::memory::release_freed();
     let t_parquet = std::time::Instant::now();
     let states = states.lock().map(|s| s.clone()).unwrap_or_default();

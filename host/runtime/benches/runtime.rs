@@ -164,6 +164,7 @@ async fn main() -> anyhow::Result<()> {
                     stage: RunStage::begin(
                         &StagingConfig::new(stage_dir.path()),
                         &format!("bench-{}", rates.len()),
+                        "2024-01-01T00:00:00Z",
                         &[items_stream()],
                     )?,
                     count: count.clone(),

@@ -51,10 +51,6 @@ pub struct ServeConfig {
     pub max_concurrent_runs: usize,
     #[arg(long, env = "SLUICE_MAX_QUEUED_RUNS", default_value_t = 16)]
     pub max_queued_runs: usize,
-    /// Parquet conversions (DuckDB, each up to DUCKDB_MEMORY_LIMIT_MIB) running at once,
-    /// whatever SLUICE_MAX_CONCURRENT_RUNS is; a run that finished syncing waits for one.
-    #[arg(long, env = "SLUICE_MAX_CONCURRENT_CONVERSIONS", default_value_t = 2)]
-    pub max_concurrent_conversions: usize,
     /// Wall-clock limit of one run, in seconds.
     #[arg(long, env = "SLUICE_RUN_TIMEOUT_SECS", default_value_t = 6 * 3600)]
     pub run_timeout_secs: u64,
@@ -67,9 +63,10 @@ pub struct ServeConfig {
     /// Plugin calls (validate, discover, sync) running at once; more wait for a slot.
     #[arg(long, env = "SLUICE_MAX_CONCURRENT_CALLS", default_value_t = 32)]
     pub max_concurrent_calls: u32,
-    /// DuckDB's memory limit during staging, in MiB (it spills to disk beyond).
-    #[arg(long, env = "DUCKDB_MEMORY_LIMIT_MIB", default_value_t = 128)]
-    pub duckdb_memory_mib: u32,
+    /// Emitted JSON one run buffers before writing it as Parquet row groups, in MiB (all its
+    /// streams together; also the most one row group holds).
+    #[arg(long, env = "SLUICE_STAGING_BUFFER_MIB", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub staging_buffer_mib: u32,
     /// Seconds running runs get to finish on SIGTERM before they are cancelled.
     #[arg(long, env = "SLUICE_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
@@ -155,15 +152,13 @@ impl ServeConfig {
         if self.header_read_timeout_secs == 0 {
             bail!("SLUICE_HEADER_READ_TIMEOUT_SECS must be at least 1");
         }
-        // ~40 MiB for the service itself; each running run's DuckDB may take its limit.
+        // ~40 MiB for the service itself; each running run buffers up to its staging buffer,
+        // held twice while a row group is encoded.
         let worst = 40
             + u64::from(self.plugin_memory_budget_mib)
-            + u64::from(self.duckdb_memory_mib)
-                * self
-                    .max_concurrent_runs
-                    .min(self.max_concurrent_conversions.max(1)) as u64;
+            + 2 * u64::from(self.staging_buffer_mib) * self.max_concurrent_runs as u64;
         if worst > 480 {
-            warnings.push(format!("plugin memory budget + DuckDB limit × concurrent conversions + ~40 MiB = {worst} MiB: the 512 MiB container limit may be hit"));
+            warnings.push(format!("plugin memory budget + 2 × staging buffer × concurrent runs + ~40 MiB = {worst} MiB: the 512 MiB container limit may be hit"));
         }
         Ok(warnings)
     }
@@ -238,12 +233,11 @@ impl ServeConfig {
             "allow_private_addresses": self.allow_private_addresses,
             "max_concurrent_runs": self.max_concurrent_runs,
             "max_queued_runs": self.max_queued_runs,
-            "max_concurrent_conversions": self.max_concurrent_conversions,
             "run_timeout_secs": self.run_timeout_secs,
             "call_timeout_secs": self.call_timeout_secs,
             "plugin_memory_mib": self.plugin_memory_mib,
             "max_concurrent_calls": self.max_concurrent_calls,
-            "duckdb_memory_mib": self.duckdb_memory_mib,
+            "staging_buffer_mib": self.staging_buffer_mib,
             "shutdown_grace_secs": self.shutdown_grace_secs,
             "http_timeout_secs": self.http_timeout_secs,
             "max_rate_limit_wait_secs": self.max_rate_limit_wait_secs,

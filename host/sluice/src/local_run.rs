@@ -103,7 +103,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         deadline: Duration::from_secs(24 * 3600),
         cancel: cancel.clone(),
         log_bytes: 64 << 20,
-        conversions: Arc::new(tokio::sync::Semaphore::new(1)),
     };
     let progress: Progress = Default::default();
     let bars = MultiProgress::new();

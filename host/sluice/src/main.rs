@@ -146,7 +146,8 @@ async fn serve(cfg: ServeConfig, warnings: Vec<String>) -> anyhow::Result<()> {
     let book = RunBook::open(cfg.data_dir.join("runs")).context("opening run records")?;
     clear_staging(&cfg.staging_dir());
     let mut staging = StagingConfig::new(cfg.staging_dir());
-    staging.memory_limit_mib = cfg.duckdb_memory_mib;
+    staging.run_buffer_bytes = (cfg.staging_buffer_mib as usize) << 20;
+    staging.row_group_bytes = staging.run_buffer_bytes;
     staging.run_quota_bytes = cfg.staging_run_quota_mib << 20;
     staging.disk = sluice_staging::DiskBudget::new(cfg.staging_total_mib << 20);
     let runs = RunManager::new(
@@ -157,7 +158,6 @@ async fn serve(cfg: ServeConfig, warnings: Vec<String>) -> anyhow::Result<()> {
             max_queued_runs: cfg.max_queued_runs,
             run_deadline: Duration::from_secs(cfg.run_timeout_secs),
             run_log_bytes: cfg.plugin_log_run_kib << 10,
-            max_concurrent_conversions: cfg.max_concurrent_conversions,
             staging,
             backend: cfg.backend()?,
         },

@@ -1,0 +1,255 @@
+//! One JSON value into one typed column: the rules by which a declared column takes a value.
+//!
+//! A value that does not fit is never changed to make it fit (no rounding, no truthiness): the
+//! caller stores NULL in the column and keeps the value's JSON text in `_sluice_errors`.
+
+use std::borrow::Cow;
+
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{Date, OffsetDateTime, PrimitiveDateTime};
+
+/// How a column stores its values; from the column's DuckDB/Parquet type name
+/// ([`crate::Column::duck_type`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// BIGINT: integer literals, or strings of one, within `i64`.
+    Integer,
+    /// DOUBLE: number literals that are finite as `f64`, or strings of a number.
+    Number,
+    /// BOOLEAN: `true`/`false`, or the strings `"true"`/`"false"`.
+    Boolean,
+    /// VARCHAR: a string's text; any other value's JSON text.
+    Text,
+    /// TIMESTAMPTZ (µs, UTC): an RFC 3339 string; without an offset it is read as UTC; a
+    /// date alone is its midnight UTC. Digits past the microsecond are truncated.
+    Timestamp,
+    /// DATE: a `YYYY-MM-DD` string.
+    Date,
+    /// JSON: the value's text, byte for byte.
+    Json,
+}
+
+impl Kind {
+    /// The kind of a column type name; unknown names store JSON text.
+    pub fn of(duck_type: &str) -> Self {
+        match duck_type {
+            "BIGINT" => Self::Integer,
+            "DOUBLE" => Self::Number,
+            "BOOLEAN" => Self::Boolean,
+            "VARCHAR" => Self::Text,
+            "TIMESTAMPTZ" => Self::Timestamp,
+            "DATE" => Self::Date,
+            _ => Self::Json,
+        }
+    }
+}
+
+/// A value ready for its column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Typed<'a> {
+    Null,
+    Integer(i64),
+    Number(f64),
+    Boolean(bool),
+    /// Text for a VARCHAR column, or the JSON text of a JSON column.
+    Text(Cow<'a, str>),
+    /// Microseconds since 1970-01-01T00:00:00Z.
+    Micros(i64),
+    /// Days since 1970-01-01.
+    Days(i32),
+    /// The value does not fit the column.
+    Misfit,
+}
+
+impl Typed<'_> {
+    /// The same value, owning its text.
+    pub fn into_static(self) -> Typed<'static> {
+        match self {
+            Typed::Text(t) => Typed::Text(Cow::Owned(t.into_owned())),
+            Typed::Null => Typed::Null,
+            Typed::Integer(v) => Typed::Integer(v),
+            Typed::Number(v) => Typed::Number(v),
+            Typed::Boolean(v) => Typed::Boolean(v),
+            Typed::Micros(v) => Typed::Micros(v),
+            Typed::Days(v) => Typed::Days(v),
+            Typed::Misfit => Typed::Misfit,
+        }
+    }
+}
+
+/// Types `raw`, the text of one JSON value (as the record carried it), for a column of `kind`.
+pub fn typed(raw: &str, kind: Kind) -> Typed<'_> {
+    let raw = raw.trim();
+    if raw == "null" {
+        return Typed::Null;
+    }
+    match kind {
+        Kind::Json => Typed::Text(Cow::Borrowed(raw)),
+        Kind::Text => Typed::Text(string(raw).unwrap_or(Cow::Borrowed(raw))),
+        Kind::Integer => match string(raw) {
+            Some(s) => integer(&s),
+            None => integer(raw),
+        },
+        Kind::Number => match string(raw) {
+            Some(s) => s.trim().parse().map_or(Typed::Misfit, Typed::Number),
+            None => match raw.parse::<f64>() {
+                Ok(f)
+                    if f.is_finite()
+                        && raw.starts_with([
+                            '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9',
+                        ]) =>
+                {
+                    Typed::Number(f)
+                }
+                _ => Typed::Misfit,
+            },
+        },
+        Kind::Boolean => match raw {
+            "true" | "\"true\"" => Typed::Boolean(true),
+            "false" | "\"false\"" => Typed::Boolean(false),
+            _ => Typed::Misfit,
+        },
+        Kind::Timestamp => string(raw)
+            .and_then(|s| timestamp_micros(&s))
+            .map_or(Typed::Misfit, Typed::Micros),
+        Kind::Date => string(raw)
+            .and_then(|s| date_days(&s))
+            .map_or(Typed::Misfit, Typed::Days),
+    }
+}
+
+/// The text of a JSON string literal, unescaped; `None` when `raw` is not a string.
+fn string(raw: &str) -> Option<Cow<'_, str>> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        return Some(Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
+}
+
+/// `-?[0-9]+` within `i64`.
+fn integer(text: &str) -> Typed<'static> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Typed::Misfit;
+    }
+    text.parse().map_or(Typed::Misfit, Typed::Integer)
+}
+
+/// Microseconds since the epoch of an RFC 3339 date-time (RFC 3339 §5.6; the `time` crate's
+/// parser: any date/time separator, `Z` in either case), of the same without an offset (read as
+/// UTC), or of a full date alone (its midnight UTC).
+pub fn timestamp_micros(s: &str) -> Option<i64> {
+    let at = match OffsetDateTime::parse(s, &Rfc3339) {
+        Ok(t) => t,
+        Err(_) => local_date_time(s)
+            .or_else(|| Some(date(s)?.midnight()))?
+            .assume_utc(),
+    };
+    i64::try_from(at.unix_timestamp_nanos().div_euclid(1000)).ok()
+}
+
+/// `YYYY-MM-DD[T| ]HH:MM:SS[.fraction]`.
+fn local_date_time(s: &str) -> Option<PrimitiveDateTime> {
+    let format = format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second][optional [.[subsecond]]]"
+    );
+    match s.as_bytes().get(10) {
+        Some(b'T') => PrimitiveDateTime::parse(s, format).ok(),
+        Some(b't' | b' ') => {
+            let mut t = s.to_string();
+            t.replace_range(10..11, "T");
+            PrimitiveDateTime::parse(&t, format).ok()
+        }
+        _ => None,
+    }
+}
+
+fn date(s: &str) -> Option<Date> {
+    Date::parse(s, format_description!("[year]-[month]-[day]")).ok()
+}
+
+/// Days since 1970-01-01 of a `YYYY-MM-DD` date.
+pub fn date_days(s: &str) -> Option<i32> {
+    let epoch = Date::from_calendar_date(1970, time::Month::January, 1).ok()?;
+    i32::try_from((date(s)? - epoch).whole_days()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_fit_only_when_exact() {
+        assert_eq!(typed("42", Kind::Integer), Typed::Integer(42));
+        assert_eq!(typed(" -7 ", Kind::Integer), Typed::Integer(-7));
+        assert_eq!(typed("\"12\"", Kind::Integer), Typed::Integer(12));
+        for bad in [
+            "1.5",
+            "1e3",
+            "true",
+            "\"x\"",
+            "18446744073709551616",
+            "-9223372036854775809",
+            "[1]",
+            "\"\"",
+            "\"-\"",
+        ] {
+            assert_eq!(typed(bad, Kind::Integer), Typed::Misfit, "{bad}");
+        }
+        assert_eq!(typed("null", Kind::Integer), Typed::Null);
+    }
+
+    #[test]
+    fn numbers_booleans_and_text() {
+        assert_eq!(typed("2.5", Kind::Number), Typed::Number(2.5));
+        assert_eq!(
+            typed("18446744073709551616", Kind::Number),
+            Typed::Number(18446744073709551616.0)
+        );
+        assert_eq!(typed("\" 2.5 \"", Kind::Number), Typed::Number(2.5));
+        assert_eq!(typed("1e400", Kind::Number), Typed::Misfit);
+        assert_eq!(typed("\"lots\"", Kind::Number), Typed::Misfit);
+        assert_eq!(typed("true", Kind::Number), Typed::Misfit);
+        assert_eq!(typed("true", Kind::Boolean), Typed::Boolean(true));
+        assert_eq!(typed("\"false\"", Kind::Boolean), Typed::Boolean(false));
+        assert_eq!(typed("1", Kind::Boolean), Typed::Misfit);
+        assert_eq!(typed("\"yes\"", Kind::Boolean), Typed::Misfit);
+        assert_eq!(typed("7", Kind::Text), Typed::Text("7".into()));
+        assert_eq!(
+            typed("{\"o\":1}", Kind::Text),
+            Typed::Text("{\"o\":1}".into())
+        );
+        assert_eq!(
+            typed("\"a\\nb\\u00e9\"", Kind::Text),
+            Typed::Text("a\nbé".into())
+        );
+        assert_eq!(
+            typed("[1.50, 1e400]", Kind::Json),
+            Typed::Text("[1.50, 1e400]".into())
+        );
+    }
+
+    #[test]
+    fn timestamps_and_dates() {
+        let t = |s: &str| {
+            typed(&format!("\"{s}\""), Kind::Timestamp)
+                .clone()
+                .into_static()
+        };
+        assert_eq!(t("1970-01-01T00:00:01Z"), Typed::Micros(1_000_000));
+        assert_eq!(t("1970-01-01t00:00:01z"), Typed::Micros(1_000_000));
+        assert_eq!(t("1970-01-01T01:00:00+01:00"), Typed::Micros(0));
+        assert_eq!(t("1970-01-01 00:00:00.000001999Z"), Typed::Micros(1));
+        assert_eq!(t("1970-01-01T00:00:02"), Typed::Micros(2_000_000));
+        assert_eq!(t("1970-01-01 00:00:02.5"), Typed::Micros(2_500_000));
+        assert_eq!(t("1970-01-02"), Typed::Micros(86_400_000_000));
+        assert_eq!(t("1969-12-31T23:59:59.9999995Z"), Typed::Micros(-1));
+        assert_eq!(t("not a time"), Typed::Misfit);
+        assert_eq!(typed("12", Kind::Timestamp), Typed::Misfit);
+        assert_eq!(typed("\"1970-01-11\"", Kind::Date), Typed::Days(10));
+        assert_eq!(typed("\"1969-12-31\"", Kind::Date), Typed::Days(-1));
+        assert_eq!(typed("\"2024-02-30\"", Kind::Date), Typed::Misfit);
+    }
+}
