@@ -463,7 +463,7 @@ fn rate_limit_wait(resp: &OutboundResponse, waits_so_far: u32) -> Option<Duratio
     let h = &resp.headers;
     let exhausted = header(h, "x-ratelimit-remaining") == Some("0");
     let secondary = resp.status == 403 && mentions_secondary_limit(&resp.body);
-    let linear = matches!(resp.status, 200 | 400) && mentions(&resp.body, "\"RATELIMITED\"");
+    let linear = matches!(resp.status, 200 | 400) && graphql_error_code(&resp.body, "RATELIMITED");
     let limited = resp.status == 429
         || linear
         || (resp.status == 403 && (exhausted || secondary || header(h, "retry-after").is_some()));
@@ -515,6 +515,36 @@ fn mentions_secondary_limit(body: &[u8]) -> bool {
 fn mentions(body: &[u8], needle: &str) -> bool {
     let head = &body[..body.len().min(2048)];
     head.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// Whether a GraphQL answer (GraphQL over HTTP: `{"errors": [{"extensions": {"code": ...}}]}`)
+/// carries an error with `code`. The body is parsed only when its head mentions the code, and
+/// only `errors` counts: a data value that happens to equal the code (an issue label named
+/// `RATELIMITED`) is data, not a rate limit.
+fn graphql_error_code(body: &[u8], code: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        #[serde(default)]
+        errors: Vec<GraphqlError>,
+    }
+    #[derive(serde::Deserialize)]
+    struct GraphqlError {
+        #[serde(default)]
+        extensions: Option<Extensions>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Extensions {
+        #[serde(default)]
+        code: Option<String>,
+    }
+    if !mentions(body, &format!("\"{code}\"")) {
+        return false;
+    }
+    serde_json::from_slice::<Answer>(body).is_ok_and(|a| {
+        a.errors
+            .iter()
+            .any(|e| e.extensions.as_ref().and_then(|x| x.code.as_deref()) == Some(code))
+    })
 }
 
 /// Linear ("Rate limiting", linear.app/developers): a `RATELIMITED` GraphQL error on HTTP 400
@@ -804,6 +834,10 @@ mod tests {
         r.body =
             br#"{"errors":[{"message":"Entity not found","extensions":{"code":"INVALID_INPUT"}}]}"#
                 .to_vec();
+        assert_eq!(rate_limit_wait(&r, 0), None);
+        // A page whose data holds the word (a label named RATELIMITED) is data, not a limit.
+        r.body = br#"{"data":{"issueLabels":{"nodes":[{"id":"l1","name":"RATELIMITED","code":"RATELIMITED"}]}}}"#
+            .to_vec();
         assert_eq!(rate_limit_wait(&r, 0), None);
     }
 
