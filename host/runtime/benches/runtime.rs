@@ -38,7 +38,7 @@ impl RecordSink for Count {
     }
 }
 
-/// Staging as a run uses it: every record parsed, checked and appended as an NDJSON line.
+/// Staging as a run uses it: every record parsed, checked, typed and buffered into Parquet row groups.
 struct Stage {
     stage: RunStage,
     count: Arc<AtomicU64>,
@@ -144,7 +144,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Emit throughput: the probe guest builds small records (serde_json in the guest) and
     // emits them in batches of 1000. Sinks: a counter (the boundary alone), then staging
-    // (each record parsed, checked, re-encoded as an NDJSON line with its sequence number).
+    // (each record parsed, checked, typed into Arrow columns, written as Parquet row groups).
     let probe = rt
         .load_file(&plugin("probe"))
         .await
