@@ -10,13 +10,14 @@ PROFILE=${1:-release}
 PER_STREAM=${2:-333334}
 BIN=$CARGO_TARGET_DIR/$PROFILE/sluice
 export GARAGE_BIN=$GARAGE_ROOT/bin/garage
-bash scripts/garage.sh "$SLUICE_CACHE/garage-data" 3900 >/dev/null
+S3_PORT=${SLUICE_BENCH_S3_PORT:-3900}
+bash scripts/garage.sh "$SLUICE_CACHE/garage-data" "$S3_PORT" >/dev/null
 WORK=$(mktemp -d)
 trap 'kill $SVC 2>/dev/null || true; rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/plugins" && cp "$SLUICE_PLUGIN_OUT/synthetic.wasm" "$WORK/plugins/"
 PORT=18072; TOKEN=bench-token-0123456789
 CONNECT_SERVICE_TOKEN=$TOKEN PORT=$PORT SLUICE_DATA_DIR=$WORK/data PLUGINS_DIR=$WORK/plugins \
-  S3_ENDPOINT=http://127.0.0.1:3900 RUST_LOG=${RUST_LOG:-warn} "$BIN" serve > "$WORK/log" 2>&1 &
+  S3_ENDPOINT=http://127.0.0.1:$S3_PORT RUST_LOG=${RUST_LOG:-warn} "$BIN" serve > "$WORK/log" 2>&1 &
 SVC=$!
 for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.1; done
 PREFIX=bench/$(date +%s%N)
@@ -36,4 +37,4 @@ print(f"status {st}  {rows} rows committed in {t:.1f} s  = {rows/t:,.0f} records
 print(f"peak RSS of the service: {'"$HWM"'/1024:.0f} MiB")
 if r["status"] != "succeeded": print(r.get("error"))
 '
-grep -hE "run committed|retrying" "$WORK/log" || true   # phase timings and DuckDB retries, with RUST_LOG=info
+grep -hE "run committed|retrying" "$WORK/log" || true   # phase timings, with RUST_LOG=info

@@ -6,7 +6,8 @@ export SLUICE_CACHE=${SLUICE_CACHE:-/var/cache/sluice}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$SLUICE_CACHE/target}
 # Debian's rustc-web, unpacked privately: builds the wasm plugins (rustup has no wasm target here).
 export RUSTWEB=${RUSTWEB:-$SLUICE_CACHE/rustweb}
-# DuckDB's official prebuilt shared library (from its npm package), linked by the `duckdb` crate.
+# DuckDB's official prebuilt shared library (from its npm package), linked by the tests' `duckdb` crate
+# (they read the committed Parquet with DuckDB; the service itself does not link it).
 export DUCKDB_VERSION=1.5.6-r.1
 export DUCKDB_LIB_DIR=${DUCKDB_LIB_DIR:-$SLUICE_CACHE/duckdb-$DUCKDB_VERSION}
 export LD_LIBRARY_PATH=$DUCKDB_LIB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
