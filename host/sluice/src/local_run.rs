@@ -54,7 +54,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         &work.join("cache"),
         256,
         4,
-        None,
+        // Compile out of process, as `serve` does: the compiler's memory and code pages never
+        // stay in this process while it syncs (the compiled artifact is cached under --out).
+        std::env::current_exe().ok(),
         policy,
         OutboundConfig::default(),
     ))?;
