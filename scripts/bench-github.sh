@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Issue 5's comparison: sync the `issues` stream of N issues (default 20000, 2 repositories)
 # from the fake GitHub (tests/src/bin/fake-github.rs), once with Sluice (release `sluice serve`,
-# github.wasm, committed as Parquet into Garage) and once with Airbyte's `source-github` from
-# PyPI (records to a file, no destination), on the same fake in the same run. Prints wall time,
-# records/s, CPU seconds and peak RSS of each, and the ratios.
-#   scripts/bench-github.sh [issues] [rounds]
+# github.wasm, committed as Parquet into Garage), once with Airbyte's `source-github` and once
+# with the Singer tap `tap-github` (both from PyPI, records to a file, no destination), on the same
+# fake in the same run. Prints wall time, records/s, CPU seconds and peak RSS of each, and the ratios.
+#   scripts/bench-github.sh [issues] [rounds]     SKIP_AIRBYTE=1 / SKIP_TAP=1 leave a peer out
+# tap-github checks its token against the hard-coded https://api.github.com/rate_limit: it runs
+# behind scripts/bench/connect_proxy.py, a loopback CONNECT proxy that terminates TLS for
+# api.github.com only (a throwaway CA made here, in the temp dir) and relays to the fake.
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 . "$(dirname "$0")/bench-lib.sh"
@@ -13,12 +16,18 @@ ISSUES=${1:-20000}
 ROUNDS=${2:-3}
 AIRBYTE_VENV=${AIRBYTE_VENV:-$SLUICE_CACHE/airbyte-venv}
 AIRBYTE_VERSION=${AIRBYTE_VERSION:-2.7.1}
+TAP_VENV=${TAP_VENV:-$SLUICE_CACHE/tap-github-venv}
+TAP_VERSION=${TAP_VERSION:-1.30.1}
 
 bash scripts/build-plugins.sh >&2
 cargo build --release --quiet -p sluice --bin sluice -p sluice-tests --bin fake-github
 if [ ! -x "$AIRBYTE_VENV/bin/source-github" ]; then
   python3 -m venv "$AIRBYTE_VENV"
   "$AIRBYTE_VENV/bin/pip" install --quiet "airbyte-source-github==$AIRBYTE_VERSION"
+fi
+if [ -z "${SKIP_TAP:-}" ] && [ ! -x "$TAP_VENV/bin/tap-github" ]; then
+  python3 -m venv "$TAP_VENV"
+  "$TAP_VENV/bin/pip" install --quiet "meltanolabs-tap-github==$TAP_VERSION"
 fi
 # GNU time gives Airbyte's CPU seconds and peak RSS (Debian package `time`).
 [ -x /usr/bin/time ] || apt-get install -y -qq time >/dev/null
@@ -104,6 +113,51 @@ airbyte_round() {
   echo "$n $wall $(python3 -c "print($user + $sys)") $rss $(cat "$WORK/airbyte.anon")"
 }
 
+# --- tap-github: the issues stream only (a catalog with just `issues` selected), records to a
+# file. Listings go straight to the fake (`api_url_base`, plain http on loopback); only the
+# token check on the hard-coded https://api.github.com goes through the proxy.
+if [ -z "${SKIP_TAP:-}" ]; then
+  ( cd "$WORK"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=sluice bench throwaway CA" \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+      -keyout ca.key -out ca.pem 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj /CN=api.github.com -keyout gh.key -out gh.csr 2>/dev/null
+    printf 'subjectAltName=DNS:api.github.com\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > gh.ext
+    openssl x509 -req -in gh.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile gh.ext -out gh.pem 2>/dev/null )
+  python3 scripts/bench/connect_proxy.py "$WORK/gh.pem" "$WORK/gh.key" "${URL#http://}" "$WORK/proxy.port" 2> "$WORK/proxy.err" &
+  PIDS+=($!)
+  for _ in $(seq 1 100); do [ -s "$WORK/proxy.port" ] && break; sleep 0.1; done
+  PROXY=http://127.0.0.1:$(cat "$WORK/proxy.port")
+  cat > "$WORK/tap-config.json" <<EOF
+{"auth_token": "$GH_TOKEN", "repositories": $REPOS, "api_url_base": "$URL"}
+EOF
+  "$TAP_VENV/bin/tap-github" --config "$WORK/tap-config.json" --discover 2>"$WORK/tap.err" |
+    python3 -c '
+import json, sys
+catalog = json.load(sys.stdin)
+for stream in catalog["streams"]:
+    for m in stream["metadata"]:
+        if m["breadcrumb"] == []:
+            m["metadata"]["selected"] = stream["tap_stream_id"] == "issues"
+json.dump(catalog, sys.stdout)' > "$WORK/tap-catalog.json"
+fi
+# Only the proxy for https (the hard-coded api.github.com); loopback http (the fake) goes direct.
+tap_round() {
+  env -u HTTP_PROXY -u http_proxy -u ALL_PROXY -u all_proxy \
+    HTTPS_PROXY="$PROXY" https_proxy="$PROXY" NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost \
+    REQUESTS_CA_BUNDLE="$WORK/ca.pem" SSL_CERT_FILE="$WORK/ca.pem" \
+    /usr/bin/time -f '%e %U %S %M' -o "$WORK/time.txt" "$TAP_VENV/bin/tap-github" \
+    --config "$WORK/tap-config.json" --catalog "$WORK/tap-catalog.json" > "$WORK/tap.jsonl" 2>"$WORK/tap.err" &
+  local tp=$! child="" n
+  for _ in $(seq 1 100); do child=$(pgrep -P "$tp" | head -1); [ -n "$child" ] && break; sleep 0.01; done
+  echo 0 > "$WORK/tap.anon"
+  [ -n "$child" ] && sample_anon "$child" "$WORK/tap.anon" "$WORK/never"
+  wait "$tp" || { tail -20 "$WORK/tap.err" >&2; exit 1; }
+  n=$(grep -c '^{"type":"RECORD","stream":"issues"' "$WORK/tap.jsonl" || true)
+  read -r wall user sys rss < "$WORK/time.txt"
+  echo "$n $wall $(python3 -c "print($user + $sys)") $rss $(cat "$WORK/tap.anon")"
+}
+
 # Warm-up, not counted: the fake renders each issue's JSON once and serves it from memory
 # afterwards, so that every measured round (of either tool) sees the same fast upstream.
 sluice_round > /dev/null
@@ -113,28 +167,38 @@ for i in $(seq 1 "$ROUNDS"); do
   read -r n wall cpu anon <<< "$(sluice_round)"
   printf 'sluice  round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak anon RSS %.0f MiB\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($anon/1024)")"
   echo "sluice $n $wall $cpu 0 $anon" >> "$WORK/results"
-  [ -n "${SKIP_AIRBYTE:-}" ] && continue
-  read -r n wall cpu rss anon <<< "$(airbyte_round)"
-  printf 'airbyte round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak RSS %.0f MiB, anon %.0f MiB\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($rss/1024)")" "$(python3 -c "print($anon/1024)")"
-  echo "airbyte $n $wall $cpu $rss $anon" >> "$WORK/results"
+  if [ -z "${SKIP_AIRBYTE:-}" ]; then
+    read -r n wall cpu rss anon <<< "$(airbyte_round)"
+    printf 'airbyte round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak RSS %.0f MiB, anon %.0f MiB\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($rss/1024)")" "$(python3 -c "print($anon/1024)")"
+    echo "airbyte $n $wall $cpu $rss $anon" >> "$WORK/results"
+  fi
+  if [ -z "${SKIP_TAP:-}" ]; then
+    read -r n wall cpu rss anon <<< "$(tap_round)"
+    printf 'tapgithub round %d: %4d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak RSS %.0f MiB, anon %.0f MiB\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($rss/1024)")" "$(python3 -c "print($anon/1024)")"
+    echo "tapgithub $n $wall $cpu $rss $anon" >> "$WORK/results"
+  fi
 done
+[ -z "${SKIP_TAP:-}" ] && echo "proxy: $(grep -c tunnelled "$WORK/proxy.err" || true) CONNECTs to api.github.com tunnelled to the fake, $(grep -c refused "$WORK/proxy.err" || true) refused"
 grep -hE "run committed|retrying" "$WORK/service.log" || true   # phase timings and DuckDB retries, with RUST_LOG=info
 SLUICE_HWM=$(awk '/VmHWM/ {print $2}' "/proc/$SVC/status")
 echo "sluice serve peak RSS (VmHWM) over all rounds: $((SLUICE_HWM / 1024)) MiB"
-[ -n "${SKIP_AIRBYTE:-}" ] && exit 0
-python3 - "$WORK/results" "$SLUICE_HWM" <<'EOF'
+python3 - "$WORK/results" "$SLUICE_HWM" "$ISSUES" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 def med(tool, col):
     return statistics.median(float(r[col]) for r in rows if r[0] == tool)
-s_rate = med("sluice", 1) / med("sluice", 2)
-a_rate = med("airbyte", 1) / med("airbyte", 2)
-s_cpu, a_cpu = med("sluice", 3), med("airbyte", 3)
-s_rss, a_rss = int(sys.argv[2]) / 1024, med("airbyte", 4) / 1024
-s_anon = max(float(r[5]) for r in rows if r[0] == "sluice") / 1024
-a_anon = max(float(r[5]) for r in rows if r[0] == "airbyte") / 1024
-print(f"medians: sluice {s_rate:,.0f} records/s, {s_cpu:.2f} CPU s, peak RSS {s_rss:.0f} MiB (the service, all rounds)")
-print(f"         airbyte {a_rate:,.0f} records/s, {a_cpu:.2f} CPU s, peak RSS {a_rss:.0f} MiB")
-print(f"peak anonymous RSS (sampled every 20 ms): sluice {s_anon:.0f} MiB, airbyte {a_anon:.0f} MiB")
-print(f"ratios:  records/s {s_rate / a_rate:.1f}x   CPU s {a_cpu / s_cpu:.1f}x less   peak RSS {s_rss / a_rss:.2f} of airbyte's   peak anon RSS {s_anon / a_anon:.2f} of airbyte's")
+def anon(tool):
+    return max(float(r[5]) for r in rows if r[0] == tool) / 1024
+s_rate, s_cpu = med("sluice", 1) / med("sluice", 2), med("sluice", 3)
+s_rss, s_anon = int(sys.argv[2]) / 1024, anon("sluice")
+print(f"medians: sluice {s_rate:,.0f} records/s, {s_cpu:.2f} CPU s, peak RSS {s_rss:.0f} MiB (the service, all rounds), peak anon RSS {s_anon:.0f} MiB (sampled every 20 ms)")
+for peer in ("airbyte", "tapgithub"):
+    if not any(r[0] == peer for r in rows):
+        continue
+    short = sorted({r[1] for r in rows if r[0] == peer and int(r[1]) != int(sys.argv[3])})
+    if short:
+        print(f"WARNING: {peer} delivered {', '.join(short)} records in some rounds, not {sys.argv[3]}")
+    rate, cpu, rss, p_anon = med(peer, 1) / med(peer, 2), med(peer, 3), med(peer, 4) / 1024, anon(peer)
+    print(f"         {peer} {rate:,.0f} records/s, {cpu:.2f} CPU s, peak RSS {rss:.0f} MiB, peak anon RSS {p_anon:.0f} MiB")
+    print(f"  sluice vs {peer}: records/s {s_rate / rate:.1f}x   CPU s {cpu / s_cpu:.1f}x less   peak RSS {s_rss / rss:.2f} of {peer}'s   peak anon RSS {s_anon / p_anon:.2f} of {peer}'s")
 EOF

@@ -691,7 +691,12 @@ fn rate_headers(resp: &mut Response, used: u64, remaining: Option<u64>, reset: i
     set(resp, "x-github-api-version-selected", "2022-11-28");
 }
 
-async fn handle(State(s): State<Arc<Shared>>, uri: Uri, headers: HeaderMap) -> Response {
+async fn handle(
+    State(s): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     let n = s.counters.next();
     let window_reset = now_secs() - now_secs() % 3600 + 3600;
     match s.knobs.decide(n).await {
@@ -772,7 +777,11 @@ async fn handle(State(s): State<Arc<Shared>>, uri: Uri, headers: HeaderMap) -> R
         let Ok(data) = s.data.read() else {
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         };
-        route(&s, &data, &grant, &segments, &q, uri.path())
+        if segments == ["graphql"] {
+            ("graphql", graphql_repositories(&data, &grant, &body))
+        } else {
+            route(&s, &data, &grant, &segments, &q, uri.path())
+        }
     };
     s.counters.route(route);
     rate_headers(&mut resp, n, None, window_reset);
@@ -780,6 +789,42 @@ async fn handle(State(s): State<Arc<Shared>>, uri: Uri, headers: HeaderMap) -> R
         set(&mut resp, "x-oauth-scopes", scopes);
     }
     resp
+}
+
+/// `POST /graphql`, only the query tap-github sends to resolve its `repositories` config:
+/// `query {repo0: repository(name: "r", owner: "o") { nameWithOwner databaseId } … rateLimit { cost } }`.
+/// Each alias answers the repository (null when the token does not see it).
+fn graphql_repositories(data: &Dataset, grant: &Grant, body: &[u8]) -> Response {
+    let query = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["query"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let mut answer = serde_json::Map::new();
+    let parts: Vec<&str> = query.split(": repository(").collect();
+    for w in parts.windows(2) {
+        let alias = w[0]
+            .rsplit(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .next()
+            .unwrap_or_default();
+        let arg = |name: &str| {
+            w[1].split(&format!("{name}: \""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+        };
+        let repo = match (arg("owner"), arg("name")) {
+            (Some(o), Some(n)) => data.repo(&format!("{o}/{n}")).filter(|r| grant.sees(r)),
+            _ => None,
+        };
+        answer.insert(
+            alias.to_owned(),
+            repo.map_or(
+                Value::Null,
+                |r| json!({"nameWithOwner": r.full_name, "databaseId": r.id}),
+            ),
+        );
+    }
+    answer.insert("rateLimit".into(), json!({"cost": 1}));
+    axum::Json(json!({ "data": answer })).into_response()
 }
 
 /// A fine-grained token's answer on a listing its permissions do not cover.
@@ -942,7 +987,7 @@ fn list_issues(
     });
     // Issues are rendered once and kept until the data changes.
     let items: Vec<&usize> = positions.iter().collect();
-    paginate_json(&s.base, path, q, &items, |&n| {
+    paginate_json(&s.base, path, q, &items, true, |&n| {
         let mut cache = s.issue_json.lock().unwrap_or_else(|e| e.into_inner());
         cache
             .entry(n)
@@ -1053,49 +1098,89 @@ fn paginate<T>(
     items: &[&T],
     render: impl Fn(&T) -> Value,
 ) -> Response {
-    paginate_json(base, path, q, items, |i| render(i).to_string())
+    paginate_json(base, path, q, items, false, |i| render(i).to_string())
 }
 
-/// [`paginate`] with items already rendered as JSON text.
+/// GitHub's opaque listing cursor (`after=`) for the item at `start`: here the hex of
+/// `cursor:v2:{start}`.
+fn cursor(start: usize) -> String {
+    format!("cursor:v2:{start}")
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn parse_cursor(c: &str) -> Option<usize> {
+    let raw = (0..c.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(c.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(raw)
+        .ok()?
+        .strip_prefix("cursor:v2:")?
+        .parse()
+        .ok()
+}
+
+/// [`paginate`] with items already rendered as JSON text. With `cursors` (GitHub's issue
+/// listings), the next link also carries an `after` cursor and a request's `after` (which takes
+/// precedence over `page`) starts the page after it: clients such as tap-github page by it.
 fn paginate_json<T>(
     base: &str,
     path: &str,
     q: &[(String, String)],
     items: &[&T],
+    cursors: bool,
     render: impl Fn(&T) -> String,
 ) -> Response {
     let per_page = get(q, "per_page")
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(30)
         .clamp(1, 100);
-    let page = get(q, "page")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(1)
-        .max(1);
+    let after = match get(q, "after").filter(|_| cursors) {
+        None => None,
+        Some(c) => match parse_cursor(c) {
+            Some(start) => Some(start),
+            None => return validation_failed("after"),
+        },
+    };
+    let page = match after {
+        Some(start) => start / per_page + 1,
+        None => get(q, "page")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(1)
+            .max(1),
+    };
     let last = items.len().div_ceil(per_page).max(1);
-    let start = (page - 1).saturating_mul(per_page).min(items.len());
+    let start = after
+        .unwrap_or((page - 1).saturating_mul(per_page))
+        .min(items.len());
     let end = (start + per_page).min(items.len());
     let body: Vec<String> = items[start..end].iter().map(|i| render(i)).collect();
     let body = format!("[{}]", body.join(","));
-    let url = |p: usize| {
+    let url = |p: usize, after: Option<usize>| {
         let mut params: Vec<String> = q
             .iter()
-            .filter(|(k, _)| k != "page")
+            .filter(|(k, _)| k != "page" && k != "after")
             .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
             .collect();
         params.push(format!("page={p}"));
+        if let Some(a) = after {
+            params.push(format!("after={}", cursor(a)));
+        }
         format!("<{base}{path}?{}>", params.join("&"))
     };
     let mut links = Vec::new();
     if page > 1 {
-        links.push(format!("{}; rel=\"prev\"", url(page - 1)));
+        links.push(format!("{}; rel=\"prev\"", url(page - 1, None)));
     }
-    if page < last {
-        links.push(format!("{}; rel=\"next\"", url(page + 1)));
-        links.push(format!("{}; rel=\"last\"", url(last)));
+    if end < items.len() {
+        let next = url(page + 1, cursors.then_some(end));
+        links.push(format!("{next}; rel=\"next\""));
+        links.push(format!("{}; rel=\"last\"", url(last, None)));
     }
     if page > 1 {
-        links.push(format!("{}; rel=\"first\"", url(1)));
+        links.push(format!("{}; rel=\"first\"", url(1, None)));
     }
     let mut resp = ([("content-type", "application/json; charset=utf-8")], body).into_response();
     if !links.is_empty() {
@@ -1161,6 +1246,8 @@ fn issue_json(base: &str, i: &Issue) -> Value {
         "reactions": {"url": format!("{api}/reactions"), "total_count": 0, "+1": 0, "-1": 0, "laugh": 0, "hooray": 0, "confused": 0, "heart": 0, "rocket": 0, "eyes": 0},
         "timeline_url": format!("{api}/timeline"), "performed_via_github_app": null,
         "state_reason": if i.state == "closed" { Some("completed") } else { None },
+        // The issue type (GitHub's organization issue types); null where none is set.
+        "type": null,
     });
     if i.is_pull_request() {
         v["draft"] = json!(false);
@@ -1252,5 +1339,62 @@ mod tests {
             ),
             "a linear history, newest first"
         );
+    }
+    #[tokio::test]
+    async fn issue_listings_page_by_after_cursor_and_rate_limit_answers() {
+        let gh = FakeGithub::start(GithubConfig {
+            repos: 1,
+            issues: 250,
+            pr_every: 0,
+            ..Default::default()
+        })
+        .await;
+        let client = reqwest::Client::new();
+        let get = |url: String| {
+            client
+                .get(url)
+                .header("authorization", format!("token {}", gh.token()))
+                .send()
+        };
+        let limit: Value = get(format!("{}/rate_limit", gh.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(limit["resources"]["core"]["limit"], 5000);
+        assert!(limit["rate"]["remaining"].as_u64().is_some());
+
+        // Follow only the `after` cursor of each next link, as tap-github does.
+        let mut url = format!("{}/repos/acme/repo-0/issues?state=all&per_page=100", gh.url);
+        let mut numbers = Vec::new();
+        loop {
+            let resp = get(url.clone()).await.unwrap();
+            let next = resp
+                .headers()
+                .get("link")
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| l.split(", ").find(|p| p.ends_with("rel=\"next\"")))
+                .map(|p| p[1..p.find('>').unwrap()].to_string());
+            let page: Vec<Value> = resp.json().await.unwrap();
+            numbers.extend(page.iter().map(|i| i["number"].as_u64().unwrap()));
+            let Some(next) = next else { break };
+            let after = next.split("after=").nth(1).expect("next link has a cursor");
+            url = format!(
+                "{}/repos/acme/repo-0/issues?state=all&per_page=100&after={after}",
+                gh.url
+            );
+        }
+        let mut unique = numbers.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!((numbers.len(), unique.len()), (250, 250));
+        let bad = get(format!(
+            "{}/repos/acme/repo-0/issues?after=nonsense",
+            gh.url
+        ))
+        .await
+        .unwrap();
+        assert_eq!(bad.status(), 422);
     }
 }
