@@ -1,20 +1,21 @@
 #!/usr/bin/env python3
-"""Loopback HTTPS proxy for scripts/bench-github.sh: nothing leaves this machine.
+"""Loopback HTTPS proxy for the bench scripts: nothing leaves this machine.
 
-    connect_proxy.py CERT KEY UPSTREAM PORTFILE
+    connect_proxy.py CERT KEY UPSTREAM PORTFILE [HOST]
 
 Listens on 127.0.0.1 (a free port, written to PORTFILE once listening). Accepts only
-`CONNECT api.github.com:443`, answers it 200, terminates TLS with CERT/KEY (a certificate for
-api.github.com signed by the bench's throwaway CA) and relays the decrypted bytes to UPSTREAM
-(`host:port` of the fake GitHub's plain-HTTP listener, on loopback). Any other CONNECT target,
-and any plain (non-CONNECT) proxy request, is answered 403 and closed without a connection out.
+`CONNECT HOST:443` (HOST defaults to api.github.com; bench-hubspot.sh passes api.hubapi.com),
+answers it 200, terminates TLS with CERT/KEY (a certificate for HOST signed by the bench's
+throwaway CA) and relays the decrypted bytes to UPSTREAM (`host:port` of the fake's plain-HTTP
+listener, on loopback). Any other CONNECT target, and any plain (non-CONNECT) proxy request, is
+answered 403 and closed without a connection out.
 """
 
 import asyncio
 import ssl
 import sys
 
-ALLOWED = "api.github.com:443"
+ALLOWED = (sys.argv[5] if len(sys.argv) > 5 else "api.github.com") + ":443"
 
 
 async def pipe(reader, writer):
@@ -41,7 +42,7 @@ async def handle(reader, writer, tls, upstream):
         await writer.drain()
         writer.close()
         return
-    print("connect_proxy: tunnelled CONNECT api.github.com:443 to the fake", file=sys.stderr, flush=True)
+    print(f"connect_proxy: tunnelled CONNECT {ALLOWED} to the fake", file=sys.stderr, flush=True)
     writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
     await writer.drain()
     await writer.start_tls(tls)  # from here on `reader`/`writer` carry the decrypted stream

@@ -783,14 +783,64 @@ fn rate_limited(policy: &str, interval_ms: Option<u64>) -> Response {
     r
 }
 
-/// The stream a `{objectType}` path segment names (`0-3` and `deals` are both deals).
+/// The stream a `{objectType}` path segment names: HubSpot takes an object type's id, its
+/// name or its singular (`0-3`, `deals` and `deal` are all deals; Airbyte's connector asks
+/// for `/crm/v3/objects/contact`).
 fn stream_of(segment: &str) -> Option<&'static str> {
     match segment {
-        "contacts" | "0-1" => Some("contacts"),
-        "companies" | "0-2" => Some("companies"),
-        "deals" | "0-3" => Some("deals"),
-        "tickets" | "0-5" => Some("tickets"),
+        "contacts" | "contact" | "0-1" => Some("contacts"),
+        "companies" | "company" | "0-2" => Some("companies"),
+        "deals" | "deal" | "0-3" => Some("deals"),
+        "tickets" | "ticket" | "0-5" => Some("tickets"),
         _ => None,
+    }
+}
+
+/// The scope of the custom-object schemas API (`GET /crm/v3/schemas`), which
+/// [`HubspotConfig::token`] is not granted: the connector has no use for it.
+pub const SCHEMAS_SCOPE: &str = "crm.schemas.custom.read";
+
+/// How a request is checked before it is answered.
+#[derive(Debug, PartialEq)]
+enum Described {
+    /// Against HubSpot's OpenAPI descriptions, as this path.
+    As(String),
+    /// A legacy v2 properties read (`GET /properties/v2/{objectType}/properties`), which no
+    /// published description covers: no query parameter, no body.
+    LegacyProperties,
+}
+
+/// The path HubSpot's descriptions give an operation that HubSpot also serves under another
+/// one: `/crm/v3/objects/{singular}…` is the object type's described path (`contact` →
+/// `contacts`, `deal` → `0-3`), `/crm/v3/schemas…` is `/crm-object-schemas/v3/schemas…` (the
+/// custom-object schemas API under its older, still served path, which tap-hubspot and
+/// Airbyte's connector call).
+fn described(path: &str) -> Described {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["properties", "v2", _, "properties"] => Described::LegacyProperties,
+        ["crm", "v3", "objects", kind, rest @ ..] => {
+            let canonical = match *kind {
+                "contact" => "contacts",
+                "company" => "companies",
+                "deal" => "0-3",
+                "ticket" => "tickets",
+                other => other,
+            };
+            let mut p = format!("/crm/v3/objects/{canonical}");
+            for r in rest {
+                p.push('/');
+                p.push_str(r);
+            }
+            Described::As(p)
+        }
+        ["crm", "v3", "schemas", rest @ ..] => Described::As(
+            std::iter::once("/crm-object-schemas/v3/schemas")
+                .chain(rest.iter().copied())
+                .collect::<Vec<_>>()
+                .join("/"),
+        ),
+        _ => Described::As(path.to_string()),
     }
 }
 
@@ -824,13 +874,52 @@ fn default_properties(stream: &str) -> Vec<String> {
     p
 }
 
-/// A `SimplePublicObject` with the `requested` properties (HubSpot's defaults when none).
+/// The live association pairs of the records of one page: from id → (to stream, to id, type),
+/// for the `to` streams asked for. Both ends must be live (as [`HubspotDataset::live_pairs`]);
+/// built once per answer, so a page costs one pass over the pairs, not one per record.
+type PageAssociations = BTreeMap<u64, Vec<(String, u64, String)>>;
+
+fn page_associations(
+    data: &HubspotDataset,
+    stream: &str,
+    page: &[&Record],
+    tos: &[String],
+) -> PageAssociations {
+    let mut out = PageAssociations::new();
+    if tos.is_empty() {
+        return out;
+    }
+    let from: BTreeSet<u64> = page
+        .iter()
+        .filter(|r| r.archived_at.is_none())
+        .map(|r| r.id)
+        .collect();
+    let mut live: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
+    for (f, fi, t, ti, kind) in &data.associations {
+        if f != stream || !from.contains(fi) || !tos.contains(t) {
+            continue;
+        }
+        let ids = live
+            .entry(t.as_str())
+            .or_insert_with(|| data.live(t).iter().map(|r| r.id).collect());
+        if ids.contains(ti) {
+            out.entry(*fi)
+                .or_default()
+                .push((t.clone(), *ti, kind.clone()));
+        }
+    }
+    out
+}
+
+/// A `SimplePublicObject` with the `requested` properties (HubSpot's defaults when none) and
+/// the `associations` asked for (their pairs in `pairs`).
 fn render(
     data: &HubspotDataset,
     stream: &str,
     r: &Record,
     requested: &[String],
     associations: &[String],
+    pairs: &PageAssociations,
 ) -> Value {
     let values = HubspotDataset::values(stream, r);
     let known: BTreeSet<&str> = data
@@ -867,11 +956,12 @@ fn render(
     if !associations.is_empty() {
         let mut a = Map::new();
         for to in associations {
-            let results: Vec<Value> = data
-                .live_pairs()
+            let results: Vec<Value> = pairs
+                .get(&r.id)
                 .into_iter()
-                .filter(|(f, fi, t, _, _)| f == stream && *fi == r.id && t == to)
-                .map(|(_, _, _, ti, kind)| json!({"id": ti.to_string(), "type": kind}))
+                .flatten()
+                .filter(|(t, _, _)| t == to)
+                .map(|(_, ti, kind)| json!({"id": ti.to_string(), "type": kind}))
                 .collect();
             if !results.is_empty() {
                 a.insert(to.clone(), json!({"results": results}));
@@ -910,8 +1000,26 @@ fn key_of(text: &str) -> Key {
     Key::Text(text.to_string())
 }
 
+/// The filter and sort key of property `name` of record `r`: what [`key_of`] gives for its
+/// value in [`HubspotDataset::values`], without building them all (a search looks at every
+/// record of the type).
+fn key_in(stream: &str, r: &Record, name: &str) -> Option<Key> {
+    match name {
+        "createdate" => Some(Key::Num(r.created as f64)),
+        "hs_object_id" => Some(Key::Num(r.id as f64)),
+        n if n == HubspotDataset::modified_of(stream) => Some(Key::Num(r.updated as f64)),
+        n => r.props.get(n).map(|v| key_of(v)),
+    }
+}
+
 /// Whether record values match one filter; an unknown operator is an error message.
+#[cfg(test)]
 fn matches(values: &BTreeMap<String, String>, filter: &Value) -> Result<bool, String> {
+    matches_key(|name| values.get(name).map(|v| key_of(v)), filter)
+}
+
+/// Whether a record, whose property keys `have` gives, matches one filter.
+fn matches_key(have: impl Fn(&str) -> Option<Key>, filter: &Value) -> Result<bool, String> {
     let name = filter
         .get("propertyName")
         .and_then(Value::as_str)
@@ -920,13 +1028,13 @@ fn matches(values: &BTreeMap<String, String>, filter: &Value) -> Result<bool, St
         .get("operator")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let have = values.get(name);
+    let have = have(name);
     let want = filter.get("value").and_then(Value::as_str).map(key_of);
     Ok(match op {
         "HAS_PROPERTY" => have.is_some(),
         "NOT_HAS_PROPERTY" => have.is_none(),
         "EQ" | "NEQ" | "GT" | "GTE" | "LT" | "LTE" => {
-            let (Some(have), Some(want)) = (have.map(|h| key_of(h)), want) else {
+            let (Some(have), Some(want)) = (have, want) else {
                 return Ok(op == "NEQ");
             };
             match op {
@@ -975,7 +1083,18 @@ async fn answer(
     headers: &HeaderMap,
     body: &[u8],
 ) -> (Response, Option<u64>) {
-    if let Err(v) = s.contract.check(method.as_str(), path, q, body) {
+    let checked = match described(path) {
+        Described::As(p) => s.contract.check(method.as_str(), &p, q, body).map(|_| ()),
+        Described::LegacyProperties if *method != Method::GET => Err(format!(
+            "{method} {path}: the legacy properties API is read with GET"
+        )),
+        Described::LegacyProperties => match (q.first(), body.is_empty()) {
+            (None, true) => Ok(()),
+            (Some((k, _)), _) => Err(format!("GET {path}: unknown query parameter {k}")),
+            (None, false) => Err(format!("GET {path}: a body on a GET")),
+        },
+    };
+    if let Err(v) = checked {
         if let Ok(mut all) = s.violations.lock() {
             all.push(v.clone());
         }
@@ -1089,6 +1208,18 @@ async fn answer(
             )),
         },
         ("GET", ["crm", "v3", "owners"]) => require(scope_of("owners")).and_then(|_| owners(s, q)),
+        // The custom-object schemas: none in this portal (the token lacks the scope anyway).
+        ("GET", ["crm", "v3", "schemas"]) => {
+            require(SCHEMAS_SCOPE).map(|_| axum::Json(json!({"results": []})).into_response())
+        }
+        ("GET", ["properties", "v2", kind, "properties"]) => match stream_of(kind) {
+            Some(stream) => require(scope_of(stream)).map(|_| legacy_properties(s, stream)),
+            None => Err(error(
+                StatusCode::NOT_FOUND,
+                "OBJECT_NOT_FOUND",
+                "Unable to infer object type",
+            )),
+        },
         ("GET", ["crm", "v3", "pipelines", kind @ ("deals" | "tickets")]) => {
             require(scope_of(kind)).map(|_| pipelines(s, kind))
         }
@@ -1141,6 +1272,23 @@ fn properties(s: &Shared, stream: &str) -> Response {
     axum::Json(json!({"results": results})).into_response()
 }
 
+/// The legacy (v2) properties read: a bare array of definitions, in the v1/v2 field set
+/// ("Contact Properties API" and its companions; Airbyte's connector reads its schemas so).
+fn legacy_properties(s: &Shared, stream: &str) -> Response {
+    let data = s.data.read().expect("data");
+    let group = format!("{}information", stream.trim_end_matches('s'));
+    let list: Vec<Value> = data.properties.get(stream).into_iter().flatten().enumerate().map(|(i, p)| json!({
+        "name": p.name, "label": p.label, "description": "", "groupName": group,
+        "type": p.kind, "fieldType": p.field_type, "options": [], "displayOrder": i,
+        "calculated": false, "externalOptions": false, "hasUniqueValue": p.name == "hs_object_id",
+        "hidden": false, "hubspotDefined": true, "formField": true, "readOnlyValue": false,
+        "readOnlyDefinition": true, "mutableDefinitionNotDeletable": true, "deleted": false,
+        "createdUserId": null, "updatedUserId": null, "displayMode": "current_value",
+        "showCurrencySymbol": false, "favorited": false, "favoritedOrder": -1
+    })).collect();
+    axum::Json(Value::Array(list)).into_response()
+}
+
 /// Offset paging (`after` is the offset, as text).
 fn page<T>(
     items: &[T],
@@ -1186,9 +1334,10 @@ fn list(
     let end = (from + limit).min(records.len());
     let props = list_param(q, "properties");
     let assoc = list_param(q, "associations");
+    let pairs = page_associations(&data, stream, &records[from..end], &assoc);
     let results: Vec<Value> = records[from..end]
         .iter()
-        .map(|r| render(&data, stream, r, &props, &assoc))
+        .map(|r| render(&data, stream, r, &props, &assoc, &pairs))
         .collect();
     let mut body = json!({"results": results});
     if let Some(p) = paging(end, records.len()) {
@@ -1240,12 +1389,23 @@ fn search(s: &Shared, stream: &str, body: &[u8]) -> Result<Response, Response> {
     }
     let data = s.data.read().expect("data");
     let visible_before = now_ms() - s.search_lag_ms.load(Ordering::SeqCst);
-    let mut hits: Vec<(&Record, BTreeMap<String, String>)> = Vec::new();
+    let sort_by = match sorts.first() {
+        Some(Value::Object(sort)) => Some((
+            sort.get("propertyName")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            sort.get("direction").and_then(Value::as_str) == Some("DESCENDING"),
+        )),
+        // No sort, or one given as a string (which HubSpot ignores): newest change first.
+        _ => None,
+    };
+    // Each hit with its sort key.
+    let mut hits: Vec<(&Record, Option<Key>)> = Vec::new();
     for r in data.live(stream) {
         if r.updated > visible_before {
             continue; // not indexed yet
         }
-        let values = HubspotDataset::values(stream, r);
         let mut any = groups.is_empty();
         for g in &groups {
             let mut all = true;
@@ -1255,31 +1415,23 @@ fn search(s: &Shared, stream: &str, body: &[u8]) -> Result<Response, Response> {
                 .into_iter()
                 .flatten()
             {
-                all &= matches(&values, f).map_err(|m| bad(&m))?;
+                all &= matches_key(|name| key_in(stream, r, name), f).map_err(|m| bad(&m))?;
             }
             any |= all;
         }
         if any {
-            hits.push((r, values));
+            let key = sort_by
+                .as_ref()
+                .and_then(|(name, _)| key_in(stream, r, name));
+            hits.push((r, key));
         }
     }
-    match sorts.first() {
-        Some(Value::Object(sort)) => {
-            let name = sort
-                .get("propertyName")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let desc = sort.get("direction").and_then(Value::as_str) == Some("DESCENDING");
-            hits.sort_by(|a, b| {
-                let ka = a.1.get(&name).map(|v| key_of(v));
-                let kb = b.1.get(&name).map(|v| key_of(v));
-                let o = ka.partial_cmp(&kb).unwrap_or(std::cmp::Ordering::Equal);
-                if desc { o.reverse() } else { o }
-            });
-        }
-        // No sort, or one given as a string (which HubSpot ignores): newest change first.
-        _ => hits.sort_by(|a, b| b.0.updated.cmp(&a.0.updated).then(b.0.id.cmp(&a.0.id))),
+    match &sort_by {
+        Some((_, desc)) => hits.sort_by(|a, b| {
+            let o = a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal);
+            if *desc { o.reverse() } else { o }
+        }),
+        None => hits.sort_by(|a, b| b.0.updated.cmp(&a.0.updated).then(b.0.id.cmp(&a.0.id))),
     }
     let total = hits.len();
     let from = after.min(total);
@@ -1293,7 +1445,7 @@ fn search(s: &Shared, stream: &str, body: &[u8]) -> Result<Response, Response> {
         .collect();
     let results: Vec<Value> = hits[from..end]
         .iter()
-        .map(|(r, _)| render(&data, stream, r, &props, &[]))
+        .map(|(r, _)| render(&data, stream, r, &props, &[], &PageAssociations::new()))
         .collect();
     let mut out = json!({"total": total, "results": results});
     if let Some(p) = paging(end, total) {
@@ -1469,6 +1621,50 @@ mod tests {
             c.check("POST", "/crm/v3/objects/contacts/search", &[], b"")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn other_paths_of_described_operations_are_checked_as_the_described_ones() {
+        let d = |p: &str| described(p);
+        let as_ = |p: &str| Described::As(p.to_string());
+        assert_eq!(
+            d("/crm/v3/objects/contact"),
+            as_("/crm/v3/objects/contacts")
+        );
+        assert_eq!(
+            d("/crm/v3/objects/deal/search"),
+            as_("/crm/v3/objects/0-3/search")
+        );
+        assert_eq!(
+            d("/crm/v3/objects/contacts"),
+            as_("/crm/v3/objects/contacts")
+        );
+        assert_eq!(d("/crm/v3/schemas"), as_("/crm-object-schemas/v3/schemas"));
+        assert_eq!(
+            d("/properties/v2/contact/properties"),
+            Described::LegacyProperties
+        );
+        let c = hubspot_contract();
+        let q = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        assert!(
+            c.check(
+                "GET",
+                "/crm-object-schemas/v3/schemas",
+                &q("archived", "false"),
+                b""
+            )
+            .is_ok()
+        );
+        assert!(
+            c.check(
+                "GET",
+                "/crm-object-schemas/v3/schemas",
+                &q("limit", "10"),
+                b""
+            )
+            .is_err()
+        );
+        assert_eq!(stream_of("contact"), Some("contacts"));
     }
 
     #[test]
