@@ -15,12 +15,23 @@ mkdir -p "$WORK/plugins"
 # The connectors the document's examples name (http-json), so every operation is reached with an id
 # that exists; create-run's links hand its run_id to get-run and cancel-run.
 cp "$SLUICE_PLUGIN_OUT/http-json.wasm" "$SLUICE_PLUGIN_OUT/probe.wasm" "$WORK/plugins/"
+# The internal service the document's examples name (purchase-orders), at the same unreachable
+# destination: connect/disconnect answer 502 service_denied, health the state `denied`.
+cat > "$WORK/services.yaml" <<'YAML'
+services:
+  - id: purchase-orders
+    name: Purchase orders
+    base_url: http://127.0.0.1:9
+    connector: {kind: http-json, streams: [{name: purchase_orders, path: /api/purchase-orders}]}
+    env: [PO_API_KEY]
+YAML
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 TOKEN=fuzz-token-$(openssl rand -hex 8)
 # Plugins may reach nothing: a port on loopback, which is itself refused (private addresses are not
 # granted), so validate/runs with generated configs never leave the machine.
 CONNECT_SERVICE_TOKEN=$TOKEN PORT=$PORT SLUICE_DATA_DIR=$WORK/data PLUGINS_DIR=$WORK/plugins RUST_LOG=warn \
   SLUICE_ALLOWED_HOSTS=http://127.0.0.1:9 SLUICE_CALL_TIMEOUT_SECS=5 \
+  SERVICES_FILE=$WORK/services.yaml SC_SECRET_PURCHASE_ORDERS=fuzz-shared-secret-$(openssl rand -hex 8) SLUICE_SERVICE_TIMEOUT_SECS=2 \
   "$CARGO_TARGET_DIR/debug/sluice" serve > "$WORK/service.log" 2>&1 &
 PID=$!
 for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.1; done

@@ -269,4 +269,112 @@ export async function everyRoute(baseUrl: string, token: string): Promise<void> 
     assertType<Equals<Schemas["CatalogStream"]["view_sql"], string | null>>();
     assertType<Equals<Schemas["Catalog"]["connector"], Schemas["ConnectorRef"] | null>>();
   }
+
+  // GET /internal/services
+  let serviceId = "purchase-orders";
+  {
+    const { data } = await client.GET("/internal/services");
+    for (const s of data?.services ?? []) {
+      serviceId = s.id;
+      const connector: { id: string; config: { [key: string]: unknown }; secret: string } =
+        s.connector;
+      const env: string[] = s.env;
+      const urlEnv: string | null = s.url_env;
+      const ttl: number = s.ttl_days;
+      const configured: boolean = s.secret_configured;
+      const secretError: string | null = s.secret_error;
+      const health: Schemas["ServiceHealth"] | null = s.last_health;
+      void [connector, env, urlEnv, ttl, configured, secretError, health];
+    }
+    const failure: { message: string; at: string } | null | undefined = data?.error;
+    const file: string | null | undefined = data?.file;
+    void [failure, file];
+    assertType<Equals<Schemas["ServiceInfo"]["last_health"], Schemas["ServiceHealth"] | null>>();
+    assertType<Equals<Schemas["ServiceList"]["error"], Schemas["RegistryErrorInfo"] | null>>();
+  }
+
+  // GET /internal/services/{id}
+  {
+    const { data, error } = await client.GET("/internal/services/{id}", {
+      params: { path: { id: serviceId } },
+    });
+    if (error) {
+      const detail: string = error.detail; // 400, 401, 404
+      void detail;
+    } else {
+      const docs: string = data.docs;
+      const secretEnv: string = data.secret_env;
+      void [docs, secretEnv];
+    }
+  }
+
+  // POST /internal/services/{id}/connect
+  let tokenId = "";
+  {
+    const { data, error } = await client.POST("/internal/services/{id}/connect", {
+      params: { path: { id: serviceId } },
+      body: { user_email: "john@corp.example", ttl_days: 30 },
+    });
+    if (error) {
+      // 400, 401, 403, 404, 413, 415, 422, 502, 503, 504
+      const detail: string = error.detail;
+      void detail;
+    } else {
+      tokenId = data.token_id;
+      const key: string = data.api_key;
+      const expires: string = data.expires_at;
+      const env: { [name: string]: string } = data.env;
+      void [key, expires, env];
+    }
+    // ttl_days may be left out (the service's default).
+    await client.POST("/internal/services/{id}/connect", {
+      params: { path: { id: serviceId } },
+      body: { user_email: "john@corp.example" },
+    });
+    await client.POST("/internal/services/{id}/connect", {
+      params: { path: { id: serviceId } },
+      // @ts-expect-error user_email is required
+      body: { ttl_days: 30 },
+    });
+  }
+
+  // POST /internal/services/{id}/disconnect
+  {
+    const { data, error } = await client.POST("/internal/services/{id}/disconnect", {
+      params: { path: { id: serviceId } },
+      body: { token_id: tokenId },
+    });
+    if (error) {
+      const detail: string = error.detail; // 400, 401, 404, 413, 415, 422, 502, 503, 504
+      void detail;
+    } else {
+      const status: string = data.status;
+      const known: boolean = data.known_to_service;
+      void [status, known];
+    }
+  }
+
+  // GET /internal/services/{id}/health
+  {
+    const { data, error } = await client.GET("/internal/services/{id}/health", {
+      params: { path: { id: serviceId } },
+    });
+    if (error) {
+      const detail: string = error.detail; // 400, 401, 404
+      void detail;
+    } else {
+      const state:
+        | "up"
+        | "unreachable"
+        | "bad_secret"
+        | "timeout"
+        | "denied"
+        | "error"
+        | "secret_missing" = data.state;
+      const latency: number | null = data.latency_ms;
+      const httpStatus: number | null = data.http_status;
+      const checked: string = data.checked_at;
+      void [state, latency, httpStatus, checked];
+    }
+  }
 }

@@ -1,4 +1,4 @@
-//! The HTTP API: thin handlers over the registry and the run manager.
+//! The HTTP API: thin handlers over the registry, the run manager and the internal services.
 //!
 //! `/health`, `/ready` and `/openapi.json` are open; every `/internal/*` route needs the
 //! `x-connect-service-token` header (checked in [`auth`]).
@@ -10,6 +10,7 @@ mod mirror;
 mod openapi;
 mod schema;
 pub mod server;
+mod services;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use sluice_runs::manager::RunManager;
 use sluice_runtime::registry::Registry;
+use sluice_services::Services;
 
 pub use error::ApiError;
 
@@ -27,6 +29,8 @@ pub use error::ApiError;
 pub struct AppState {
     pub registry: Arc<Registry>,
     pub runs: Arc<RunManager>,
+    /// The internal-service registry and protocol.
+    pub services: Arc<Services>,
     /// Deadline of a `validate` or `discover` call.
     pub call_deadline: Duration,
     token: Arc<auth::Token>,
@@ -36,12 +40,14 @@ impl AppState {
     pub fn new(
         registry: Arc<Registry>,
         runs: Arc<RunManager>,
+        services: Arc<Services>,
         token: &str,
         call_deadline: Duration,
     ) -> Self {
         Self {
             registry,
             runs,
+            services,
             call_deadline,
             token: Arc::new(auth::Token::new(token)),
         }
@@ -70,6 +76,11 @@ pub fn router(state: AppState) -> Router {
         .route("/mirror-connections/schema-sync", post(mirror::schema_sync))
         .route("/connectors", get(connectors::list))
         .route("/connectors/{id}", get(connectors::get_one))
+        .route("/services", get(services::list))
+        .route("/services/{id}", get(services::get_one))
+        .route("/services/{id}/connect", post(services::connect))
+        .route("/services/{id}/disconnect", post(services::disconnect))
+        .route("/services/{id}/health", get(services::health))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed);
     // The token is checked on the path, before routing: every `/internal` path, routed or not,

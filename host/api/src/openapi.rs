@@ -25,6 +25,11 @@ use crate::schema;
         crate::mirror::get_run,
         crate::mirror::cancel_run,
         crate::mirror::schema_sync,
+        crate::services::list,
+        crate::services::get_one,
+        crate::services::connect,
+        crate::services::disconnect,
+        crate::services::health,
     ),
     modifiers(&TokenScheme, &CatalogShapes)
 )]

@@ -113,6 +113,13 @@ pub struct ServeConfig {
     /// Plugin log one call may write, in KiB; further lines are counted and dropped.
     #[arg(long, env = "SLUICE_PLUGIN_LOG_CALL_KIB", default_value_t = 1024)]
     pub plugin_log_call_kib: u64,
+    /// The internal-service registry (YAML or JSON), watched and hot-reloaded. Unset: no services.
+    #[arg(long, env = "SERVICES_FILE")]
+    pub services_file: Option<PathBuf>,
+    /// Wall-clock limit of one call to an internal service (token exchange, revoke, health),
+    /// in seconds, retries included.
+    #[arg(long, env = "SLUICE_SERVICE_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub service_timeout_secs: u64,
     /// Plugin log one run may write (all its calls), in KiB.
     #[arg(long, env = "SLUICE_PLUGIN_LOG_RUN_KIB", default_value_t = 8192)]
     pub plugin_log_run_kib: u64,
@@ -252,6 +259,8 @@ impl ServeConfig {
             "plugin_log_line_bytes": self.plugin_log_line_bytes,
             "plugin_log_call_kib": self.plugin_log_call_kib,
             "plugin_log_run_kib": self.plugin_log_run_kib,
+            "services_file": self.services_file.as_ref().map(|p| p.display().to_string()),
+            "service_timeout_secs": self.service_timeout_secs,
         })
     }
 }

@@ -1,7 +1,9 @@
-//! `sluice`: the service (`serve`), plugin tools (`plugin inspect|validate`) and local runs (`run`).
+//! `sluice`: the service (`serve`), plugin tools (`plugin inspect|validate`), local runs (`run`)
+//! and the internal-service conformance checker (`service check`).
 
 mod config;
 mod local_run;
+mod services;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -40,6 +42,15 @@ enum Command {
     Plugin(PluginCommand),
     /// Run a connector into a local directory, without the service.
     Run(local_run::RunArgs),
+    /// Internal-service tools.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+}
+
+#[derive(Subcommand)]
+enum ServiceCommand {
+    /// Check that a service speaks the token-exchange protocol; exits 1 naming each failed check.
+    Check(services::CheckArgs),
 }
 
 #[derive(Subcommand)]
@@ -88,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
             init_logging("text");
             local_run::run(args).await
         }
+        Command::Service(ServiceCommand::Check(args)) => services::check(args).await,
     }
 }
 
@@ -162,9 +174,15 @@ async fn serve(cfg: ServeConfig, warnings: Vec<String>) -> anyhow::Result<()> {
             backend: cfg.backend()?,
         },
     );
+    let services = services::start(
+        cfg.services_file.clone(),
+        cfg.policy()?,
+        Duration::from_secs(cfg.service_timeout_secs),
+    )?;
     let state = sluice_api::AppState::new(
         registry.clone(),
         runs.clone(),
+        services,
         &cfg.token,
         Duration::from_secs(cfg.call_timeout_secs),
     );

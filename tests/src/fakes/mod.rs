@@ -9,6 +9,7 @@
 
 pub mod github;
 pub mod hubspot;
+pub mod internal_service;
 pub mod linear;
 pub mod openapi;
 pub mod slack;

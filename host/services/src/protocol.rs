@@ -1,0 +1,187 @@
+//! The internal-service protocol on the wire (`docs/internal-service-protocol.yaml` is its
+//! OpenAPI document): paths, bodies, and the checks an answer must pass.
+//!
+//! Every call carries `Authorization: Bearer <shared secret>`:
+//! - `POST {base}/api/internal/token-exchange` `{user_email, ttl_days}` → 200/201
+//!   `{status: "ok", api_key, token_id, expires_at}` (RFC 3339); 401 wrong secret; 403 the user
+//!   may not have a key.
+//! - `POST {base}/api/internal/token-revoke` `{token_id}` → 200 `{status: "ok"}`, also for a
+//!   token already revoked or unknown (idempotent); 401 wrong secret.
+//! - `GET {base}/api/internal/health` → 200 `{status: "ok"}`; 401 wrong secret.
+
+use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use zeroize::Zeroizing;
+
+pub const EXCHANGE_PATH: &str = "api/internal/token-exchange";
+pub const REVOKE_PATH: &str = "api/internal/token-revoke";
+pub const HEALTH_PATH: &str = "api/internal/health";
+
+/// Longest token id accepted, in bytes.
+pub const MAX_TOKEN_ID_LEN: usize = 256;
+/// Longest API key accepted, in bytes.
+pub const MAX_API_KEY_LEN: usize = 4096;
+
+/// `token-exchange` request body.
+#[derive(Debug, Serialize)]
+pub struct ExchangeRequest<'a> {
+    pub user_email: &'a str,
+    /// Lifetime asked for, in days.
+    pub ttl_days: u32,
+}
+
+/// `token-revoke` request body.
+#[derive(Debug, Serialize)]
+pub struct RevokeRequest<'a> {
+    pub token_id: &'a str,
+}
+
+/// A key the service issued. `Debug` leaves the key out; it is wiped when dropped.
+pub struct IssuedToken {
+    pub api_key: Zeroizing<String>,
+    pub token_id: String,
+    pub expires_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("api_key", &"[redacted]")
+            .field("token_id", &self.token_id)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// Why an exchange answer is not a token. `token_id` is set when the answer named one that
+/// looks valid, so that the caller can revoke what the service may have created. The reason
+/// never quotes the answer (it may hold the key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Malformed {
+    pub reason: String,
+    pub token_id: Option<String>,
+}
+
+/// Whether `s` may be a token id: 1 to [`MAX_TOKEN_ID_LEN`] printable ASCII characters.
+pub fn is_token_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_TOKEN_ID_LEN && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Reads a `token-exchange` success body.
+pub fn parse_issued(body: &[u8], now: OffsetDateTime) -> Result<IssuedToken, Malformed> {
+    let v: Value = serde_json::from_slice(body).map_err(|_| Malformed {
+        reason: "the answer is not JSON".into(),
+        token_id: None,
+    })?;
+    let token_id = v
+        .get("token_id")
+        .and_then(Value::as_str)
+        .filter(|t| is_token_id(t))
+        .map(str::to_string);
+    let fail = |reason: &str| Malformed {
+        reason: reason.into(),
+        token_id: token_id.clone(),
+    };
+    if !v.is_object() {
+        return Err(fail("the answer is not a JSON object"));
+    }
+    if let Some(status) = v.get("status")
+        && status != "ok"
+    {
+        return Err(fail("`status` is not \"ok\""));
+    }
+    let Some(token_id) = token_id.clone() else {
+        return Err(fail(
+            "`token_id` is missing or not 1-256 printable ASCII characters",
+        ));
+    };
+    let api_key = match v.get("api_key").and_then(Value::as_str) {
+        Some(k)
+            if !k.is_empty() && k.len() <= MAX_API_KEY_LEN && !k.chars().any(char::is_control) =>
+        {
+            Zeroizing::new(k.to_string())
+        }
+        _ => {
+            return Err(fail(
+                "`api_key` is missing, empty, too long or holds control characters",
+            ));
+        }
+    };
+    let expires_at = v
+        .get("expires_at")
+        .and_then(Value::as_str)
+        .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+        .ok_or_else(|| fail("`expires_at` is missing or not an RFC 3339 date-time"))?;
+    if expires_at <= now {
+        return Err(fail("`expires_at` is not in the future"));
+    }
+    Ok(IssuedToken {
+        api_key,
+        token_id,
+        expires_at,
+    })
+}
+
+/// A short human reason from an error body (`detail`, `message` or `error`), at most 200
+/// characters; empty when there is none.
+pub fn reason_of(body: &[u8]) -> String {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return String::new();
+    };
+    ["detail", "message", "error"]
+        .iter()
+        .find_map(|k| v.get(k).and_then(Value::as_str))
+        .map(|s| s.chars().filter(|c| !c.is_control()).take(200).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+
+    #[test]
+    fn a_good_answer() {
+        let t = parse_issued(
+            br#"{"status":"ok","api_key":"pk_live_0123456789","token_id":"tok_1","expires_at":"2999-01-01T00:00:00Z"}"#,
+            now(),
+        )
+        .unwrap();
+        assert_eq!(t.token_id, "tok_1");
+        assert_eq!(t.api_key.as_str(), "pk_live_0123456789");
+        assert!(!format!("{t:?}").contains("pk_live"));
+    }
+
+    #[test]
+    fn bad_answers_keep_the_token_id_when_there_is_one() {
+        for (body, token) in [
+            (&br#"not json"#[..], None),
+            (br#"[1]"#, None),
+            (br#"{"api_key":"k1234567","expires_at":"2999-01-01T00:00:00Z"}"#, None),
+            (br#"{"token_id":"t1","expires_at":"2999-01-01T00:00:00Z"}"#, Some("t1")),
+            (br#"{"token_id":"t1","api_key":"k","expires_at":"tomorrow"}"#, Some("t1")),
+            (br#"{"token_id":"t1","api_key":"k","expires_at":"2001-01-01T00:00:00Z"}"#, Some("t1")),
+            (br#"{"status":"error","token_id":"t1","api_key":"k","expires_at":"2999-01-01T00:00:00Z"}"#, Some("t1")),
+            (br#"{"token_id":"t 1","api_key":"k","expires_at":"2999-01-01T00:00:00Z"}"#, None),
+        ] {
+            let e = parse_issued(body, now()).unwrap_err();
+            assert_eq!(e.token_id.as_deref(), token, "{}", String::from_utf8_lossy(body));
+            assert!(!e.reason.contains("k1234567"));
+        }
+    }
+
+    #[test]
+    fn reasons_are_short() {
+        assert_eq!(reason_of(br#"{"detail":"no such user"}"#), "no such user");
+        assert_eq!(reason_of(b"<html>"), "");
+        assert_eq!(
+            reason_of(format!(r#"{{"error":"{}"}}"#, "x".repeat(500)).as_bytes()).len(),
+            200
+        );
+    }
+}
