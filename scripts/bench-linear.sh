@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Issue 10's Linear comparison: sync the `issues` stream of N issues (default 20000) from the fake
+# Linear (tests/src/bin/fake-linear.rs: every GraphQL document parsed and validated against
+# Linear's published schema, then executed), once with Sluice (release `sluice serve`,
+# linear.wasm, committed as Parquet into Garage) and once with the Singer tap `tap-linear` from
+# PyPI (records to a file, no target), on the same fake in the same run, alternating. Prints wall
+# time, records/s, CPU seconds, peak RSS and peak anonymous RSS of each, their medians and ratios.
+#   scripts/bench-linear.sh [issues] [rounds]      SKIP_TAP=1 leaves the peer out
+#   SLUICE_BENCH_S3_PORT=3910 uses (or starts) Garage on that port (default 3900).
+#
+# The peer: `tap-linear` 0.1.1 (2022-02), the only release on PyPI (there is no Airbyte Linear
+# source on PyPI). It declares Requires-Python <3.11 and pins singer-sdk 0.4.x; this machine has
+# Python 3.11 only, so it is installed with `pip --ignore-requires-python` (discovery, paging and
+# records work on 3.11). It has one stream, `Issues`, read with its own document: `first: 100`,
+# Linear's default order (createdAt), `filter: {updatedAt: {gt: $replicationKeyValue}}` (start_date
+# + 1 s), the creator/assignee/project/team relations resolved to {id name (email)}. Its `api_url`
+# is configurable, so it talks to the fake directly (plain http on loopback, no proxy needed).
+# AS PUBLISHED IT DOES NOT RUN against Linear's current schema: it declares
+# `$replicationKeyValue: DateTime`, and `DateComparator.gt` is now `DateTimeOrDuration`, so the
+# document fails GraphQL validation ("Variable "$replicationKeyValue" of type "DateTime" used in
+# position expecting type "DateTimeOrDuration"", graphql-js; the fake's apollo-compiler refuses it
+# the same way, HTTP 400 GRAPHQL_VALIDATION_FAILED, and the tap exits on its first request). The
+# script shows that once (`as published:` line), then measures the tap with that one word of its
+# document changed at start-up (IssuesStream.query patched in memory, nothing else; the installed
+# package is not modified).
+# Sluice's connector reads issues with `orderBy: updatedAt, includeArchived: true`, 250 a page
+# (the largest its complexity budget allows), relations as ids. The fake archives no issue, so
+# both read the same N issues. The fake's rate limits are off (no RATELIMITED answers).
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+. "$(dirname "$0")/bench-lib.sh"
+cd "$SLUICE_ROOT"
+ISSUES=${1:-20000}
+ROUNDS=${2:-3}
+TAP_VENV=${TAP_VENV:-$SLUICE_CACHE/tap-linear-venv}
+TAP_VERSION=${TAP_VERSION:-0.1.1}
+
+flock /tmp/sluice-build.lock bash scripts/build-plugins.sh >&2
+flock /tmp/sluice-build.lock cargo build --release --quiet -p sluice --bin sluice -p sluice-tests --bin fake-linear
+if [ -z "${SKIP_TAP:-}" ] && [ ! -x "$TAP_VENV/bin/tap-linear" ]; then
+  python3 -m venv "$TAP_VENV"
+  flock /tmp/sluice-build.lock "$TAP_VENV/bin/pip" install --quiet --ignore-requires-python "tap-linear==$TAP_VERSION"
+fi
+# GNU time gives the peer's CPU seconds and peak RSS (Debian package `time`).
+[ -x /usr/bin/time ] || apt-get install -y -qq time >/dev/null
+export GARAGE_BIN=$GARAGE_ROOT/bin/garage
+S3_PORT=${SLUICE_BENCH_S3_PORT:-3900}
+bash scripts/garage.sh "$SLUICE_CACHE/garage-data" "$S3_PORT" >/dev/null
+
+WORK=$(mktemp -d)
+PIDS=()
+trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+"$CARGO_TARGET_DIR/release/fake-linear" "$ISSUES" > "$WORK/fake.json" &
+FAKE=$!
+PIDS+=($FAKE)
+for _ in $(seq 1 300); do [ -s "$WORK/fake.json" ] && break; sleep 0.1; done
+URL=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["url"])' "$WORK/fake.json")
+KEY=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["token"])' "$WORK/fake.json")
+
+# --- Sluice: the service, the issues stream only, into Parquet on Garage.
+mkdir -p "$WORK/plugins" && cp "$SLUICE_PLUGIN_OUT/linear.wasm" "$WORK/plugins/"
+PORT=18074; TOKEN=bench-token-0123456789
+CONNECT_SERVICE_TOKEN=$TOKEN PORT=$PORT SLUICE_DATA_DIR=$WORK/data PLUGINS_DIR=$WORK/plugins \
+  SLUICE_ALLOW_PRIVATE_ADDRESSES=loopback S3_ENDPOINT=http://127.0.0.1:$S3_PORT RUST_LOG=${RUST_LOG:-warn} \
+  "$CARGO_TARGET_DIR/release/sluice" serve > "$WORK/service.log" 2>&1 &
+SVC=$!
+PIDS+=($SVC)
+for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.1; done
+echo "sluice serve idle: RSS $(awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$SVC/status") MiB"
+
+# Peak anonymous RSS of a process (heap, stacks: what file-backed pages of shared libraries are
+# not), sampled every 20 ms into $2 until the process exits or $3 exists.
+sample_anon() {
+  local pid=$1 out=$2 stop=$3 max=0 v
+  while kill -0 "$pid" 2>/dev/null && [ ! -e "$stop" ]; do
+    v=$(awk '/RssAnon/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+    [ "${v:-0}" -gt "$max" ] && max=$v
+    echo "$max" > "$out"
+    sleep 0.02
+  done
+}
+
+cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
+
+sluice_round() {
+  local prefix body t0 t1 c0 c1 r
+  prefix=bench-linear/$(date +%s%N)
+  body='{"connection_id":"lin","connector":"linear","streams":["issues"],
+    "config":{"api_url":"'$URL'"},"credentials":{"token":"'$KEY'"},
+    "storage":{"bucket":"sluice-test","prefix":"'$prefix'","access_key_id":"GK5106e0a2b1c8d0e7a3f4b5c6",
+    "secret_access_key":"5c1ce0a7e5c2e4b1d8f9a6b3c0d7e4f1a8b5c2d9e6f3a0b7c4d1e8f5a2b9c6d3"}}'
+  rm -f "$WORK/stop"; sample_anon "$SVC" "$WORK/sluice.anon" "$WORK/stop" &
+  local sampler=$!
+  c0=$(cpu_secs "$SVC"); t0=$(date +%s.%N)
+  r=$(run_to_end "$PORT" "$TOKEN" "$body")
+  t1=$(date +%s.%N); c1=$(cpu_secs "$SVC")
+  touch "$WORK/stop"; wait "$sampler"
+  echo "$r" | python3 -c '
+import json,sys
+r=json.load(sys.stdin)
+if r["status"] != "succeeded": sys.exit(f"sluice run failed: {r}")
+print(r["streams"]["issues"]["committed_rows"], '"$t1"'-'"$t0"', '"$c1"'-'"$c0"', '"$(cat "$WORK/sluice.anon")"')'
+}
+
+# --- tap-linear: its one stream (Issues), records to a file. `start_date` is the tap's default.
+cat > "$WORK/tap-config.json" <<EOF
+{"auth_token": "$KEY", "api_url": "$URL/graphql", "start_date": "2010-01-01T00:00:00.000Z"}
+EOF
+# The tap with its variable's type fixed (see the header): the tap's own CLI otherwise.
+TAP_FIXED='import sys, tap_linear.streams as s
+s.IssuesStream.query = s.IssuesStream.query.replace("$replicationKeyValue: DateTime)", "$replicationKeyValue: DateTimeOrDuration)")
+from tap_linear.tap import TapLinear
+TapLinear.cli()'
+if [ -z "${SKIP_TAP:-}" ]; then
+  if "$TAP_VENV/bin/tap-linear" --config "$WORK/tap-config.json" > "$WORK/tap-published.jsonl" 2> "$WORK/tap-published.err"; then
+    echo "tap-linear $TAP_VERSION as published: ran ($(grep -c '"RECORD"' "$WORK/tap-published.jsonl" || true) records)"
+  else
+    echo "tap-linear $TAP_VERSION as published: FAILS on its first request: $(grep -o 'FatalAPIError: .*' "$WORK/tap-published.err" | head -1) ($(grep -c '"RECORD"' "$WORK/tap-published.jsonl" || true) records; the fake's invalid_documents count below includes it); measured below with the variable typed DateTimeOrDuration"
+  fi
+fi
+tap_round() {
+  /usr/bin/time -f '%e %U %S %M' -o "$WORK/time.txt" "$TAP_VENV/bin/python" -c "$TAP_FIXED" \
+    --config "$WORK/tap-config.json" > "$WORK/tap.jsonl" 2>"$WORK/tap.err" &
+  local tp=$! child="" n
+  for _ in $(seq 1 100); do child=$(pgrep -P "$tp" | head -1); [ -n "$child" ] && break; sleep 0.01; done
+  echo 0 > "$WORK/tap.anon"
+  [ -n "$child" ] && sample_anon "$child" "$WORK/tap.anon" "$WORK/never"
+  wait "$tp" || { tail -20 "$WORK/tap.err" >&2; exit 1; }
+  n=$(grep -cE '^\{"type": ?"RECORD", ?"stream": ?"Issues"' "$WORK/tap.jsonl" || true)
+  read -r wall user sys rss < "$WORK/time.txt"
+  echo "$n $wall $(python3 -c "print($user + $sys)") $rss $(cat "$WORK/tap.anon")"
+}
+
+# Warm-up, not counted: the service compiles linear.wasm once (cached afterwards).
+sluice_round > /dev/null
+echo "issues stream, $ISSUES issues served by the fake Linear ($URL/graphql), $ROUNDS rounds each, alternating"
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+: > "$WORK/results"
+for i in $(seq 1 "$ROUNDS"); do
+  read -r n wall cpu anon <<< "$(sluice_round)"
+  printf 'sluice     round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak anon RSS %.0f MiB\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($anon/1024)")"
+  echo "sluice $n $wall $cpu 0 $anon" >> "$WORK/results"
+  if [ -z "${SKIP_TAP:-}" ]; then
+    read -r n wall cpu rss anon <<< "$(tap_round)"
+    printf 'taplinear  round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak RSS %.0f MiB, anon %.0f MiB\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($rss/1024)")" "$(python3 -c "print($anon/1024)")"
+    echo "taplinear $n $wall $cpu $rss $anon" >> "$WORK/results"
+  fi
+done
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+grep -hE "run committed|retrying" "$WORK/service.log" || true   # phase timings, with RUST_LOG=info
+SLUICE_HWM=$(awk '/VmHWM/ {print $2}' "/proc/$SVC/status")
+echo "sluice serve peak RSS (VmHWM) over all rounds: $((SLUICE_HWM / 1024)) MiB"
+kill -INT "$FAKE" 2>/dev/null && sleep 0.3 && echo "fake: $(tail -1 "$WORK/fake.json")"
+python3 - "$WORK/results" "$SLUICE_HWM" "$ISSUES" <<'EOF'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+def med(tool, col):
+    return statistics.median(float(r[col]) for r in rows if r[0] == tool)
+def anon(tool):
+    return max(float(r[5]) for r in rows if r[0] == tool) / 1024
+s_rate, s_cpu = med("sluice", 1) / med("sluice", 2), med("sluice", 3)
+s_rss, s_anon = int(sys.argv[2]) / 1024, anon("sluice")
+short = sorted({r[1] for r in rows if r[0] == "sluice" and int(r[1]) != int(sys.argv[3])})
+if short:
+    print(f"WARNING: sluice committed {', '.join(short)} rows in some rounds, not {sys.argv[3]}")
+print(f"medians: sluice {s_rate:,.0f} records/s, {s_cpu:.2f} CPU s, peak RSS {s_rss:.0f} MiB (the service, all rounds), peak anon RSS {s_anon:.0f} MiB (sampled every 20 ms)")
+for peer in ("taplinear",):
+    if not any(r[0] == peer for r in rows):
+        continue
+    short = sorted({r[1] for r in rows if r[0] == peer and int(r[1]) != int(sys.argv[3])})
+    if short:
+        print(f"WARNING: {peer} delivered {', '.join(short)} records in some rounds, not {sys.argv[3]}")
+    rate, cpu, rss, p_anon = med(peer, 1) / med(peer, 2), med(peer, 3), med(peer, 4) / 1024, anon(peer)
+    print(f"         {peer} {rate:,.0f} records/s, {cpu:.2f} CPU s, peak RSS {rss:.0f} MiB, peak anon RSS {p_anon:.0f} MiB")
+    print(f"  sluice vs {peer}: records/s {s_rate / rate:.1f}x   CPU s {cpu / s_cpu:.1f}x less   peak RSS {s_rss / rss:.2f} of {peer}'s   peak anon RSS {s_anon / p_anon:.2f} of {peer}'s")
+EOF
