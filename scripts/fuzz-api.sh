@@ -10,28 +10,36 @@ if [ ! -x "$VENV/bin/schemathesis" ]; then
   "$VENV/bin/pip" install -q 'schemathesis==4.32.5'
 fi
 WORK=$(mktemp -d)
-trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+PID=
+REF_PID=
+trap 'for p in $PID $REF_PID; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/plugins"
 # The connectors the document's examples name (http-json), so every operation is reached with an id
 # that exists; create-run's links hand its run_id to get-run and cancel-run.
 cp "$SLUICE_PLUGIN_OUT/http-json.wasm" "$SLUICE_PLUGIN_OUT/probe.wasm" "$WORK/plugins/"
-# The internal service the document's examples name (purchase-orders), at the same unreachable
-# destination: connect/disconnect answer 502 service_denied, health the state `denied`.
-cat > "$WORK/services.yaml" <<'YAML'
+# The internal service the document's examples name (purchase-orders): the reference implementation
+# (tests/src/fakes/internal_service.rs) on loopback, so connect, disconnect and health reach a service
+# that answers (an unreachable one is a documented 502/504, but the fuzz run fails on every 5xx).
+REF_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+export SC_SECRET_PURCHASE_ORDERS=fuzz-shared-secret-$(openssl rand -hex 8)
+"$CARGO_TARGET_DIR/debug/reference-service" --secret-env SC_SECRET_PURCHASE_ORDERS --port "$REF_PORT" \
+  > "$WORK/reference.log" 2>&1 &
+REF_PID=$!
+cat > "$WORK/services.yaml" <<YAML
 services:
   - id: purchase-orders
     name: Purchase orders
-    base_url: http://127.0.0.1:9
-    connector: {kind: http-json, streams: [{name: purchase_orders, path: /api/purchase-orders}]}
+    base_url: http://127.0.0.1:$REF_PORT
+    connector: {kind: http-json, streams: [{name: purchase_orders, path: /api/purchase-orders, records_pointer: /data}]}
     env: [PO_API_KEY]
 YAML
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 TOKEN=fuzz-token-$(openssl rand -hex 8)
-# Plugins may reach nothing: a port on loopback, which is itself refused (private addresses are not
-# granted), so validate/runs with generated configs never leave the machine.
+# Plugins may reach only a closed port on loopback and the reference service (loopback is granted for
+# it), so validate/runs with generated configs never leave the machine.
 CONNECT_SERVICE_TOKEN=$TOKEN PORT=$PORT SLUICE_DATA_DIR=$WORK/data PLUGINS_DIR=$WORK/plugins RUST_LOG=warn \
-  SLUICE_ALLOWED_HOSTS=http://127.0.0.1:9 SLUICE_CALL_TIMEOUT_SECS=5 \
-  SERVICES_FILE=$WORK/services.yaml SC_SECRET_PURCHASE_ORDERS=fuzz-shared-secret-$(openssl rand -hex 8) SLUICE_SERVICE_TIMEOUT_SECS=2 \
+  SLUICE_ALLOWED_HOSTS=http://127.0.0.1:9,http://127.0.0.1:$REF_PORT SLUICE_ALLOW_PRIVATE_ADDRESSES=loopback \
+  SLUICE_CALL_TIMEOUT_SECS=5 SERVICES_FILE=$WORK/services.yaml SLUICE_SERVICE_TIMEOUT_SECS=5 \
   "$CARGO_TARGET_DIR/debug/sluice" serve > "$WORK/service.log" 2>&1 &
 PID=$!
 for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.1; done

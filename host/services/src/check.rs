@@ -234,12 +234,25 @@ pub async fn run(client: &ServiceClient, target: &CheckTarget) -> Report {
         ),
     ];
     let mut bad = Vec::new();
+    let mut leaked = None;
     for (name, r) in calls {
         match r {
             Ok(r) if r.status == 401 => seen.push(format!("{name} 401")),
-            Ok(r) => bad.push(format!("{name} answered HTTP {}, expected 401", r.status)),
+            Ok(r) => {
+                bad.push(format!("{name} answered HTTP {}, expected 401", r.status));
+                if name == "token-exchange" && (200..300).contains(&r.status) {
+                    leaked = protocol::parse_issued(&r.body, OffsetDateTime::now_utc())
+                        .map(|t| t.token_id)
+                        .unwrap_or_else(|m| m.token_id.unwrap_or_default())
+                        .into();
+                }
+            }
             Err(e) => bad.push(e),
         }
+    }
+    // A key issued against a wrong secret is revoked (with the right one) before going on.
+    if let Some(token_id) = leaked.filter(|t: &String| !t.is_empty()) {
+        let _ = run.revoke(&token_id).await;
     }
     let r = if bad.is_empty() {
         Ok(seen.join(", "))

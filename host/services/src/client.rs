@@ -107,11 +107,27 @@ pub enum HealthState {
     SecretMissing,
 }
 
+impl HealthState {
+    /// The state as the API and the log spell it (`bad_secret`…).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Unreachable => "unreachable",
+            Self::BadSecret => "bad_secret",
+            Self::Timeout => "timeout",
+            Self::Denied => "denied",
+            Self::Error => "error",
+            Self::SecretMissing => "secret_missing",
+        }
+    }
+}
+
 /// One health probe's result.
 #[derive(Debug, Clone, Serialize)]
 pub struct HealthReport {
     pub state: HealthState,
-    /// Milliseconds from sending to the answer (null when nothing answered).
+    /// Milliseconds from sending to the answer, or to giving up for `Timeout`; None when the
+    /// service could not be reached or nothing was sent.
     pub latency_ms: Option<u64>,
     /// The HTTP status, when there was an answer.
     pub http_status: Option<u16>,

@@ -229,13 +229,15 @@ impl Services {
             .and_then(|_| self.tokens.get(id, token_id));
         let result = self.try_disconnect(id, token_id).await;
         let user_email = known.as_ref().map(|r| r.user_email.as_str());
+        // A client-sent id is logged only when it can be a token id (no control characters).
+        let token_id_logged = crate::protocol::is_token_id(token_id).then_some(token_id);
         match &result {
             Ok(d) => tracing::info!(
                 target: "sluice::audit",
                 action = "disconnect",
                 service = %id,
                 user_email,
-                token_id = %token_id,
+                token_id = token_id_logged,
                 outcome = "ok",
                 known_to_service = d.known_to_service,
                 "service disconnected"
@@ -245,7 +247,7 @@ impl Services {
                 action = "disconnect",
                 service = %id,
                 user_email,
-                token_id = %token_id,
+                token_id = token_id_logged,
                 outcome = "failed",
                 code = e.code(),
                 error = %e,
@@ -298,7 +300,7 @@ impl Services {
             },
         };
         if report.state != HealthState::Up {
-            tracing::warn!(service = %id, state = ?report.state, detail = %report.detail, "service health");
+            tracing::warn!(service = %id, state = report.state.as_str(), detail = %report.detail, "service health");
         }
         if let Ok(mut h) = self.health.lock() {
             h.insert(id.to_string(), report.clone());
