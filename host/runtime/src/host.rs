@@ -17,6 +17,7 @@ use crate::bindings::sluice::connector::{http, log, records, secrets, types};
 use crate::manifest::Manifest;
 use crate::outbound::{Outbound, OutboundError, OutboundRequest, plugin_headers};
 use crate::policy::Destinations;
+use crate::read_ahead::{Lookup, ReadAhead, Sent};
 use crate::redact::Redactor;
 
 /// What one plugin log line costs beyond its message and fields: timestamp, level, plugin,
@@ -191,6 +192,8 @@ pub(crate) struct HostState {
     log_use: LogUse,
     /// Made at the first WASI call: components built for our world alone never pay for it.
     wasi: Option<Wasi>,
+    /// The next page of the last listing, fetched while the plugin works (see [`ReadAhead`]).
+    read_ahead: ReadAhead,
 }
 
 /// A locked-down WASI p2 context: no preopens, env, args or network; stdout/stderr captured.
@@ -228,6 +231,7 @@ impl HostState {
             limits: MemoryLimits::new(memory_bytes),
             log_use: LogUse::default(),
             wasi: None,
+            read_ahead: ReadAhead::default(),
         }
     }
 
@@ -435,7 +439,15 @@ impl http::Host for HostState {
             self.call.destinations.clone(),
             self.call.cancel.clone(),
         );
-        let result = outbound.fetch(&destinations, prepared, &cancel).await;
+        let sent = Sent::of(&prepared);
+        let result = match self.read_ahead.take(prepared).await {
+            Lookup::Hit(result) => result,
+            Lookup::Miss(prepared) => outbound.fetch(&destinations, *prepared, &cancel).await,
+        };
+        if let (Some(sent), Ok(resp)) = (&sent, &result) {
+            self.read_ahead
+                .after(sent, resp, &outbound, &destinations, &cancel);
+        }
         match result {
             Ok(r) => Ok(Ok(http::Response {
                 status: r.status,

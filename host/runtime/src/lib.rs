@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod memory;
 pub mod outbound;
 pub mod policy;
+mod read_ahead;
 pub mod redact;
 pub mod registry;
 
