@@ -3,7 +3,8 @@
 # from the fake GitHub (tests/src/bin/fake-github.rs), once with Sluice (release `sluice serve`,
 # github.wasm, committed as Parquet into Garage), once with Airbyte's `source-github` and once
 # with the Singer tap `tap-github` (both from PyPI, records to a file, no destination), on the same
-# fake in the same run. Prints wall time, records/s, CPU seconds and peak RSS of each, and the ratios.
+# fake in the same run; Sluice both as the service and as `sluice run` (one process per sync, as
+# the peers run). Prints wall time, records/s, CPU seconds and peak RSS of each, and the ratios.
 #   scripts/bench-github.sh [issues] [rounds]     SKIP_AIRBYTE=1 / SKIP_TAP=1 leave a peer out
 # tap-github checks its token against the hard-coded https://api.github.com/rate_limit: it runs
 # behind scripts/bench/connect_proxy.py, a loopback CONNECT proxy that terminates TLS for
@@ -158,15 +159,33 @@ tap_round() {
   echo "$n $wall $(python3 -c "print($user + $sys)") $rss $(cat "$WORK/tap.anon")"
 }
 
+# --- `sluice run`: one process per sync like the peers (the issue-16 table's method), into a
+# local directory; its compile cache lives under --out and is warmed by the first, uncounted run.
+echo '{"api_url":"'$URL'","repositories":'"$REPOS"'}' > "$WORK/run-config.json"
+cli_round() {
+  /usr/bin/time -f '%e %U %S %M' -o "$WORK/time.txt" "$CARGO_TARGET_DIR/release/sluice" run \
+    "$WORK/plugins/github.wasm" --config "$WORK/run-config.json" --secret "token=$GH_TOKEN" \
+    --out "$WORK/run-out" --stream issues --full-refresh --allow-private-addresses loopback \
+    > "$WORK/run.out" 2> "$WORK/run.err" || { tail -20 "$WORK/run.err" >&2; exit 1; }
+  local n wall user sys rss
+  n=$(awk '$1 == "issues" {print $2}' "$WORK/run.out")
+  read -r wall user sys rss < "$WORK/time.txt"
+  echo "$n $wall $(python3 -c "print($user + $sys)") $rss"
+}
+
 # Warm-up, not counted: the fake renders each issue's JSON once and serves it from memory
 # afterwards, so that every measured round (of either tool) sees the same fast upstream.
 sluice_round > /dev/null
+cli_round > /dev/null
 echo "issues stream, $ISSUES issues served by the fake ($URL), $ROUNDS rounds each, alternating"
 : > "$WORK/results"
 for i in $(seq 1 "$ROUNDS"); do
   read -r n wall cpu anon <<< "$(sluice_round)"
   printf 'sluice  round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak anon RSS %.0f MiB\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($anon/1024)")"
   echo "sluice $n $wall $cpu 0 $anon" >> "$WORK/results"
+  read -r n wall cpu rss <<< "$(cli_round)"
+  printf 'sluice-run round %d: %3d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak RSS %.0f MiB\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($rss/1024)")"
+  echo "cli $n $wall $cpu $rss 0" >> "$WORK/results"
   if [ -z "${SKIP_AIRBYTE:-}" ]; then
     read -r n wall cpu rss anon <<< "$(airbyte_round)"
     printf 'airbyte round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak RSS %.0f MiB, anon %.0f MiB\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($rss/1024)")" "$(python3 -c "print($anon/1024)")"
@@ -192,6 +211,8 @@ def anon(tool):
 s_rate, s_cpu = med("sluice", 1) / med("sluice", 2), med("sluice", 3)
 s_rss, s_anon = int(sys.argv[2]) / 1024, anon("sluice")
 print(f"medians: sluice {s_rate:,.0f} records/s, {s_cpu:.2f} CPU s, peak RSS {s_rss:.0f} MiB (the service, all rounds), peak anon RSS {s_anon:.0f} MiB (sampled every 20 ms)")
+c_rate, c_cpu, c_rss = med("cli", 1) / med("cli", 2), med("cli", 3), med("cli", 4) / 1024
+print(f"         sluice run (one process per sync) {c_rate:,.0f} records/s, {c_cpu:.2f} CPU s, peak RSS {c_rss:.0f} MiB")
 for peer in ("airbyte", "tapgithub"):
     if not any(r[0] == peer for r in rows):
         continue
@@ -200,5 +221,6 @@ for peer in ("airbyte", "tapgithub"):
         print(f"WARNING: {peer} delivered {', '.join(short)} records in some rounds, not {sys.argv[3]}")
     rate, cpu, rss, p_anon = med(peer, 1) / med(peer, 2), med(peer, 3), med(peer, 4) / 1024, anon(peer)
     print(f"         {peer} {rate:,.0f} records/s, {cpu:.2f} CPU s, peak RSS {rss:.0f} MiB, peak anon RSS {p_anon:.0f} MiB")
+    print(f"  sluice run vs {peer}: records/s {c_rate / rate:.1f}x   CPU s {cpu / c_cpu:.1f}x less   peak RSS {c_rss / rss:.2f} of {peer}'s")
     print(f"  sluice vs {peer}: records/s {s_rate / rate:.1f}x   CPU s {cpu / s_cpu:.1f}x less   peak RSS {s_rss / rss:.2f} of {peer}'s   peak anon RSS {s_anon / p_anon:.2f} of {peer}'s")
 EOF
