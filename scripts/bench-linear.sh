@@ -7,6 +7,7 @@
 # time, records/s, CPU seconds, peak RSS and peak anonymous RSS of each, their medians and ratios.
 #   scripts/bench-linear.sh [issues] [rounds]      SKIP_TAP=1 leaves the peer out
 #   SLUICE_BENCH_S3_PORT=3910 uses (or starts) Garage on that port (default 3900).
+#   SLUICE_BENCH_NO_BUILD=1 measures the binaries and plugins already built.
 #
 # The peer: `tap-linear` 0.1.1 (2022-02), the only release on PyPI (there is no Airbyte Linear
 # source on PyPI). It declares Requires-Python <3.11 and pins singer-sdk 0.4.x; this machine has
@@ -35,8 +36,10 @@ ROUNDS=${2:-3}
 TAP_VENV=${TAP_VENV:-$SLUICE_CACHE/tap-linear-venv}
 TAP_VERSION=${TAP_VERSION:-0.1.1}
 
-flock /tmp/sluice-build.lock bash scripts/build-plugins.sh >&2
-flock /tmp/sluice-build.lock cargo build --release --quiet -p sluice --bin sluice -p sluice-tests --bin fake-linear
+if [ -z "${SLUICE_BENCH_NO_BUILD:-}" ]; then
+  flock /tmp/sluice-build.lock bash scripts/build-plugins.sh >&2
+  flock /tmp/sluice-build.lock cargo build --release --quiet -p sluice --bin sluice -p sluice-tests --bin fake-linear
+fi
 if [ -z "${SKIP_TAP:-}" ] && [ ! -x "$TAP_VENV/bin/tap-linear" ]; then
   python3 -m venv "$TAP_VENV"
   flock /tmp/sluice-build.lock "$TAP_VENV/bin/pip" install --quiet --ignore-requires-python "tap-linear==$TAP_VERSION"
