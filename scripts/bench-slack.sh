@@ -179,7 +179,9 @@ if [ "$RATE_LIMIT_EVERY" = 0 ]; then echo "fake rate limits: OFF (no 429s)"; els
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 : > "$WORK/results"
 for i in $(seq 1 "$ROUNDS"); do
+  f0=$(cpu_secs "$FAKE")
   read -r n wall cpu anon <<< "$(sluice_round)"
+  echo "(the fake spent $(python3 -c "print(round($(cpu_secs "$FAKE") - $f0, 2))") CPU s serving the Sluice round below)"
   printf 'sluice   round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak anon RSS %.0f MiB\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($anon/1024)")"
   echo "sluice $n $wall $cpu 0 $anon" >> "$WORK/results"
   if [ -z "${SKIP_AIRBYTE:-}" ]; then
