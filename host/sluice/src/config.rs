@@ -78,8 +78,8 @@ pub struct ServeConfig {
     #[arg(long, env = "SLUICE_MAX_RATE_LIMIT_WAIT_SECS", default_value_t = 900)]
     pub max_rate_limit_wait_secs: u64,
     /// Least spacing of HubSpot CRM search requests per account, in milliseconds (HubSpot
-    /// allows five a second); 0 turns the pacing off.
-    #[arg(long, env = "SLUICE_HUBSPOT_SEARCH_INTERVAL_MS", default_value_t = 200)]
+    /// allows five a second; four leave room for jitter); 0 turns the pacing off.
+    #[arg(long, env = "SLUICE_HUBSPOT_SEARCH_INTERVAL_MS", default_value_t = 250)]
     pub hubspot_search_interval_ms: u64,
     /// Seconds a client has to send a complete request head; also how long a keep-alive
     /// connection may stay idle between requests. The connection is closed after that.
