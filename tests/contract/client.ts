@@ -92,6 +92,21 @@ export async function everyRoute(baseUrl: string, token: string): Promise<void> 
     }
   }
 
+  // GET /internal/connectors/{id}/docs (Markdown)
+  {
+    const { data, error } = await client.GET("/internal/connectors/{id}/docs", {
+      params: { path: { id: "github" } },
+      parseAs: "text",
+    });
+    if (error) {
+      const detail: string = error.detail; // 400, 401, 404
+      void detail;
+    } else {
+      const markdown: string = data;
+      void markdown;
+    }
+  }
+
   // POST /internal/mirror-connections/validate
   {
     const { data, error } = await client.POST("/internal/mirror-connections/validate", {

@@ -111,6 +111,12 @@ fn check_response(
             content.keys().collect::<Vec<_>>()
         ));
     };
+    if !media.ends_with("json") {
+        // Text answers (the connector docs' Markdown): the declared media type is what counts.
+        return std::str::from_utf8(body)
+            .map(|_| ())
+            .map_err(|e| format!("{what}: the text is not UTF-8: {e}"));
+    }
     let instance: Value =
         serde_json::from_slice(body).map_err(|e| format!("{what}: the body is not JSON: {e}"))?;
     let Some(schema) = declared.get("schema") else {
@@ -574,6 +580,45 @@ async fn runs_commit_and_schema_sync_describes_them() {
         stored["streams"], catalog["streams"],
         "the catalog is stored next to the data"
     );
+    // The analysts' docs are written beside it, with the committed columns and the view.
+    let readme = std::fs::read_to_string(
+        root.path()
+            .join("data/storage/sluice-local/mirror/conn-a/_README.md"),
+    )
+    .unwrap();
+    for want in [
+        "### `items`",
+        "Primary key: `id`.",
+        "Committed: 3500 rows",
+        "| `_sluice_run_id` | VARCHAR | no |",
+        "```sql\nCREATE",
+        "## Querying with DuckDB",
+    ] {
+        assert!(
+            readme.contains(want),
+            "missing {want:?} in _README.md:\n{readme}"
+        );
+    }
+    assert!(!readme.contains("t0ken-value"));
+
+    // The same page for the connector alone, from its manifest, over the API.
+    let r = svc.get("/internal/connectors/probe/docs").checked().await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/markdown")
+    );
+    let page = r.text().await.unwrap();
+    assert!(
+        page.starts_with("# ")
+            && page.contains("### `items`")
+            && page.contains("## Authentication"),
+        "{page}"
+    );
+    let r = svc.get("/internal/connectors/nope/docs").checked().await;
+    assert_eq!(r.status(), 404);
 
     // The view SQL works in DuckDB and deduplicates on the primary key.
     let db = duckdb::Connection::open_in_memory().unwrap();

@@ -204,3 +204,35 @@ pub async fn get_one(
         .ok_or_else(|| ApiError::not_found(format!("unknown connector {id:?}")))?;
     Ok(Json(ConnectorInfo::from(&p)))
 }
+
+#[utoipa::path(get, path = "/internal/connectors/{id}/docs", tag = "connectors", operation_id = "getConnectorDocs", security(("token" = [])),
+    params(("id" = String, Path, description = "Connector id", example = "http-json")),
+    responses(
+        (status = 200, content_type = "text/markdown", body = String, description = "The connector's docs for analysts (Markdown): authentication, configuration, streams with columns, types, primary keys and cursors, and how to query the Parquet with DuckDB. Columns are those the manifest's schemas give; a connection's `_README.md` (written by schema-sync) has the committed ones."),
+        (status = 400, body = ErrorBody, description = "The path is not valid UTF-8 once decoded (`bad_path`)"),
+        (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"),
+        (status = 404, body = ErrorBody, description = "No connector with this id (`not_found`)"),
+    ))]
+pub async fn docs(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let p = s
+        .registry
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("unknown connector {id:?}")))?;
+    let m = p.manifest();
+    let streams: Vec<_> = m
+        .streams
+        .iter()
+        .map(sluice_runs::catalog::planned_stream)
+        .collect();
+    let body = sluice_runs::docs::connector_markdown(m, &streams, None);
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/markdown; charset=utf-8",
+        )],
+        body,
+    ))
+}

@@ -76,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/mirror-connections/schema-sync", post(mirror::schema_sync))
         .route("/connectors", get(connectors::list))
         .route("/connectors/{id}", get(connectors::get_one))
+        .route("/connectors/{id}/docs", get(connectors::docs))
         .route("/services", get(services::list))
         .route("/services/{id}", get(services::get_one))
         .route("/services/{id}/connect", post(services::connect))

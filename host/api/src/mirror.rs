@@ -376,7 +376,7 @@ pub struct SchemaSyncRequest {
         "storage": {"bucket": "mirror-data", "prefix": "mirror"}
     })),
     responses(
-        (status = 200, body = Catalog, description = "The catalog, also written to `{prefix}/{connection_id}/_schema.json`"),
+        (status = 200, body = Catalog, description = "The catalog, also written to `{prefix}/{connection_id}/_schema.json`; the connector's docs for analysts (Markdown, with the committed columns) go to `{prefix}/{connection_id}/_README.md`"),
         (status = 400, body = ErrorBody, description = "The body is not JSON (`malformed_json`)"),
         (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"),
         (status = 404, body = ErrorBody, description = "Unknown connector (`not_found`)"),
@@ -415,6 +415,11 @@ pub async fn schema_sync(
         }
     };
     let catalog = catalog::schema_sync(store.as_ref(), &layout, &req.connection_id, &discovered)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "storage_error", e.to_string()))?;
+    let readme = sluice_runs::docs::connector_markdown(p.manifest(), &catalog.streams, None);
+    store
+        .put_bytes(&layout.readme_key(), readme.into_bytes())
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "storage_error", e.to_string()))?;
     Ok(Json(catalog))

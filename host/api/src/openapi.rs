@@ -18,6 +18,7 @@ use crate::schema;
         crate::connectors::ready,
         crate::connectors::list,
         crate::connectors::get_one,
+        crate::connectors::docs,
         crate::mirror::ping,
         crate::mirror::validate,
         crate::mirror::create_run,

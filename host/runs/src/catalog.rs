@@ -70,26 +70,9 @@ pub async fn schema_sync(
         }
     }
     for d in discovered {
-        streams.entry(d.name.clone()).or_insert_with(|| {
-            let mut columns: Vec<ColumnSpec> = columns_for(&d.json_schema, &d.primary_key)
-                .into_iter()
-                .map(|c| ColumnSpec {
-                    name: c.name,
-                    data_type: c.duck_type,
-                    nullable: c.nullable,
-                })
-                .collect();
-            columns.extend(crate::pipeline::host_columns());
-            CatalogStream {
-                name: d.name.clone(),
-                columns,
-                primary_key: d.primary_key.clone(),
-                cursor_field: d.cursor_field.clone(),
-                row_count: 0,
-                files: vec![],
-                view_sql: None,
-            }
-        });
+        streams
+            .entry(d.name.clone())
+            .or_insert_with(|| planned_stream(d));
     }
     for s in streams.values_mut() {
         s.view_sql = view_sql(s);
@@ -105,6 +88,29 @@ pub async fn schema_sync(
         serde_json::to_vec_pretty(&catalog).map_err(|e| StorageError::Invalid(e.to_string()))?;
     store.put_bytes(&layout.schema_key(), body).await?;
     Ok(catalog)
+}
+
+/// The table a stream will have before any data was committed: its columns as staging types
+/// them from the stream's JSON Schema, plus the host's columns.
+pub fn planned_stream(d: &StreamSpec) -> CatalogStream {
+    let mut columns: Vec<ColumnSpec> = columns_for(&d.json_schema, &d.primary_key)
+        .into_iter()
+        .map(|c| ColumnSpec {
+            name: c.name,
+            data_type: c.duck_type,
+            nullable: c.nullable,
+        })
+        .collect();
+    columns.extend(crate::pipeline::host_columns());
+    CatalogStream {
+        name: d.name.clone(),
+        columns,
+        primary_key: d.primary_key.clone(),
+        cursor_field: d.cursor_field.clone(),
+        row_count: 0,
+        files: vec![],
+        view_sql: None,
+    }
 }
 
 /// Columns of the newest schema, keeping columns older files still have (schema evolution).

@@ -8,6 +8,7 @@
 //! - [`target`]: the storage a request names, resolved against the operator's backend.
 
 pub mod catalog;
+pub mod docs;
 pub mod manager;
 pub mod pipeline;
 pub mod records;

@@ -5,6 +5,7 @@
 //! {prefix}/{connection_id}/_runs/{run_id}.json                run manifest (2)
 //! {prefix}/{connection_id}/_state.json                        commit point (3)
 //! {prefix}/{connection_id}/_schema.json                       catalog, written by schema-sync
+//! {prefix}/{connection_id}/_README.md                         analysts' docs, written by schema-sync
 //! ```
 //! Written in that order. `_state.json` lists the committed runs; a reader trusts only the
 //! data files their manifests name, so a run that dies before (3) leaves garbage that no
@@ -80,6 +81,11 @@ impl Layout {
 
     pub fn schema_key(&self) -> String {
         format!("{}/_schema.json", self.base)
+    }
+
+    /// Where schema-sync writes the connection's Markdown docs for analysts.
+    pub fn readme_key(&self) -> String {
+        format!("{}/_README.md", self.base)
     }
 }
 

@@ -1,0 +1,291 @@
+//! A connector's documentation for analysts, in Markdown: authentication, configuration,
+//! streams with their columns, primary keys and cursors, and how to query the synced Parquet
+//! with DuckDB. Generated from the manifest and a catalog (issue 11's "skill file" per
+//! connector), served at `GET /internal/connectors/{id}/docs` and written beside the data as
+//! `{prefix}/{connection_id}/_README.md` by schema-sync.
+//!
+//! Everything here comes from the plugin (untrusted): text is written into Markdown as
+//! escaped inline text or inside code spans, never as raw Markdown or HTML.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+use sluice_runtime::manifest::Manifest;
+
+use crate::catalog::CatalogStream;
+
+/// The Markdown page of a connector. `streams` are the catalog's tables (committed, or
+/// [`planned_stream`](crate::catalog::planned_stream)s); `extra` is text an operator adds
+/// (e.g. a service registry entry's docs), appended as given.
+pub fn connector_markdown(m: &Manifest, streams: &[CatalogStream], extra: Option<&str>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# {} ({} {})\n",
+        text(&m.name),
+        code(&m.id),
+        text(&m.version)
+    );
+    if !m.description.trim().is_empty() {
+        let _ = writeln!(out, "{}\n", text(&m.description));
+    }
+    authentication(&mut out, m);
+    configuration(&mut out, &m.config_schema);
+    let _ = writeln!(out, "## Streams\n");
+    for s in streams {
+        let description = m
+            .streams
+            .iter()
+            .find(|d| d.name == s.name)
+            .map(|d| d.description.as_str())
+            .unwrap_or("");
+        stream(&mut out, s, description);
+    }
+    querying(&mut out);
+    if let Some(extra) = extra.filter(|e| !e.trim().is_empty()) {
+        let _ = writeln!(out, "## Notes\n\n{}\n", extra.trim());
+    }
+    out
+}
+
+fn authentication(out: &mut String, m: &Manifest) {
+    let _ = writeln!(out, "## Authentication\n");
+    if m.secrets.is_empty() {
+        let _ = writeln!(out, "No credentials.\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "Credentials go in a request's `credentials` object; the host injects them into \
+             the connector's requests and never stores or logs them.\n"
+        );
+        for s in &m.secrets {
+            let required = if s.required { "required" } else { "optional" };
+            let _ = writeln!(
+                out,
+                "- {} ({required}): {}",
+                code(&s.name),
+                text(&s.description)
+            );
+        }
+        out.push('\n');
+    }
+    if !m.hosts.is_empty() {
+        let hosts: Vec<String> = m.hosts.iter().map(|h| code(&h.to_string())).collect();
+        let _ = writeln!(out, "Reaches only: {}.\n", hosts.join(", "));
+    }
+}
+
+/// The top-level properties of the config's JSON Schema.
+fn configuration(out: &mut String, schema: &Value) {
+    let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+        return;
+    };
+    if props.is_empty() {
+        return;
+    }
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "## Configuration\n\n| field | type | required | description |\n|---|---|---|---|"
+    );
+    for (name, p) in props {
+        let ty = match p.get("type") {
+            Some(Value::String(t)) => t.clone(),
+            Some(Value::Array(ts)) => ts
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" or "),
+            _ => String::new(),
+        };
+        let description = p.get("description").and_then(Value::as_str).unwrap_or("");
+        let yes = if required.contains(&name.as_str()) {
+            "yes"
+        } else {
+            "no"
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {yes} | {} |",
+            code(name),
+            cell(&ty),
+            cell(description)
+        );
+    }
+    out.push('\n');
+}
+
+fn stream(out: &mut String, s: &CatalogStream, description: &str) {
+    let _ = writeln!(out, "### {}\n", code(&s.name));
+    if !description.trim().is_empty() {
+        let _ = writeln!(out, "{}\n", text(description));
+    }
+    let key = if s.primary_key.is_empty() {
+        "none (every row is kept)".to_string()
+    } else {
+        s.primary_key
+            .iter()
+            .map(|k| code(k))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let sync = match &s.cursor_field {
+        Some(c) => format!("incremental on {}", code(c)),
+        None => "full refresh each run".to_string(),
+    };
+    let _ = writeln!(out, "Primary key: {key}. Sync: {sync}.");
+    if s.row_count > 0 {
+        let _ = writeln!(
+            out,
+            "Committed: {} rows in {} Parquet files.",
+            s.row_count,
+            s.files.len()
+        );
+    }
+    let _ = writeln!(out, "\n| column | type | nullable |\n|---|---|---|");
+    for c in &s.columns {
+        let nullable = if c.nullable { "yes" } else { "no" };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {nullable} |",
+            code(&c.name),
+            cell(&c.data_type)
+        );
+    }
+    out.push('\n');
+    if let Some(sql) = &s.view_sql {
+        let _ = writeln!(
+            out,
+            "The latest version of each row, as a DuckDB view:\n\n```sql\n{}\n```\n",
+            sql.replace("```", "")
+        );
+    }
+}
+
+fn querying(out: &mut String) {
+    let _ = writeln!(
+        out,
+        "## Querying with DuckDB\n\n\
+         Each run writes `{{prefix}}/{{connection_id}}/{{stream}}/{{run_id}}-{{part}}.parquet`; only the \
+         files named by the runs listed in `_state.json` are committed, and `_schema.json` lists \
+         them per stream with a `view_sql` that keeps the latest version of each row. Every row \
+         also has `_sluice_run_id`, `_sluice_extracted_at` (the run's start), `_sluice_seq` (order \
+         of emission), `_sluice_extra` (fields the schema does not declare, as JSON) and \
+         `_sluice_errors` (values that did not fit their column, as JSON).\n\n\
+         ```sql\nINSTALL httpfs; LOAD httpfs;  -- for s3:// files\n\
+         SELECT count(*) FROM read_parquet(['<files from _schema.json>'], union_by_name = true);\n```\n"
+    );
+}
+
+/// Plugin text as one escaped Markdown paragraph: no raw HTML, links, headings or tables.
+fn text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' | '|' | '!' | '&' => {
+                out.push('\\');
+                out.push(ch);
+            }
+            '\n' | '\r' | '\t' => out.push(' '),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Plugin text inside a code span (CommonMark §6.1): the fence is longer than any run of
+/// backticks inside, and line breaks become spaces.
+fn code(s: &str) -> String {
+    let clean: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let longest = clean.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest + 1);
+    let pad = if clean.starts_with('`') || clean.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
+    format!("{fence}{pad}{}{pad}{fence}", clean.replace('|', "\\|"))
+}
+
+/// Text for a table cell.
+fn cell(s: &str) -> String {
+    text(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::planned_stream;
+    use serde_json::json;
+
+    fn manifest() -> Manifest {
+        let stream: sluice_runtime::StreamSpec = serde_json::from_value(json!({
+            "name": "orders", "description": "Orders, newest last",
+            "primary_key": ["id"], "cursor_field": "updated_at",
+            "json_schema": {"type": "object", "properties": {
+                "id": {"type": "integer"}, "updated_at": {"type": "string", "format": "date-time"},
+                "total`|`x": {"type": "number"}}}
+        }))
+        .unwrap();
+        Manifest {
+            id: "acme".into(),
+            name: "Acme <script>alert(1)</script>".into(),
+            version: "1.2.3".into(),
+            description: "Purchase orders | *all* of them".into(),
+            config_schema: json!({"type": "object", "required": ["base_url"], "properties": {
+                "base_url": {"type": "string", "description": "Where the API lives"},
+                "page_size": {"type": ["integer", "null"]}
+            }}),
+            secrets: vec![sluice_runtime::SecretSpec {
+                name: "api_key".into(),
+                description: "The analyst's key".into(),
+                required: true,
+            }],
+            hosts: vec![sluice_runtime::policy::HostRule::parse("{config.base_url}").unwrap()],
+            streams: vec![stream],
+            memory_mib: None,
+        }
+    }
+
+    #[test]
+    fn the_page_names_auth_config_streams_columns_keys_and_cursor() {
+        let m = manifest();
+        let streams: Vec<CatalogStream> = m.streams.iter().map(planned_stream).collect();
+        let md = connector_markdown(&m, &streams, Some("Ask #finance for access."));
+        for want in [
+            "# Acme \\<script\\>alert(1)\\</script\\> (`acme` 1.2.3)",
+            "Purchase orders \\| \\*all\\* of them",
+            "- `api_key` (required): The analyst's key",
+            "| `base_url` | string | yes | Where the API lives |",
+            "| `page_size` | integer or null | no |  |",
+            "### `orders`",
+            "Primary key: `id`. Sync: incremental on `updated_at`.",
+            "| `id` | BIGINT | no |",
+            "| `updated_at` | TIMESTAMPTZ | yes |",
+            "| `_sluice_run_id` | VARCHAR | no |",
+            "## Querying with DuckDB",
+            "## Notes\n\nAsk #finance for access.",
+        ] {
+            assert!(md.contains(want), "missing {want:?} in:\n{md}");
+        }
+        // A backtick or pipe in a plugin's name never breaks out of its code span or cell.
+        assert!(md.contains("total`\\|`x"), "{md}");
+        assert!(!md.contains("<script>"));
+    }
+
+    #[test]
+    fn code_spans_outlast_the_backticks_inside() {
+        assert_eq!(code("a"), "`a`");
+        assert_eq!(code("a`b"), "``a`b``");
+        assert_eq!(code("`a"), "`` `a ``");
+        assert_eq!(code("a\nb"), "`a b`");
+    }
+}
