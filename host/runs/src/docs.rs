@@ -112,8 +112,8 @@ fn configuration(out: &mut String, schema: &Value) {
             out,
             "| {} | {} | {yes} | {} |",
             code(name),
-            cell(&ty),
-            cell(description)
+            text(&ty),
+            text(description)
         );
     }
     out.push('\n');
@@ -153,7 +153,7 @@ fn stream(out: &mut String, s: &CatalogStream, description: &str) {
             out,
             "| {} | {} | {nullable} |",
             code(&c.name),
-            cell(&c.data_type)
+            text(&c.data_type)
         );
     }
     out.push('\n');
@@ -181,7 +181,8 @@ fn querying(out: &mut String) {
     );
 }
 
-/// Plugin text as one escaped Markdown paragraph: no raw HTML, links, headings or tables.
+/// Plugin text as one escaped Markdown paragraph or table cell: no raw HTML, links, headings
+/// or column breaks.
 fn text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
@@ -213,11 +214,6 @@ fn code(s: &str) -> String {
         ""
     };
     format!("{fence}{pad}{}{pad}{fence}", clean.replace('|', "\\|"))
-}
-
-/// Text for a table cell.
-fn cell(s: &str) -> String {
-    text(s)
 }
 
 #[cfg(test)]
