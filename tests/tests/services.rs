@@ -224,6 +224,64 @@ async fn connect_sync_disconnect_end_to_end() {
         .unwrap();
     assert!(state.is_some(), "the run committed to S3");
 
+    // The service's page for analysts: the key's variables, the registry entry's docs, then the
+    // connector's page with the stream the service's config declares.
+    let r = svc
+        .get("/internal/services/purchase-orders/docs")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    let docs_at = |page: &str, want: &str| {
+        page.find(want)
+            .unwrap_or_else(|| panic!("missing {want:?} in:\n{page}"))
+    };
+    let order = [
+        docs_at(&page, "(service `purchase-orders`)"),
+        docs_at(&page, "`PO_API_KEY`"),
+        docs_at(&page, "# Purchase orders\nGET /api/purchase-orders"),
+        docs_at(&page, "### `purchase_orders`"),
+    ];
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{page}");
+    // Schema-sync naming the service writes that page, with the committed columns, beside the data.
+    let storage =
+        json!({"bucket": BUCKET, "prefix": *PREFIX, "access_key_id": AK, "secret_access_key": SK});
+    let r = svc
+        .post("/internal/mirror-connections/schema-sync")
+        .json(
+            &json!({"connection_id": "po-john", "connector": "http-json",
+            "service": "purchase-orders", "storage": storage}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let readme = sluice_tests::s3::bucket()
+        .get_bytes(&format!("{}/po-john/_README.md", *PREFIX))
+        .await
+        .unwrap()
+        .expect("_README.md beside the data");
+    let readme = String::from_utf8(readme).unwrap();
+    docs_at(&readme, "# Purchase orders\nGET /api/purchase-orders");
+    docs_at(&readme, "| `_sluice_run_id` | VARCHAR |");
+    // An unknown service, and a service another connector syncs.
+    for (service, connector, status, code) in [
+        ("nope", "http-json", 404, "not_found"),
+        ("purchase-orders", "github", 422, "invalid_request"),
+    ] {
+        let (st, body) = json_of(
+            svc.post("/internal/mirror-connections/schema-sync")
+                .json(&json!({"connection_id": "po-john", "connector": connector,
+                    "service": service, "storage": storage}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!((st, body["code"].as_str()), (status, Some(code)), "{body}");
+    }
+
     // Disconnect, twice: both answer 200.
     for _ in 0..2 {
         let r = svc

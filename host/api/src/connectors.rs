@@ -227,7 +227,7 @@ pub async fn docs(
         .iter()
         .map(sluice_runs::catalog::planned_stream)
         .collect();
-    let body = sluice_runs::docs::connector_markdown(m, &streams, None);
+    let body = sluice_runs::docs::connector_markdown(m, &streams);
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

@@ -82,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .route("/services/{id}/connect", post(services::connect))
         .route("/services/{id}/disconnect", post(services::disconnect))
         .route("/services/{id}/health", get(services::health))
+        .route("/services/{id}/docs", get(services::docs))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed);
     // The token is checked on the path, before routing: every `/internal` path, routed or not,

@@ -367,6 +367,12 @@ pub struct SchemaSyncRequest {
     #[schema(value_type = BTreeMap<String, String>)]
     pub credentials: Credentials,
     pub storage: StorageSpec,
+    /// The internal service (`GET /internal/services`) this connection syncs, if any: its
+    /// `_README.md` is then the service's page (`GET /internal/services/{id}/docs`: the key's
+    /// variables and the registry entry's docs above the connector's page). The service's
+    /// connector must be `connector`.
+    #[schema(examples("purchase-orders"))]
+    pub service: Option<String>,
 }
 
 #[utoipa::path(post, path = "/internal/mirror-connections/schema-sync", tag = "mirror-connections", operation_id = "syncSchema", security(("token" = [])),
@@ -379,16 +385,20 @@ pub struct SchemaSyncRequest {
         (status = 200, body = Catalog, description = "The catalog, also written to `{prefix}/{connection_id}/_schema.json`; the connector's docs for analysts (Markdown, with the committed columns) go to `{prefix}/{connection_id}/_README.md`"),
         (status = 400, body = ErrorBody, description = "The body is not JSON (`malformed_json`)"),
         (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"),
-        (status = 404, body = ErrorBody, description = "Unknown connector (`not_found`)"),
+        (status = 404, body = ErrorBody, description = "Unknown connector or service (`not_found`)"),
         (status = 413, body = ErrorBody, description = "The body is over 128 KiB (`body_too_large`)"),
         (status = 415, body = ErrorBody, description = "The body is not `application/json` (`unsupported_media_type`)"),
-        (status = 422, body = ErrorBody, description = "The body does not fit the schema, a bad connection_id or storage, or the config fails the connector's schema (`invalid_request`)"),
+        (status = 422, body = ErrorBody, description = "The body does not fit the schema, a bad connection_id or storage, the config fails the connector's schema, or the service is synced by another connector (`invalid_request`)"),
         (status = 502, body = ErrorBody, description = "Storage (`storage_error`) or the connector's discover (`connector_error`) failed"),
     ))]
 pub async fn schema_sync(
     State(s): State<AppState>,
     Json(req): Json<SchemaSyncRequest>,
 ) -> Result<Json<Catalog>, ApiError> {
+    let service = match &req.service {
+        None => None,
+        Some(id) => Some(crate::services::for_connector(&s, id, &req.connector)?),
+    };
     let p = plugin(&s, &req.connector)?;
     let layout = Layout::new(&req.storage.prefix, &req.connection_id)
         .map_err(|e| ApiError::unprocessable(format!("connection_id: {e}")))?;
@@ -417,7 +427,10 @@ pub async fn schema_sync(
     let catalog = catalog::schema_sync(store.as_ref(), &layout, &req.connection_id, &discovered)
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "storage_error", e.to_string()))?;
-    let readme = sluice_runs::docs::connector_markdown(p.manifest(), &catalog.streams, None);
+    let readme = match &service {
+        None => sluice_runs::docs::connector_markdown(p.manifest(), &catalog.streams),
+        Some(svc) => crate::services::page(svc, Some((p.manifest(), &catalog.streams))),
+    };
     store
         .put_bytes(&layout.readme_key(), readme.into_bytes())
         .await

@@ -31,6 +31,7 @@ use crate::schema;
         crate::services::connect,
         crate::services::disconnect,
         crate::services::health,
+        crate::services::docs,
     ),
     modifiers(&TokenScheme, &CatalogShapes)
 )]

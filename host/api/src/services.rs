@@ -5,8 +5,12 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sluice_runs::catalog::{CatalogStream, planned_stream};
+use sluice_runs::docs::ServiceEntry;
+use sluice_runtime::CallOptions;
 use sluice_services::client::TransportError;
 use sluice_services::{HealthReport, HealthState, Service, ServiceError, UpstreamError};
 use time::OffsetDateTime;
@@ -383,4 +387,78 @@ pub async fn health(
 ) -> Result<Json<ServiceHealth>, ApiError> {
     let report = s.services.check_health(&id).await.map_err(service_error)?;
     Ok(Json(ServiceHealth::new(&id, report)))
+}
+
+/// The service `id`, which must be synced by `connector` (schema-sync's `service`).
+pub(crate) fn for_connector(
+    s: &AppState,
+    id: &str,
+    connector: &str,
+) -> Result<std::sync::Arc<Service>, ApiError> {
+    let svc = lookup(s, id)?;
+    if svc.connector.id != connector {
+        return Err(ApiError::unprocessable(format!(
+            "service {id:?} is synced by connector {:?}, not {connector:?}",
+            svc.connector.id
+        )));
+    }
+    Ok(svc)
+}
+
+/// The service's Markdown page, over its connector's page when that is loaded.
+pub(crate) fn page(
+    svc: &Service,
+    connector: Option<(&sluice_runtime::manifest::Manifest, &[CatalogStream])>,
+) -> String {
+    let entry = ServiceEntry {
+        id: &svc.id,
+        name: &svc.name,
+        description: &svc.description,
+        env: &svc.env,
+        url_env: svc.url_env.as_deref(),
+        docs: &svc.docs,
+    };
+    sluice_runs::docs::service_markdown(&entry, connector)
+}
+
+#[utoipa::path(get, path = "/internal/services/{id}/docs", tag = "services", operation_id = "getServiceDocs", security(("token" = [])),
+    params(("id" = String, Path, description = "Service id", example = "purchase-orders")),
+    responses(
+        (status = 200, content_type = "text/markdown", body = String, description = "The service's page for analysts (Markdown; the seed's `sc_*.md` skill file): the variables the analyst's key arrives in, the registry entry's `docs`, then its connector's page with the streams its `discover` gives for the service's config (the manifest's streams if discover fails). A connection's `_README.md` has the committed columns when schema-sync names the service."),
+        (status = 400, body = ErrorBody, description = "The path is not valid UTF-8 once decoded (`bad_path`)"),
+        (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"),
+        (status = 404, body = ErrorBody, description = "No service with this id (`not_found`)"),
+    ))]
+pub async fn docs(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let svc = lookup(&s, &id)?;
+    let body = match s.registry.get(&svc.connector.id) {
+        None => page(&svc, None),
+        Some(p) => {
+            let opts = CallOptions {
+                deadline: s.call_deadline,
+                ..Default::default()
+            };
+            // Discover gets the service's config and no credentials; a connector that needs
+            // them to list its streams falls back to the streams its manifest declares.
+            let specs = match p.discover(&svc.connector.config, opts).await {
+                Ok(specs) => specs,
+                Err(e) => {
+                    tracing::debug!(service = %svc.id, error = %e, "discover failed; the docs list the manifest's streams");
+                    p.manifest().streams.clone()
+                }
+            };
+            let streams: Vec<CatalogStream> = specs.iter().map(planned_stream).collect();
+            page(&svc, Some((p.manifest(), &streams)))
+        }
+    };
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/markdown; charset=utf-8",
+        )],
+        body,
+    ))
 }

@@ -15,9 +15,8 @@ use sluice_runtime::manifest::Manifest;
 use crate::catalog::CatalogStream;
 
 /// The Markdown page of a connector. `streams` are the catalog's tables (committed, or
-/// [`planned_stream`](crate::catalog::planned_stream)s); `extra` is text an operator adds
-/// (e.g. a service registry entry's docs), appended as given.
-pub fn connector_markdown(m: &Manifest, streams: &[CatalogStream], extra: Option<&str>) -> String {
+/// [`planned_stream`](crate::catalog::planned_stream)s).
+pub fn connector_markdown(m: &Manifest, streams: &[CatalogStream]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -42,8 +41,59 @@ pub fn connector_markdown(m: &Manifest, streams: &[CatalogStream], extra: Option
         stream(&mut out, s, description);
     }
     querying(&mut out);
-    if let Some(extra) = extra.filter(|e| !e.trim().is_empty()) {
-        let _ = writeln!(out, "## Notes\n\n{}\n", extra.trim());
+    out
+}
+
+/// An internal service's entry in the services registry (`SERVICES_FILE`), as its page shows it.
+/// The registry is the operator's file: `docs` is Markdown written for analysts and goes in as
+/// given; the other fields are escaped like plugin text.
+pub struct ServiceEntry<'a> {
+    /// Service id, e.g. `purchase-orders`.
+    pub id: &'a str,
+    pub name: &'a str,
+    pub description: &'a str,
+    /// Variables the analyst's key is exported under, e.g. `PO_API_KEY`.
+    pub env: &'a [String],
+    /// A variable the base URL is exported under, if any.
+    pub url_env: Option<&'a str>,
+    /// The operator's Markdown for analysts (may be empty).
+    pub docs: &'a str,
+}
+
+/// The page of an internal service (issue 11's `sc_*.md` skill file): what the service is, the
+/// variables the analyst's key arrives in after "Connect", the operator's own docs, then the
+/// page of the connector that syncs it (`None`: that connector is not loaded now).
+pub fn service_markdown(
+    svc: &ServiceEntry,
+    connector: Option<(&Manifest, &[CatalogStream])>,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# {} (service {})\n", text(svc.name), code(svc.id));
+    if !svc.description.trim().is_empty() {
+        let _ = writeln!(out, "{}\n", text(svc.description));
+    }
+    let _ = writeln!(out, "## Access\n");
+    let vars: Vec<String> = svc.env.iter().map(|v| code(v)).collect();
+    let _ = writeln!(
+        out,
+        "After \"Connect\", your personal API key for this service is in {}.",
+        vars.join(", ")
+    );
+    if let Some(url) = svc.url_env {
+        let _ = writeln!(out, "The service's base URL is in {}.", code(url));
+    }
+    let _ = writeln!(out, "\"Disconnect\" revokes the key.\n");
+    if !svc.docs.trim().is_empty() {
+        let _ = writeln!(out, "## About the data\n\n{}\n", svc.docs.trim());
+    }
+    match connector {
+        Some((m, streams)) => out.push_str(&connector_markdown(m, streams)),
+        None => {
+            let _ = writeln!(
+                out,
+                "Its connector is not loaded right now: no streams to list."
+            );
+        }
     }
     out
 }
@@ -255,7 +305,7 @@ mod tests {
     fn the_page_names_auth_config_streams_columns_keys_and_cursor() {
         let m = manifest();
         let streams: Vec<CatalogStream> = m.streams.iter().map(planned_stream).collect();
-        let md = connector_markdown(&m, &streams, Some("Ask #finance for access."));
+        let md = connector_markdown(&m, &streams);
         for want in [
             "# Acme \\<script\\>alert(1)\\</script\\> (`acme` 1.2.3)",
             "Purchase orders \\| \\*all\\* of them",
@@ -268,13 +318,48 @@ mod tests {
             "| `updated_at` | TIMESTAMPTZ | yes |",
             "| `_sluice_run_id` | VARCHAR | no |",
             "## Querying with DuckDB",
-            "## Notes\n\nAsk #finance for access.",
         ] {
             assert!(md.contains(want), "missing {want:?} in:\n{md}");
         }
         // A backtick or pipe in a plugin's name never breaks out of its code span or cell.
         assert!(md.contains("total`\\|`x"), "{md}");
         assert!(!md.contains("<script>"));
+    }
+
+    #[test]
+    fn a_service_page_has_its_variables_the_operators_docs_then_the_connector() {
+        let m = manifest();
+        let streams: Vec<CatalogStream> = m.streams.iter().map(planned_stream).collect();
+        let env = vec!["PO_API_KEY".to_string(), "PO_TOKEN".to_string()];
+        let svc = ServiceEntry {
+            id: "purchase-orders",
+            name: "Purchase <b>orders</b>",
+            description: "Every PO since 2019",
+            env: &env,
+            url_env: Some("PO_BASE_URL"),
+            docs: "Ask **#finance** for access.\n\n| table | rows |",
+        };
+        let md = service_markdown(&svc, Some((&m, &streams)));
+        let at = |want: &str| {
+            md.find(want)
+                .unwrap_or_else(|| panic!("missing {want:?} in:\n{md}"))
+        };
+        let order = [
+            at("# Purchase \\<b\\>orders\\</b\\> (service `purchase-orders`)"),
+            at("in `PO_API_KEY`, `PO_TOKEN`."),
+            at("base URL is in `PO_BASE_URL`."),
+            // The operator's Markdown is kept as Markdown.
+            at("## About the data\n\nAsk **#finance** for access.\n\n| table | rows |"),
+            at("# Acme"),
+            at("### `orders`"),
+        ];
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "sections out of order:\n{md}"
+        );
+        let without = service_markdown(&svc, None);
+        assert!(without.contains("not loaded"), "{without}");
+        assert!(!without.contains("### `orders`"));
     }
 
     #[test]
