@@ -118,6 +118,11 @@ async fn json_of(r: reqwest::Response) -> (u16, Value) {
     )
 }
 
+/// Whether the log holds the forged event text of `upstream_failures_map_to_statuses`.
+fn svc_logs_contain_forged(svc: &Service) -> bool {
+    svc.logs().contains("forged")
+}
+
 /// The audit events of the service's log (JSON lines with target `sluice::audit`).
 fn audit_events(svc: &Service) -> Vec<Value> {
     svc.logs()
@@ -434,6 +439,12 @@ async fn upstream_failures_map_to_statuses() {
         ),
         (
             "good",
+            json!({"user_email": "eve@corp.example\n{\"action\":\"forged\"}"}),
+            422,
+            "invalid_request",
+        ),
+        (
+            "good",
             json!({"user_email": "john@corp.example", "ttl_days": 0}),
             422,
             "invalid_request",
@@ -491,6 +502,18 @@ async fn upstream_failures_map_to_statuses() {
             && e["code"] == "user_refused"
             && e["user_email"] == "mallory@corp.example"),
         "{failed:?}"
+    );
+
+    // A rejected email is not logged: it could forge lines in a text log.
+    assert!(
+        failed
+            .iter()
+            .all(|e| !e["user_email"].as_str().unwrap_or("").contains("forged")),
+        "{failed:?}"
+    );
+    assert!(
+        !svc_logs_contain_forged(svc),
+        "a client's email reached the log"
     );
 
     // Disconnect: unknown service, bad token id, a service that is down.

@@ -118,12 +118,16 @@ impl Services {
         ttl_days: Option<u32>,
     ) -> Result<Connection, ServiceError> {
         let result = self.try_connect(id, user_email, ttl_days).await;
+        // Client-sent values reach the audit log only once they passed their checks: a bad
+        // email or an unknown id could carry line breaks into a text log.
+        let user_email = check_email(user_email).is_ok().then_some(user_email);
+        let id = self.registry.get(id).is_some().then_some(id);
         match &result {
             Ok(c) => tracing::info!(
                 target: "sluice::audit",
                 action = "connect",
-                service = %id,
-                user_email = %user_email,
+                service = id,
+                user_email,
                 token_id = %c.token_id,
                 expires_at = %c.expires_at,
                 outcome = "ok",
@@ -140,8 +144,8 @@ impl Services {
                 tracing::warn!(
                     target: "sluice::audit",
                     action = "connect",
-                    service = %id,
-                    user_email = %user_email,
+                    service = id,
+                    user_email,
                     token_id,
                     outcome = "failed",
                     code = e.code(),
@@ -229,13 +233,14 @@ impl Services {
             .and_then(|_| self.tokens.get(id, token_id));
         let result = self.try_disconnect(id, token_id).await;
         let user_email = known.as_ref().map(|r| r.user_email.as_str());
+        let id_logged = self.registry.get(id).is_some().then_some(id);
         // A client-sent id is logged only when it can be a token id (no control characters).
         let token_id_logged = crate::protocol::is_token_id(token_id).then_some(token_id);
         match &result {
             Ok(d) => tracing::info!(
                 target: "sluice::audit",
                 action = "disconnect",
-                service = %id,
+                service = id_logged,
                 user_email,
                 token_id = token_id_logged,
                 outcome = "ok",
@@ -245,7 +250,7 @@ impl Services {
             Err(e) => tracing::warn!(
                 target: "sluice::audit",
                 action = "disconnect",
-                service = %id,
+                service = id_logged,
                 user_email,
                 token_id = token_id_logged,
                 outcome = "failed",
