@@ -44,6 +44,7 @@ case "$cmd" in
     # The API as a typed TypeScript client sees it (openapi-typescript + tsc --strict).
     bash scripts/contract-api.sh
     bash scripts/contract-linear.sh   # the Linear connector's GraphQL against Linear's schema (graphql-js)
+    bash scripts/test-chart.sh        # the Helm chart: real Helm renders and lints it, Kubernetes schemas, the service
     # One plain closing line for the whole cargo test run (its own last line is a doc-test summary).
     awk '/^test result:/ { p += $4; f += $6 } END { printf "cargo test: %d passed, %d failed\n", p, f }' "$SLUICE_CACHE/last-test.log"
     ;;

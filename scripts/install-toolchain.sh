@@ -2,11 +2,28 @@
 # Installs, idempotently, what building and testing Sluice needs beyond rustup's Rust:
 #   - Debian's rustc-web (wasm32 std sources + wasm-component-ld), unpacked into $RUSTWEB;
 #   - DuckDB's prebuilt libduckdb.so into $DUCKDB_LIB_DIR;
+#   - the chart tests' Python tools (pinned, PyPI) into a venv at $CHART_VENV (alone: --chart-tools);
 #   - with --garage: the Garage S3 server into $GARAGE_ROOT (about 12 minutes the first time).
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 export DEBIAN_FRONTEND=noninteractive
 mkdir -p "$SLUICE_CACHE"
+
+# scripts/test-chart.sh: Helm 4's Go SDK as a Python library (renders and lints the chart, no helm
+# binary) and the Kubernetes API schemas. Reinstalled when the pins change.
+CHART_VENV=${CHART_VENV:-$SLUICE_CACHE/chart-venv}
+CHART_TOOLS="helm-python-sdk==0.2.2 kubernetes-validate==1.37.0"
+install_chart_tools() {
+  [ "$(cat "$CHART_VENV/.installed" 2>/dev/null)" = "$CHART_TOOLS" ] && return 0
+  rm -rf "$CHART_VENV"
+  python3 -m venv "$CHART_VENV"
+  "$CHART_VENV/bin/pip" install --quiet $CHART_TOOLS
+  echo "$CHART_TOOLS" > "$CHART_VENV/.installed"
+}
+if [ "${1:-}" = --chart-tools ]; then
+  install_chart_tools
+  exit 0
+fi
 
 apt_ready() {
   [ -f "$SLUICE_CACHE/.apt-updated" ] && return 0
@@ -42,6 +59,8 @@ if [ ! -f "$DUCKDB_LIB_DIR/libduckdb.so" ]; then
   mkdir -p "$DUCKDB_LIB_DIR" && cp "$tmp/package/libduckdb.so" "$DUCKDB_LIB_DIR/"
   rm -rf "$tmp"
 fi
+
+install_chart_tools
 
 if [ "${1:-}" = --garage ] && [ ! -x "$GARAGE_ROOT/bin/garage" ]; then
   echo "building garage 2.5.0 (one time, ~12 min)..." >&2
