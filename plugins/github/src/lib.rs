@@ -256,6 +256,21 @@ fn paginate(
     denied_ok: bool,
     mut page: impl FnMut(Vec<&RawValue>) -> Result<bool>,
 ) -> Result<Option<Response>> {
+    paginate_bodies(first, subject, denied_ok, |body| {
+        let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
+            ConnectorError::internal(format!("{subject}: unexpected response body: {e}"))
+        })?;
+        page(items)
+    })
+}
+
+/// [`paginate`], handing each page's body over unparsed (a listing then reads it in one scan).
+fn paginate_bodies(
+    first: Request,
+    subject: &str,
+    denied_ok: bool,
+    mut page: impl FnMut(&[u8]) -> Result<bool>,
+) -> Result<Option<Response>> {
     let mut next = Some(first);
     let mut seen = HashSet::new();
     while let Some(request) = next.take() {
@@ -281,10 +296,7 @@ fn paginate(
             return Ok(Some(response));
         }
         let response = check(response, subject)?;
-        let items: Vec<&RawValue> = serde_json::from_slice(&response.body).map_err(|e| {
-            ConnectorError::internal(format!("{subject}: unexpected response body: {e}"))
-        })?;
-        if !page(items)? {
+        if !page(&response.body)? {
             break;
         }
         next = response.next_link().map(Request::get);
@@ -355,29 +367,76 @@ impl Listing {
         }
     }
 
-    /// The cursor value and the record (JSON; `None`: not part of this stream) of an item.
-    /// Issues, the biggest stream, are reshaped without building a tree of the item.
+    /// The cursor value and the record (JSON; `None`: not part of this stream) of each item of
+    /// a page, read in one scan of the page. Issues, the biggest stream, are reshaped without
+    /// building a tree of each item.
+    fn page(self, body: &[u8], repo: &str) -> Result<Vec<(Option<String>, Option<String>)>> {
+        let bad = |e: serde_json::Error| {
+            ConnectorError::internal(format!(
+                "{} of repository {repo}: unexpected response body: {e}",
+                self.stream()
+            ))
+        };
+        if self == Listing::Issues {
+            let items: Vec<schema::Fields<'_>> = serde_json::from_slice(body).map_err(bad)?;
+            return items
+                .into_iter()
+                .map(|fields| Self::shape_issue(fields, repo).map_err(bad))
+                .collect();
+        }
+        let items: Vec<Value> = serde_json::from_slice(body).map_err(bad)?;
+        items
+            .into_iter()
+            .map(|item| self.shape_tree(item, repo).map_err(bad))
+            .collect()
+    }
+
+    /// The cursor value and the record of one item (JSON text).
     fn shape(self, item: &RawValue, repo: &str) -> Result<(Option<String>, Option<String>)> {
         let bad = |e: serde_json::Error| {
             ConnectorError::internal(format!("unexpected {} item: {e}", self.stream()))
         };
-        let cursor = |v: Option<&str>| v.and_then(time::parse_iso).map(time::format_iso);
-        let tree = |at: &str, record: fn(Value, &str) -> Value| {
-            let item: Value = serde_json::from_str(item.get()).map_err(bad)?;
-            let cursor = cursor(item.pointer(at).and_then(Value::as_str));
-            Ok((cursor, Some(record(item, repo).to_string())))
-        };
         match self {
             Listing::Issues => {
-                let fields = schema::Fields::parse(item).map_err(bad)?;
-                let updated = fields.str("updated_at").map_err(bad)?;
-                Ok((cursor(updated.as_deref()), schema::issue(fields, repo)))
+                Self::shape_issue(schema::Fields::parse(item.get()).map_err(bad)?, repo)
+                    .map_err(bad)
             }
-            Listing::PullRequests => tree("/updated_at", schema::pull_request),
-            Listing::Commits => tree("/commit/committer/date", schema::commit),
-            Listing::IssueComments => tree("/updated_at", schema::issue_comment),
+            _ => {
+                let item: Value = serde_json::from_str(item.get()).map_err(bad)?;
+                self.shape_tree(item, repo).map_err(bad)
+            }
         }
     }
+
+    fn shape_issue(
+        fields: schema::Fields<'_>,
+        repo: &str,
+    ) -> serde_json::Result<(Option<String>, Option<String>)> {
+        let updated = fields.str("updated_at")?;
+        Ok((cursor_of(updated.as_deref()), schema::issue(fields, repo)))
+    }
+
+    fn shape_tree(
+        self,
+        item: Value,
+        repo: &str,
+    ) -> serde_json::Result<(Option<String>, Option<String>)> {
+        let (at, record): (&str, fn(Value, &str) -> Value) = match self {
+            Listing::Issues => {
+                return Self::shape_issue(schema::Fields::parse(&item.to_string())?, repo);
+            }
+            Listing::PullRequests => ("/updated_at", schema::pull_request),
+            Listing::Commits => ("/commit/committer/date", schema::commit),
+            Listing::IssueComments => ("/updated_at", schema::issue_comment),
+        };
+        let cursor = cursor_of(item.pointer(at).and_then(Value::as_str));
+        Ok((cursor, Some(record(item, repo).to_string())))
+    }
+}
+
+/// A cursor value: an ISO 8601 time, normalised (`None` when absent or unreadable).
+fn cursor_of(v: Option<&str>) -> Option<String> {
+    v.and_then(time::parse_iso).map(time::format_iso)
 }
 
 /// A listing the token may not read in one repository.
@@ -504,10 +563,9 @@ fn sync_listing(
         let (mut pages, mut records) = (0u64, 0u64);
         let subject = format!("{stream} of repository {repo}");
         let first = listing.first(config, repo, since.as_deref());
-        let denied = paginate(first, &subject, true, |items| {
+        let denied = paginate_bodies(first, &subject, true, |body| {
             let mut more = true;
-            for item in items {
-                let (cursor, record) = listing.shape(item, repo)?;
+            for (cursor, record) in listing.page(body, repo)? {
                 if let (Some(c), Some(since)) = (&cursor, &since)
                     && c < since
                 {

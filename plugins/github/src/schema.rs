@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
-use serde::de::{Deserializer as _, MapAccess, Visitor};
+use serde::de::{MapAccess, Visitor};
 use sluice_sdk::schema::object as schema;
 use sluice_sdk::serde_json::value::RawValue;
 use sluice_sdk::serde_json::{Map, Value, json};
@@ -236,11 +236,35 @@ pub fn repository(item: Value, repository: &str) -> Value {
 }
 
 /// The top-level fields of an item, values left as JSON text: reshaping a record this way
-/// costs a scan of the item, not a tree of it (issues are most of a GitHub sync).
-pub struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+/// costs a scan of the item, not a tree of it (issues are most of a GitHub sync). A page is
+/// read straight into `Vec<Fields>` (one scan of the page), borrowing keys and values from it.
+pub struct Fields<'a>(Vec<(Key<'a>, &'a RawValue)>);
 
-impl<'a> Fields<'a> {
-    pub fn parse(item: &'a RawValue) -> serde_json::Result<Self> {
+/// An object key: borrowed from the page when it holds no escapes (so it can be written back
+/// between quotes as it is), else unescaped.
+pub struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = Fields<'de>;
@@ -248,19 +272,25 @@ impl<'a> Fields<'a> {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Fields<'de>, A::Error> {
-                let mut out = Vec::new();
-                while let Some(entry) = m.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(48));
+                while let Some(entry) = m.next_entry::<Key<'de>, &'de RawValue>()? {
                     out.push(entry);
                 }
                 Ok(Fields(out))
             }
         }
-        let mut de = serde_json::Deserializer::from_str(item.get());
-        de.deserialize_map(V)
+        d.deserialize_map(V)
+    }
+}
+
+impl<'a> Fields<'a> {
+    /// The fields of one item given as JSON text.
+    pub fn parse(item: &'a str) -> serde_json::Result<Self> {
+        serde_json::from_str(item)
     }
 
     fn get(&self, key: &str) -> Option<&'a RawValue> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+        self.0.iter().find(|(k, _)| k.0 == key).map(|(_, v)| *v)
     }
 
     /// A top-level string field (`None` when absent or null).
@@ -291,10 +321,12 @@ pub fn issue(fields: Fields<'_>, repository: &str) -> Option<String> {
     let mut out = String::with_capacity(2048);
     out.push('{');
     for (k, v) in &fields.0 {
-        if is_link(k) || k == "user_login" || k == "repository" {
+        if is_link(&k.0) || k.0 == "user_login" || k.0 == "repository" {
             continue;
         }
-        push_field(&mut out, k, v.get());
+        push_key(&mut out, k);
+        out.push_str(v.get());
+        out.push(',');
     }
     push_field(
         &mut out,
@@ -310,6 +342,19 @@ pub fn issue(fields: Fields<'_>, repository: &str) -> Option<String> {
 /// Hypermedia links are dropped: `url` and `*_url`, except `html_url`.
 fn is_link(key: &str) -> bool {
     key != "html_url" && (key == "url" || key.ends_with("_url"))
+}
+
+/// Appends `"key":` — a borrowed key had no escapes in the page, so it goes back as it was.
+fn push_key(out: &mut String, key: &Key<'_>) {
+    match &key.0 {
+        Cow::Borrowed(k) => {
+            out.push('"');
+            out.push_str(k);
+            out.push('"');
+        }
+        Cow::Owned(k) => out.push_str(&Value::from(k.as_str()).to_string()),
+    }
+    out.push(':');
 }
 
 /// Appends `"key":value,` (the value is JSON text).
@@ -391,15 +436,15 @@ mod tests {
     #[test]
     fn shapes() {
         let issue_of = |v: Value| -> Option<Value> {
-            let raw = RawValue::from_string(v.to_string()).expect("raw");
-            let fields = Fields::parse(&raw).expect("an object");
+            let text = v.to_string();
+            let fields = Fields::parse(&text).expect("an object");
             issue(fields, "o/r").map(|s| serde_json::from_str(&s).expect("valid JSON"))
         };
-        let i = json!({"id": 1, "url": "u", "comments_url": "c", "html_url": "h", "title": "a \"q\" é", "user": {"login": "octo"}});
+        let i = json!({"id": 1, "url": "u", "comments_url": "c", "html_url": "h", "title": "a \"q\" é", "user": {"login": "octo"}, "we\"ird\nkey": 2});
         assert_eq!(
             issue_of(i),
             Some(
-                json!({"id": 1, "html_url": "h", "title": "a \"q\" é", "user": {"login": "octo"}, "user_login": "octo", "repository": "o/r"})
+                json!({"id": 1, "html_url": "h", "title": "a \"q\" é", "user": {"login": "octo"}, "we\"ird\nkey": 2, "user_login": "octo", "repository": "o/r"})
             )
         );
         assert_eq!(
