@@ -445,7 +445,19 @@ class RealService(unittest.TestCase):
         env["HOST"], env["PORT"] = "127.0.0.1", str(port)
         log = open(root / "service.log", "w+b")
         self.addCleanup(log.close)
-        proc = subprocess.Popen([str(self.binary), *c["args"]], env=env, stdout=log, stderr=subprocess.STDOUT)
+        command = [str(self.binary), *c["args"]]
+        # As root here: run it as the pod does, as runAsUser/runAsGroup with no capabilities and no
+        # privilege escalation (setpriv), the writable volumes owned by that user (as emptyDirs are).
+        as_pod_user = os.geteuid() == 0 and shutil.which("setpriv")
+        if as_pod_user:
+            uid, gid = pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]
+            root.chmod(0o755)
+            for m in c["volumeMounts"]:
+                if not m.get("readOnly"):
+                    os.chown(root / m["mountPath"].lstrip("/"), uid, gid)
+            command = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs",
+                       "--inh-caps=-all", "--bounding-set=-all", *command]
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.wait()))
 
         def get(path: str, auth: bool = False) -> tuple[int, bytes]:
@@ -490,6 +502,8 @@ class RealService(unittest.TestCase):
         # The run records and the compile cache went to the data volume, nothing elsewhere.
         data = Path(env["SLUICE_DATA_DIR"])
         self.assertTrue((data / "cache").is_dir())
+        if as_pod_user:
+            self.assertEqual((data / "runs").stat().st_uid, uid)
 
         proc.send_signal(signal.SIGTERM)
         t0 = time.monotonic()
@@ -498,7 +512,7 @@ class RealService(unittest.TestCase):
         except subprocess.TimeoutExpired:
             self.fail(f"still running {pod['terminationGracePeriodSeconds']} s after SIGTERM:\n{service_log()}")
         print(
-            f"\n  real service: ready after {ready_after:.1f} s (startup probe allows {budget} s), "
+            f"\n  real service{' as uid %d, no capabilities' % uid if as_pod_user else ''}: ready after {ready_after:.1f} s (startup probe allows {budget} s), "
             f"exit {code} {time.monotonic() - t0:.1f} s after SIGTERM "
             f"(termination grace {pod['terminationGracePeriodSeconds']} s)",
             end=" ",
