@@ -370,7 +370,7 @@ impl Listing {
     /// The cursor value and the record (JSON; `None`: not part of this stream) of each item of
     /// a page, read in one scan of the page. Issues, the biggest stream, are reshaped without
     /// building a tree of each item.
-    fn page(self, body: &[u8], repo: &str) -> Result<Vec<(Option<String>, Option<String>)>> {
+    fn page(self, body: &[u8], repo: &str) -> Result<Vec<(Option<i64>, Option<String>)>> {
         let bad = |e: serde_json::Error| {
             ConnectorError::internal(format!(
                 "{} of repository {repo}: unexpected response body: {e}",
@@ -378,7 +378,14 @@ impl Listing {
             ))
         };
         if self == Listing::Issues {
-            let items: Vec<schema::Fields<'_>> = serde_json::from_slice(body).map_err(bad)?;
+            // Checked as UTF-8 once here, so that the parse does not check each string again.
+            let text = std::str::from_utf8(body).map_err(|e| {
+                ConnectorError::internal(format!(
+                    "{} of repository {repo}: the response body is not UTF-8: {e}",
+                    self.stream()
+                ))
+            })?;
+            let items: Vec<schema::Fields<'_>> = serde_json::from_str(text).map_err(bad)?;
             return items
                 .into_iter()
                 .map(|fields| Self::shape_issue(fields, repo).map_err(bad))
@@ -392,7 +399,7 @@ impl Listing {
     }
 
     /// The cursor value and the record of one item (JSON text).
-    fn shape(self, item: &RawValue, repo: &str) -> Result<(Option<String>, Option<String>)> {
+    fn shape(self, item: &RawValue, repo: &str) -> Result<(Option<i64>, Option<String>)> {
         let bad = |e: serde_json::Error| {
             ConnectorError::internal(format!("unexpected {} item: {e}", self.stream()))
         };
@@ -411,7 +418,7 @@ impl Listing {
     fn shape_issue(
         fields: schema::Fields<'_>,
         repo: &str,
-    ) -> serde_json::Result<(Option<String>, Option<String>)> {
+    ) -> serde_json::Result<(Option<i64>, Option<String>)> {
         let updated = fields.str("updated_at")?;
         Ok((cursor_of(updated.as_deref()), schema::issue(fields, repo)))
     }
@@ -420,7 +427,7 @@ impl Listing {
         self,
         item: Value,
         repo: &str,
-    ) -> serde_json::Result<(Option<String>, Option<String>)> {
+    ) -> serde_json::Result<(Option<i64>, Option<String>)> {
         let (at, record): (&str, fn(Value, &str) -> Value) = match self {
             Listing::Issues => {
                 return Self::shape_issue(schema::Fields::parse(&item.to_string())?, repo);
@@ -434,9 +441,10 @@ impl Listing {
     }
 }
 
-/// A cursor value: an ISO 8601 time, normalised (`None` when absent or unreadable).
-fn cursor_of(v: Option<&str>) -> Option<String> {
-    v.and_then(time::parse_iso).map(time::format_iso)
+/// A cursor value: an ISO 8601 time as seconds since the epoch (`None` when absent or
+/// unreadable); the state keeps it as [`time::format_iso`] text.
+fn cursor_of(v: Option<&str>) -> Option<i64> {
+    v.and_then(time::parse_iso)
 }
 
 /// A listing the token may not read in one repository.
@@ -559,14 +567,15 @@ fn sync_listing(
     let mut cursors = cursors(state);
     for (repo, _) in repos {
         let since = cursors.get(repo).or(config.start.as_ref()).cloned();
-        let mut newest: Option<String> = None;
+        let since_at = cursor_of(since.as_deref());
+        let mut newest: Option<i64> = None;
         let (mut pages, mut records) = (0u64, 0u64);
         let subject = format!("{stream} of repository {repo}");
         let first = listing.first(config, repo, since.as_deref());
         let denied = paginate_bodies(first, &subject, true, |body| {
             let mut more = true;
             for (cursor, record) in listing.page(body, repo)? {
-                if let (Some(c), Some(since)) = (&cursor, &since)
+                if let (Some(c), Some(since)) = (cursor, since_at)
                     && c < since
                 {
                     // Only the pulls listing (no `since`) returns older items: sorted newest
@@ -594,9 +603,9 @@ fn sync_listing(
         }
         coverage.read = true;
         if let Some(newest) = newest
-            && since.as_ref().is_none_or(|s| &newest > s)
+            && since_at.is_none_or(|s| newest > s)
         {
-            cursors.insert(repo.clone(), newest);
+            cursors.insert(repo.clone(), time::format_iso(newest));
         }
         out.checkpoint(stream, &json!({ "repos": cursors }))?;
         log::info(
@@ -713,7 +722,7 @@ fn sync_commits(
         };
         let mut walk = Walk::new(known.clone());
         let mut head: Option<String> = None;
-        let mut newest: Option<String> = None;
+        let mut newest: Option<i64> = None;
         let (mut pages, mut records, mut walked) = (0u64, 0u64, 0u64);
         let subject = format!("commits of repository {repo}");
         let first = Listing::Commits.first(config, repo, since.as_deref());
@@ -760,9 +769,9 @@ fn sync_commits(
             heads.insert(repo.clone(), head);
         }
         if let Some(newest) = newest
-            && dates.get(repo).is_none_or(|d| &newest > d)
+            && cursor_of(dates.get(repo).map(String::as_str)).is_none_or(|d| newest > d)
         {
-            dates.insert(repo.clone(), newest);
+            dates.insert(repo.clone(), time::format_iso(newest));
         }
         out.checkpoint(COMMITS, &json!({"repos": &dates, "heads": &heads}))?;
         log::info(
