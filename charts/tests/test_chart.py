@@ -412,7 +412,9 @@ class RealService(unittest.TestCase):
         self.plugin_out = Path(os.environ.get("SLUICE_PLUGIN_OUT", f"{cache}/plugins"))
         missing = [str(p) for p in [self.binary] + [self.plugin_out / f"{n}.wasm" for n in self.BUILT_IN] if not p.exists()]
         if missing:
-            self.skipTest(f"not built: {', '.join(missing)} (scripts/dev.sh test builds them before this)")
+            # A failure, not a skip: a test that skips itself would pass on a machine that
+            # never built the service.
+            self.fail(f"not built: {', '.join(missing)} (scripts/dev.sh test builds them before this)")
 
     def test_rendered_environment_starts_the_service(self):
         objects = render(SCENARIOS["services-registry"])
