@@ -65,7 +65,7 @@ pub struct ServeConfig {
     pub max_concurrent_calls: u32,
     /// Emitted JSON one run buffers before writing it as Parquet row groups, in MiB (all its
     /// streams together; also the most one row group holds).
-    #[arg(long, env = "SLUICE_STAGING_BUFFER_MIB", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    #[arg(long, env = "SLUICE_STAGING_BUFFER_MIB", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub staging_buffer_mib: u32,
     /// Seconds running runs get to finish on SIGTERM before they are cancelled.
     #[arg(long, env = "SLUICE_SHUTDOWN_GRACE_SECS", default_value_t = 20)]

@@ -145,8 +145,8 @@ impl StagingConfig {
             dir: dir.into(),
             part_bytes: 128 << 20,
             row_group_rows: 16_384,
-            row_group_bytes: 8 << 20,
-            run_buffer_bytes: 8 << 20,
+            row_group_bytes: 4 << 20,
+            run_buffer_bytes: 4 << 20,
             run_quota_bytes: 4 << 30,
             disk: DiskBudget::new(8 << 30),
         }
