@@ -263,6 +263,21 @@ async fn hubspot_full_sync_matches_the_fake_and_incrementals_bring_exactly_the_c
         0,
         "search requests are paced under 5/s, not hammered"
     );
+    // A first sync reads everything through the list endpoint (not held to search's ~5/s).
+    let first = hs.log();
+    assert!(
+        !first.iter().any(|s| s.path.ends_with("/search")),
+        "no search on a first sync"
+    );
+    for path in ["contacts", "companies", "0-3", "tickets"] {
+        let path = format!("/crm/v3/objects/{path}");
+        assert!(
+            first
+                .iter()
+                .any(|s| s.method == "GET" && s.path == path && s.status == 200),
+            "{path} listed"
+        );
+    }
 
     let db = views(&svc, "hs").await;
     for stream in ["contacts", "companies", "deals", "tickets"] {
@@ -360,6 +375,12 @@ async fn hubspot_full_sync_matches_the_fake_and_incrementals_bring_exactly_the_c
         records(&run, "contacts"),
         changed.len() as u64,
         "exactly the changed contacts"
+    );
+    assert!(
+        hs.log()[first.len()..]
+            .iter()
+            .any(|s| s.path == "/crm/v3/objects/contacts/search"),
+        "an incremental sync searches"
     );
     assert_eq!(records(&run, "deals"), deals.len() as u64);
     assert_eq!(records(&run, "companies"), 0);
@@ -539,7 +560,11 @@ async fn hubspot_sync_survives_a_429_storm_waiting_what_hubspot_asks() {
     hs.knobs.set_rate_limit_every(3);
     let root = tempfile::tempdir().unwrap();
     let svc = start(root.path(), &[]).await;
-    let run = sync(&svc, "hs-storm", &config(&hs), hs.token(), None).await;
+    // A start date makes the first sync search (a read of everything would list instead), so
+    // that the storm hits both kinds of request.
+    let mut config = config(&hs);
+    config["start_date"] = json!("2000-01-01T00:00:00Z");
+    let run = sync(&svc, "hs-storm", &config, hs.token(), None).await;
     let data = hs.data();
     assert_eq!(
         records(&run, "contacts"),
@@ -577,4 +602,73 @@ async fn hubspot_sync_survives_a_429_storm_waiting_what_hubspot_asks() {
         );
     }
     assert_clean(&hs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubspot_first_sync_of_many_properties_searches_instead_of_a_414() {
+    let hs = FakeHubspot::start(HubspotConfig {
+        contacts: 250,
+        companies: 2,
+        deals: 2,
+        tickets: 2,
+        archived_every: 0,
+        search_per_second: 50,
+        ..Default::default()
+    })
+    .await;
+    // 300 custom properties of 34 characters: over 10,000 characters of names, more than a
+    // list request's URL can carry (the fake answers 414 past 8,000, as HubSpot's edge does).
+    for i in 0..300 {
+        hs.add_property(
+            "contacts",
+            &format!("custom_property_with_a_long_name_{i:03}"),
+            "string",
+            "v",
+            1,
+        );
+    }
+    let root = tempfile::tempdir().unwrap();
+    let svc = start(root.path(), &[("SLUICE_HUBSPOT_SEARCH_INTERVAL_MS", "20")]).await;
+    let run = sync(
+        &svc,
+        "hs-wide",
+        &config(&hs),
+        hs.token(),
+        Some(&["contacts"]),
+    )
+    .await;
+    assert_eq!(records(&run, "contacts"), 250);
+    let log = hs.log();
+    assert!(
+        !log.iter().any(|s| s.status == 414),
+        "a URI too long was sent"
+    );
+    assert!(
+        log.iter()
+            .any(|s| s.path == "/crm/v3/objects/contacts/search"),
+        "read through search"
+    );
+    let db = views(&svc, "hs-wide").await;
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM contacts WHERE custom_property_with_a_long_name_299 = 'v'"
+        ),
+        1,
+        "every property requested"
+    );
+    assert_clean(&hs);
+
+    // The fake's limit is real: the list request with all of them is refused.
+    let names: Vec<String> = (0..300)
+        .map(|i| format!("custom_property_with_a_long_name_{i:03}"))
+        .collect();
+    let r = reqwest::Client::new()
+        .get(format!("{}/crm/v3/objects/contacts", hs.url))
+        .query(&[("limit", "100"), ("properties", &names.join(","))])
+        .bearer_auth(hs.token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 414);
 }

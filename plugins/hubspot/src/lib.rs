@@ -51,6 +51,11 @@ const TICKET_PIPELINES: &str = "ticket_pipelines";
 const ASSOCIATIONS: &str = "associations";
 /// Page size of the list endpoints (HubSpot's maximum for `GET /crm/v3/objects/*` and owners).
 const LIST_LIMIT: &str = "100";
+/// Longest `properties` value (names joined by commas) a list request carries. HubSpot answers
+/// 414 URI Too Long past 8,000–16,000 characters of URL (reported in dlt-hub/verified-sources#305
+/// and PostHog/posthog#31617; HubSpot documents no figure); an object type with more property
+/// text is read through search, whose property list goes in the body.
+const LIST_PROPERTIES_MAX: usize = 6_000;
 
 /// A CRM object type read as a stream.
 #[derive(Debug, Clone, Copy)]
@@ -207,30 +212,69 @@ fn list(
     what: &str,
     mut each: impl FnMut(&Value) -> Result<()>,
 ) -> Result<()> {
-    let mut after: Option<String> = None;
-    loop {
+    let mut pages = Pages::new(None);
+    while let Some(page) = pages.next(config, path, params, what)? {
+        for item in results(&page) {
+            each(item)?;
+        }
+    }
+    Ok(())
+}
+
+/// The `results` of a list or search page.
+fn results(page: &Value) -> impl Iterator<Item = &Value> {
+    page.get("results")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+/// The pages of a list endpoint, from a paging cursor (`after`; `None`: the first page).
+struct Pages {
+    after: Option<String>,
+    done: bool,
+}
+
+impl Pages {
+    fn new(after: Option<String>) -> Self {
+        Self { after, done: false }
+    }
+
+    /// The cursor of the next page (`None`: the first page, or the listing is over).
+    fn after(&self) -> Option<&str> {
+        self.after.as_deref()
+    }
+
+    /// The next page, or `None` once the last one was read. A cursor that repeats ends the
+    /// listing with a warning rather than looping.
+    fn next(
+        &mut self,
+        config: &Config,
+        path: &str,
+        params: &[(&str, &str)],
+        what: &str,
+    ) -> Result<Option<Value>> {
+        if self.done {
+            return Ok(None);
+        }
         let mut all = params.to_vec();
-        if let Some(a) = &after {
+        if let Some(a) = &self.after {
             all.push(("after", a));
         }
         let page = check(config.get(path, &all)?, what)?;
-        for item in page
-            .get("results")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            each(item)?;
-        }
-        let next = page.pointer("/paging/next/after").and_then(Value::as_str);
-        match next {
-            Some(n) if after.as_deref() != Some(n) => after = Some(n.to_string()),
+        match page.pointer("/paging/next/after").and_then(Value::as_str) {
+            Some(n) if self.after.as_deref() != Some(n) => self.after = Some(n.to_string()),
             Some(_) => {
                 log::warn("paging cursor repeats; stopping", &[("what", what)]);
-                return Ok(());
+                self.after = None;
+                self.done = true;
             }
-            None => return Ok(()),
+            None => {
+                self.after = None;
+                self.done = true;
+            }
         }
+        Ok(Some(page))
     }
 }
 
@@ -332,18 +376,67 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Reads an object stream: its search window, then its archived records.
+    /// Reads an object stream: its window (through the list endpoint when it is a read of
+    /// everything, else through search), then its archived records.
     fn sync_object(&mut self, object: &Object) -> Result<()> {
         let (properties, now) = properties(self.config, object)?;
         let names: Vec<String> = properties.iter().map(|p| p.name.clone()).collect();
         let mut state = ObjectState::from_json(self.request.state(object.stream));
         let mut window = state.next_window(self.config.lookback_ms, self.config.start, now);
-        let newest = self.search_window(object, &properties, &names, &mut state, &mut window)?;
+        let joined = names.join(",");
+        let newest = if window.reads_everything() && joined.len() <= LIST_PROPERTIES_MAX {
+            self.list_window(object, &properties, &joined, &mut state, &mut window)?
+        } else {
+            // A list read in progress whose properties no longer fit a URL starts over here.
+            window.list_after = None;
+            self.search_window(object, &properties, &names, &mut state, &mut window)?
+        };
         state.window = None;
         state.synced_to = window.to.or(newest).or(state.synced_to).or(window.from);
         self.out.checkpoint(object.stream, &state)?;
         self.archived(object, &properties, &mut state, now)?;
         self.out.checkpoint(object.stream, &state)
+    }
+
+    /// Reads a window of everything (`from` unbounded) with the list endpoint
+    /// (`GET /crm/v3/objects/{objectType}?properties=…`, "CRM API | Objects"), page by page,
+    /// checkpointing the paging cursor after each page. The list reads the records, not the
+    /// search index, and is not held to search's ~5 requests/s, only to the account's
+    /// general limit (100–190 requests per 10 s): 100 records per request instead of 200
+    /// per paced search, so a first sync is up to 2.4× faster. Records modified after
+    /// `window.to` may come too (read again by the next window; the primary key dedups them).
+    /// Returns the newest modification time seen (epoch ms).
+    fn list_window(
+        &mut self,
+        object: &Object,
+        properties: &[Property],
+        joined: &str,
+        state: &mut ObjectState,
+        window: &mut Window,
+    ) -> Result<Option<i64>> {
+        let what = format!("list of {}", object.stream);
+        let path = format!("/crm/v3/objects/{}", object.path);
+        let params = [("limit", LIST_LIMIT), ("properties", joined)];
+        let mut pages = Pages::new(window.list_after.clone());
+        let (mut newest, mut count) = (None, 0u64);
+        while let Some(page) = pages.next(self.config, &path, &params, &what)? {
+            count += 1;
+            for item in results(&page) {
+                let record = record(item, properties);
+                newest = newest_of(newest, &record);
+                self.out.push(object.stream, &record)?;
+            }
+            if let Some(after) = pages.after() {
+                window.list_after = Some(after.to_string());
+                state.window = Some(window.clone());
+                self.out.checkpoint(object.stream, state)?;
+            }
+        }
+        log::info(
+            "list read",
+            &[("stream", object.stream), ("pages", &count.to_string())],
+        );
+        Ok(newest)
     }
 
     /// Reads `window` page by page (keyset on `hs_object_id`), checkpointing the position
@@ -385,13 +478,7 @@ impl Run<'_> {
                 {
                     last = Some(id.to_string());
                 }
-                if let Some(ms) = record
-                    .get("updatedAt")
-                    .and_then(Value::as_str)
-                    .and_then(time::parse_ms)
-                {
-                    newest = Some(newest.map_or(ms, |n| n.max(ms)));
-                }
+                newest = newest_of(newest, &record);
                 self.out.push(object.stream, &record)?;
             }
             let more = page.pointer("/paging/next").is_some() && !results.is_empty();
@@ -542,6 +629,18 @@ impl Run<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// The later of `newest` and the record's `updatedAt` (epoch ms).
+fn newest_of(newest: Option<i64>, record: &Map<String, Value>) -> Option<i64> {
+    let at = record
+        .get("updatedAt")
+        .and_then(Value::as_str)
+        .and_then(time::parse_ms);
+    match (newest, at) {
+        (Some(n), Some(a)) => Some(n.max(a)),
+        (n, a) => n.or(a),
     }
 }
 

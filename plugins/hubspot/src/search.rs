@@ -40,6 +40,18 @@ pub struct Window {
     /// The largest `hs_object_id` read so far in this window (a decimal string).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after_id: Option<String>,
+    /// A read of everything through the list endpoint: the paging cursor (`paging.next.after`)
+    /// of its next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list_after: Option<String>,
+}
+
+impl Window {
+    /// Whether the window holds every record (no lower bound) and no search of it began: it
+    /// can then be read through the list endpoint.
+    pub fn reads_everything(&self) -> bool {
+        self.from.is_none() && self.after_id.is_none()
+    }
 }
 
 /// The state of an object stream, checkpointed after each page.
@@ -82,6 +94,7 @@ impl ObjectState {
             from,
             to: now,
             after_id: None,
+            list_after: None,
         }
     }
 }
@@ -140,7 +153,8 @@ mod tests {
             Window {
                 from: None,
                 to: Some(9_000_000),
-                after_id: None
+                after_id: None,
+                list_after: None,
             }
         );
         assert_eq!(none.next_window(60_000, Some(5), None).from, Some(5));
@@ -160,6 +174,7 @@ mod tests {
                 from: Some(7),
                 to: Some(8),
                 after_id: Some("42".into()),
+                list_after: None,
             }),
             archived_to: None,
         };
@@ -182,6 +197,7 @@ mod tests {
             from: Some(100),
             to: Some(200),
             after_id: Some("17".into()),
+            list_after: None,
         };
         let body = search_body("lastmodifieddate", &w, &["email".into()]);
         assert_eq!(
@@ -202,6 +218,7 @@ mod tests {
                 from: None,
                 to: None,
                 after_id: None,
+                list_after: None,
             },
             &[],
         );
