@@ -163,14 +163,7 @@ tap_round() {
 # local directory; its compile cache lives under --out and is warmed by the first, uncounted run.
 echo '{"api_url":"'$URL'","repositories":'"$REPOS"'}' > "$WORK/run-config.json"
 cli_round() {
-  /usr/bin/time -f '%e %U %S %M' -o "$WORK/time.txt" "$CARGO_TARGET_DIR/release/sluice" run \
-    "$WORK/plugins/github.wasm" --config "$WORK/run-config.json" --secret "token=$GH_TOKEN" \
-    --out "$WORK/run-out" --stream issues --full-refresh --allow-private-addresses loopback \
-    > "$WORK/run.out" 2> "$WORK/run.err" || { tail -20 "$WORK/run.err" >&2; exit 1; }
-  local n wall user sys rss
-  n=$(awk '$1 == "issues" {print $2}' "$WORK/run.out")
-  read -r wall user sys rss < "$WORK/time.txt"
-  echo "$n $wall $(python3 -c "print($user + $sys)") $rss"
+  cli_run "$WORK/plugins/github.wasm" "$WORK/run-config.json" "token=$GH_TOKEN" "$WORK/run-out" "$WORK" || exit 1
 }
 
 # Warm-up, not counted: the fake renders each issue's JSON once and serves it from memory

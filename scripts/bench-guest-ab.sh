@@ -9,6 +9,7 @@
 #   git worktree add /tmp/wt-a HEAD~1 && (cd /tmp/wt-a && bash scripts/build-plugins.sh) …
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
+. "$(dirname "$0")/bench-lib.sh"
 cd "$SLUICE_ROOT"
 A=$(realpath "$1")
 B=$(realpath "$2")
@@ -32,15 +33,7 @@ cp "$B" "$WORK/b/github.wasm"
 
 # round SIDE: prints "records wall cpu rss_kib"
 round() {
-  local side=$1 n wall user sys rss
-  rm -rf "$WORK/$side/out-data"
-  /usr/bin/time -f '%e %U %S %M' -o "$WORK/time.txt" "$CARGO_TARGET_DIR/release/sluice" run \
-    "$WORK/$side/github.wasm" --config "$WORK/config.json" --secret "token=$GH_TOKEN" \
-    --out "$WORK/$side/out" --stream issues --full-refresh --allow-private-addresses loopback \
-    > "$WORK/run.out" 2> "$WORK/run.err" || { tail -20 "$WORK/run.err" >&2; exit 1; }
-  n=$(awk '$1 == "issues" {print $2}' "$WORK/run.out")
-  read -r wall user sys rss < "$WORK/time.txt"
-  echo "$n $wall $(python3 -c "print($user + $sys)") $rss"
+  cli_run "$WORK/$1/github.wasm" "$WORK/config.json" "token=$GH_TOKEN" "$WORK/$1/out" "$WORK" || exit 1
 }
 
 round a > /dev/null
