@@ -36,6 +36,18 @@ export async function everyRoute(baseUrl: string, token: string): Promise<void> 
     void openapi;
   }
 
+  // GET /metrics (Prometheus text)
+  {
+    const { data, error } = await client.GET("/metrics", { parseAs: "text" });
+    if (error) {
+      const detail: string = error.detail; // 401 (unless METRICS_PUBLIC=true), 500
+      void detail;
+    } else {
+      const text: string = data;
+      void text;
+    }
+  }
+
   // POST /internal/mirror-connections/ping
   {
     const { data, error } = await client.POST("/internal/mirror-connections/ping");
@@ -320,6 +332,21 @@ export async function everyRoute(baseUrl: string, token: string): Promise<void> 
       const docs: string = data.docs;
       const secretEnv: string = data.secret_env;
       void [docs, secretEnv];
+    }
+  }
+
+  // GET /internal/services/{id}/docs (Markdown)
+  {
+    const { data, error } = await client.GET("/internal/services/{id}/docs", {
+      params: { path: { id: serviceId } },
+      parseAs: "text",
+    });
+    if (error) {
+      const detail: string = error.detail; // 400, 401, 404
+      void detail;
+    } else {
+      const page: string = data;
+      void page;
     }
   }
 

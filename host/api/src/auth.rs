@@ -24,11 +24,14 @@ impl Token {
     }
 }
 
-/// Rejects a request to `/internal` or below without the right `x-connect-service-token`
-/// (401, the inherited body). Other paths pass.
+/// Rejects a request to `/internal` or below, or to `/metrics` unless it is public, without the
+/// right `x-connect-service-token` (401, the inherited body). Other paths pass.
 pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    if !(path == "/internal" || path.starts_with("/internal/")) {
+    let guarded = path == "/internal"
+        || path.starts_with("/internal/")
+        || (path == "/metrics" && !state.metrics_public);
+    if !guarded {
         return next.run(req).await;
     }
     // Exactly one token header, and the right one: a request that carries a wrong one beside

@@ -1,11 +1,12 @@
 //! The HTTP API: thin handlers over the registry, the run manager and the internal services.
 //!
-//! `/health`, `/ready` and `/openapi.json` are open; every `/internal/*` route needs the
-//! `x-connect-service-token` header (checked in [`auth`]).
+//! `/health`, `/ready` and `/openapi.json` are open; every `/internal/*` route and `/metrics`
+//! (unless made public) need the `x-connect-service-token` header (checked in [`auth`]).
 
 mod auth;
 mod connectors;
 mod error;
+mod metrics;
 mod mirror;
 mod openapi;
 mod schema;
@@ -34,6 +35,8 @@ pub struct AppState {
     /// Deadline of a `validate` or `discover` call.
     pub call_deadline: Duration,
     token: Arc<auth::Token>,
+    /// `/metrics` answers without the token (`METRICS_PUBLIC=true`).
+    metrics_public: bool,
 }
 
 impl AppState {
@@ -50,7 +53,15 @@ impl AppState {
             services,
             call_deadline,
             token: Arc::new(auth::Token::new(token)),
+            metrics_public: false,
         }
+    }
+
+    /// Serves `/metrics` without the token when `public` (a scraper inside the cluster that
+    /// holds no secret); by default it needs the token like `/internal`.
+    pub fn with_public_metrics(mut self, public: bool) -> Self {
+        self.metrics_public = public;
+        self
     }
 }
 
@@ -91,6 +102,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(connectors::health))
         .route("/ready", get(connectors::ready))
         .route("/openapi.json", get(openapi::serve))
+        .route("/metrics", get(metrics::serve))
         .nest("/internal", internal)
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

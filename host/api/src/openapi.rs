@@ -16,6 +16,7 @@ use crate::schema;
         crate::connectors::health,
         serve,
         crate::connectors::ready,
+        crate::metrics::serve,
         crate::connectors::list,
         crate::connectors::get_one,
         crate::connectors::docs,

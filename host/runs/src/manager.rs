@@ -336,6 +336,7 @@ impl RunManager {
         if let Ok(mut a) = self.active.lock() {
             a.queued = a.queued.saturating_sub(1);
         }
+        let started = std::time::Instant::now();
         let result = match permit {
             None => Err(RunError::Cancelled),
             Some(_permit) => {
@@ -414,6 +415,11 @@ impl RunManager {
             a.progress.remove(&run_id);
         }
         if let Some(r) = record {
+            sluice_telemetry::metrics().run_ended(
+                &r.connector,
+                r.status.as_str(),
+                started.elapsed(),
+            );
             let rows: u64 = r.streams.values().map(|s| s.committed_rows).sum();
             match &r.error {
                 None => {
@@ -476,6 +482,14 @@ impl RunManager {
             }
             let _ = tokio::time::timeout(Duration::from_secs(10), self.tasks.wait()).await;
         }
+    }
+
+    /// Runs waiting for a slot and runs executing, now.
+    pub fn load(&self) -> (usize, usize) {
+        self.active
+            .lock()
+            .map(|a| (a.queued, a.by_connection.len().saturating_sub(a.queued)))
+            .unwrap_or_default()
     }
 
     pub fn registry(&self) -> &Arc<Registry> {

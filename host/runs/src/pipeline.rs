@@ -359,6 +359,15 @@ pub async fn execute(
         commit_ms = ms(t_parquet.elapsed()),
         "run committed"
     );
+    for (name, m) in &manifest.streams {
+        sluice_telemetry::metrics().committed(
+            &info.id,
+            name,
+            m.files.iter().map(|f| f.rows).sum(),
+            m.files.iter().map(|f| f.bytes).sum(),
+            m.files.len() as u64,
+        );
+    }
     if let Ok(mut p) = progress.lock() {
         for (name, m) in &manifest.streams {
             let s = p.entry(name.clone()).or_default();

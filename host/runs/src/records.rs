@@ -23,6 +23,17 @@ impl RunStatus {
     pub fn is_active(self) -> bool {
         matches!(self, Self::Queued | Self::Running)
     }
+
+    /// The status as the API spells it (`succeeded`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// Why a run failed, as the API reports it (never containing credentials).

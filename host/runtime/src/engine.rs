@@ -424,9 +424,15 @@ impl Runtime {
             Default::default(),
         );
         let raw = self
-            .call(pre, state, self.inner.config.default_memory_mib, |p, s| {
-                Box::pin(async move { p.sluice_connector_connector().call_manifest(s).await })
-            })
+            .call(
+                pre,
+                state,
+                self.inner.config.default_memory_mib,
+                "manifest",
+                |p, s| {
+                    Box::pin(async move { p.sluice_connector_connector().call_manifest(s).await })
+                },
+            )
             .await
             .map_err(|e| LoadError::Manifest(format!("manifest call failed: {e}")))?;
         Manifest::from_wit(raw).map_err(|e| LoadError::Manifest(e.to_string()))
@@ -457,8 +463,33 @@ impl Runtime {
         }
     }
 
-    /// Runs one export call in a fresh store with the call's limits, mapping traps to errors.
+    /// Runs one export call (`export` names it in the call-duration metric) in a fresh store
+    /// with the call's limits, mapping traps to errors.
     async fn call<R, F>(
+        &self,
+        pre: &ConnectorPluginPre<HostState>,
+        state: CallState,
+        memory_mib: u32,
+        export: &'static str,
+        f: F,
+    ) -> Result<R, CallError>
+    where
+        F: for<'a> FnOnce(
+            &'a ConnectorPlugin,
+            &'a mut Store<HostState>,
+        ) -> std::pin::Pin<
+            Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>,
+        >,
+        R: Send,
+    {
+        let plugin = state.manifest.id.clone();
+        let started = Instant::now();
+        let result = self.call_unmeasured(pre, state, memory_mib, f).await;
+        sluice_telemetry::metrics().plugin_call(&plugin, export, started.elapsed());
+        result
+    }
+
+    async fn call_unmeasured<R, F>(
         &self,
         pre: &ConnectorPluginPre<HostState>,
         state: CallState,
@@ -732,7 +763,8 @@ impl Plugin {
             .runtime
             .inner
             .outbound
-            .destinations(&self.manifest.hosts, config);
+            .destinations(&self.manifest.hosts, config)
+            .labelled(&self.manifest.id);
         self.runtime
             .call_state(self.manifest.clone(), dest, opts, sink, streams)
     }
@@ -744,7 +776,7 @@ impl Plugin {
         let text = config.to_string();
         let out = self
             .runtime
-            .call(&self.pre, state, self.memory_mib(), |p, s| {
+            .call(&self.pre, state, self.memory_mib(), "validate", |p, s| {
                 Box::pin(
                     async move { p.sluice_connector_connector().call_validate(s, &text).await },
                 )
@@ -768,7 +800,7 @@ impl Plugin {
         let text = config.to_string();
         let out = self
             .runtime
-            .call(&self.pre, state, self.memory_mib(), |p, s| {
+            .call(&self.pre, state, self.memory_mib(), "discover", |p, s| {
                 Box::pin(
                     async move { p.sluice_connector_connector().call_discover(s, &text).await },
                 )
@@ -808,7 +840,7 @@ impl Plugin {
         };
         let out = self
             .runtime
-            .call(&self.pre, state, self.memory_mib(), |p, s| {
+            .call(&self.pre, state, self.memory_mib(), "sync", |p, s| {
                 Box::pin(async move { p.sluice_connector_connector().call_sync(s, &wreq).await })
             })
             .await?;
@@ -825,7 +857,7 @@ impl Plugin {
             Default::default(),
         );
         self.runtime
-            .call(&self.pre, state, self.memory_mib(), |p, s| {
+            .call(&self.pre, state, self.memory_mib(), "manifest", |p, s| {
                 Box::pin(async move { p.sluice_connector_connector().call_manifest(s).await })
             })
             .await

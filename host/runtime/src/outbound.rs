@@ -153,18 +153,24 @@ impl Outbound {
         let mut rate_waits = 0u32;
         let max_wait = self.config.max_rate_limit_wait;
         let paced = self.pace_key(&req);
+        let metrics = sluice_telemetry::metrics();
+        let host = req.url.host_str().unwrap_or("-");
         loop {
             attempt += 1;
             if let Some((key, interval)) = paced {
                 let wait = self.pacer.reserve(key, interval, Instant::now());
                 if !wait.is_zero() {
+                    let t = Instant::now();
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = cancel.cancelled() => return Err(OutboundError::Cancelled),
                     }
+                    metrics.rate_limit_wait(dest.label(), t.elapsed());
                 }
             }
             let result = self.send_following_redirects(dest, &req, cancel).await;
+            metrics.outbound_request(dest.label(), host, &status_label(&result));
+            let mut rate_limited = false;
             let wait = match &result {
                 Ok(resp) => {
                     if let Some(wait) = rate_limit_wait(resp, rate_waits) {
@@ -180,6 +186,7 @@ impl Outbound {
                             return result;
                         }
                         rate_waits += 1;
+                        rate_limited = true;
                         attempt -= 1; // a rate-limit wait is not a failed attempt
                         tracing::info!(
                             status = resp.status,
@@ -231,9 +238,15 @@ impl Outbound {
                 }
                 Err(_) => return result,
             };
+            let t = Instant::now();
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = cancel.cancelled() => return Err(OutboundError::Cancelled),
+            }
+            if rate_limited {
+                metrics.rate_limit_wait(dest.label(), t.elapsed());
+            } else {
+                metrics.retry(dest.label(), t.elapsed());
             }
         }
     }
@@ -423,6 +436,21 @@ async fn read_capped(mut resp: reqwest::Response, cap: u64) -> Result<Vec<u8>, O
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// The `status` label of an attempt: the HTTP status, or what went wrong.
+fn status_label(
+    result: &Result<OutboundResponse, OutboundError>,
+) -> std::borrow::Cow<'static, str> {
+    match result {
+        Ok(resp) => resp.status.to_string().into(),
+        Err(OutboundError::Denied(_)) => "denied".into(),
+        Err(OutboundError::InvalidRequest(_)) => "invalid_request".into(),
+        Err(OutboundError::Timeout) => "timeout".into(),
+        Err(OutboundError::Connection(_)) => "connection_error".into(),
+        Err(OutboundError::TooLarge(_)) => "too_large".into(),
+        Err(OutboundError::Cancelled) => "cancelled".into(),
+    }
 }
 
 fn is_retryable_status(status: u16) -> bool {

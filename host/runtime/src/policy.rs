@@ -5,6 +5,7 @@
 //! operator granted). Everything here is pure; `outbound` applies it on every hop.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
 use serde_json::Value;
@@ -419,14 +420,31 @@ impl OperatorPolicy {
 pub struct Destinations {
     declared: Vec<HostPattern>,
     operator: OperatorPolicy,
+    /// Who sends the requests, for metrics: the plugin id, or [`Destinations::HOST_LABEL`].
+    label: Arc<str>,
 }
 
 impl Destinations {
+    /// The metrics label of requests the host itself sends (internal services).
+    pub const HOST_LABEL: &str = "_host";
+
     pub fn new(rules: &[HostRule], config: &Value, operator: OperatorPolicy) -> Self {
         Self {
             declared: rules.iter().filter_map(|r| r.resolve(config)).collect(),
             operator,
+            label: Arc::from(Self::HOST_LABEL),
         }
+    }
+
+    /// The same rules, with requests counted under `plugin` in the metrics.
+    pub fn labelled(mut self, plugin: &str) -> Self {
+        self.label = Arc::from(plugin);
+        self
+    }
+
+    /// Who sends the requests (a plugin id, or [`Destinations::HOST_LABEL`]).
+    pub fn label(&self) -> &str {
+        &self.label
     }
 
     /// Rules for a call that may reach nothing (e.g. `manifest`).
@@ -437,6 +455,7 @@ impl Destinations {
                 allow: vec![],
                 addresses: AddressGrant::default(),
             },
+            label: Arc::from(Self::HOST_LABEL),
         }
     }
 

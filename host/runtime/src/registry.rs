@@ -153,6 +153,7 @@ impl Registry {
                     }
                 }
                 Err(e) => {
+                    sluice_telemetry::metrics().plugin_load_failed();
                     tracing::warn!(file = %path.display(), "plugin failed to load: {e}");
                     FileState {
                         stamp,

@@ -123,6 +123,10 @@ pub struct ServeConfig {
     /// Plugin log one run may write (all its calls), in KiB.
     #[arg(long, env = "SLUICE_PLUGIN_LOG_RUN_KIB", default_value_t = 8192)]
     pub plugin_log_run_kib: u64,
+    /// `true`: `GET /metrics` answers without the service token (for a scraper that holds no
+    /// secret); `false` (default): it needs the token like `/internal`.
+    #[arg(long, env = "METRICS_PUBLIC", default_value_t = false, action = clap::ArgAction::Set)]
+    pub metrics_public: bool,
 }
 
 impl ServeConfig {
@@ -261,6 +265,7 @@ impl ServeConfig {
             "plugin_log_run_kib": self.plugin_log_run_kib,
             "services_file": self.services_file.as_ref().map(|p| p.display().to_string()),
             "service_timeout_secs": self.service_timeout_secs,
+            "metrics_public": self.metrics_public,
         })
     }
 }

@@ -185,7 +185,8 @@ async fn serve(cfg: ServeConfig, warnings: Vec<String>) -> anyhow::Result<()> {
         services,
         &cfg.token,
         Duration::from_secs(cfg.call_timeout_secs),
-    );
+    )
+    .with_public_metrics(cfg.metrics_public);
     let app = sluice_api::router(state);
     let addr = std::net::SocketAddr::new(cfg.host, cfg.port);
     let listener = tokio::net::TcpListener::bind(addr)
