@@ -19,7 +19,30 @@ fn validate(path: &std::path::Path) -> (bool, String) {
 fn validate_accepts_good_plugins_and_names_what_is_wrong_with_bad_ones() {
     let (ok, line) = validate(&plugin("probe"));
     assert!(ok, "{line}");
-    assert!(line.starts_with("ok: probe 1.0.0"), "{line}");
+    assert!(line.starts_with("loads: probe 1.0.0"), "{line}");
+    assert!(line.ends_with("ok"), "{line}");
+    // The shipped connectors have nothing to report.
+    for id in ["github", "slack", "linear", "hubspot", "http-json"] {
+        let (ok, text) = validate(&plugin(id));
+        assert!(ok, "{id}: {text}");
+        assert_eq!(
+            text.lines().count(),
+            2,
+            "{id}: no findings expected: {text}"
+        );
+    }
+    // A plugin asking more memory than the operator grants is an error, named.
+    let out = Command::new(sluice_bin())
+        .args(["plugin", "validate", "--max-memory-mib", "32"])
+        .arg(plugin("github"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("error: memory-mib 64 is over the operator's limit of 32 MiB"),
+        "{text}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.wasm");
@@ -34,7 +57,12 @@ fn validate_accepts_good_plugins_and_names_what_is_wrong_with_bad_ones() {
             plugin("extra-import"),
             "undeclared import \"evil:backdoor/shell@0.1.0\"",
         ),
-        (plugin("bad-manifest"), "invalid manifest"),
+        // Every problem of a manifest, not only the first.
+        (
+            plugin("bad-manifest"),
+            "invalid manifest: id \"Not A Valid Id!\"",
+        ),
+        (plugin("bad-manifest"), "; config-schema is not JSON"),
     ];
     for (path, reason) in cases {
         let (ok, line) = validate(&path);

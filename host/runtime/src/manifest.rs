@@ -48,43 +48,51 @@ pub struct StreamSpec {
 }
 
 impl Manifest {
-    /// Checks and converts the manifest a plugin returned.
+    /// Checks and converts the manifest a plugin returned. Every problem is reported (joined
+    /// by `; `), not only the first.
     pub fn from_wit(m: wit::ConnectorManifest) -> Result<Self, ManifestError> {
-        let bad = |msg: String| Err(ManifestError(msg));
+        let mut problems = Vec::new();
         if !is_connector_id(&m.id) {
-            return bad(format!("id {:?} must match [a-z][a-z0-9-]{{0,62}}", m.id));
+            problems.push(format!("id {:?} must match [a-z][a-z0-9-]{{0,62}}", m.id));
         }
         if m.name.trim().is_empty() {
-            return bad("name is empty".into());
+            problems.push("name is empty".into());
         }
         if !is_semver(&m.version) {
-            return bad(format!("version {:?} is not MAJOR.MINOR.PATCH", m.version));
+            problems.push(format!("version {:?} is not MAJOR.MINOR.PATCH", m.version));
         }
-        let config_schema = parse_schema("config-schema", &m.config_schema)?;
+        let config_schema = parse_schema("config-schema", &m.config_schema)
+            .map_err(|e| problems.push(e.0))
+            .unwrap_or(Value::Null);
         let mut names = BTreeSet::new();
         for s in &m.secrets {
             if !is_identifier(&s.name) || !names.insert(s.name.clone()) {
-                return bad(format!("secret name {:?} is invalid or repeated", s.name));
+                problems.push(format!("secret name {:?} is invalid or repeated", s.name));
             }
         }
-        let hosts = m
-            .hosts
-            .iter()
-            .map(|h| HostRule::parse(h).map_err(|e| ManifestError(format!("host {h:?}: {e}"))))
-            .collect::<Result<Vec<_>, _>>()?;
-        let streams = m
-            .streams
-            .into_iter()
-            .map(StreamSpec::from_wit)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut hosts = Vec::new();
+        for h in &m.hosts {
+            match HostRule::parse(h) {
+                Ok(rule) => hosts.push(rule),
+                Err(e) => problems.push(format!("host {h:?}: {e}")),
+            }
+        }
+        let mut streams = Vec::new();
         let mut stream_names = BTreeSet::new();
-        for s in &streams {
-            if !stream_names.insert(s.name.as_str()) {
-                return bad(format!("stream {:?} is declared twice", s.name));
+        for s in m.streams {
+            if !stream_names.insert(s.name.clone()) {
+                problems.push(format!("stream {:?} is declared twice", s.name));
+            }
+            match StreamSpec::from_wit(s) {
+                Ok(s) => streams.push(s),
+                Err(e) => problems.push(e.0),
             }
         }
         if m.memory_mib == Some(0) {
-            return bad("memory-mib must be positive".into());
+            problems.push("memory-mib must be positive".into());
+        }
+        if !problems.is_empty() {
+            return Err(ManifestError(problems.join("; ")));
         }
         Ok(Self {
             id: m.id,
@@ -116,25 +124,100 @@ impl Manifest {
     pub fn secret(&self, name: &str) -> Option<&SecretSpec> {
         self.secrets.iter().find(|s| s.name == name)
     }
+
+    /// What `sluice plugin validate` reports of a manifest that loads: every finding, errors
+    /// (the connector would misbehave) and warnings (the host copes, the author should know).
+    /// `max_memory_mib` is the operator's per-call memory limit (`SLUICE_PLUGIN_MEMORY_MIB`).
+    pub fn lint(&self, max_memory_mib: u32) -> Vec<Finding> {
+        let mut out = Vec::new();
+        if let Some(m) = self.memory_mib
+            && m > max_memory_mib
+        {
+            out.push(Finding::error(format!(
+                "memory-mib {m} is over the operator's limit of {max_memory_mib} MiB \
+                 (SLUICE_PLUGIN_MEMORY_MIB): calls would get {max_memory_mib}"
+            )));
+        }
+        lint_schema("config-schema", &self.config_schema, &mut out);
+        if self.config_schema.get("type").and_then(Value::as_str) != Some("object") {
+            out.push(Finding::warning(
+                "config-schema: `type` is not \"object\" (a config is a JSON object)".into(),
+            ));
+        }
+        for s in &self.streams {
+            s.lint(&mut out);
+        }
+        out
+    }
+}
+
+/// One thing `sluice plugin validate` found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub level: Level,
+    pub message: String,
+}
+
+/// How bad a [`Finding`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    /// The connector would misbehave: `plugin validate` exits non-zero.
+    Error,
+    /// The host copes (e.g. keeps the values in `_sluice_extra`); worth fixing.
+    Warning,
+}
+
+impl Finding {
+    fn error(message: String) -> Self {
+        Self {
+            level: Level::Error,
+            message,
+        }
+    }
+    fn warning(message: String) -> Self {
+        Self {
+            level: Level::Warning,
+            message,
+        }
+    }
+}
+
+/// JSON Schema dialect the host validates with (draft 2020-12, the `jsonschema` crate's
+/// default); a schema naming another in `$schema` is still read as this one.
+const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
+
+fn lint_schema(what: &str, schema: &Value, out: &mut Vec<Finding>) {
+    if let Some(dialect) = schema.get("$schema").and_then(Value::as_str)
+        && dialect.trim_end_matches('#') != DRAFT_2020_12
+    {
+        out.push(Finding::warning(format!(
+            "{what}: $schema {dialect:?} is not draft 2020-12 ({DRAFT_2020_12}), which the host uses"
+        )));
+    }
 }
 
 impl StreamSpec {
     /// Checks and converts a stream a plugin declared (in its manifest or from `discover`).
+    /// Every problem is reported (joined by `; `).
     pub fn from_wit(s: wit_types::StreamSpec) -> Result<Self, ManifestError> {
+        let mut problems = Vec::new();
         if !is_identifier(&s.name) {
-            return Err(ManifestError(format!(
+            problems.push(format!(
                 "stream name {:?} must match [a-z][a-z0-9_]{{0,62}}",
                 s.name
-            )));
+            ));
         }
-        let json_schema = parse_schema(&format!("stream {} json-schema", s.name), &s.json_schema)?;
+        let json_schema = parse_schema(&format!("stream {} json-schema", s.name), &s.json_schema)
+            .map_err(|e| problems.push(e.0))
+            .unwrap_or(Value::Null);
         for key in s.primary_key.iter().chain(s.cursor_field.iter()) {
             if key.is_empty() {
-                return Err(ManifestError(format!(
-                    "stream {}: empty key field name",
-                    s.name
-                )));
+                problems.push(format!("stream {}: empty key field name", s.name));
             }
+        }
+        if !problems.is_empty() {
+            return Err(ManifestError(problems.join("; ")));
         }
         Ok(Self {
             name: s.name,
@@ -143,6 +226,55 @@ impl StreamSpec {
             cursor_field: s.cursor_field,
             json_schema,
         })
+    }
+
+    /// The stream's findings for `sluice plugin validate`: keys and cursor that are not
+    /// declared properties (the dedup view and the cursor need them as columns), field names
+    /// the host keeps out of the columns (reserved `_sluice_` prefix, or equal to an earlier
+    /// one but for case: DuckDB column names are case-insensitive), the dialect.
+    fn lint(&self, out: &mut Vec<Finding>) {
+        let what = format!("stream {}", self.name);
+        lint_schema(&format!("{what} json-schema"), &self.json_schema, out);
+        let props = self
+            .json_schema
+            .get("properties")
+            .and_then(Value::as_object);
+        let declared = |f: &str| props.is_some_and(|p| p.contains_key(f));
+        for key in &self.primary_key {
+            if !declared(key) {
+                out.push(Finding::error(format!(
+                    "{what}: primary key field {key:?} is not a property of its json-schema"
+                )));
+            }
+        }
+        if let Some(c) = &self.cursor_field
+            && !declared(c)
+        {
+            out.push(Finding::error(format!(
+                "{what}: cursor field {c:?} is not a property of its json-schema"
+            )));
+        }
+        let mut seen = BTreeSet::new();
+        for name in props.into_iter().flat_map(|p| p.keys()) {
+            let folded = name.to_lowercase();
+            if name.starts_with("_sluice_") {
+                out.push(Finding::error(format!(
+                    "{what}: property {name:?} uses the host's reserved prefix _sluice_; records holding it are refused"
+                )));
+            } else if folded.starts_with("_sluice_") {
+                out.push(Finding::warning(format!(
+                    "{what}: property {name:?} is the host's reserved prefix _sluice_ but for case; it is kept in _sluice_extra, not as a column"
+                )));
+            } else if !seen.insert(folded) {
+                out.push(Finding::warning(format!(
+                    "{what}: property {name:?} differs from another only by case; it is kept in _sluice_extra, not as a column"
+                )));
+            } else if name.is_empty() || name.chars().any(char::is_control) {
+                out.push(Finding::warning(format!(
+                    "{what}: property {name:?} is empty or holds control characters"
+                )));
+            }
+        }
     }
 }
 
@@ -200,5 +332,94 @@ mod tests {
         assert!(is_semver("1.2.3"));
         assert!(is_semver("1.2.3-beta.1"));
         assert!(!is_semver("1.2"));
+    }
+
+    fn stream(schema: Value, pk: &[&str], cursor: Option<&str>) -> StreamSpec {
+        StreamSpec {
+            name: "orders".into(),
+            description: String::new(),
+            primary_key: pk.iter().map(|k| k.to_string()).collect(),
+            cursor_field: cursor.map(str::to_string),
+            json_schema: schema,
+        }
+    }
+
+    fn manifest(streams: Vec<StreamSpec>, memory_mib: Option<u32>) -> Manifest {
+        Manifest {
+            id: "acme".into(),
+            name: "Acme".into(),
+            version: "1.0.0".into(),
+            description: String::new(),
+            config_schema: serde_json::json!({"type": "object"}),
+            secrets: vec![],
+            hosts: vec![],
+            streams,
+            memory_mib,
+        }
+    }
+
+    #[test]
+    fn lint_lists_every_finding() {
+        let good = stream(
+            serde_json::json!({"type": "object", "properties": {"id": {}, "updated_at": {}}}),
+            &["id"],
+            Some("updated_at"),
+        );
+        assert_eq!(manifest(vec![good], Some(64)).lint(128), vec![]);
+
+        let bad = stream(
+            serde_json::json!({
+                "$schema": "http://json-schema.org/draft-07/schema#",
+                "type": "object",
+                "properties": {"ID": {}, "id": {}, "_sluice_seq": {}, "_SLUICE_x": {}}
+            }),
+            &["id", "tenant"],
+            Some("updated_at"),
+        );
+        let findings = manifest(vec![bad], Some(512)).lint(128);
+        let has = |level: Level, text: &str| {
+            findings
+                .iter()
+                .any(|f| f.level == level && f.message.contains(text))
+        };
+        assert!(
+            has(
+                Level::Error,
+                "memory-mib 512 is over the operator's limit of 128"
+            ),
+            "{findings:?}"
+        );
+        assert!(
+            has(Level::Error, "primary key field \"tenant\""),
+            "{findings:?}"
+        );
+        assert!(
+            has(Level::Error, "cursor field \"updated_at\""),
+            "{findings:?}"
+        );
+        assert!(
+            has(
+                Level::Error,
+                "\"_sluice_seq\" uses the host's reserved prefix"
+            ),
+            "{findings:?}"
+        );
+        assert!(
+            has(
+                Level::Warning,
+                "\"_SLUICE_x\" is the host's reserved prefix _sluice_ but for case"
+            ),
+            "{findings:?}"
+        );
+        assert!(
+            has(Level::Warning, "differs from another only by case"),
+            "{findings:?}"
+        );
+        assert!(has(Level::Warning, "is not draft 2020-12"), "{findings:?}");
+        assert!(
+            !has(Level::Error, "primary key field \"id\""),
+            "{findings:?}"
+        );
+        assert_eq!(findings.len(), 7, "{findings:?}");
     }
 }

@@ -12,6 +12,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sluice_runs::manager::{ManagerConfig, RunManager};
 use sluice_runs::records::RunBook;
+use sluice_runtime::manifest::Level;
 use sluice_runtime::outbound::OutboundConfig;
 use sluice_runtime::registry::Registry;
 use sluice_runtime::{Runtime, RuntimeConfig};
@@ -57,8 +58,15 @@ enum ServiceCommand {
 enum PluginCommand {
     /// Print a plugin's manifest, WIT version, imports, size and sha256 as JSON.
     Inspect { file: PathBuf },
-    /// Check a plugin; exits non-zero with a one-line reason when it would not load.
-    Validate { file: PathBuf },
+    /// Check a plugin: that it loads (every manifest problem listed), then what would make it
+    /// misbehave (errors: keys or cursors not in the stream's schema, reserved field names,
+    /// memory over the operator's limit) or deserves a look (warnings). Exits 1 on any error.
+    Validate {
+        file: PathBuf,
+        /// The operator's per-call memory limit the plugin's `memory-mib` is checked against.
+        #[arg(long, env = "SLUICE_PLUGIN_MEMORY_MIB", default_value_t = 128)]
+        max_memory_mib: u32,
+    },
     /// Compile a plugin into an artifact (run by `serve` itself, in a child process).
     #[command(hide = true)]
     Compile {
@@ -352,15 +360,32 @@ async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
             Ok(())
         }
         PluginCommand::Compile { .. } => Ok(()), // done above, without this runtime
-        PluginCommand::Validate { file } => match rt.load_file(&file).await {
+        PluginCommand::Validate {
+            file,
+            max_memory_mib,
+        } => match rt.load_file(&file).await {
             Ok(p) => {
                 println!(
-                    "ok: {} {} (WIT {}, {} bytes)",
+                    "loads: {} {} (WIT {}, {} bytes)",
                     p.info().id,
                     p.info().version,
                     p.info().wit_version,
                     p.info().size
                 );
+                let findings = p.manifest().lint(max_memory_mib);
+                for f in &findings {
+                    let level = match f.level {
+                        Level::Error => "error",
+                        Level::Warning => "warning",
+                    };
+                    println!("{level}: {}", f.message);
+                }
+                let errors = findings.iter().filter(|f| f.level == Level::Error).count();
+                if errors > 0 {
+                    eprintln!("invalid: {}: {errors} error(s)", file.display());
+                    std::process::exit(1);
+                }
+                println!("ok");
                 Ok(())
             }
             Err(e) => {
