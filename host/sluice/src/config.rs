@@ -1,7 +1,7 @@
 //! Service settings, from the environment (the deployment's contract) with flag overrides.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -127,51 +127,220 @@ pub struct ServeConfig {
     /// secret); `false` (default): it needs the token like `/internal`.
     #[arg(long, env = "METRICS_PUBLIC", default_value_t = false, action = clap::ArgAction::Set)]
     pub metrics_public: bool,
+    /// The container's memory limit (cgroup v2 `memory.max`); the memory settings must fit it.
+    #[arg(long, hide = true, default_value = CGROUP_MEMORY_MAX)]
+    pub cgroup_memory_max: PathBuf,
+}
+
+/// Where cgroup v2 puts the container's memory limit (`max`: none).
+pub const CGROUP_MEMORY_MAX: &str = "/sys/fs/cgroup/memory.max";
+/// The same limit under cgroup v1 (a huge number: none).
+const CGROUP_V1_LIMIT: &str = "/sys/fs/cgroup/memory/memory.limit_in_bytes";
+
+/// Memory the service itself takes beside plugin memory and staging buffers, in MiB (measured
+/// idle RSS with the built-in connectors loaded, rounded up).
+const SERVICE_MIB: u64 = 40;
+
+/// Without a cgroup limit, the deployment's (the chart's 512 MiB) less a margin, in MiB.
+const ASSUMED_LIMIT_MIB: u64 = 480;
+
+/// A setting that looks wrong but does not stop the service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Warning {
+    /// Logged at error level: the deployment is almost certainly broken (e.g. a loopback bind
+    /// inside Kubernetes).
+    pub loud: bool,
+    pub message: String,
+}
+
+impl Warning {
+    fn quiet(message: impl Into<String>) -> Self {
+        Self {
+            loud: false,
+            message: message.into(),
+        }
+    }
+}
+
+/// The container's memory limit in bytes: cgroup v2 `memory.max` at `v2` (`max` = none), else
+/// cgroup v1's `memory.limit_in_bytes` (values of 2⁶⁰ and more = none). `None` when there is no
+/// limit or no cgroup file.
+pub fn cgroup_memory_limit(v2: &Path) -> Option<u64> {
+    if let Ok(text) = std::fs::read_to_string(v2) {
+        return text.trim().parse().ok();
+    }
+    let v1: u64 = std::fs::read_to_string(CGROUP_V1_LIMIT)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (v1 < 1 << 60).then_some(v1)
+}
+
+/// `url` with its password (if any) replaced by `***`; unparsable text is masked whole.
+pub fn mask_url_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        // As written (the parsed form would add a trailing slash).
+        Ok(_) => url.to_string(),
+        Err(_) => format!("<unparsable, {} characters>", url.len()),
+    }
+}
+
+fn masked(value: &str) -> String {
+    format!("<set, {} characters>", value.chars().count())
+}
+
+/// Environment variables the service does not parse itself but that change what it does
+/// (storage credentials, the database, OpenTelemetry, the platform), reported like the
+/// settings: secrets masked.
+fn environment_report(out: &mut Vec<(String, String)>) {
+    let mut vars: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
+        .collect();
+    vars.sort();
+    for (k, v) in vars {
+        let shown = match k.as_str() {
+            "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" | "AWS_SESSION_TOKEN" => masked(&v),
+            "DATABASE_URL" => mask_url_password(&v),
+            // Exporter headers usually carry an API key: names only.
+            "OTEL_EXPORTER_OTLP_HEADERS" | "OTEL_EXPORTER_OTLP_TRACES_HEADERS" => {
+                let names: Vec<&str> = v
+                    .split(',')
+                    .filter_map(|kv| kv.split('=').next())
+                    .map(str::trim)
+                    .collect();
+                format!("<set: {} (values masked)>", names.join(", "))
+            }
+            _ if k.starts_with("SC_SECRET_") => masked(&v),
+            // An endpoint may carry credentials; a service name is shown as it is.
+            _ if k.starts_with("OTEL_") => match url::Url::parse(&v) {
+                Ok(_) => mask_url_password(&v),
+                Err(_) => v,
+            },
+            "AWS_REGION"
+            | "AWS_DEFAULT_REGION"
+            | "AWS_ENDPOINT_URL"
+            | "RUST_LOG"
+            | "KUBERNETES_SERVICE_HOST" => v,
+            _ => continue,
+        };
+        out.push((k, shown));
+    }
 }
 
 impl ServeConfig {
-    /// Refuses to start without a token; returns warnings about settings that look wrong.
-    pub fn check(&self) -> anyhow::Result<Vec<String>> {
-        if self.token.trim().is_empty() {
-            bail!("CONNECT_SERVICE_TOKEN must be set");
-        }
+    /// Refuses contradictory settings (every problem, each naming its variable, one a line);
+    /// returns warnings about settings that look wrong.
+    pub fn check(&self) -> anyhow::Result<Vec<Warning>> {
+        let mut errors: Vec<String> = Vec::new();
         let mut warnings = Vec::new();
-        if self.token.len() < 16 {
-            warnings.push(
-                "CONNECT_SERVICE_TOKEN is shorter than 16 characters; use `openssl rand -hex 32`"
-                    .to_string(),
-            );
+        if self.token.trim().is_empty() {
+            errors.push("CONNECT_SERVICE_TOKEN must be set".into());
+        } else if self.token.len() < 16 {
+            warnings.push(Warning::quiet(
+                "CONNECT_SERVICE_TOKEN is shorter than 16 characters; use `openssl rand -hex 32`",
+            ));
         }
         if self.host.is_loopback() && std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
-            warnings.push("HOST is a loopback address inside Kubernetes: the Service cannot reach the pod; set HOST=0.0.0.0".into());
+            warnings.push(Warning {
+                loud: true,
+                message: format!(
+                    "HOST={} inside Kubernetes (KUBERNETES_SERVICE_HOST is set): the pod listens on loopback only, so its Service, probes and the backend cannot reach it; set HOST=0.0.0.0",
+                    self.host
+                ),
+            });
         }
-        if let Some(ep) = &self.s3_endpoint
-            && !(ep.starts_with("http://") || ep.starts_with("https://"))
-        {
-            bail!("S3_ENDPOINT must be an http:// or https:// URL, got {ep:?}");
+        if let Some(ep) = &self.s3_endpoint {
+            let bad = match url::Url::parse(ep) {
+                Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+                    Some(format!("scheme {:?}", u.scheme()))
+                }
+                Ok(u) if u.host_str().is_none_or(str::is_empty) => Some("no host".into()),
+                Ok(_) => None,
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(why) = bad {
+                errors.push(format!(
+                    "S3_ENDPOINT must be an http:// or https:// URL with a host, got {:?} ({why})",
+                    mask_url_password(ep)
+                ));
+            }
         }
-        if self.backend_name()? == "s3" && self.s3_endpoint.is_none() {
-            warnings
-                .push("STORAGE_BACKEND=s3 without S3_ENDPOINT: writing to AWS S3 proper".into());
+        match self.backend_name() {
+            Err(e) => errors.push(e.to_string()),
+            Ok("s3") if self.s3_endpoint.is_none() => warnings.push(Warning::quiet(
+                "STORAGE_BACKEND=s3 without S3_ENDPOINT: writing to AWS S3 proper",
+            )),
+            Ok("local") if self.s3_endpoint.is_some() => warnings.push(Warning::quiet(
+                "STORAGE_BACKEND=local while S3_ENDPOINT is set: S3_ENDPOINT is ignored",
+            )),
+            Ok(_) => {}
         }
         if self.allowed_hosts.trim() == "*" && self.allow_private_addresses != "none" {
-            warnings.push("plugins may reach private addresses of any host they declare; narrow SLUICE_ALLOWED_HOSTS".into());
+            warnings.push(Warning::quiet("plugins may reach private addresses of any host they declare; narrow SLUICE_ALLOWED_HOSTS"));
+        }
+        if let Err(e) = self.policy() {
+            errors.push(format!("{e:#}"));
         }
         if self.max_concurrent_runs == 0 {
-            bail!("SLUICE_MAX_CONCURRENT_RUNS must be at least 1");
+            errors.push("SLUICE_MAX_CONCURRENT_RUNS must be at least 1".into());
         }
         if self.header_read_timeout_secs == 0 {
-            bail!("SLUICE_HEADER_READ_TIMEOUT_SECS must be at least 1");
+            errors.push("SLUICE_HEADER_READ_TIMEOUT_SECS must be at least 1".into());
         }
-        // ~40 MiB for the service itself; each running run buffers up to its staging buffer,
-        // held twice while a row group is encoded.
-        let worst = 40
+        if self.plugin_memory_mib > self.plugin_memory_budget_mib {
+            warnings.push(Warning::quiet(format!(
+                "SLUICE_PLUGIN_MEMORY_MIB ({}) is over SLUICE_PLUGIN_MEMORY_BUDGET_MIB ({}): one call gets at most the budget",
+                self.plugin_memory_mib, self.plugin_memory_budget_mib
+            )));
+        }
+        if self.staging_run_quota_mib > self.staging_total_mib {
+            warnings.push(Warning::quiet(format!(
+                "SLUICE_STAGING_RUN_QUOTA_MIB ({}) is over SLUICE_STAGING_TOTAL_MIB ({}): a run is stopped by the total first",
+                self.staging_run_quota_mib, self.staging_total_mib
+            )));
+        }
+        // The service itself; then each running run buffers up to its staging buffer, held
+        // twice while a row group is encoded; plugin calls together hold at most the budget.
+        let worst = self.worst_case_mib();
+        let sum = format!(
+            "SLUICE_PLUGIN_MEMORY_BUDGET_MIB ({}) + 2 × SLUICE_STAGING_BUFFER_MIB ({}) × SLUICE_MAX_CONCURRENT_RUNS ({}) + ~{SERVICE_MIB} MiB for the service = {worst} MiB",
+            self.plugin_memory_budget_mib, self.staging_buffer_mib, self.max_concurrent_runs
+        );
+        match cgroup_memory_limit(&self.cgroup_memory_max) {
+            Some(limit) => {
+                let limit_mib = limit >> 20;
+                if worst > limit_mib {
+                    errors.push(format!(
+                        "{sum}: more than the container's memory limit of {limit_mib} MiB (cgroup memory.max); lower them or raise the limit"
+                    ));
+                } else if worst * 100 > limit_mib * 94 {
+                    warnings.push(Warning::quiet(format!(
+                        "{sum}: within 6% of the container's memory limit of {limit_mib} MiB"
+                    )));
+                }
+            }
+            None if worst > ASSUMED_LIMIT_MIB => warnings.push(Warning::quiet(format!(
+                "{sum}: the 512 MiB container limit of the deployment may be hit (no cgroup limit found here)"
+            ))),
+            None => {}
+        }
+        if errors.is_empty() {
+            Ok(warnings)
+        } else {
+            bail!("{}", errors.join("\n"))
+        }
+    }
+
+    /// Memory the settings allow the process to reach in the worst case, in MiB.
+    pub fn worst_case_mib(&self) -> u64 {
+        SERVICE_MIB
             + u64::from(self.plugin_memory_budget_mib)
-            + 2 * u64::from(self.staging_buffer_mib) * self.max_concurrent_runs as u64;
-        if worst > 480 {
-            warnings.push(format!("plugin memory budget + 2 × staging buffer × concurrent runs + ~40 MiB = {worst} MiB: the 512 MiB container limit may be hit"));
-        }
-        Ok(warnings)
+            + 2 * u64::from(self.staging_buffer_mib) * self.max_concurrent_runs as u64
     }
 
     /// Copies the plugin budgets and limits into the runtime's settings.
@@ -228,44 +397,149 @@ impl ServeConfig {
         })
     }
 
-    /// Every resolved setting, for the startup log (the token masked).
+    /// Every resolved setting by its environment variable, secrets masked (the token, S3 and
+    /// AWS keys, `SC_SECRET_*`, the password of `DATABASE_URL` and of any URL), then the
+    /// environment variables read by libraries or the platform; for the startup log and
+    /// `sluice config check`.
+    pub fn report(&self) -> Vec<(String, String)> {
+        let path = |p: &Path| p.display().to_string();
+        let opt = |o: Option<String>| o.unwrap_or_else(|| "(unset)".into());
+        let token = if self.token.is_empty() {
+            "(unset)".to_string()
+        } else {
+            masked(&self.token)
+        };
+        let local_root = match self.backend() {
+            Ok(sluice_runs::target::Backend::Local { root }) => path(&root),
+            _ => "(not used)".into(),
+        };
+        let mut out: Vec<(String, String)> = [
+            ("HOST", self.host.to_string()),
+            ("PORT", self.port.to_string()),
+            ("CONNECT_SERVICE_TOKEN", token),
+            (
+                "STORAGE_BACKEND",
+                self.backend_name().unwrap_or("(invalid)").to_string(),
+            ),
+            (
+                "S3_ENDPOINT",
+                opt(self.s3_endpoint.as_deref().map(mask_url_password)),
+            ),
+            ("LOCAL_STORAGE_DIR", local_root),
+            ("PLUGINS_DIR", path(&self.plugins_dir)),
+            ("SLUICE_DATA_DIR", path(&self.data_dir)),
+            ("STAGING_DIR", path(&self.staging_dir())),
+            ("SLUICE_ALLOWED_HOSTS", self.allowed_hosts.clone()),
+            (
+                "SLUICE_ALLOW_PRIVATE_ADDRESSES",
+                self.allow_private_addresses.clone(),
+            ),
+            (
+                "SLUICE_MAX_CONCURRENT_RUNS",
+                self.max_concurrent_runs.to_string(),
+            ),
+            ("SLUICE_MAX_QUEUED_RUNS", self.max_queued_runs.to_string()),
+            ("SLUICE_RUN_TIMEOUT_SECS", self.run_timeout_secs.to_string()),
+            (
+                "SLUICE_CALL_TIMEOUT_SECS",
+                self.call_timeout_secs.to_string(),
+            ),
+            (
+                "SLUICE_PLUGIN_MEMORY_MIB",
+                self.plugin_memory_mib.to_string(),
+            ),
+            (
+                "SLUICE_PLUGIN_MEMORY_BUDGET_MIB",
+                self.plugin_memory_budget_mib.to_string(),
+            ),
+            (
+                "SLUICE_MAX_CONCURRENT_CALLS",
+                self.max_concurrent_calls.to_string(),
+            ),
+            ("SLUICE_MAX_PLUGIN_MIB", self.max_plugin_mib.to_string()),
+            (
+                "SLUICE_COMPILE_TIMEOUT_SECS",
+                self.compile_timeout_secs.to_string(),
+            ),
+            (
+                "SLUICE_STAGING_BUFFER_MIB",
+                self.staging_buffer_mib.to_string(),
+            ),
+            (
+                "SLUICE_STAGING_RUN_QUOTA_MIB",
+                self.staging_run_quota_mib.to_string(),
+            ),
+            (
+                "SLUICE_STAGING_TOTAL_MIB",
+                self.staging_total_mib.to_string(),
+            ),
+            (
+                "SLUICE_PLUGIN_LOG_LINE_BYTES",
+                self.plugin_log_line_bytes.to_string(),
+            ),
+            (
+                "SLUICE_PLUGIN_LOG_CALL_KIB",
+                self.plugin_log_call_kib.to_string(),
+            ),
+            (
+                "SLUICE_PLUGIN_LOG_RUN_KIB",
+                self.plugin_log_run_kib.to_string(),
+            ),
+            (
+                "SLUICE_HTTP_TIMEOUT_SECS",
+                self.http_timeout_secs.to_string(),
+            ),
+            (
+                "SLUICE_HUBSPOT_SEARCH_INTERVAL_MS",
+                self.hubspot_search_interval_ms.to_string(),
+            ),
+            (
+                "SLUICE_MAX_RATE_LIMIT_WAIT_SECS",
+                self.max_rate_limit_wait_secs.to_string(),
+            ),
+            (
+                "SLUICE_SHUTDOWN_GRACE_SECS",
+                self.shutdown_grace_secs.to_string(),
+            ),
+            (
+                "SLUICE_HEADER_READ_TIMEOUT_SECS",
+                self.header_read_timeout_secs.to_string(),
+            ),
+            ("SLUICE_MAX_CONNECTIONS", self.max_connections.to_string()),
+            (
+                "SERVICES_FILE",
+                opt(self.services_file.as_deref().map(path)),
+            ),
+            (
+                "SLUICE_SERVICE_TIMEOUT_SECS",
+                self.service_timeout_secs.to_string(),
+            ),
+            ("METRICS_PUBLIC", self.metrics_public.to_string()),
+            (
+                "container memory limit",
+                cgroup_memory_limit(&self.cgroup_memory_max)
+                    .map(|b| format!("{} MiB", b >> 20))
+                    .unwrap_or_else(|| "none found".into()),
+            ),
+            (
+                "worst-case memory of these settings",
+                format!("{} MiB", self.worst_case_mib()),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        environment_report(&mut out);
+        out
+    }
+
+    /// [`Self::report`] as one JSON object, for the startup log.
     pub fn describe(&self) -> serde_json::Value {
-        serde_json::json!({
-            "host": self.host.to_string(),
-            "port": self.port,
-            "connect_service_token": format!("set ({} characters)", self.token.len()),
-            "storage_backend": self.backend_name().unwrap_or("invalid"),
-            "s3_endpoint": self.s3_endpoint,
-            "local_storage_dir": self.backend().ok().and_then(|b| match b { sluice_runs::target::Backend::Local { root } => Some(root.display().to_string()), _ => None }),
-            "plugins_dir": self.plugins_dir.display().to_string(),
-            "data_dir": self.data_dir.display().to_string(),
-            "staging_dir": self.staging_dir().display().to_string(),
-            "allowed_hosts": self.allowed_hosts,
-            "allow_private_addresses": self.allow_private_addresses,
-            "max_concurrent_runs": self.max_concurrent_runs,
-            "max_queued_runs": self.max_queued_runs,
-            "run_timeout_secs": self.run_timeout_secs,
-            "call_timeout_secs": self.call_timeout_secs,
-            "plugin_memory_mib": self.plugin_memory_mib,
-            "max_concurrent_calls": self.max_concurrent_calls,
-            "staging_buffer_mib": self.staging_buffer_mib,
-            "shutdown_grace_secs": self.shutdown_grace_secs,
-            "http_timeout_secs": self.http_timeout_secs,
-            "max_rate_limit_wait_secs": self.max_rate_limit_wait_secs,
-            "hubspot_search_interval_ms": self.hubspot_search_interval_ms,
-            "header_read_timeout_secs": self.header_read_timeout_secs,
-            "max_connections": self.max_connections,
-            "plugin_memory_budget_mib": self.plugin_memory_budget_mib,
-            "max_plugin_mib": self.max_plugin_mib,
-            "compile_timeout_secs": self.compile_timeout_secs,
-            "staging_run_quota_mib": self.staging_run_quota_mib,
-            "staging_total_mib": self.staging_total_mib,
-            "plugin_log_line_bytes": self.plugin_log_line_bytes,
-            "plugin_log_call_kib": self.plugin_log_call_kib,
-            "plugin_log_run_kib": self.plugin_log_run_kib,
-            "services_file": self.services_file.as_ref().map(|p| p.display().to_string()),
-            "service_timeout_secs": self.service_timeout_secs,
-            "metrics_public": self.metrics_public,
-        })
+        serde_json::Value::Object(
+            self.report()
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect(),
+        )
     }
 }

@@ -46,6 +46,16 @@ enum Command {
     /// Internal-service tools.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the configuration report `serve` logs at startup (every resolved setting, secrets
+    /// masked, warnings) without starting; exits 1 naming each setting `serve` would refuse.
+    Check(Box<ServeConfig>),
 }
 
 #[derive(Subcommand)]
@@ -98,10 +108,20 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(cfg) => {
-            let warnings = cfg.check()?;
             init_logging(&cli.log_format);
+            tracing::info!(settings = %cfg.describe(), "sluice {} starting", env!("CARGO_PKG_VERSION"));
+            let warnings = match cfg.check() {
+                Ok(w) => w,
+                Err(e) => {
+                    for line in e.to_string().lines() {
+                        tracing::error!("refused: {line}");
+                    }
+                    return Err(e);
+                }
+            };
             serve(*cfg, warnings).await
         }
+        Command::Config(ConfigCommand::Check(cfg)) => config_check(&cfg),
         Command::Plugin(cmd) => plugin_command(cmd).await,
         Command::Run(args) => {
             init_logging("text");
@@ -137,10 +157,37 @@ pub fn runtime_config(
     rc
 }
 
-async fn serve(cfg: ServeConfig, warnings: Vec<String>) -> anyhow::Result<()> {
-    tracing::info!(settings = %cfg.describe(), "sluice {} starting", env!("CARGO_PKG_VERSION"));
+/// `sluice config check`: the report on stdout, refusals on stderr (exit 1).
+fn config_check(cfg: &ServeConfig) -> anyhow::Result<()> {
+    println!("sluice {} configuration", env!("CARGO_PKG_VERSION"));
+    for (name, value) in cfg.report() {
+        println!("{name}={value}");
+    }
+    match cfg.check() {
+        Ok(warnings) => {
+            for w in &warnings {
+                let level = if w.loud { "WARNING" } else { "warning" };
+                println!("{level}: {}", w.message);
+            }
+            println!("ok: serve would start with these settings");
+            Ok(())
+        }
+        Err(e) => {
+            for line in e.to_string().lines() {
+                eprintln!("error: {line}");
+            }
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn serve(cfg: ServeConfig, warnings: Vec<config::Warning>) -> anyhow::Result<()> {
     for w in &warnings {
-        tracing::warn!("{w}");
+        if w.loud {
+            tracing::error!(loud = true, "{}", w.message);
+        } else {
+            tracing::warn!("{}", w.message);
+        }
     }
     let http_limits = http_limits(&cfg);
     let outbound = OutboundConfig {

@@ -1,0 +1,245 @@
+//! The configuration report: `sluice config check` and the same checks when `sluice serve`
+//! starts (every resolved setting, secrets masked; contradictory settings refused by name).
+
+use std::process::{Command, Output};
+
+use sluice_tests::{Service, plugin, sluice_bin};
+
+const TOKEN: &str = "config-test-token-0123456789";
+
+/// `sluice config check` with only `env` (and PATH) in its environment, plus `args`.
+fn check(env: &[(&str, &str)], args: &[&str]) -> (Output, String, String) {
+    let mut cmd = Command::new(sluice_bin());
+    cmd.args(["config", "check"]).args(args).env_clear();
+    cmd.env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    (out, stdout, stderr)
+}
+
+/// A cgroup `memory.max` file holding `content`.
+fn memory_max(dir: &std::path::Path, content: &str) -> String {
+    let path = dir.join(format!("memory.max-{}", content.trim()));
+    std::fs::write(&path, content).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn check_prints_every_setting_with_secrets_masked() {
+    let secrets = [
+        ("CONNECT_SERVICE_TOKEN", TOKEN),
+        ("SC_SECRET_PURCHASE_ORDERS", "po-shared-secret-abcdef0123"),
+        ("AWS_SECRET_ACCESS_KEY", "aws-secret-key-9876543210"),
+        ("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEKEYID0000"),
+        (
+            "DATABASE_URL",
+            "postgres://sluice:db-pa55word-xyz@db.internal:5432/sluice",
+        ),
+    ];
+    let mut env = secrets.to_vec();
+    env.extend([
+        ("S3_ENDPOINT", "http://minio:9000"),
+        ("SLUICE_MAX_CONCURRENT_RUNS", "3"),
+        ("METRICS_PUBLIC", "true"),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let limit = memory_max(dir.path(), "max\n");
+    let (out, stdout, stderr) = check(&env, &["--cgroup-memory-max", &limit]);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for line in [
+        "HOST=127.0.0.1",
+        "PORT=8000",
+        "STORAGE_BACKEND=s3",
+        "S3_ENDPOINT=http://minio:9000",
+        "SLUICE_MAX_CONCURRENT_RUNS=3",
+        "SLUICE_PLUGIN_MEMORY_BUDGET_MIB=192",
+        "METRICS_PUBLIC=true",
+        &format!("CONNECT_SERVICE_TOKEN=<set, {} characters>", TOKEN.len()),
+        "SC_SECRET_PURCHASE_ORDERS=<set, 27 characters>",
+        "AWS_SECRET_ACCESS_KEY=<set, 25 characters>",
+        "DATABASE_URL=postgres://sluice:***@db.internal:5432/sluice",
+        "container memory limit=none found",
+        "worst-case memory of these settings=256 MiB",
+        "ok: serve would start with these settings",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "missing line {line:?} in:\n{stdout}"
+        );
+    }
+    for (name, secret) in secrets {
+        let shown = if name == "DATABASE_URL" {
+            "db-pa55word-xyz"
+        } else {
+            secret
+        };
+        assert!(
+            !stdout.contains(shown) && !stderr.contains(shown),
+            "{name}'s secret shown:\n{stdout}\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_refuses_contradictory_settings_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let none = memory_max(dir.path(), "max\n");
+    // (extra environment, the memory.max file, the expected refusal)
+    type Case<'a> = (&'a [(&'a str, &'a str)], String, &'a str);
+    let cases: [Case; 5] = [
+        (
+            &[("S3_ENDPOINT", "minio:9000")],
+            none.clone(),
+            "S3_ENDPOINT must be an http:// or https:// URL with a host, got \"minio:9000\"",
+        ),
+        (
+            &[("S3_ENDPOINT", "not a url")],
+            none.clone(),
+            "S3_ENDPOINT must be an http:// or https:// URL",
+        ),
+        // 240 MiB: the defaults need 40 + 192 + 2 × 4 × 2 = 248.
+        (
+            &[],
+            memory_max(dir.path(), "251658240\n"),
+            "SLUICE_PLUGIN_MEMORY_BUDGET_MIB (192) + 2 × SLUICE_STAGING_BUFFER_MIB (4) × SLUICE_MAX_CONCURRENT_RUNS (2) + ~40 MiB for the service = 248 MiB: more than the container's memory limit of 240 MiB",
+        ),
+        (
+            &[("SLUICE_MAX_CONCURRENT_RUNS", "40")],
+            memory_max(dir.path(), "536870912\n"),
+            "SLUICE_MAX_CONCURRENT_RUNS (40) + ~40 MiB for the service = 552 MiB: more than the container's memory limit of 512 MiB",
+        ),
+        (
+            &[("SLUICE_ALLOW_PRIVATE_ADDRESSES", "everything")],
+            none.clone(),
+            "SLUICE_ALLOW_PRIVATE_ADDRESSES",
+        ),
+    ];
+    for (extra, limit, want) in cases {
+        let mut env = vec![("CONNECT_SERVICE_TOKEN", TOKEN)];
+        env.extend_from_slice(extra);
+        let (out, stdout, stderr) = check(&env, &["--cgroup-memory-max", &limit]);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {stdout}\n{stderr}");
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("error: ") && l.contains(want)),
+            "{extra:?}: expected {want:?} in:\n{stderr}"
+        );
+        assert!(
+            stdout.contains("HOST=127.0.0.1"),
+            "the report is printed before the refusal: {stdout}"
+        );
+        assert!(!stdout.contains("ok: serve"), "{stdout}");
+    }
+    // The same settings fit a 512 MiB limit; every problem is listed, not only the first.
+    let fits = memory_max(dir.path(), "536870912\n");
+    let (out, stdout, _) = check(
+        &[("CONNECT_SERVICE_TOKEN", TOKEN)],
+        &["--cgroup-memory-max", &fits],
+    );
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("container memory limit=512 MiB"),
+        "{stdout}"
+    );
+    let (out, _, stderr) = check(
+        &[
+            ("S3_ENDPOINT", "ftp://x"),
+            ("SLUICE_MAX_CONCURRENT_RUNS", "0"),
+        ],
+        &["--cgroup-memory-max", &none],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    for want in [
+        "CONNECT_SERVICE_TOKEN must be set",
+        "S3_ENDPOINT must be",
+        "SLUICE_MAX_CONCURRENT_RUNS must be at least 1",
+    ] {
+        assert!(stderr.contains(want), "{want:?} in {stderr}");
+    }
+}
+
+#[test]
+fn check_warns_loudly_about_a_loopback_bind_inside_kubernetes() {
+    let dir = tempfile::tempdir().unwrap();
+    let none = memory_max(dir.path(), "max\n");
+    let env = [
+        ("CONNECT_SERVICE_TOKEN", TOKEN),
+        ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+    ];
+    let (out, stdout, _) = check(&env, &["--cgroup-memory-max", &none]);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with(
+            "WARNING: HOST=127.0.0.1 inside Kubernetes (KUBERNETES_SERVICE_HOST is set)"
+        ) && l.ends_with("set HOST=0.0.0.0")),
+        "{stdout}"
+    );
+    let (_, stdout, _) = check(
+        &[
+            ("CONNECT_SERVICE_TOKEN", TOKEN),
+            ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+            ("HOST", "0.0.0.0"),
+        ],
+        &["--cgroup-memory-max", &none],
+    );
+    assert!(!stdout.contains("WARNING"), "{stdout}");
+}
+
+/// `serve` logs the same report and refuses the same settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_logs_the_report_and_refuses_what_check_refuses() {
+    let root = tempfile::tempdir().unwrap();
+    let out = Command::new(sluice_bin())
+        .arg("serve")
+        .env_clear()
+        .env("CONNECT_SERVICE_TOKEN", TOKEN)
+        .env("S3_ENDPOINT", "minio:9000")
+        .env("SLUICE_DATA_DIR", root.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("S3_ENDPOINT must be an http:// or https:// URL"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(r#"SLUICE_MAX_CONCURRENT_RUNS\":\"2\""#),
+        "the settings are logged before the refusal: {stderr}"
+    );
+    assert!(!stderr.contains(TOKEN), "{stderr}");
+
+    let plugins = root.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(plugin("probe"), plugins.join("probe.wasm")).unwrap();
+    let svc = Service::start(
+        &root.path().join("data"),
+        &plugins,
+        &[
+            ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+            ("SC_SECRET_X", "shared-secret-0123456789"),
+        ],
+    )
+    .await;
+    let logs = svc.logs();
+    let loud = logs
+        .lines()
+        .find(|l| l.contains("HOST=127.0.0.1 inside Kubernetes"))
+        .unwrap_or_else(|| panic!("no warning in {logs}"));
+    assert!(loud.contains("\"level\":\"ERROR\""), "{loud}");
+    let settings = logs
+        .lines()
+        .find(|l| l.contains("starting"))
+        .unwrap_or_else(|| panic!("no settings in {logs}"));
+    assert!(
+        settings.contains("\\\"SC_SECRET_X\\\":\\\"<set, 24 characters>\\\"")
+            || settings.contains("\"SC_SECRET_X\":\"<set, 24 characters>\""),
+        "{settings}"
+    );
+    assert!(!logs.contains(&svc.token) && !logs.contains("shared-secret-0123456789"));
+}
