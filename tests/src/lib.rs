@@ -80,6 +80,13 @@ pub struct Service {
 impl Service {
     /// Starts the binary with `env` on a free port and waits for `/ready`.
     pub async fn start(data_dir: &Path, plugins_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let svc = Self::spawn(data_dir, plugins_dir, env);
+        svc.wait_ready().await;
+        svc
+    }
+
+    /// Starts the binary with `env` on a free port, without waiting for anything.
+    pub fn spawn(data_dir: &Path, plugins_dir: &Path, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let token = "test-token-0123456789abcdef".to_string();
         let log = data_dir.join(format!("service-{port}.log"));
@@ -106,16 +113,14 @@ impl Service {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn sluice");
-        let svc = Self {
+        Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
             token,
             data_dir: data_dir.into(),
             plugins_dir: plugins_dir.into(),
             log,
-        };
-        svc.wait_ready().await;
-        svc
+        }
     }
 
     pub async fn wait_ready(&self) {

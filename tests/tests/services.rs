@@ -27,8 +27,14 @@ fn secret(tag: &str) -> String {
     format!("sc-{tag}-secret-{nanos:x}")
 }
 
-/// One registry entry of a purchase-order service at `url`.
+/// One registry entry of a purchase-order service at `url`. Its variables are `PO_API_KEY` and
+/// `PO_API_URL` for `purchase-orders`, else named after the id (two services may not export
+/// the same variable).
 fn entry(id: &str, url: &str) -> Value {
+    let var = match id {
+        "purchase-orders" => "PO".to_string(),
+        other => other.to_uppercase().replace('-', "_"),
+    };
     json!({
         "id": id,
         "name": format!("Purchase orders ({id})"),
@@ -39,8 +45,8 @@ fn entry(id: &str, url: &str) -> Value {
             "validate_path": "/api/me",
             "streams": [{"name": "purchase_orders", "path": "/api/purchase-orders", "records_pointer": "/data"}]
         },
-        "env": ["PO_API_KEY"],
-        "url_env": "PO_API_URL",
+        "env": [format!("{var}_API_KEY")],
+        "url_env": format!("{var}_API_URL"),
         "ttl_days": 30,
         "docs": "# Purchase orders\nGET /api/purchase-orders",
     })
@@ -724,6 +730,17 @@ async fn registry_hot_reload_keeps_the_last_good_file() {
         svc.logs()
     );
 
+    // An empty file (an editor truncating before it writes) is an error too, never "no services".
+    std::fs::write(&s.registry, "").unwrap();
+    wait_registry(svc, "empty file refused", |l| {
+        l["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no `services` list"))
+    })
+    .await;
+    let (st, _) = json_of(svc.get("/internal/services/alpha").send().await.unwrap()).await;
+    assert_eq!(st, 200, "the previous version still serves");
+
     // Not YAML at all, then fixed.
     std::fs::write(&s.registry, "services: [{{{").unwrap();
     wait_registry(svc, "parse error", |l| {
@@ -737,6 +754,95 @@ async fn registry_hot_reload_keeps_the_last_good_file() {
     let (st, _) = json_of(svc.get("/internal/services/alpha").send().await.unwrap()).await;
     assert_eq!(st, 404);
     assert_absent("the service log", &svc.logs(), &[&secret]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_answers_leak_neither_the_secret_nor_a_key() {
+    let secret = secret("hostile");
+    let mut faults = Faults::default();
+    faults.apply("token-id-is-key").unwrap();
+    let keyed = ReferenceService::start(&secret, 1, faults).await;
+    let mut faults = Faults::default();
+    faults.apply("refusal-echoes-secret").unwrap();
+    faults.apply("refuse-user=eve@corp.example").unwrap();
+    let echo = ReferenceService::start(&secret, 1, faults).await;
+    let s = start(
+        &[entry("keyed", &keyed.url), entry("echo", &echo.url)],
+        &[("SC_SECRET_KEYED", &secret), ("SC_SECRET_ECHO", &secret)],
+        &[],
+        false,
+    )
+    .await;
+    let svc = &s.svc;
+    // A token id that is the key: refused as a bad answer, revoked, and never shown.
+    let (st, body) = json_of(
+        svc.post("/internal/services/keyed/connect")
+            .json(&json!({"user_email": "a@corp.example"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (st, body["code"].as_str()),
+        (502, Some("service_bad_answer")),
+        "{body}"
+    );
+    let issued = keyed.issued();
+    let (key, t) = issued.iter().next().expect("one key issued");
+    assert!(t.revoked, "the key the answer named is revoked");
+    // A refusal quoting the secret across the 200-character cut: 403, the secret in no part.
+    let (st, body) = json_of(
+        svc.post("/internal/services/echo/connect")
+            .json(&json!({"user_email": "eve@corp.example"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (st, body["code"].as_str()),
+        (403, Some("user_refused")),
+        "{body}"
+    );
+    let prefix = &secret[..12];
+    assert_absent("the 403 answer", &body.to_string(), &[&secret, prefix, key]);
+    assert_absent("the service log", &svc.logs(), &[&secret, prefix, key]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_until_a_registry_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let registry = dir.path().join("services.yaml");
+    std::fs::write(&registry, "services: [{").unwrap();
+    let file = registry.display().to_string();
+    let svc = Service::spawn(
+        &dir.path().join("data"),
+        &plugins,
+        &[("SERVICES_FILE", &file)],
+    );
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (status, body) = loop {
+        if let Ok(r) = client.get(format!("{}/ready", svc.base)).send().await {
+            break (r.status().as_u16(), r.text().await.unwrap());
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", svc.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("services_registry_not_loaded"), "{body}");
+    // Liveness is separate: the process is up.
+    let h = client
+        .get(format!("{}/health", svc.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h.status(), 200);
+    write_registry(&registry, &[]);
+    svc.wait_ready().await;
 }
 
 /// Runs `sluice service check` against `url`; its exit success and stdout+stderr.
@@ -797,6 +903,8 @@ async fn conformance_check_passes_the_reference_and_names_what_broke() {
         ("revoke-not-idempotent", "revoke_idempotent"),
         ("revoked-key-works", "revoked_key_rejected"),
         ("exchange-status=500", "exchange"),
+        ("no-auth-accepted", "wrong_secret_rejected"),
+        ("token-id-is-key", "exchange"),
     ] {
         let mut faults = Faults::default();
         faults.apply(fault).unwrap();
@@ -808,6 +916,11 @@ async fn conformance_check_passes_the_reference_and_names_what_broke() {
         assert!(
             out.contains(failing),
             "{fault}: the failure names the check: {out}"
+        );
+        // Even a key the check refused is revoked before it ends.
+        assert!(
+            broken.issued().values().all(|t| t.revoked),
+            "{fault}: a test key left live"
         );
     }
 

@@ -27,9 +27,18 @@ pub async fn health() -> Json<Status> {
 
 #[utoipa::path(get, path = "/ready", tag = "service", operation_id = "getReadiness", responses(
     (status = 200, body = Status, description = "Plugins are loaded: `{\"status\": \"ready\"}`"),
-    (status = 503, body = Status, description = "Still loading plugins: `{\"status\": \"loading\"}`"),
+    (status = 503, body = Status, description = "Still loading plugins (`{\"status\": \"loading\"}`), or `SERVICES_FILE` is set and no version of it has loaded yet (`{\"status\": \"services_registry_not_loaded\"}`; its error is in `GET /internal/services` and the log)"),
 ))]
 pub async fn ready(State(s): State<AppState>) -> impl IntoResponse {
+    let services = s.services.registry();
+    if services.file().is_some() && services.snapshot().loaded_at.is_none() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Status {
+                status: "services_registry_not_loaded".into(),
+            }),
+        );
+    }
     if s.registry.is_ready() {
         (
             StatusCode::OK,

@@ -13,7 +13,7 @@
 //! 7. `revoke_idempotent` — revoking it again answers 2xx too.
 //! 8. `revoked_key_rejected` — the data API refuses the revoked key (401 or 403).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use reqwest::Method;
 use serde::Serialize;
@@ -25,9 +25,6 @@ use crate::protocol::{
     self, EXCHANGE_PATH, ExchangeRequest, HEALTH_PATH, IssuedToken, REVOKE_PATH, RevokeRequest,
 };
 use crate::secret::SharedSecret;
-
-/// How far `expires_at` may be from the asked lifetime.
-pub const TTL_TOLERANCE: Duration = Duration::from_secs(3600);
 
 /// What to check.
 #[derive(Debug, Clone)]
@@ -143,9 +140,28 @@ impl Run<'_> {
                 r.status
             ));
         }
-        protocol::parse_issued(&r.body, sent_at)
-            .map(|t| (t, sent_at))
-            .map_err(|m| format!("token-exchange answer: {}", m.reason))
+        let expected = protocol::Expected {
+            secret: self.target.secret.expose(),
+            ttl_days: None,
+        };
+        match protocol::parse_issued(&r.body, sent_at, &expected) {
+            Ok(t) => Ok((t, sent_at)),
+            Err(m) => {
+                // What the service may have issued is revoked before reporting.
+                if let Some(token_id) = &m.token_id {
+                    let _ = self.revoke(token_id).await;
+                }
+                Err(format!("token-exchange answer: {}", m.reason))
+            }
+        }
+    }
+
+    /// `path` with no `Authorization` header at all.
+    async fn call_without_auth(&self, path: &str, body: &impl Serialize) -> Result<Reply, String> {
+        self.client
+            .send_unauthenticated(&self.target.base_url, Method::POST, path, Some(body))
+            .await
+            .map_err(|e| format!("{path}: {e}"))
     }
 
     async fn revoke(&self, token_id: &str) -> Result<u16, String> {
@@ -171,15 +187,7 @@ impl Run<'_> {
 }
 
 fn ttl_check(issued: &IssuedToken, sent_at: OffsetDateTime, ttl_days: u32) -> Result<(), String> {
-    let expected = sent_at + time::Duration::days(i64::from(ttl_days));
-    let off = (issued.expires_at - expected).abs();
-    if off > time::Duration::try_from(TTL_TOLERANCE).unwrap_or(time::Duration::HOUR) {
-        return Err(format!(
-            "ttl_days {ttl_days}: expires_at is {}, expected about {} (± 1 h)",
-            issued.expires_at, expected
-        ));
-    }
-    Ok(())
+    protocol::check_ttl(issued.expires_at, sent_at, ttl_days)
 }
 
 /// Runs every check against `target`.
@@ -233,15 +241,25 @@ pub async fn run(client: &ServiceClient, target: &CheckTarget) -> Report {
                 .await,
         ),
     ];
+    // No Authorization header at all must be refused as well (the protocol: "a missing or
+    // wrong secret MUST be answered 401").
+    let bare = run.call_without_auth(EXCHANGE_PATH, &ex).await;
     let mut bad = Vec::new();
     let mut leaked = None;
-    for (name, r) in calls {
+    for (name, r) in calls
+        .into_iter()
+        .chain([("token-exchange without Authorization", bare)])
+    {
         match r {
             Ok(r) if r.status == 401 => seen.push(format!("{name} 401")),
             Ok(r) => {
                 bad.push(format!("{name} answered HTTP {}, expected 401", r.status));
-                if name == "token-exchange" && (200..300).contains(&r.status) {
-                    leaked = protocol::parse_issued(&r.body, OffsetDateTime::now_utc())
+                if name.starts_with("token-exchange") && (200..300).contains(&r.status) {
+                    let expected = protocol::Expected {
+                        secret: target.secret.expose(),
+                        ttl_days: None,
+                    };
+                    leaked = protocol::parse_issued(&r.body, OffsetDateTime::now_utc(), &expected)
                         .map(|t| t.token_id)
                         .unwrap_or_else(|m| m.token_id.unwrap_or_default())
                         .into();

@@ -174,6 +174,31 @@ impl ServiceClient {
         body: Option<&impl Serialize>,
         idempotent: bool,
     ) -> Result<Reply, TransportError> {
+        self.send_with(base_url, Some(bearer), method, path, body, idempotent)
+            .await
+    }
+
+    /// One request with no `Authorization` header (the conformance checker's probe), sent once.
+    pub async fn send_unauthenticated(
+        &self,
+        base_url: &Url,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<Reply, TransportError> {
+        self.send_with(base_url, None, method, path, body, false)
+            .await
+    }
+
+    async fn send_with(
+        &self,
+        base_url: &Url,
+        bearer: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+        idempotent: bool,
+    ) -> Result<Reply, TransportError> {
         let url = base_url
             .join(path)
             .map_err(|e| TransportError::Unreachable(format!("bad URL: {e}")))?;
@@ -183,12 +208,15 @@ impl ServiceClient {
             &Value::Null,
             self.outbound.policy().clone(),
         );
-        let redactor = Redactor::new([bearer]);
+        let redactor = Redactor::new(bearer);
         let mut secret_headers = HeaderMap::new();
-        let mut auth = HeaderValue::from_str(&format!("Bearer {bearer}"))
-            .map_err(|_| TransportError::Unreachable("the secret is not a header value".into()))?;
-        auth.set_sensitive(true);
-        secret_headers.insert(AUTHORIZATION, auth);
+        if let Some(bearer) = bearer {
+            let mut auth = HeaderValue::from_str(&format!("Bearer {bearer}")).map_err(|_| {
+                TransportError::Unreachable("the secret is not a header value".into())
+            })?;
+            auth.set_sensitive(true);
+            secret_headers.insert(AUTHORIZATION, auth);
+        }
         let mut headers = HeaderMap::new();
         let body = match body {
             Some(b) => {
@@ -250,6 +278,7 @@ impl ServiceClient {
             user_email,
             ttl_days,
         };
+        let sent_at = OffsetDateTime::now_utc();
         let r = self
             .send(
                 base_url,
@@ -260,14 +289,23 @@ impl ServiceClient {
                 false,
             )
             .await?;
+        let expected = protocol::Expected {
+            secret: secret.expose(),
+            ttl_days: Some(ttl_days),
+        };
         match r.status {
-            200 | 201 => protocol::parse_issued(&r.body, OffsetDateTime::now_utc())
+            200 | 201 => protocol::parse_issued(&r.body, sent_at, &expected)
                 .map_err(UpstreamError::Malformed),
             401 => Err(UpstreamError::SecretRejected),
-            403 => Err(UpstreamError::UserRefused(
-                Redactor::new([secret.expose(), user_email])
-                    .redact_string(protocol::reason_of(&r.body)),
-            )),
+            403 => {
+                // The secret in any case the service may have turned it into.
+                let s = secret.expose();
+                let redactor = Redactor::new([s, &s.to_uppercase(), &s.to_lowercase(), user_email]);
+                Err(UpstreamError::UserRefused(protocol::reason_of(
+                    &r.body,
+                    |t| redactor.redact_string(t),
+                )))
+            }
             s => Err(UpstreamError::Status(s)),
         }
     }

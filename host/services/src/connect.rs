@@ -129,7 +129,7 @@ impl Services {
                 service = id,
                 user_email,
                 token_id = %c.token_id,
-                expires_at = %c.expires_at,
+                expires_at = %c.expires_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
                 outcome = "ok",
                 "service connected"
             ),
@@ -138,7 +138,7 @@ impl Services {
                     ServiceError::Upstream {
                         error: UpstreamError::Malformed(m),
                         ..
-                    } => m.token_id.as_deref(),
+                    } if !m.token_id_is_secret => m.token_id.as_deref(),
                     _ => None,
                 };
                 tracing::warn!(
@@ -195,12 +195,18 @@ impl Services {
                         .client
                         .revoke(&service.base_url, secret, token_id)
                         .await;
+                    // A token id that holds the key or the secret is used, never logged.
+                    let shown = if m.token_id_is_secret {
+                        "[redacted]"
+                    } else {
+                        token_id.as_str()
+                    };
                     tracing::warn!(
                         target: "sluice::audit",
                         action = "revoke_unusable",
                         service = %service.id,
                         user_email = %user_email,
-                        token_id = %token_id,
+                        token_id = %shown,
                         outcome = if revoked.is_ok() { "ok" } else { "failed" },
                         error = revoked.err().map(|e| e.to_string()),
                         "revoked the token of an unusable exchange answer"

@@ -35,6 +35,8 @@ use crate::secret::{SharedSecret, secret_env_name};
 pub const MAX_ID_LEN: usize = 64;
 /// The most services one file may list.
 pub const MAX_SERVICES: usize = 256;
+/// Largest registry file read, bytes (a ConfigMap holds at most 1 MiB).
+pub const MAX_FILE_BYTES: usize = 1 << 20;
 /// Lifetime of an issued key, in days, when neither the request nor the file says.
 pub const DEFAULT_TTL_DAYS: u32 = 90;
 /// The longest lifetime that may be asked for, in days (ten years).
@@ -62,8 +64,9 @@ pub enum RegistryError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileDoc {
-    #[serde(default)]
-    services: Vec<EntryDoc>,
+    /// Required: a file without it (empty, or caught half-written) is refused, not read as
+    /// "no services"; `services: []` empties the registry on purpose.
+    services: Option<Vec<EntryDoc>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,17 +166,29 @@ pub fn parse(
     text: &str,
     secret_of: impl Fn(&str) -> Result<Option<SharedSecret>, String>,
 ) -> Result<BTreeMap<String, Arc<Service>>, RegistryError> {
-    let doc: FileDoc =
+    if text.len() > MAX_FILE_BYTES {
+        return Err(RegistryError::File(format!(
+            "the file is larger than {MAX_FILE_BYTES} bytes"
+        )));
+    }
+    let doc: Option<FileDoc> =
         serde_norway::from_str(text).map_err(|e| RegistryError::Parse(e.to_string()))?;
-    if doc.services.len() > MAX_SERVICES {
+    let Some(services) = doc.and_then(|d| d.services) else {
+        return Err(RegistryError::File(
+            "no `services` list (an empty file, or one caught half-written; `services: []` means none)"
+                .into(),
+        ));
+    };
+    if services.len() > MAX_SERVICES {
         return Err(RegistryError::File(format!(
             "{} services; at most {MAX_SERVICES}",
-            doc.services.len()
+            services.len()
         )));
     }
     let mut out = BTreeMap::new();
     let mut secret_vars: BTreeMap<String, String> = BTreeMap::new();
-    for (index, entry) in doc.services.into_iter().enumerate() {
+    let mut env_vars: BTreeMap<String, String> = BTreeMap::new();
+    for (index, entry) in services.into_iter().enumerate() {
         let id = entry.id.clone();
         let fail = |reason: String| RegistryError::Entry {
             index,
@@ -189,6 +204,13 @@ pub fn parse(
                 "shares its secret variable {} with {other:?}",
                 service.secret_env
             )));
+        }
+        for name in service.env.iter().chain(&service.url_env) {
+            if let Some(other) = env_vars.insert(name.clone(), service.id.clone()) {
+                return Err(fail(format!(
+                    "exports {name}, as {other:?} does: one analyst's environment would get only one of them"
+                )));
+            }
         }
         out.insert(service.id.clone(), Arc::new(service));
     }
@@ -215,6 +237,11 @@ fn check_entry(
         if !is_env_name(name) {
             return Err(format!(
                 "{name:?} is not a variable name ([A-Z_][A-Z0-9_]*)"
+            ));
+        }
+        if is_reserved_env(name) {
+            return Err(format!(
+                "{name} would replace a variable the analyst's tools or Sluice rely on; pick a service-specific name"
             ));
         }
     }
@@ -319,6 +346,31 @@ fn is_id(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
+/// Variables a key must never be exported under: the process environment's own (`PATH`,
+/// `HOME`, the loader's `LD_*`…), interpreters' start-up hooks, and Sluice's secrets.
+fn is_reserved_env(s: &str) -> bool {
+    const EXACT: [&str; 16] = [
+        "PATH",
+        "HOME",
+        "USER",
+        "SHELL",
+        "PWD",
+        "TMPDIR",
+        "TMP",
+        "TEMP",
+        "LANG",
+        "TZ",
+        "NODE_OPTIONS",
+        "PYTHONPATH",
+        "PYTHONSTARTUP",
+        "PYTHONHOME",
+        "CONNECT_SERVICE_TOKEN",
+        "DATABASE_URL",
+    ];
+    const PREFIXES: [&str; 5] = ["LD_", "DYLD_", "LC_", "SC_SECRET_", "AWS_"];
+    EXACT.contains(&s) || PREFIXES.iter().any(|p| s.starts_with(p))
+}
+
 fn is_env_name(s: &str) -> bool {
     let mut chars = s.chars();
     s.len() <= 128
@@ -384,6 +436,14 @@ services:
     }
 
     #[test]
+    fn an_explicitly_empty_list_is_no_services() {
+        assert!(parse("services: []", no_secrets).unwrap().is_empty());
+        let big = format!("services: []\n# {}", "x".repeat(MAX_FILE_BYTES));
+        let e = parse(&big, no_secrets).unwrap_err().to_string();
+        assert!(e.contains("larger than"), "{e}");
+    }
+
+    #[test]
     fn bad_files_name_the_entry() {
         for (text, wanted) in [
             (
@@ -431,6 +491,26 @@ services:
                 "twice",
             ),
             ("services: [", "not a valid registry document"),
+            // Empty, a comment, or a half-written file: refused, never "no services".
+            ("", "no `services` list"),
+            ("# services\n", "no `services` list"),
+            ("services:\n", "no `services` list"),
+            (
+                "services: [{id: a, name: x, base_url: 'http://x', connector: {kind: wasm, id: a}, env: [PATH]}]",
+                "PATH would replace",
+            ),
+            (
+                "services: [{id: a, name: x, base_url: 'http://x', connector: {kind: wasm, id: a}, env: [A], url_env: LD_PRELOAD}]",
+                "LD_PRELOAD would replace",
+            ),
+            (
+                "services: [{id: a, name: x, base_url: 'http://x', connector: {kind: wasm, id: a}, env: [SC_SECRET_B]}]",
+                "SC_SECRET_B would replace",
+            ),
+            (
+                "services: [{id: a, name: x, base_url: 'http://x', connector: {kind: wasm, id: a}, env: [KEY]}, {id: b, name: y, base_url: 'http://y', connector: {kind: wasm, id: b}, env: [KEY]}]",
+                "services[1] (b): exports KEY, as \"a\" does",
+            ),
         ] {
             let e = parse(text, no_secrets).unwrap_err().to_string();
             assert!(e.contains(wanted), "{text}: {e}");

@@ -62,6 +62,40 @@ impl std::fmt::Debug for IssuedToken {
 pub struct Malformed {
     pub reason: String,
     pub token_id: Option<String>,
+    /// The `token_id` holds the key or the shared secret: use it to revoke, never show or
+    /// log it.
+    pub token_id_is_secret: bool,
+}
+
+/// What a token-exchange answer is checked against besides its shape.
+pub struct Expected<'a> {
+    /// The shared secret the request carried: neither the key nor the token id may hold it.
+    pub secret: &'a str,
+    /// The lifetime asked for, days: `expires_at` must be the request time plus that
+    /// ([`check_ttl`]). `None`: not checked (the conformance checker checks it on its own).
+    pub ttl_days: Option<u32>,
+}
+
+/// How far `expires_at` may be from the request time plus `ttl_days` (the protocol's "within
+/// an hour", `docs/internal-service-protocol.yaml`).
+pub const TTL_TOLERANCE: time::Duration = time::Duration::HOUR;
+
+/// Whether `expires_at` is `sent_at` plus `ttl_days`, within [`TTL_TOLERANCE`].
+pub fn check_ttl(
+    expires_at: OffsetDateTime,
+    sent_at: OffsetDateTime,
+    ttl_days: u32,
+) -> Result<(), String> {
+    let expected = sent_at + time::Duration::days(i64::from(ttl_days));
+    if (expires_at - expected).abs() > TTL_TOLERANCE {
+        let shown = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+        return Err(format!(
+            "ttl_days {ttl_days}: expires_at is {}, expected about {} (± 1 h)",
+            shown(expires_at),
+            shown(expected)
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `s` may be a token id: 1 to [`MAX_TOKEN_ID_LEN`] printable ASCII characters.
@@ -69,21 +103,38 @@ pub fn is_token_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_TOKEN_ID_LEN && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// Reads a `token-exchange` success body.
-pub fn parse_issued(body: &[u8], now: OffsetDateTime) -> Result<IssuedToken, Malformed> {
+/// Reads a `token-exchange` success body sent for a request made at `now`.
+pub fn parse_issued(
+    body: &[u8],
+    now: OffsetDateTime,
+    expected: &Expected<'_>,
+) -> Result<IssuedToken, Malformed> {
     let v: Value = serde_json::from_slice(body).map_err(|_| Malformed {
         reason: "the answer is not JSON".into(),
         token_id: None,
+        token_id_is_secret: false,
     })?;
     let token_id = v
         .get("token_id")
         .and_then(Value::as_str)
         .filter(|t| is_token_id(t))
         .map(str::to_string);
+    let key = v.get("api_key").and_then(Value::as_str).unwrap_or("");
+    let holds = |t: &str, needle: &str| !needle.is_empty() && t.contains(needle);
+    let token_id_is_secret = token_id
+        .as_deref()
+        .is_some_and(|t| holds(t, key) || holds(t, expected.secret));
     let fail = |reason: &str| Malformed {
         reason: reason.into(),
         token_id: token_id.clone(),
+        token_id_is_secret,
     };
+    if token_id_is_secret {
+        return Err(fail("`token_id` holds the API key or the shared secret"));
+    }
+    if key == expected.secret {
+        return Err(fail("`api_key` is the shared secret"));
+    }
     if !v.is_object() {
         return Err(fail("the answer is not a JSON object"));
     }
@@ -117,6 +168,9 @@ pub fn parse_issued(body: &[u8], now: OffsetDateTime) -> Result<IssuedToken, Mal
     if expires_at <= now {
         return Err(fail("`expires_at` is not in the future"));
     }
+    if let Some(ttl) = expected.ttl_days {
+        check_ttl(expires_at, now, ttl).map_err(|e| fail(&format!("`expires_at`: {e}")))?;
+    }
     Ok(IssuedToken {
         api_key,
         token_id,
@@ -124,16 +178,22 @@ pub fn parse_issued(body: &[u8], now: OffsetDateTime) -> Result<IssuedToken, Mal
     })
 }
 
-/// A short human reason from an error body (`detail`, `message` or `error`), at most 200
-/// characters; empty when there is none.
-pub fn reason_of(body: &[u8]) -> String {
+/// A short human reason from an error body (`detail`, `message` or `error`): `redact` runs on
+/// the whole text first, then it is cut to 200 characters (cutting first could leave part of
+/// a secret unmatched); empty when there is none.
+pub fn reason_of(body: &[u8], redact: impl Fn(String) -> String) -> String {
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return String::new();
     };
     ["detail", "message", "error"]
         .iter()
         .find_map(|k| v.get(k).and_then(Value::as_str))
-        .map(|s| s.chars().filter(|c| !c.is_control()).take(200).collect())
+        .map(|s| {
+            redact(s.chars().filter(|c| !c.is_control()).collect())
+                .chars()
+                .take(200)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -145,11 +205,17 @@ mod tests {
         OffsetDateTime::now_utc()
     }
 
+    const ANY: Expected<'static> = Expected {
+        secret: "shared-secret-0123456789",
+        ttl_days: None,
+    };
+
     #[test]
     fn a_good_answer() {
         let t = parse_issued(
             br#"{"status":"ok","api_key":"pk_live_0123456789","token_id":"tok_1","expires_at":"2999-01-01T00:00:00Z"}"#,
             now(),
+            &ANY,
         )
         .unwrap();
         assert_eq!(t.token_id, "tok_1");
@@ -169,19 +235,96 @@ mod tests {
             (br#"{"status":"error","token_id":"t1","api_key":"k","expires_at":"2999-01-01T00:00:00Z"}"#, Some("t1")),
             (br#"{"token_id":"t 1","api_key":"k","expires_at":"2999-01-01T00:00:00Z"}"#, None),
         ] {
-            let e = parse_issued(body, now()).unwrap_err();
+            let e = parse_issued(body, now(), &ANY).unwrap_err();
             assert_eq!(e.token_id.as_deref(), token, "{}", String::from_utf8_lossy(body));
             assert!(!e.reason.contains("k1234567"));
         }
     }
 
     #[test]
-    fn reasons_are_short() {
-        assert_eq!(reason_of(br#"{"detail":"no such user"}"#), "no such user");
-        assert_eq!(reason_of(b"<html>"), "");
+    fn reasons_are_short_and_redacted_before_the_cut() {
+        let same = |s: String| s;
         assert_eq!(
-            reason_of(format!(r#"{{"error":"{}"}}"#, "x".repeat(500)).as_bytes()).len(),
+            reason_of(br#"{"detail":"no such user"}"#, same),
+            "no such user"
+        );
+        assert_eq!(reason_of(b"<html>", same), "");
+        assert_eq!(
+            reason_of(
+                format!(r#"{{"error":"{}"}}"#, "x".repeat(500)).as_bytes(),
+                same
+            )
+            .len(),
             200
         );
+        // A secret straddling the 200th character is masked whole, not cut and then missed.
+        let secret = "fake-shared-secret-0123456789";
+        let body = format!(r#"{{"detail":"{} {secret}"}}"#, "p".repeat(175));
+        let r = reason_of(body.as_bytes(), |s| s.replace(secret, "[redacted]"));
+        assert!(!r.contains("fake-shared"), "{r}");
+        assert!(r.ends_with("[redacted]"), "{r}");
+    }
+
+    #[test]
+    fn keys_and_secrets_never_ride_in_a_token_id_and_the_ttl_is_honoured() {
+        let at = now();
+        let in_days = |d: i64| (at + time::Duration::days(d)).format(&Rfc3339).unwrap();
+        let answer = |key: &str, token: &str, exp: &str| {
+            format!(r#"{{"api_key":"{key}","token_id":"{token}","expires_at":"{exp}"}}"#)
+        };
+        let want = Expected {
+            secret: "shared-secret-0123456789",
+            ttl_days: Some(30),
+        };
+        assert!(
+            parse_issued(
+                answer("pk_1234567", "tok_1", &in_days(30)).as_bytes(),
+                at,
+                &want
+            )
+            .is_ok()
+        );
+        let e = parse_issued(
+            answer("pk_1234567", "pk_1234567", &in_days(30)).as_bytes(),
+            at,
+            &want,
+        )
+        .unwrap_err();
+        assert!(
+            e.token_id_is_secret && !e.reason.contains("pk_1234567"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.token_id.as_deref(),
+            Some("pk_1234567"),
+            "kept to revoke with"
+        );
+        let e = parse_issued(
+            answer("pk_1234567", "t-shared-secret-0123456789", &in_days(30)).as_bytes(),
+            at,
+            &want,
+        )
+        .unwrap_err();
+        assert!(e.token_id_is_secret, "{e:?}");
+        let e = parse_issued(
+            answer("shared-secret-0123456789", "tok_2", &in_days(30)).as_bytes(),
+            at,
+            &want,
+        )
+        .unwrap_err();
+        assert!(
+            !e.token_id_is_secret && e.reason.contains("is the shared secret"),
+            "{e:?}"
+        );
+        for days in [3, 3650] {
+            let e = parse_issued(
+                answer("pk_1234567", "tok_3", &in_days(days)).as_bytes(),
+                at,
+                &want,
+            )
+            .unwrap_err();
+            assert!(e.reason.contains("ttl_days 30"), "{e:?}");
+            assert_eq!(e.token_id.as_deref(), Some("tok_3"));
+        }
     }
 }

@@ -93,7 +93,9 @@ impl ServiceRegistry {
         };
         let old = self.current.load_full();
         let now = OffsetDateTime::now_utc();
-        let result = std::fs::read(path)
+        // One byte past the cap is enough to refuse the file (`model::parse`) without
+        // reading a huge one whole.
+        let result = read_capped(path, model::MAX_FILE_BYTES as u64 + 1)
             .map_err(|e| RegistryError::Read {
                 path: path.display().to_string(),
                 reason: e.to_string(),
@@ -134,7 +136,12 @@ impl ServiceRegistry {
                     .failure
                     .as_ref()
                     .is_some_and(|f| f.error.to_string() == error.to_string());
-                if !same {
+                if !same && old.loaded_at.is_none() {
+                    tracing::error!(
+                        file = %path.display(),
+                        "service registry not loaded; no services, and /ready answers 503 until the file is fixed: {error}"
+                    );
+                } else if !same {
                     tracing::error!(
                         file = %path.display(),
                         serving = old.services.len(),
@@ -194,6 +201,16 @@ impl ServiceRegistry {
             }
         })))
     }
+}
+
+/// The first `limit` bytes of the file at `path`.
+fn read_capped(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 #[cfg(test)]

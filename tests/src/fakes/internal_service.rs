@@ -54,12 +54,20 @@ pub struct Faults {
     pub exchange_status: Option<u16>,
     /// Users refused with 403.
     pub refused_users: Vec<String>,
+    /// Accept calls that carry no `Authorization` at all (only a wrong secret is refused).
+    pub no_auth_accepted: bool,
+    /// Use the key itself as `token_id` (a shortcut that would put the key in audit logs).
+    pub token_id_is_key: bool,
+    /// A refusal's `detail` quotes the shared secret after 175 characters of text (so that it
+    /// straddles a 200-character cut).
+    pub refusal_echoes_secret: bool,
 }
 
 impl Faults {
     /// Parses a fault name as the `reference-service` binary takes it: `wrong-secret-status=403`,
     /// `ignore-ttl`, `revoke-not-idempotent`, `revoked-key-works`, `slow-health=MS`,
-    /// `slow-exchange=MS`, `malformed-exchange`, `exchange-status=500`, `refuse-user=EMAIL`.
+    /// `slow-exchange=MS`, `malformed-exchange`, `exchange-status=500`, `refuse-user=EMAIL`,
+    /// `no-auth-accepted`, `token-id-is-key`, `refusal-echoes-secret`.
     pub fn apply(&mut self, spec: &str) -> Result<(), String> {
         let (name, value) = spec.split_once('=').unwrap_or((spec, ""));
         let num = || {
@@ -77,6 +85,9 @@ impl Faults {
             "malformed-exchange" => self.malformed_exchange = true,
             "exchange-status" => self.exchange_status = Some(num()? as u16),
             "refuse-user" => self.refused_users.push(value.to_string()),
+            "no-auth-accepted" => self.no_auth_accepted = true,
+            "token-id-is-key" => self.token_id_is_key = true,
+            "refusal-echoes-secret" => self.refusal_echoes_secret = true,
             _ => return Err(format!("unknown fault {name:?}")),
         }
         Ok(())
@@ -234,6 +245,9 @@ fn require_secret(s: &Inner, headers: &HeaderMap) -> Result<(), Refusal> {
     if bearer(headers) == Some(s.secret.as_str()) {
         return Ok(());
     }
+    if s.faults.no_auth_accepted && headers.get("authorization").is_none() {
+        return Ok(());
+    }
     let status = s
         .faults
         .wrong_secret_status
@@ -284,6 +298,10 @@ async fn exchange(State(s): State<Arc<Inner>>, headers: HeaderMap, body: String)
         );
     };
     if s.faults.refused_users.iter().any(|u| u == email) {
+        if s.faults.refusal_echoes_secret {
+            let detail = format!("{} {}", "p".repeat(175), s.secret);
+            return error(StatusCode::FORBIDDEN, &detail);
+        }
         return error(
             StatusCode::FORBIDDEN,
             "user has no access to purchase orders",
@@ -296,6 +314,11 @@ async fn exchange(State(s): State<Arc<Inner>>, headers: HeaderMap, body: String)
             format!("tok_{:016x}", rng.next_u64()),
             format!("po_live_{:016x}{:016x}", rng.next_u64(), rng.next_u64()),
         )
+    };
+    let token_id = if s.faults.token_id_is_key {
+        api_key.clone()
+    } else {
+        token_id
     };
     let expires_at = OffsetDateTime::now_utc() + time::Duration::days(ttl as i64);
     s.tokens.lock().unwrap().insert(
