@@ -12,19 +12,19 @@
 #   SLACK_RATE_LIMIT_EVERY=N makes the fake answer every Nth request 429 + Retry-After: 1
 #   (default 0: the fake's rate limits are OFF; it does not emulate Slack's per-method tiers).
 #   Both tools always run under the same fake settings.
-#   AIRBYTE_CDK_VERSION=X pins airbyte-cdk in a fresh venv (see below); AIRBYTE_TIMEOUT_SECS (900)
+#   AIRBYTE_CDK_VERSION=X (default 6.58.0) pins airbyte-cdk in its own venv (see below); AIRBYTE_TIMEOUT_SECS (900)
 #   bounds one Airbyte round.
 #
-# STATUS OF THE PEER (measured 2026-12-01): airbyte-source-slack 3.0.0 as pip installs it does NOT
-# RUN. It declares `airbyte-cdk >=6,<7`; pip resolves airbyte-cdk 6.61.6, whose SimpleRetriever no
-# longer has `_get_most_recent_record` (removed by airbyte-python-cdk PR #674, 2025-07), and the
-# connector's own ChannelsRetriever (source_slack/components/join_channels.py) still calls it, so
-# every read of channel_messages fails at once: AttributeError: 'ChannelsRetriever' object has
-# no attribute '_get_most_recent_record' (0 records, with or without the fake). The repair on
-# Airbyte's side (airbytehq/airbyte PR #64153) was closed; Airbyte's image pins an older CDK
-# through its poetry.lock, which PyPI's wheel does not carry. Next step: a venv with an
-# airbyte-cdk from before that removal (AIRBYTE_CDK_VERSION=...), not tried yet for lack of time.
-# The script then reports the round as failed (records 0) and still measures Sluice.
+# THE PEER'S CDK: airbyte-source-slack 3.0.0 declares `airbyte-cdk >=6,<7`; pip would resolve
+# airbyte-cdk 6.61.6, whose SimpleRetriever no longer has `_get_most_recent_record` (removed by
+# airbyte-python-cdk PR #674, 2025-07), which the connector's own ChannelsRetriever
+# (source_slack/components/join_channels.py) still calls: every read fails with AttributeError
+# and 0 records (the repair, airbytehq/airbyte PR #64153, was closed; Airbyte's image pins an
+# older CDK through its poetry.lock, which PyPI's wheel does not carry). So the venv pins
+# airbyte-cdk 6.58.0 (AIRBYTE_CDK_VERSION), a 6.x checked to still have the method; with
+# it the peer reads all messages (2026-12-01: 100,000 of 100,000).
+# If a pinned CDK ever fails, the script reports the round as failed (records 0) and still
+# measures Sluice.
 #
 # What each tool reads: the fake's token is a member of every channel (nothing to join), every
 # third channel is private (both read public and private channels: Sluice's default
@@ -49,8 +49,9 @@ PER_CHANNEL=${2:-500}
 ROUNDS=${3:-3}
 MESSAGES=$((CHANNELS * PER_CHANNEL))
 RATE_LIMIT_EVERY=${SLACK_RATE_LIMIT_EVERY:-0}
-AIRBYTE_VENV=${AIRBYTE_VENV:-$SLUICE_CACHE/airbyte-slack-venv}
 AIRBYTE_VERSION=${AIRBYTE_VERSION:-3.0.0}
+AIRBYTE_CDK_VERSION=${AIRBYTE_CDK_VERSION:-6.58.0}
+AIRBYTE_VENV=${AIRBYTE_VENV:-$SLUICE_CACHE/airbyte-slack-venv-$AIRBYTE_CDK_VERSION}
 
 if [ -z "${SLUICE_BENCH_NO_BUILD:-}" ]; then
   flock /tmp/sluice-build.lock bash scripts/build-plugins.sh >&2
