@@ -172,6 +172,7 @@ async fn connect_sync_disconnect_end_to_end() {
         format!("{}/", reference.url)
     );
     assert_eq!(po["last_health"], Value::Null);
+    assert_eq!(po["connector_error"], Value::Null, "{po}");
 
     // Connect.
     let before = time::OffsetDateTime::now_utc();
@@ -181,6 +182,13 @@ async fn connect_sync_disconnect_end_to_end() {
         .send()
         .await
         .unwrap();
+    assert_eq!(
+        r.headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store"),
+        "the answer holds the key"
+    );
     let (st, conn) = json_of(r).await;
     assert_eq!(st, 200, "{conn}");
     let key = conn["api_key"].as_str().unwrap().to_string();
@@ -276,15 +284,29 @@ async fn connect_sync_disconnect_end_to_end() {
     let readme = String::from_utf8(readme).unwrap();
     docs_at(&readme, "# Purchase orders\nGET /api/purchase-orders");
     docs_at(&readme, "| `_sluice_run_id` | VARCHAR |");
-    // An unknown service, and a service another connector syncs.
-    for (service, connector, status, code) in [
-        ("nope", "http-json", 404, "not_found"),
-        ("purchase-orders", "github", 422, "invalid_request"),
+    // An unknown service, a service another connector syncs, a config not the service's.
+    let other = json!({"base_url": "http://127.0.0.1:9/", "streams": []});
+    for (service, connector, config, status, code) in [
+        ("nope", "http-json", Value::Null, 404, "not_found"),
+        (
+            "purchase-orders",
+            "github",
+            Value::Null,
+            422,
+            "invalid_request",
+        ),
+        (
+            "purchase-orders",
+            "http-json",
+            other,
+            422,
+            "invalid_request",
+        ),
     ] {
         let (st, body) = json_of(
             svc.post("/internal/mirror-connections/schema-sync")
                 .json(&json!({"connection_id": "po-john", "connector": connector,
-                    "service": service, "storage": storage}))
+                    "service": service, "storage": storage, "config": config}))
                 .send()
                 .await
                 .unwrap(),
@@ -345,6 +367,18 @@ async fn connect_sync_disconnect_end_to_end() {
     assert_eq!(disconnects.len(), 2, "{events:?}");
     assert_eq!(disconnects[0]["user_email"], "john@corp.example");
     assert_eq!(disconnects[0]["outcome"], "ok");
+
+    // A typo in an http-json stream: the file loads (it is well-formed), and the service
+    // reports that its connector would refuse the config.
+    let mut typo = entry("purchase-orders", &reference.url);
+    typo["connector"]["streams"][0]["cursor_feild"] = json!("updated_at");
+    write_registry(&s.registry, &[typo]);
+    wait_registry(svc, "typo reported", |l| {
+        l["services"][0]["connector_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cursor_feild"))
+    })
+    .await;
 
     // The secret and the key are in no log line and no other answer.
     let (_, list) = json_of(svc.get("/internal/services").send().await.unwrap()).await;
@@ -682,6 +716,14 @@ async fn registry_hot_reload_keeps_the_last_good_file() {
     )
     .await;
     let svc = &s.svc;
+    // No http-json here: the service says its connector is missing.
+    let (_, l) = json_of(svc.get("/internal/services").send().await.unwrap()).await;
+    assert!(
+        l["services"][0]["connector_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not loaded")),
+        "{l}"
+    );
     let ids = |l: &Value| -> Vec<String> {
         l["services"]
             .as_array()

@@ -388,7 +388,7 @@ pub struct SchemaSyncRequest {
         (status = 404, body = ErrorBody, description = "Unknown connector or service (`not_found`)"),
         (status = 413, body = ErrorBody, description = "The body is over 128 KiB (`body_too_large`)"),
         (status = 415, body = ErrorBody, description = "The body is not `application/json` (`unsupported_media_type`)"),
-        (status = 422, body = ErrorBody, description = "The body does not fit the schema, a bad connection_id or storage, the config fails the connector's schema, or the service is synced by another connector (`invalid_request`)"),
+        (status = 422, body = ErrorBody, description = "The body does not fit the schema, a bad connection_id or storage, the config fails the connector's schema, or the service is synced by another connector or with another config (`invalid_request`)"),
         (status = 502, body = ErrorBody, description = "Storage (`storage_error`) or the connector's discover (`connector_error`) failed"),
     ))]
 pub async fn schema_sync(
@@ -397,7 +397,12 @@ pub async fn schema_sync(
 ) -> Result<Json<Catalog>, ApiError> {
     let service = match &req.service {
         None => None,
-        Some(id) => Some(crate::services::for_connector(&s, id, &req.connector)?),
+        Some(id) => Some(crate::services::for_connector(
+            &s,
+            id,
+            &req.connector,
+            req.config.as_ref(),
+        )?),
     };
     let p = plugin(&s, &req.connector)?;
     let layout = Layout::new(&req.storage.prefix, &req.connection_id)

@@ -135,6 +135,21 @@ pub struct ServiceInfo {
     /// The last health probe (`GET …/health`), null before the first.
     #[schema(required = true)]
     pub last_health: Option<ServiceHealth>,
+    /// Why the service's connector config would be refused by its connector (a typo in an
+    /// `http-json` stream, say), or that the connector is not loaded; null when it is fine.
+    /// The file loads without this check (the connectors may load later).
+    #[schema(required = true)]
+    pub connector_error: Option<String>,
+}
+
+/// Whether the service's connector is loaded and takes its config (its `config_schema`).
+fn connector_error(s: &AppState, svc: &Service) -> Option<String> {
+    match s.registry.get(&svc.connector.id) {
+        None => Some(format!("connector {:?} is not loaded", svc.connector.id)),
+        Some(p) => sluice_runs::manager::check_config(&p, &svc.connector.config)
+            .err()
+            .map(|e| e.to_string()),
+    }
 }
 
 fn info(s: &AppState, svc: &Service) -> ServiceInfo {
@@ -160,6 +175,7 @@ fn info(s: &AppState, svc: &Service) -> ServiceInfo {
             .services
             .last_health(&svc.id)
             .map(|h| ServiceHealth::new(&svc.id, h)),
+        connector_error: connector_error(s, svc),
     }
 }
 
@@ -316,7 +332,7 @@ pub async fn connect(
     State(s): State<AppState>,
     Path(id): Path<String>,
     Json(req): Json<ConnectRequest>,
-) -> Result<Json<ConnectResponse>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let c = s
         .services
         .connect(&id, &req.user_email, req.ttl_days)
@@ -331,13 +347,17 @@ pub async fn connect(
     if let Some(name) = &c.service.url_env {
         env.insert(name.clone(), Zeroizing::new(c.service.base_url.to_string()));
     }
-    Ok(Json(ConnectResponse {
-        service: c.service.id.clone(),
-        expires_at: rfc3339(c.expires_at),
-        token_id: c.token_id.clone(),
-        api_key: c.api_key.clone(),
-        env,
-    }))
+    // The answer holds the key: no cache on the way may keep it (RFC 9111 §5.2.2.5).
+    Ok((
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Json(ConnectResponse {
+            service: c.service.id.clone(),
+            expires_at: rfc3339(c.expires_at),
+            token_id: c.token_id.clone(),
+            api_key: c.api_key.clone(),
+            env,
+        }),
+    ))
 }
 
 #[utoipa::path(post, path = "/internal/services/{id}/disconnect", tag = "services", operation_id = "disconnectService", security(("token" = [])),
@@ -390,16 +410,24 @@ pub async fn health(
 }
 
 /// The service `id`, which must be synced by `connector` (schema-sync's `service`).
+/// The service `id`, which must be synced by `connector` with `config` when one is given
+/// (schema-sync's `service`: the page written must be the connection's service's).
 pub(crate) fn for_connector(
     s: &AppState,
     id: &str,
     connector: &str,
+    config: Option<&serde_json::Value>,
 ) -> Result<std::sync::Arc<Service>, ApiError> {
     let svc = lookup(s, id)?;
     if svc.connector.id != connector {
         return Err(ApiError::unprocessable(format!(
             "service {id:?} is synced by connector {:?}, not {connector:?}",
             svc.connector.id
+        )));
+    }
+    if config.is_some_and(|c| *c != svc.connector.config) {
+        return Err(ApiError::unprocessable(format!(
+            "config is not service {id:?}'s connector config (GET /internal/services/{id})"
         )));
     }
     Ok(svc)

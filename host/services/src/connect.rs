@@ -326,7 +326,9 @@ fn check_email(email: &str) -> Result<(), ServiceError> {
         && email.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty() && !domain.is_empty() && !domain.contains('@')
         })
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+        && !email
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || is_invisible(c));
     if ok {
         Ok(())
     } else {
@@ -336,14 +338,31 @@ fn check_email(email: &str) -> Result<(), ServiceError> {
     }
 }
 
+/// Zero-width and bidirectional formatting characters (Unicode's "Cf" ones that matter here:
+/// U+200B–U+200F, U+202A–U+202E, U+2060–U+2069, U+FEFF): invisible, they would let one
+/// address look like another in the audit log.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn emails() {
-        for ok in ["john@corp.example", "a.b+c@x"] {
+        for ok in ["john@corp.example", "a.b+c@x", "jürgen@corp.example"] {
             assert!(super::check_email(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "john", "@x", "a@", "a@b@c", "a b@c", "a@b\n"] {
+        for bad in [
+            "",
+            "john",
+            "@x",
+            "a@",
+            "a@b@c",
+            "a b@c",
+            "a@b\n",
+            "a\u{200b}b@corp.example",
+            "john\u{202e}@corp.example",
+        ] {
             assert!(super::check_email(bad).is_err(), "{bad:?}");
         }
     }
