@@ -12,6 +12,7 @@ mod openapi;
 mod schema;
 pub mod server;
 mod services;
+mod trace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,6 +112,7 @@ pub fn router(state: AppState) -> Router {
             auth::require_token,
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(trace::trace_request))
         .with_state(state)
 }
 

@@ -316,8 +316,20 @@ impl RunManager {
             layout,
         };
         let this = self.clone();
-        self.tasks
-            .spawn(async move { this.run(plugin, spec, cancel, progress).await });
+        // The run's trace span, a child of the request that submitted it (and so of the
+        // caller's `traceparent`); it covers the queueing too.
+        let span = tracing::info_span!(
+            target: "sluice_trace",
+            "run",
+            run_id = %run_id,
+            connection_id = %record.connection_id,
+            connector = %record.connector,
+            outcome = tracing::field::Empty,
+        );
+        self.tasks.spawn(tracing::Instrument::instrument(
+            async move { this.run(plugin, spec, cancel, progress).await },
+            span,
+        ));
         Ok(record)
     }
 
@@ -356,7 +368,9 @@ impl RunManager {
                 // the connection and removes the staging, instead of stranding the run.
                 let task = tokio::spawn({
                     let (plugin, progress) = (plugin.clone(), progress.clone());
-                    async move { pipeline::execute(&plugin, spec, limits, progress).await }
+                    tracing::Instrument::in_current_span(async move {
+                        pipeline::execute(&plugin, spec, limits, progress).await
+                    })
                 });
                 let result = match task.await {
                     Ok(r) => r,
@@ -415,6 +429,7 @@ impl RunManager {
             a.progress.remove(&run_id);
         }
         if let Some(r) = record {
+            tracing::Span::current().record("outcome", r.status.as_str());
             sluice_telemetry::metrics().run_ended(
                 &r.connector,
                 r.status.as_str(),

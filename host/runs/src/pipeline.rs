@@ -340,12 +340,22 @@ pub async fn execute(
     if limits.cancel.is_cancelled() {
         return Err(RunError::Cancelled);
     }
-    let state = commit::commit_run(
-        spec.store.as_ref(),
-        &spec.layout,
-        &previous,
-        &manifest,
-        &uploads,
+    let commit_span = tracing::info_span!(
+        target: "sluice_trace",
+        "commit",
+        run_id = %spec.run_id,
+        connection_id = %spec.connection_id,
+        files = uploads.len(),
+    );
+    let state = tracing::Instrument::instrument(
+        commit::commit_run(
+            spec.store.as_ref(),
+            &spec.layout,
+            &previous,
+            &manifest,
+            &uploads,
+        ),
+        commit_span,
     )
     .await
     .map_err(|e| RunError::Storage(e.to_string()))?;

@@ -482,10 +482,26 @@ impl Runtime {
         >,
         R: Send,
     {
+        use tracing::Instrument;
         let plugin = state.manifest.id.clone();
+        let span = tracing::info_span!(
+            target: "sluice_trace",
+            "plugin_call",
+            plugin = %plugin,
+            export,
+            run_id = state.labels.run_id.as_deref(),
+            connection_id = state.labels.connection_id.as_deref(),
+            error.type = tracing::field::Empty,
+        );
         let started = Instant::now();
-        let result = self.call_unmeasured(pre, state, memory_mib, f).await;
+        let result = self
+            .call_unmeasured(pre, state, memory_mib, f)
+            .instrument(span.clone())
+            .await;
         sluice_telemetry::metrics().plugin_call(&plugin, export, started.elapsed());
+        if let Err(e) = &result {
+            span.record("error.type", e.code());
+        }
         result
     }
 

@@ -31,6 +31,8 @@ pub struct OutboundConfig {
     pub max_response_bytes: u64,
     /// Attempts for connection errors and 5xx of idempotent requests.
     pub max_attempts: u32,
+    /// Redirects followed (each checked like the first request); 0: a redirect is not
+    /// followed but returned as the answer, its status for the caller to read.
     pub max_redirects: u32,
     /// The longest single rate-limit wait; a longer one returns the 429 to the plugin.
     pub max_rate_limit_wait: Duration,
@@ -142,8 +144,38 @@ impl Outbound {
         Destinations::new(rules, config, self.policy.clone())
     }
 
-    /// Sends a request: checks, redirects, retries and rate-limit waits included.
+    /// Sends a request: checks, redirects, retries and rate-limit waits included. Traced as one
+    /// `upstream_request` span (method, host, path without query, final status, attempts).
     pub async fn fetch(
+        &self,
+        dest: &Destinations,
+        req: OutboundRequest,
+        cancel: &CancellationToken,
+    ) -> Result<OutboundResponse, OutboundError> {
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            target: "sluice_trace",
+            "upstream_request",
+            otel.kind = "client",
+            plugin = dest.label(),
+            http.request.method = %req.method,
+            server.address = req.url.host_str().unwrap_or("-"),
+            url.path = req.url.path(),
+            http.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        let result = self
+            .fetch_untraced(dest, req, cancel)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(r) => span.record("http.response.status_code", r.status),
+            Err(e) => span.record("error.type", status_label(&Err(e.clone())).as_ref()),
+        };
+        result
+    }
+
+    async fn fetch_untraced(
         &self,
         dest: &Destinations,
         req: OutboundRequest,
@@ -316,7 +348,9 @@ impl Outbound {
                 _ = cancel.cancelled() => return Err(OutboundError::Cancelled),
             };
             tracing::debug!(method = %method, url = %loggable_url(&url, &req.redactor), status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "upstream request");
+            // With `max_redirects` 0 a redirect is the answer (the caller reads its status).
             if status.is_redirection()
+                && self.config.max_redirects > 0
                 && let Some(location) = headers.get(reqwest::header::LOCATION)
             {
                 let location = location.to_str().map_err(|_| {

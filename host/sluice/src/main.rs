@@ -89,17 +89,47 @@ enum PluginCommand {
     },
 }
 
-fn init_logging(format: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
+/// The log on stderr (`json` or `text`, `RUST_LOG` filters), and, with `otel`, the trace spans
+/// (target [`sluice_telemetry::SPAN_TARGET`]) exported over OTLP/HTTP; the log never shows
+/// those spans. Returns the exporter's handle, to flush it at exit.
+fn init_logging(format: &str, otel: bool) -> Option<sluice_telemetry::otel::Tracing> {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+    let mut filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "text" {
-        b.init();
+    if let Ok(off) = format!("{}=off", sluice_telemetry::SPAN_TARGET).parse() {
+        filter = filter.add_directive(off);
+    }
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if format == "text" {
+        fmt.boxed()
     } else {
-        b.json().flatten_event(true).init();
+        fmt.json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .boxed()
+    };
+    let registry = tracing_subscriber::registry().with(fmt.with_filter(filter));
+    if !otel {
+        registry.init();
+        return None;
+    }
+    match sluice_telemetry::otel::layer() {
+        Ok((layer, handle)) => {
+            let spans =
+                Targets::new().with_target(sluice_telemetry::SPAN_TARGET, LevelFilter::INFO);
+            registry.with(layer.with_filter(spans)).init();
+            tracing::info!("exporting traces over OTLP/HTTP");
+            Some(handle)
+        }
+        Err(e) => {
+            registry.init();
+            tracing::error!("OpenTelemetry is off: {e}");
+            None
+        }
     }
 }
 
@@ -108,7 +138,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(cfg) => {
-            init_logging(&cli.log_format);
+            let otel = init_logging(&cli.log_format, sluice_telemetry::otel::enabled());
             tracing::info!(settings = %cfg.describe(), "sluice {} starting", env!("CARGO_PKG_VERSION"));
             let warnings = match cfg.check() {
                 Ok(w) => w,
@@ -119,12 +149,17 @@ async fn main() -> anyhow::Result<()> {
                     return Err(e);
                 }
             };
-            serve(*cfg, warnings).await
+            let result = serve(*cfg, warnings).await;
+            if let Some(otel) = otel {
+                // The batch exporter's thread blocks while it flushes.
+                let _ = tokio::task::spawn_blocking(move || otel.shutdown()).await;
+            }
+            result
         }
         Command::Config(ConfigCommand::Check(cfg)) => config_check(&cfg),
         Command::Plugin(cmd) => plugin_command(cmd).await,
         Command::Run(args) => {
-            init_logging("text");
+            init_logging("text", false);
             local_run::run(args).await
         }
         Command::Service(ServiceCommand::Check(args)) => services::check(args).await,

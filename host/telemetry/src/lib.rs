@@ -5,8 +5,11 @@
 //! Label values that come from plugins or upstreams (connector ids, stream names, destination
 //! hosts) are sanitized and capped ([`LabelCap`]): past the cap a new value is counted under
 //! [`OTHER`], so a plugin cannot grow the registry without bound.
+//!
+//! [`otel`]: the same choke points' `tracing` spans exported as OpenTelemetry traces.
 
 mod labels;
+pub mod otel;
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -19,6 +22,11 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 pub use labels::{LabelCap, MAX_LABEL_CHARS, OTHER, sanitize};
+
+/// The `tracing` target of the spans exported as OpenTelemetry traces (run, plugin call,
+/// upstream request, commit, API request). The log leaves them out (`SPAN_TARGET=off`), so they
+/// cost nothing unless an exporter is set up; spans name it as the literal `"sluice_trace"`.
+pub const SPAN_TARGET: &str = "sluice_trace";
 
 /// The `Content-Type` of [`Metrics::encode`]'s text: the Prometheus text format 0.0.4.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
