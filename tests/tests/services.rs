@@ -432,7 +432,16 @@ async fn upstream_failures_map_to_statuses() {
     let other_secret =
         ReferenceService::start("a-different-secret-0123456789", 1, Faults::default()).await;
     let down = format!("http://127.0.0.1:{}", free_port());
+    let mut faults = Faults::default();
+    faults
+        .apply(&format!(
+            "redirect-to={}/api/internal/token-exchange",
+            good.url
+        ))
+        .unwrap();
+    let moved = ReferenceService::start(&secret, 1, faults).await;
     let entries = [
+        entry("moved", &moved.url),
         entry("good", &good.url),
         entry("failing", &failing.url),
         entry("slow", &slow.url),
@@ -442,6 +451,7 @@ async fn upstream_failures_map_to_statuses() {
         entry("no-secret", &good.url),
     ];
     let secrets = [
+        ("SC_SECRET_MOVED", secret.as_str()),
         ("SC_SECRET_GOOD", secret.as_str()),
         ("SC_SECRET_FAILING", &secret),
         ("SC_SECRET_SLOW", &secret),
@@ -502,6 +512,8 @@ async fn upstream_failures_map_to_statuses() {
             "invalid_request",
         ),
         ("failing", user.clone(), 502, "service_error"),
+        // A 307 is the service's answer, not followed: the exchange is sent once, to it only.
+        ("moved", user.clone(), 502, "service_error"),
         ("slow", user.clone(), 504, "service_timeout"),
         ("malformed", user.clone(), 502, "service_bad_answer"),
         ("wrong-secret", user.clone(), 502, "service_secret_rejected"),
@@ -519,6 +531,7 @@ async fn upstream_failures_map_to_statuses() {
     // The token exchange was sent once, not retried.
     assert_eq!(failing.exchanges(), 1);
     assert_eq!(slow.exchanges(), 1);
+    assert_eq!(moved.exchanges(), 1, "sent once, the redirect not followed");
     // The malformed answer named a token: it is revoked.
     let issued = malformed.issued();
     assert_eq!(issued.len(), 1);
@@ -624,6 +637,15 @@ async fn health_states() {
     let other =
         ReferenceService::start("another-secret-0123456789abcdef", 1, Faults::default()).await;
     let down = format!("http://127.0.0.1:{}", free_port());
+    let mut faults = Faults::default();
+    faults.apply("health-not-json").unwrap();
+    let plain = ReferenceService::start(&secret, 1, faults).await;
+    // A redirect is an answer, never followed (the target gets nothing, not even the secret).
+    let mut faults = Faults::default();
+    faults
+        .apply(&format!("redirect-to={}/api/internal/health", up.url))
+        .unwrap();
+    let moved = ReferenceService::start(&secret, 1, faults).await;
     let s = start(
         &[
             entry("up", &up.url),
@@ -631,12 +653,16 @@ async fn health_states() {
             entry("bad-secret", &other.url),
             entry("down", &down),
             entry("unset", &up.url),
+            entry("plain", &plain.url),
+            entry("moved", &moved.url),
         ],
         &[
             ("SC_SECRET_UP", &secret),
             ("SC_SECRET_SLOW", &secret),
             ("SC_SECRET_BAD_SECRET", &secret),
             ("SC_SECRET_DOWN", &secret),
+            ("SC_SECRET_PLAIN", &secret),
+            ("SC_SECRET_MOVED", &secret),
         ],
         &[("SLUICE_SERVICE_TIMEOUT_SECS", "1")],
         false,
@@ -649,6 +675,8 @@ async fn health_states() {
         ("bad-secret", "bad_secret", json!(401)),
         ("down", "unreachable", Value::Null),
         ("unset", "secret_missing", Value::Null),
+        ("plain", "error", json!(200)),
+        ("moved", "error", json!(307)),
     ] {
         let t = Instant::now();
         let (st, h) = json_of(
@@ -947,6 +975,7 @@ async fn conformance_check_passes_the_reference_and_names_what_broke() {
         ("exchange-status=500", "exchange"),
         ("no-auth-accepted", "wrong_secret_rejected"),
         ("token-id-is-key", "exchange"),
+        ("health-not-json", "health"),
     ] {
         let mut faults = Faults::default();
         faults.apply(fault).unwrap();

@@ -209,7 +209,13 @@ pub async fn run(client: &ServiceClient, target: &CheckTarget) -> Report {
         )
         .await
     {
-        Ok(r) if (200..300).contains(&r.status) => Ok(format!("HTTP {}", r.status)),
+        Ok(r) if (200..300).contains(&r.status) && protocol::is_ok_body(&r.body) => {
+            Ok(format!("HTTP {}", r.status))
+        }
+        Ok(r) if (200..300).contains(&r.status) => Err(format!(
+            "health answered HTTP {} without {{\"status\": \"ok\"}}",
+            r.status
+        )),
         Ok(r) => Err(format!("health answered HTTP {}, expected 200", r.status)),
         Err(e) => Err(e),
     };

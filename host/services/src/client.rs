@@ -361,7 +361,15 @@ impl ServiceClient {
             Ok(r) => {
                 let ms = Some(r.elapsed.as_millis() as u64);
                 match r.status {
-                    200..=299 => report(HealthState::Up, ms, Some(r.status), "up".into()),
+                    200..=299 if protocol::is_ok_body(&r.body) => {
+                        report(HealthState::Up, ms, Some(r.status), "up".into())
+                    }
+                    200..=299 => report(
+                        HealthState::Error,
+                        ms,
+                        Some(r.status),
+                        "the service answered 2xx without {\"status\": \"ok\"}".into(),
+                    ),
                     401 => report(
                         HealthState::BadSecret,
                         ms,

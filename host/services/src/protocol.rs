@@ -178,6 +178,12 @@ pub fn parse_issued(
     })
 }
 
+/// Whether a body is the protocol's `{"status": "ok"}` (other members allowed).
+pub fn is_ok_body(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .is_ok_and(|v| v.get("status").and_then(Value::as_str) == Some("ok"))
+}
+
 /// A short human reason from an error body (`detail`, `message` or `error`): `redact` runs on
 /// the whole text first, then it is cut to 200 characters (cutting first could leave part of
 /// a secret unmatched); empty when there is none.

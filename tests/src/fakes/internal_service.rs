@@ -61,13 +61,18 @@ pub struct Faults {
     /// A refusal's `detail` quotes the shared secret after 175 characters of text (so that it
     /// straddles a 200-character cut).
     pub refusal_echoes_secret: bool,
+    /// Every protocol call answers 307 to this URL (after the secret check).
+    pub redirect_to: Option<String>,
+    /// `health` answers 200 with a plain-text `OK` instead of `{"status": "ok"}`.
+    pub health_not_json: bool,
 }
 
 impl Faults {
     /// Parses a fault name as the `reference-service` binary takes it: `wrong-secret-status=403`,
     /// `ignore-ttl`, `revoke-not-idempotent`, `revoked-key-works`, `slow-health=MS`,
     /// `slow-exchange=MS`, `malformed-exchange`, `exchange-status=500`, `refuse-user=EMAIL`,
-    /// `no-auth-accepted`, `token-id-is-key`, `refusal-echoes-secret`.
+    /// `no-auth-accepted`, `token-id-is-key`, `refusal-echoes-secret`, `redirect-to=URL`,
+    /// `health-not-json`.
     pub fn apply(&mut self, spec: &str) -> Result<(), String> {
         let (name, value) = spec.split_once('=').unwrap_or((spec, ""));
         let num = || {
@@ -88,6 +93,8 @@ impl Faults {
             "no-auth-accepted" => self.no_auth_accepted = true,
             "token-id-is-key" => self.token_id_is_key = true,
             "refusal-echoes-secret" => self.refusal_echoes_secret = true,
+            "redirect-to" => self.redirect_to = Some(value.to_string()),
+            "health-not-json" => self.health_not_json = true,
             _ => return Err(format!("unknown fault {name:?}")),
         }
         Ok(())
@@ -231,6 +238,15 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .strip_prefix("Bearer ")
 }
 
+/// A 307 to `to`.
+fn redirect(to: &str) -> Response {
+    (
+        StatusCode::TEMPORARY_REDIRECT,
+        [(axum::http::header::LOCATION, to.to_string())],
+    )
+        .into_response()
+}
+
 /// A refusal: its status and detail (a small `Err`, turned into the answer by the handler).
 struct Refusal(StatusCode, &'static str);
 
@@ -279,6 +295,9 @@ async fn exchange(State(s): State<Arc<Inner>>, headers: HeaderMap, body: String)
         return r.into_response();
     }
     s.exchanges.fetch_add(1, Ordering::Relaxed);
+    if let Some(to) = &s.faults.redirect_to {
+        return redirect(to);
+    }
     if let Some(code) = s.faults.exchange_status {
         return error(
             StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -374,6 +393,12 @@ async fn health(State(s): State<Arc<Inner>>, headers: HeaderMap) -> Response {
     }
     if let Some(d) = s.faults.health_delay {
         tokio::time::sleep(d).await;
+    }
+    if let Some(to) = &s.faults.redirect_to {
+        return redirect(to);
+    }
+    if s.faults.health_not_json {
+        return "OK".into_response();
     }
     axum::Json(json!({"status": "ok"})).into_response()
 }
