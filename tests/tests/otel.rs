@@ -1,4 +1,4 @@
-//! OpenTelemetry traces, black-box: the built binary with `OTEL_EXPORTER_OTLP_ENDPOINT` pointing
+//! OpenTelemetry traces and metrics, black-box: the built binary with `OTEL_EXPORTER_OTLP_ENDPOINT` pointing
 //! at an OTLP/HTTP receiver on loopback that decodes the protobuf with the official definitions
 //! (`opentelemetry-proto`); a sync submitted with a W3C `traceparent` into Garage.
 
@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::routing::{get, post};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use serde_json::json;
@@ -20,32 +22,83 @@ use sluice_tests::{Service, plugin, run_id_of, serve};
 /// Every span received, with its resource's attributes.
 type Received = Arc<Mutex<Vec<(Vec<KeyValue>, Span)>>>;
 
-async fn receiver() -> (String, Received) {
+/// Every sum data point received: metric name, its attributes as `k=v` sorted and joined by
+/// `,`, value.
+type Sums = Arc<Mutex<Vec<(String, String, f64)>>>;
+
+async fn receiver() -> (String, Received, Sums) {
     let got: Received = Arc::default();
     let sink = got.clone();
-    let app = Router::new().route(
-        "/v1/traces",
-        post(move |body: Bytes| {
-            let sink = sink.clone();
-            async move {
-                let req = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
-                let mut sink = sink.lock().unwrap();
-                for rs in req.resource_spans {
-                    let resource = rs.resource.map(|r| r.attributes).unwrap_or_default();
-                    for ss in rs.scope_spans {
-                        for span in ss.spans {
-                            sink.push((resource.clone(), span));
+    let sums: Sums = Arc::default();
+    let sums_sink = sums.clone();
+    let app = Router::new()
+        .route(
+            "/v1/metrics",
+            post(move |body: Bytes| {
+                let sink = sums_sink.clone();
+                async move {
+                    let req = ExportMetricsServiceRequest::decode(body).expect("OTLP protobuf");
+                    let mut sink = sink.lock().unwrap();
+                    for rm in req.resource_metrics {
+                        for sm in rm.scope_metrics {
+                            for m in sm.metrics {
+                                let Some(metric::Data::Sum(sum)) = m.data else {
+                                    continue;
+                                };
+                                for p in sum.data_points {
+                                    let mut labels: Vec<String> = p
+                                        .attributes
+                                        .iter()
+                                        .map(|kv| {
+                                            format!(
+                                                "{}={}",
+                                                kv.key,
+                                                attr(std::slice::from_ref(kv), &kv.key)
+                                                    .unwrap_or_default()
+                                            )
+                                        })
+                                        .collect();
+                                    labels.sort();
+                                    let v = match p.value {
+                                        Some(number_data_point::Value::AsInt(i)) => i as f64,
+                                        Some(number_data_point::Value::AsDouble(d)) => d,
+                                        None => continue,
+                                    };
+                                    sink.push((m.name.clone(), labels.join(","), v));
+                                }
+                            }
                         }
                     }
+                    (
+                        [("content-type", "application/x-protobuf")],
+                        Vec::<u8>::new(),
+                    )
                 }
-                (
-                    [("content-type", "application/x-protobuf")],
-                    Vec::<u8>::new(),
-                )
-            }
-        }),
-    );
-    (format!("http://{}", serve(app).await), got)
+            }),
+        )
+        .route(
+            "/v1/traces",
+            post(move |body: Bytes| {
+                let sink = sink.clone();
+                async move {
+                    let req = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+                    let mut sink = sink.lock().unwrap();
+                    for rs in req.resource_spans {
+                        let resource = rs.resource.map(|r| r.attributes).unwrap_or_default();
+                        for ss in rs.scope_spans {
+                            for span in ss.spans {
+                                sink.push((resource.clone(), span));
+                            }
+                        }
+                    }
+                    (
+                        [("content-type", "application/x-protobuf")],
+                        Vec::<u8>::new(),
+                    )
+                }
+            }),
+        );
+    (format!("http://{}", serve(app).await), got, sums)
 }
 
 fn attr(attrs: &[KeyValue], key: &str) -> Option<String> {
@@ -70,7 +123,7 @@ fn hex(b: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_is_traced_under_the_callers_traceparent() {
-    let (otlp, got) = receiver().await;
+    let (otlp, got, sums) = receiver().await;
     let upstream = Router::new().route(
         "/orders",
         get(|| async { axum::Json(json!({"items": [{"id": 1}, {"id": 2}]})) }),
@@ -91,6 +144,7 @@ async fn a_run_is_traced_under_the_callers_traceparent() {
             ("OTEL_SERVICE_NAME", "sluice-otel-test"),
             ("OTEL_SERVICE_VERSION", "9.9.9-test"),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
         ],
     )
     .await;
@@ -225,4 +279,47 @@ async fn a_run_is_traced_under_the_callers_traceparent() {
     );
     let all = format!("{spans:?}");
     assert!(!all.contains("t0ken-secret-value"), "a secret in the spans");
+
+    // The metrics over OTLP too (every OTEL_METRIC_EXPORT_INTERVAL = 200 ms), cumulative.
+    let want = [
+        ("sluice.runs", "connector=http-json,outcome=succeeded", 1.0),
+        (
+            "sluice.committed.records",
+            "connector=http-json,stream=orders",
+            2.0,
+        ),
+        (
+            "sluice.committed.files",
+            "connector=http-json,stream=orders",
+            1.0,
+        ),
+        (
+            "sluice.outbound.requests",
+            "host=127.0.0.1,plugin=http-json,status=200",
+            1.0,
+        ),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let sums = sums.lock().unwrap().clone();
+        let latest = |name: &str, labels: &str| {
+            sums.iter()
+                .rev()
+                .find(|(n, l, _)| n == name && l == labels)
+                .map(|(_, _, v)| *v)
+        };
+        let missing: Vec<_> = want
+            .iter()
+            .filter(|(n, l, v)| latest(n, l) != Some(*v))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "OTLP metrics missing {missing:?}; got {:?}",
+            &sums[sums.len().saturating_sub(30)..]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

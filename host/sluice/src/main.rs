@@ -264,6 +264,7 @@ async fn serve(cfg: ServeConfig, warnings: Vec<config::Warning>) -> anyhow::Resu
             backend: cfg.backend()?,
         },
     );
+    let metering = otlp_metrics(&runs, cfg.staging_dir());
     let services = services::start(
         cfg.services_file.clone(),
         cfg.policy()?,
@@ -306,8 +307,39 @@ async fn serve(cfg: ServeConfig, warnings: Vec<config::Warning>) -> anyhow::Resu
     );
     runs.shutdown(Duration::from_secs(cfg.shutdown_grace_secs))
         .await;
+    if let Some(m) = metering {
+        // A last collection; the reader's thread blocks while it exports.
+        let _ = tokio::task::spawn_blocking(move || m.shutdown()).await;
+    }
     tracing::info!("bye");
     Ok(())
+}
+
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the metrics also go out over OTLP/HTTP; their gauges
+/// read the run queue and the staging directory when collected.
+fn otlp_metrics(
+    runs: &std::sync::Arc<RunManager>,
+    staging: PathBuf,
+) -> Option<sluice_telemetry::otel::Metering> {
+    if !sluice_telemetry::otel::metrics_enabled() {
+        return None;
+    }
+    let runs = runs.clone();
+    sluice_telemetry::metrics().set_snapshot_source(Box::new(move || {
+        let (queued, running) = runs.load();
+        sluice_telemetry::Snapshot {
+            queued_runs: queued as u64,
+            running_runs: running as u64,
+            staging_bytes: sluice_telemetry::dir_bytes(&staging),
+        }
+    }));
+    match sluice_telemetry::otel::metrics() {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::error!("OTLP metrics are off: {e}");
+            None
+        }
+    }
 }
 
 /// Raises the open-file limit to its hard limit and sizes the HTTP limits within it.

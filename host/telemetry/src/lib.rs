@@ -79,14 +79,22 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 type SecondsCounter = Counter<f64, std::sync::atomic::AtomicU64>;
 
 /// Runs last from seconds to the 6-hour run limit: 0.5 s × 2ⁿ up to 16384 s (4.6 h), then +Inf.
-fn run_buckets() -> Histogram {
-    Histogram::new(exponential_buckets(0.5, 2.0, 16))
+fn run_bounds() -> Vec<f64> {
+    exponential_buckets(0.5, 2.0, 16).collect()
 }
 
 /// Plugin calls: a validate takes milliseconds, a sync as long as its run: 5 ms × 4ⁿ up to
 /// ~1300 s (22 min), then +Inf.
+fn call_bounds() -> Vec<f64> {
+    exponential_buckets(0.005, 4.0, 10).collect()
+}
+
+fn run_buckets() -> Histogram {
+    Histogram::new(run_bounds())
+}
+
 fn call_buckets() -> Histogram {
-    Histogram::new(exponential_buckets(0.005, 4.0, 10))
+    Histogram::new(call_bounds())
 }
 
 /// Every metric family of the service, registered once in one registry.
@@ -111,7 +119,14 @@ pub struct Metrics {
     connectors: LabelCap,
     streams: LabelCap,
     hosts: LabelCap,
+    /// The same families as OpenTelemetry instruments, once [`otel::metrics`] set them up.
+    otel: std::sync::OnceLock<otel::Instruments>,
+    /// Where the scrape-time values come from for an OTLP export (set by the service).
+    snapshot_source: std::sync::OnceLock<SnapshotSource>,
 }
+
+/// Reads the scrape-time values ([`Snapshot`]) when OTLP metrics are collected.
+pub type SnapshotSource = Box<dyn Fn() -> Snapshot + Send + Sync>;
 
 /// Values read when `/metrics` is scraped rather than counted as they happen.
 #[derive(Debug, Clone, Copy, Default)]
@@ -158,6 +173,8 @@ impl Metrics {
             connectors: LabelCap::new(MAX_CONNECTORS),
             streams: LabelCap::new(MAX_STREAMS),
             hosts: LabelCap::new(MAX_HOSTS),
+            otel: std::sync::OnceLock::new(),
+            snapshot_source: std::sync::OnceLock::new(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -254,15 +271,18 @@ impl Metrics {
 
     /// A run ended: its outcome and how long it ran.
     pub fn run_ended(&self, connector: &str, outcome: &str, duration: Duration) {
-        let connector = self.connectors.admit(connector);
-        self.runs
-            .get_or_create(&RunLabels {
-                connector: connector.clone(),
-                outcome: sanitize(outcome),
-            })
-            .inc();
+        let labels = RunLabels {
+            connector: self.connectors.admit(connector),
+            outcome: sanitize(outcome),
+        };
+        if let Some(o) = self.otel.get() {
+            o.run_ended(&labels.connector, &labels.outcome, duration);
+        }
+        self.runs.get_or_create(&labels).inc();
         self.run_duration
-            .get_or_create(&ConnectorLabels { connector })
+            .get_or_create(&ConnectorLabels {
+                connector: labels.connector,
+            })
             .observe(duration.as_secs_f64());
     }
 
@@ -272,6 +292,9 @@ impl Metrics {
             connector: self.connectors.admit(connector),
             stream: self.streams.admit(stream),
         };
+        if let Some(o) = self.otel.get() {
+            o.committed(&labels.connector, &labels.stream, records, bytes, files);
+        }
         self.committed_records
             .get_or_create(&labels)
             .inc_by(records);
@@ -281,24 +304,30 @@ impl Metrics {
 
     /// A plugin call (`export`: `validate`, `discover`, `sync`, `manifest`) ended.
     pub fn plugin_call(&self, plugin: &str, export: &'static str, duration: Duration) {
+        let labels = CallLabels {
+            plugin: self.connectors.admit(plugin),
+            export: export.to_string(),
+        };
+        if let Some(o) = self.otel.get() {
+            o.plugin_call(&labels.plugin, export, duration);
+        }
         self.call_duration
-            .get_or_create(&CallLabels {
-                plugin: self.connectors.admit(plugin),
-                export: export.to_string(),
-            })
+            .get_or_create(&labels)
             .observe(duration.as_secs_f64());
     }
 
     /// One upstream attempt ended: `status` is the HTTP status or an error kind
-    /// (`timeout`, `connection`, `denied`, …).
+    /// (`timeout`, `connection_error`, `denied`, …).
     pub fn outbound_request(&self, plugin: &str, host: &str, status: &str) {
-        self.outbound_requests
-            .get_or_create(&OutboundLabels {
-                plugin: self.connectors.admit(plugin),
-                host: self.hosts.admit(host),
-                status: sanitize(status),
-            })
-            .inc();
+        let labels = OutboundLabels {
+            plugin: self.connectors.admit(plugin),
+            host: self.hosts.admit(host),
+            status: sanitize(status),
+        };
+        if let Some(o) = self.otel.get() {
+            o.outbound_request(&labels.plugin, &labels.host, &labels.status);
+        }
+        self.outbound_requests.get_or_create(&labels).inc();
     }
 
     /// A request is retried after waiting `waited`.
@@ -306,6 +335,9 @@ impl Metrics {
         let labels = PluginLabels {
             plugin: self.connectors.admit(plugin),
         };
+        if let Some(o) = self.otel.get() {
+            o.retry(&labels.plugin, waited);
+        }
         self.retries.get_or_create(&labels).inc();
         self.retry_wait
             .get_or_create(&labels)
@@ -317,6 +349,9 @@ impl Metrics {
         let labels = PluginLabels {
             plugin: self.connectors.admit(plugin),
         };
+        if let Some(o) = self.otel.get() {
+            o.rate_limit_wait(&labels.plugin, waited);
+        }
         self.rate_limit_waits.get_or_create(&labels).inc();
         self.rate_limit_wait
             .get_or_create(&labels)
@@ -325,7 +360,20 @@ impl Metrics {
 
     /// A plugin file failed to load.
     pub fn plugin_load_failed(&self) {
+        if let Some(o) = self.otel.get() {
+            o.plugin_load_failed();
+        }
         self.plugin_load_failures.inc();
+    }
+
+    /// Where an OTLP export reads the queue, running runs and staging bytes (the `/metrics`
+    /// route passes its own [`Snapshot`]); the first call wins.
+    pub fn set_snapshot_source(&self, source: SnapshotSource) {
+        let _ = self.snapshot_source.set(source);
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        self.snapshot_source.get().map(|f| f()).unwrap_or_default()
     }
 
     /// The registry in the Prometheus text format ([`CONTENT_TYPE`]), with the scrape-time
