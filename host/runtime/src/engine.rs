@@ -69,6 +69,9 @@ pub struct RuntimeConfig {
     pub compiler: Option<PathBuf>,
     pub policy: OperatorPolicy,
     pub outbound: OutboundConfig,
+    /// When set, a plugin file loads only with a `{file}.minisig` signature by one of these
+    /// keys ([`crate::signing`], `SLUICE_TRUSTED_KEYS`).
+    pub trusted_keys: Option<crate::signing::TrustedKeys>,
 }
 
 impl RuntimeConfig {
@@ -86,6 +89,7 @@ impl RuntimeConfig {
             compiler: None,
             policy: OperatorPolicy::default(),
             outbound: OutboundConfig::default(),
+            trusted_keys: None,
         }
     }
 }
@@ -172,6 +176,16 @@ impl Runtime {
                 size: bytes.len() as u64,
                 max: cap,
             });
+        }
+        if let Some(keys) = &self.inner.config.trusted_keys {
+            let sig_path = crate::signing::signature_path(path);
+            let signature = read_signature(&sig_path).await.map_err(io)?;
+            let sig_name = sig_path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let key = keys.verify(&bytes, signature.as_deref(), &sig_name)?;
+            tracing::debug!(file = %path.display(), key = %key, "plugin signature verified");
         }
         self.load_bytes(bytes, Some(path.to_path_buf())).await
     }
@@ -918,4 +932,20 @@ fn connector_error(
         code,
         message: secrets.redact(&e.message),
     }
+}
+
+/// The text of a signature file, `None` when there is none; at most
+/// [`crate::signing::MAX_SIGNATURE_BYTES`] are read.
+async fn read_signature(path: &Path) -> std::io::Result<Option<String>> {
+    use tokio::io::AsyncReadExt;
+    let file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut bytes = Vec::new();
+    file.take(crate::signing::MAX_SIGNATURE_BYTES)
+        .read_to_end(&mut bytes)
+        .await?;
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
 }

@@ -89,4 +89,7 @@ pub enum LoadError {
     Link(String),
     #[error("{0}")]
     Manifest(String),
+    /// `SLUICE_TRUSTED_KEYS` is set and the file's signature is missing or not accepted.
+    #[error("signature: {0}")]
+    Signature(#[from] crate::signing::SignatureError),
 }

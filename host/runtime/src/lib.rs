@@ -16,6 +16,7 @@ pub mod policy;
 mod read_ahead;
 pub mod redact;
 pub mod registry;
+pub mod signing;
 
 pub use bindings::{WIT_PACKAGE, WIT_VERSION};
 pub use engine::{CallOptions, Plugin, PluginInfo, Runtime, RuntimeConfig, SyncRequest};

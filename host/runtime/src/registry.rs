@@ -54,10 +54,14 @@ impl Snapshot {
     }
 }
 
+/// A file's size and modification time.
+type FileStamp = (u64, Option<SystemTime>);
+
 #[derive(Clone)]
 struct FileState {
-    /// Size and modification time (following symlinks) of the bytes last tried.
-    stamp: (u64, Option<SystemTime>),
+    /// Size and modification time (following symlinks) of the bytes last tried, and of its
+    /// signature file (`{file}.minisig`), so that a signature arriving or changing reloads it.
+    stamp: (FileStamp, Option<FileStamp>),
     plugin: Option<Plugin>,
     error: Option<String>,
 }
@@ -117,7 +121,12 @@ impl Registry {
         let mut pending = futures::stream::FuturesUnordered::new();
         for path in list_wasm_files(&self.dir) {
             let stamp = match std::fs::metadata(&path) {
-                Ok(m) => (m.len(), m.modified().ok()),
+                Ok(m) => (
+                    (m.len(), m.modified().ok()),
+                    std::fs::metadata(crate::signing::signature_path(&path))
+                        .ok()
+                        .map(|m| (m.len(), m.modified().ok())),
+                ),
                 Err(_) => continue,
             };
             let previous = old.files.get(&path).cloned();

@@ -116,6 +116,10 @@ pub struct ServeConfig {
     /// The internal-service registry (YAML or JSON), watched and hot-reloaded. Unset: no services.
     #[arg(long, env = "SERVICES_FILE")]
     pub services_file: Option<PathBuf>,
+    /// Minisign public keys (the `RW…` line of a `.pub` file), comma- or space-separated: when
+    /// set, a plugin loads only with a `{file}.minisig` signature by one of them.
+    #[arg(long, env = "SLUICE_TRUSTED_KEYS", value_parser = sluice_runtime::signing::TrustedKeys::parse)]
+    pub trusted_keys: Option<sluice_runtime::signing::TrustedKeys>,
     /// Wall-clock limit of one call to an internal service (token exchange, revoke, health),
     /// in seconds, retries included.
     #[arg(long, env = "SLUICE_SERVICE_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
@@ -350,6 +354,7 @@ impl ServeConfig {
         rc.compile_timeout = std::time::Duration::from_secs(self.compile_timeout_secs);
         rc.log.line_bytes = self.plugin_log_line_bytes;
         rc.log.call_bytes = self.plugin_log_call_kib << 10;
+        rc.trusted_keys = self.trusted_keys.clone();
     }
 
     pub fn backend_name(&self) -> anyhow::Result<&'static str> {
@@ -509,6 +514,13 @@ impl ServeConfig {
             (
                 "SERVICES_FILE",
                 opt(self.services_file.as_deref().map(path)),
+            ),
+            (
+                "SLUICE_TRUSTED_KEYS",
+                self.trusted_keys.as_ref().map_or_else(
+                    || "(unset: unsigned plugins load)".to_string(),
+                    |k| format!("key ids {}", k.ids().join(", ")),
+                ),
             ),
             (
                 "SLUICE_SERVICE_TIMEOUT_SECS",

@@ -4,6 +4,7 @@
 mod config;
 mod local_run;
 mod services;
+mod signing;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -76,6 +77,22 @@ enum PluginCommand {
         /// The operator's per-call memory limit the plugin's `memory-mib` is checked against.
         #[arg(long, env = "SLUICE_PLUGIN_MEMORY_MIB", default_value_t = 128)]
         max_memory_mib: u32,
+    },
+    /// Make a minisign key pair for signing plugins: PREFIX.pub and PREFIX.key (unencrypted,
+    /// mode 0600); prints the public key line for SLUICE_TRUSTED_KEYS.
+    Keygen { prefix: PathBuf },
+    /// Sign a plugin file with a minisign secret key: writes FILE.minisig beside it.
+    Sign {
+        file: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Check FILE.minisig against trusted public keys, as `serve` does; exits 1 with the reason.
+    Verify {
+        file: PathBuf,
+        /// Minisign public keys (`RW…`), comma- or space-separated.
+        #[arg(long, env = "SLUICE_TRUSTED_KEYS", value_parser = sluice_runtime::signing::TrustedKeys::parse)]
+        trusted_keys: sluice_runtime::signing::TrustedKeys,
     },
     /// Compile a plugin into an artifact (run by `serve` itself, in a child process).
     #[command(hide = true)]
@@ -447,6 +464,12 @@ async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
     {
         return compile_artifact(&input, &output, memory_mib, max_calls);
     }
+    match &cmd {
+        PluginCommand::Keygen { prefix } => return signing::keygen(prefix),
+        PluginCommand::Sign { file, key } => return signing::sign(file, key),
+        PluginCommand::Verify { file, trusted_keys } => return signing::verify(file, trusted_keys),
+        _ => {}
+    }
     let cache = std::env::temp_dir().join("sluice-cli-cache");
     let rt = runtime(runtime_config(
         &cache,
@@ -473,7 +496,11 @@ async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }
-        PluginCommand::Compile { .. } => Ok(()), // done above, without this runtime
+        // Done above, without this runtime.
+        PluginCommand::Compile { .. }
+        | PluginCommand::Keygen { .. }
+        | PluginCommand::Sign { .. }
+        | PluginCommand::Verify { .. } => Ok(()),
         PluginCommand::Validate {
             file,
             max_memory_mib,
