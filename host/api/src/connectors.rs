@@ -160,7 +160,7 @@ impl From<&Plugin> for ConnectorInfo {
 pub struct FailureInfo {
     pub file: String,
     pub error: String,
-    /// The version still serving in its place, if any.
+    /// What still serves in its place, as `id@version` (e.g. `github@0.3.0`), if anything.
     #[schema(required = true)]
     pub serving: Option<String>,
 }
