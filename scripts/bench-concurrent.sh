@@ -21,11 +21,7 @@ GARAGE_BIN=$GARAGE_ROOT/bin/garage bash scripts/garage.sh "$SLUICE_CACHE/garage-
 WORK=$(mktemp -d)
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-"$CARGO_TARGET_DIR/release/fake-github" "$ISSUES" 2 > "$WORK/fake.json" &
-PIDS+=($!)
-for _ in $(seq 1 100); do [ -s "$WORK/fake.json" ] && break; sleep 0.1; done
-URL=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["url"])' "$WORK/fake.json")
-GH_TOKEN=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["token"])' "$WORK/fake.json")
+start_fake_github "$ISSUES" "$WORK"
 
 mkdir -p "$WORK/plugins" && cp "$SLUICE_PLUGIN_OUT/github.wasm" "$WORK/plugins/"
 PORT=18074; TOKEN=bench-token-0123456789

@@ -22,10 +22,7 @@ cargo build --release --quiet -p sluice --bin sluice -p sluice-tests --bin fake-
 WORK=$(mktemp -d)
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-"$CARGO_TARGET_DIR/release/fake-github" "$ISSUES" 2 > "$WORK/fake.json" &
-PIDS+=($!)
-for _ in $(seq 1 100); do [ -s "$WORK/fake.json" ] && break; sleep 0.1; done
-read -r URL GH_TOKEN < <(python3 -c 'import json,sys; d=json.loads(open(sys.argv[1]).readline()); print(d["url"], d["token"])' "$WORK/fake.json")
+start_fake_github "$ISSUES" "$WORK"
 echo '{"api_url":"'"$URL"'","repositories":["acme/repo-0","acme/repo-1"]}' > "$WORK/config.json"
 mkdir -p "$WORK/a" "$WORK/b"
 cp "$A" "$WORK/a/github.wasm"

@@ -236,12 +236,16 @@ pub async fn docs(
         .iter()
         .map(sluice_runs::catalog::planned_stream)
         .collect();
-    let body = sluice_runs::docs::connector_markdown(m, &streams);
-    Ok((
+    Ok(markdown(sluice_runs::docs::connector_markdown(m, &streams)))
+}
+
+/// A Markdown page as an answer (`text/markdown; charset=utf-8`, RFC 7763).
+pub(crate) fn markdown(body: String) -> impl IntoResponse {
+    (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/markdown; charset=utf-8",
         )],
         body,
-    ))
+    )
 }

@@ -482,11 +482,5 @@ pub async fn docs(
             page(&svc, Some((p.manifest(), &streams)))
         }
     };
-    Ok((
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/markdown; charset=utf-8",
-        )],
-        body,
-    ))
+    Ok(crate::connectors::markdown(body))
 }
