@@ -5,6 +5,7 @@
 # compile cache). Prints each round and the medians of wall time, CPU seconds (user + sys) and
 # peak RSS, and B/A ratios. Same fake, same run: the ratios are what to read on a shared machine.
 #   scripts/bench-guest-ab.sh A.wasm B.wasm [issues] [rounds]
+# A_BIN / B_BIN run side A / B with another `sluice` binary (a host change: pass the same wasm twice).
 # Build A from the commit before a change, e.g.:
 #   git worktree add /tmp/wt-a HEAD~1 && (cd /tmp/wt-a && bash scripts/build-plugins.sh) …
 set -euo pipefail
@@ -30,7 +31,9 @@ cp "$B" "$WORK/b/github.wasm"
 
 # round SIDE: prints "records wall cpu rss_kib"
 round() {
-  cli_run "$WORK/$1/github.wasm" "$WORK/config.json" "token=$GH_TOKEN" "$WORK/$1/out" "$WORK" || exit 1
+  local bin=${A_BIN:-}
+  [ "$1" = b ] && bin=${B_BIN:-}
+  SLUICE_BIN=${bin:-$CARGO_TARGET_DIR/release/sluice} cli_run "$WORK/$1/github.wasm" "$WORK/config.json" "token=$GH_TOKEN" "$WORK/$1/out" "$WORK" || exit 1
 }
 
 round a > /dev/null
