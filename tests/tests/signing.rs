@@ -135,18 +135,82 @@ async fn only_files_signed_by_a_trusted_key_load() {
         assert!(!ok && out.contains(reason), "{file}: {out}");
     }
 
+    // A signature that is a FIFO or endless is refused, never read whole or waited on.
+    let fifo_target = copy("synthetic", "synthetic.wasm");
+    let fifo = sluice_runtime::signing::signature_path(&fifo_target);
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let zero = copy("hubspot", "hubspot.wasm");
+    std::os::unix::fs::symlink("/dev/zero", sluice_runtime::signing::signature_path(&zero))
+        .unwrap();
+    for (file, reason) in [
+        ("synthetic.wasm", "not a regular file"),
+        ("hubspot.wasm", "not a regular file"),
+    ] {
+        let (ok, out) = cli(&["verify", plugins.join(file).to_str().unwrap()], &env);
+        assert!(!ok && out.contains(reason), "{file}: {out}");
+    }
+    // sign replaces a symlink at the signature's name; it never writes through it.
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "keep me").unwrap();
+    let linked = copy("linear", "linear.wasm");
+    std::os::unix::fs::symlink(&victim, sluice_runtime::signing::signature_path(&linked)).unwrap();
+    sign(&linked, &keys.join("release.key"));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    // A secret key given as a trusted key is refused by name, and never echoed.
+    let secret_line = std::fs::read_to_string(keys.join("release.key"))
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let out = Command::new(sluice_bin())
+        .args(["config", "check"])
+        .env("CONNECT_SERVICE_TOKEN", "a-token-of-sixteen-chars")
+        .env("SLUICE_TRUSTED_KEYS", &secret_line)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("SLUICE_TRUSTED_KEYS") && text.contains("secret key"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&secret_line[..24]),
+        "the secret key was echoed: {text}"
+    );
+
     let svc = Service::start(&dir.path().join("data"), &plugins, &env).await;
     let list = wait_until(&svc, "first scan", |l| {
-        l["failures"].as_array().is_some_and(|f| f.len() == 3)
+        l["failures"].as_array().is_some_and(|f| f.len() == 5)
     })
     .await;
+    assert!(
+        failure_of(&list, "synthetic.wasm")
+            .unwrap()
+            .contains("not a regular file"),
+        "{list}"
+    );
+    assert!(
+        failure_of(&list, "hubspot.wasm")
+            .unwrap()
+            .contains("not a regular file"),
+        "{list}"
+    );
     let ids: Vec<&str> = list["connectors"]
         .as_array()
         .unwrap()
         .iter()
         .filter_map(|c| c["id"].as_str())
         .collect();
-    assert_eq!(ids, ["probe"], "{list}");
+    assert_eq!(ids, ["linear", "probe"], "{list}");
     assert!(
         failure_of(&list, "http-json.wasm")
             .unwrap()

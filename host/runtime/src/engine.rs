@@ -130,7 +130,7 @@ impl Runtime {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let engine_key = format!("{:016x}", h.finish());
-        std::fs::create_dir_all(&config.cache_dir)?;
+        private_cache_dir(&config.cache_dir)?;
         spawn_epoch_ticker(&engine);
         let outbound = Arc::new(Outbound::new(
             config.policy.clone(),
@@ -179,7 +179,9 @@ impl Runtime {
         }
         if let Some(keys) = &self.inner.config.trusted_keys {
             let sig_path = crate::signing::signature_path(path);
-            let signature = read_signature(&sig_path).await.map_err(io)?;
+            let signature = read_signature(&sig_path)
+                .await
+                .map_err(|e| LoadError::Io(e.to_string()))?;
             let sig_name = sig_path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -934,15 +936,47 @@ fn connector_error(
     }
 }
 
+/// Makes `dir` the compile cache: created if missing, mode 0700, and refused unless this
+/// user owns it and nobody else may write it. Its artifacts are native code that is
+/// deserialized without further checks (and would bypass `SLUICE_TRUSTED_KEYS`), so whoever
+/// can write there could run code in this process.
+fn private_cache_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    std::fs::create_dir_all(dir)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let meta = std::fs::metadata(dir)?;
+    anyhow::ensure!(
+        meta.uid() == me,
+        "compile cache {} belongs to uid {}, not to this user ({me}): its artifacts run as native code",
+        dir.display(),
+        meta.uid()
+    );
+    if meta.mode() & 0o022 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 /// The text of a signature file, `None` when there is none; at most
 /// [`crate::signing::MAX_SIGNATURE_BYTES`] are read.
 async fn read_signature(path: &Path) -> std::io::Result<Option<String>> {
     use tokio::io::AsyncReadExt;
-    let file = match tokio::fs::File::open(path).await {
-        Ok(f) => f,
+    // Only a regular file is opened: a FIFO would block the reload (and shutdown) for good.
+    match tokio::fs::metadata(path).await {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            return Err(std::io::Error::other(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
+        Err(e) => return Err(std::io::Error::other(format!("{}: {e}", path.display()))),
+    }
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
     let mut bytes = Vec::new();
     file.take(crate::signing::MAX_SIGNATURE_BYTES)
         .read_to_end(&mut bytes)

@@ -51,6 +51,15 @@ impl TrustedKeys {
             .filter(|k| !k.is_empty())
             .enumerate()
             .map(|(i, k)| {
+                // A public key line is 56 characters; a secret key line is far longer. The
+                // value is never repeated in the error (it may be a secret key pasted by mistake).
+                if k.len() > 64 {
+                    return Err(format!(
+                        "trusted key {} is {} characters, longer than a public key (56): is it a secret key? Use the RW… line of the .pub file",
+                        i + 1,
+                        k.len()
+                    ));
+                }
                 PublicKey::from_base64(k).map_err(|e| format!("trusted key {}: {e}", i + 1))
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -109,9 +118,15 @@ pub fn generate() -> Result<(String, String), String> {
 
 /// Signs `bytes` with the secret key file's text (unencrypted); the `.minisig` text.
 pub fn sign(bytes: &[u8], secret_key: &str, file_name: &str) -> Result<String, String> {
+    if minisign::PublicKeyBox::from_string(secret_key)
+        .and_then(|b| b.into_public_key())
+        .is_ok()
+    {
+        return Err("this is a public key file; sign with the secret key (PREFIX.key)".into());
+    }
     let sk = SecretKeyBox::from_string(secret_key)
         .and_then(SecretKeyBox::into_unencrypted_secret_key)
-        .map_err(|e| format!("secret key: {e}"))?;
+        .map_err(|e| format!("secret key: {e} (an unencrypted minisign secret key file, as `sluice plugin keygen` writes)"))?;
     let comment = format!("file:{file_name}");
     minisign::sign(None, &sk, Cursor::new(bytes), Some(&comment), None)
         .map(|s| s.to_string())
@@ -171,6 +186,19 @@ mod tests {
         let keys = TrustedKeys::parse(&both).unwrap();
         assert!(keys.verify(&bytes, Some(&other), "x").is_ok());
         assert!(TrustedKeys::parse("RWnotakey").is_err());
+        // A secret key pasted by mistake is named as such and never echoed.
+        let secret_line = sec_a.lines().nth(1).unwrap();
+        let e = TrustedKeys::parse(secret_line).unwrap_err();
+        assert!(
+            e.contains("secret key") && !e.contains(&secret_line[..20]),
+            "{e}"
+        );
+        // Signing with the public key file says so.
+        assert!(
+            sign(&bytes, &pub_a, "x")
+                .unwrap_err()
+                .contains("public key file")
+        );
         assert!(TrustedKeys::parse(" , ").is_err());
     }
 }

@@ -118,8 +118,14 @@ pub struct ServeConfig {
     pub services_file: Option<PathBuf>,
     /// Minisign public keys (the `RW…` line of a `.pub` file), comma- or space-separated: when
     /// set, a plugin loads only with a `{file}.minisig` signature by one of them.
-    #[arg(long, env = "SLUICE_TRUSTED_KEYS", value_parser = sluice_runtime::signing::TrustedKeys::parse)]
-    pub trusted_keys: Option<sluice_runtime::signing::TrustedKeys>,
+    /// (Read as text and parsed by [`Self::trusted_keys`], so that a bad value — a secret key
+    /// pasted by mistake — is never repeated in an error.)
+    #[arg(
+        long = "trusted-keys",
+        env = "SLUICE_TRUSTED_KEYS",
+        hide_env_values = true
+    )]
+    pub trusted_keys_text: Option<String>,
     /// Wall-clock limit of one call to an internal service (token exchange, revoke, health),
     /// in seconds, retries included.
     #[arg(long, env = "SLUICE_SERVICE_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
@@ -242,6 +248,9 @@ impl ServeConfig {
     pub fn check(&self) -> anyhow::Result<Vec<Warning>> {
         let mut errors: Vec<String> = Vec::new();
         let mut warnings = Vec::new();
+        if let Err(e) = self.trusted_keys() {
+            errors.push(format!("SLUICE_TRUSTED_KEYS: {e}"));
+        }
         if self.token.trim().is_empty() {
             errors.push("CONNECT_SERVICE_TOKEN must be set".into());
         } else if self.token.len() < 16 {
@@ -341,6 +350,15 @@ impl ServeConfig {
     }
 
     /// Memory the settings allow the process to reach in the worst case, in MiB.
+    /// `SLUICE_TRUSTED_KEYS` parsed (`None`: unset, unsigned plugins load). The error never
+    /// holds the value.
+    pub fn trusted_keys(&self) -> Result<Option<sluice_runtime::signing::TrustedKeys>, String> {
+        match self.trusted_keys_text.as_deref() {
+            None => Ok(None),
+            Some(text) => sluice_runtime::signing::TrustedKeys::parse(text).map(Some),
+        }
+    }
+
     pub fn worst_case_mib(&self) -> u64 {
         SERVICE_MIB
             + u64::from(self.plugin_memory_budget_mib)
@@ -354,7 +372,7 @@ impl ServeConfig {
         rc.compile_timeout = std::time::Duration::from_secs(self.compile_timeout_secs);
         rc.log.line_bytes = self.plugin_log_line_bytes;
         rc.log.call_bytes = self.plugin_log_call_kib << 10;
-        rc.trusted_keys = self.trusted_keys.clone();
+        rc.trusted_keys = self.trusted_keys().ok().flatten();
     }
 
     pub fn backend_name(&self) -> anyhow::Result<&'static str> {
@@ -517,10 +535,11 @@ impl ServeConfig {
             ),
             (
                 "SLUICE_TRUSTED_KEYS",
-                self.trusted_keys.as_ref().map_or_else(
-                    || "(unset: unsigned plugins load)".to_string(),
-                    |k| format!("key ids {}", k.ids().join(", ")),
-                ),
+                match self.trusted_keys() {
+                    Ok(None) => "(unset: unsigned plugins load)".to_string(),
+                    Ok(Some(k)) => format!("key ids {}", k.ids().join(", ")),
+                    Err(_) => "(invalid)".to_string(),
+                },
             ),
             (
                 "SLUICE_SERVICE_TIMEOUT_SECS",

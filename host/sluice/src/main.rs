@@ -39,7 +39,7 @@ struct Cli {
 enum Command {
     /// Serve the HTTP API.
     Serve(Box<ServeConfig>),
-    /// Inspect or validate a plugin file.
+    /// Plugin files: inspect, validate, sign and verify.
     #[command(subcommand)]
     Plugin(PluginCommand),
     /// Run a connector into a local directory, without the service.
@@ -80,19 +80,25 @@ enum PluginCommand {
     },
     /// Make a minisign key pair for signing plugins: PREFIX.pub and PREFIX.key (unencrypted,
     /// mode 0600); prints the public key line for SLUICE_TRUSTED_KEYS.
-    Keygen { prefix: PathBuf },
+    Keygen {
+        /// Path and name of the pair, without extension (e.g. `keys/release`).
+        prefix: PathBuf,
+    },
     /// Sign a plugin file with a minisign secret key: writes FILE.minisig beside it.
     Sign {
+        /// The plugin file (`.wasm`).
         file: PathBuf,
+        /// The secret key file (PREFIX.key from `keygen`).
         #[arg(long)]
         key: PathBuf,
     },
     /// Check FILE.minisig against trusted public keys, as `serve` does; exits 1 with the reason.
     Verify {
+        /// The plugin file (`.wasm`); its signature is FILE.minisig.
         file: PathBuf,
         /// Minisign public keys (`RW…`), comma- or space-separated.
-        #[arg(long, env = "SLUICE_TRUSTED_KEYS", value_parser = sluice_runtime::signing::TrustedKeys::parse)]
-        trusted_keys: sluice_runtime::signing::TrustedKeys,
+        #[arg(long, env = "SLUICE_TRUSTED_KEYS", hide_env_values = true)]
+        trusted_keys: String,
     },
     /// Compile a plugin into an artifact (run by `serve` itself, in a child process).
     #[command(hide = true)]
@@ -207,6 +213,18 @@ pub fn runtime_config(
     rc.policy = policy;
     rc.outbound = outbound;
     rc
+}
+
+/// The compile cache of `sluice plugin inspect|validate`: this user's own
+/// (`$XDG_CACHE_HOME/sluice`, else `~/.cache/sluice`), never a shared temp directory that
+/// another user could have planted artifacts in (the runtime refuses a cache it does not own).
+fn cli_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("sluice")
 }
 
 /// `sluice config check`: the report on stdout, refusals on stderr (exit 1).
@@ -467,10 +485,12 @@ async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
     match &cmd {
         PluginCommand::Keygen { prefix } => return signing::keygen(prefix),
         PluginCommand::Sign { file, key } => return signing::sign(file, key),
-        PluginCommand::Verify { file, trusted_keys } => return signing::verify(file, trusted_keys),
+        PluginCommand::Verify { file, trusted_keys } => {
+            return signing::verify(file, trusted_keys);
+        }
         _ => {}
     }
-    let cache = std::env::temp_dir().join("sluice-cli-cache");
+    let cache = cli_cache_dir();
     let rt = runtime(runtime_config(
         &cache,
         256,
