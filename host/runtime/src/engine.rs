@@ -115,7 +115,7 @@ struct Inner {
 }
 
 impl Runtime {
-    pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
+    pub fn new(mut config: RuntimeConfig) -> anyhow::Result<Self> {
         let mut wc = Config::new();
         wc.epoch_interruption(true)
             .wasm_component_model(true)
@@ -130,7 +130,7 @@ impl Runtime {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let engine_key = format!("{:016x}", h.finish());
-        private_cache_dir(&config.cache_dir)?;
+        config.cache_dir = private_cache_dir(&config.cache_dir)?;
         spawn_epoch_ticker(&engine);
         let outbound = Arc::new(Outbound::new(
             config.policy.clone(),
@@ -936,26 +936,39 @@ fn connector_error(
     }
 }
 
-/// Makes `dir` the compile cache: created if missing, mode 0700, and refused unless this
-/// user owns it and nobody else may write it. Its artifacts are native code that is
-/// deserialized without further checks (and would bypass `SLUICE_TRUSTED_KEYS`), so whoever
-/// can write there could run code in this process.
-fn private_cache_dir(dir: &Path) -> anyhow::Result<()> {
+/// The compile cache under `dir`: `dir` itself when this user owns it (made mode 0700), else
+/// this user's own subdirectory `uid-{euid}` in it (a volume mounted there belongs to root,
+/// as a Kubernetes `emptyDir` does). Its artifacts are native code, deserialized without
+/// further checks (a planted one would bypass `SLUICE_TRUSTED_KEYS`), so a directory that
+/// another user owns is refused.
+fn private_cache_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     std::fs::create_dir_all(dir)?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
-    let meta = std::fs::metadata(dir)?;
-    anyhow::ensure!(
-        meta.uid() == me,
-        "compile cache {} belongs to uid {}, not to this user ({me}): its artifacts run as native code",
-        dir.display(),
-        meta.uid()
-    );
-    if meta.mode() & 0o022 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let own = |d: &Path| -> anyhow::Result<PathBuf> {
+        let meta = std::fs::metadata(d)?;
+        anyhow::ensure!(
+            meta.uid() == me,
+            "compile cache {} belongs to uid {}, not to this user ({me}): its artifacts run as native code",
+            d.display(),
+            meta.uid()
+        );
+        if meta.mode() & 0o077 != 0 {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(d.to_path_buf())
+    };
+    if std::fs::metadata(dir)?.uid() == me {
+        return own(dir);
     }
-    Ok(())
+    let sub = dir.join(format!("uid-{me}"));
+    match std::fs::create_dir(&sub) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e.into()),
+    }
+    own(&sub)
 }
 
 /// The text of a signature file, `None` when there is none; at most
@@ -982,4 +995,22 @@ async fn read_signature(path: &Path) -> std::io::Result<Option<String>> {
         .read_to_end(&mut bytes)
         .await?;
     Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn the_compile_cache_is_this_users_alone() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cache");
+        assert_eq!(super::private_cache_dir(&dir).unwrap(), dir);
+        let mode = |d: &std::path::Path| std::fs::metadata(d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        // Opened up by someone: closed again.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        super::private_cache_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+    }
 }
