@@ -251,6 +251,9 @@ impl ServeConfig {
         if let Err(e) = self.trusted_keys() {
             errors.push(format!("SLUICE_TRUSTED_KEYS: {e}"));
         }
+        if self.plugin_memory_mib == 0 {
+            errors.push("SLUICE_PLUGIN_MEMORY_MIB must be at least 1".into());
+        }
         if self.token.trim().is_empty() {
             errors.push("CONNECT_SERVICE_TOKEN must be set".into());
         } else if self.token.len() < 16 {
