@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Overhead of OpenTelemetry export (issue 12): two release `sluice serve`s side by side, one with
-OTEL_EXPORTER_OTLP_ENDPOINT set (a loopback OTLP/HTTP sink that discards), one without (metrics are
-on in both), alternating rounds of the 20k-issue GitHub sync (tests/src/bin/fake-github.rs) into
+OTEL_EXPORTER_OTLP_ENDPOINT set (traces, and metrics every second, to a loopback OTLP/HTTP sink that
+discards), one without (the Prometheus metrics are on in both), alternating rounds of the 20k-issue GitHub sync (tests/src/bin/fake-github.rs) into
 Parquet on a running Garage (SLUICE_BENCH_S3_PORT, default 3910; this script starts none).
 Prints records/s per round and the median ratio on/off (target >= 0.97).
 Needs: cargo build --release --bin sluice --bin fake-github; scripts/build-plugins.sh.
@@ -38,6 +38,8 @@ def start(otel):
            "SLUICE_ALLOW_PRIVATE_ADDRESSES": "loopback", "S3_ENDPOINT": "http://127.0.0.1:" + os.environ.get("SLUICE_BENCH_S3_PORT", "3910"), "RUST_LOG": "warn"}
     if otel:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{otlp.server_address[1]}"
+        # Metrics every second (default 60 s), so their export falls inside the rounds too.
+        env["OTEL_METRIC_EXPORT_INTERVAL"] = "1000"
     proc = subprocess.Popen([T + "/sluice", "serve"], env=env, stderr=open(f"{work}/svc-{otel}.log", "w"))
     for _ in range(600):
         try:
@@ -56,7 +58,9 @@ def cpu(pid):
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 def round_(p, pid):
-    body = {"connection_id": "gh", "connector": "github", "streams": ["issues"],
+    # A connection per round: a run's record reads `succeeded` a moment before its connection
+    # is released, so reusing one right away can meet a 409.
+    body = {"connection_id": f"gh-{time.time_ns()}", "connector": "github", "streams": ["issues"],
             "config": {"api_url": hello["url"], "repositories": hello["repositories"]},
             "credentials": {"token": hello["token"]},
             "storage": {"bucket": "sluice-test", "prefix": f"bench-otel-ab/{time.time_ns()}",
@@ -75,18 +79,20 @@ def round_(p, pid):
 
 svcs = {False: start(False), True: start(True)}
 res = {False: [], True: []}
-for i in range(ROUNDS):
-    for otel in ((False, True) if i % 2 == 0 else (True, False)):
-        proc, p = svcs[otel]
-        rps, cpus = round_(p, proc.pid)
-        res[otel].append((rps, cpus))
-        print(f"round {i} otel={'on ' if otel else 'off'} {rps:8.0f} records/s  cpu {cpus:.2f} s", flush=True)
-time.sleep(1)
+try:
+    for i in range(ROUNDS):
+        for otel in ((False, True) if i % 2 == 0 else (True, False)):
+            proc, p = svcs[otel]
+            rps, cpus = round_(p, proc.pid)
+            res[otel].append((rps, cpus))
+            print(f"round {i} otel={'on ' if otel else 'off'} {rps:8.0f} records/s  cpu {cpus:.2f} s", flush=True)
+    time.sleep(1)
+finally:
+    for proc, _ in svcs.values(): proc.terminate(); proc.wait()
+    fake.terminate(); fake.wait()
+    subprocess.run(["rm", "-rf", work])
 med = lambda xs: sorted(xs)[len(xs) // 2]
 off, on = med([r for r, _ in res[False]]), med([r for r, _ in res[True]])
 coff, con = med([c for _, c in res[False]]), med([c for _, c in res[True]])
 print(f"median records/s off {off:.0f} on {on:.0f} ratio on/off {on/off:.3f}; CPU s off {coff:.2f} on {con:.2f}; "
       f"OTLP posts {received['posts']} bytes {received['bytes']}; load {os.getloadavg()[0]:.1f}")
-for proc, _ in svcs.values(): proc.terminate(); proc.wait()
-fake.terminate(); fake.wait()
-subprocess.run(["rm", "-rf", work])
