@@ -944,3 +944,47 @@ async fn http_json_keeps_every_number_exactly() {
     assert_eq!(rows[1].0.as_deref(), Some("18446744073709551616"));
     assert_eq!(rows[1].2, None);
 }
+
+/// A client that sees a run finish and at once submits the connection's next run is never
+/// refused 409: the record turns terminal and the connection is released together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_run_of_a_connection_is_accepted_as_soon_as_the_last_one_ended() {
+    let root = tempfile::tempdir().unwrap();
+    let svc = start(root.path(), &[]).await;
+    let body = json!({"connection_id": "conn-next", "connector": "probe", "config": {"count": 10}, "credentials": {"token": "t"}, "storage": storage()});
+    let client = reqwest::Client::new();
+    for round in 0..20 {
+        let r = svc
+            .post("/internal/mirror-connections/runs")
+            .json(&body)
+            .checked()
+            .await;
+        assert_eq!(
+            r.status(),
+            202,
+            "round {round}: {}",
+            r.text().await.unwrap()
+        );
+        let run_id = run_id_of(r).await;
+        // Poll without pause, and submit the moment the run reads terminal.
+        loop {
+            let v: Value = client
+                .get(format!(
+                    "{}/internal/mirror-connections/runs/{run_id}",
+                    svc.base
+                ))
+                .header("x-connect-service-token", &svc.token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            match v["status"].as_str() {
+                Some("queued" | "running") => continue,
+                Some("succeeded") => break,
+                _ => panic!("round {round}: {v}"),
+            }
+        }
+    }
+}

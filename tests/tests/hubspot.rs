@@ -627,6 +627,9 @@ async fn hubspot_first_sync_of_many_properties_searches_instead_of_a_414() {
             1,
         );
     }
+    // Each property was set on a contact just now: search finds a change only after its lag,
+    // and a sync's window ends at HubSpot's `Date` (second resolution) when it starts.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let root = tempfile::tempdir().unwrap();
     let svc = start(root.path(), &[("SLUICE_HUBSPOT_SEARCH_INTERVAL_MS", "20")]).await;
     let run = sync(

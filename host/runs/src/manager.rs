@@ -393,6 +393,10 @@ impl RunManager {
             }
         };
         let streams = progress.lock().map(|p| p.clone()).unwrap_or_default();
+        // The record turns terminal and the connection is released in one critical section
+        // of `active`: a client that sees `succeeded` and submits the connection's next run at
+        // once is never answered 409 (`submit` checks `by_connection` under the same lock).
+        let mut active = self.active.lock().ok();
         let record = self.book.update(&run_id, |r| {
             r.finished_at = Some(crate::now_rfc3339());
             r.streams = streams;
@@ -421,13 +425,14 @@ impl RunManager {
                 }
             }
         });
-        if let Ok(mut a) = self.active.lock() {
+        if let Some(a) = active.as_mut() {
             if let Some(r) = &record {
                 a.by_connection.remove(&r.connection_id);
             }
             a.cancels.remove(&run_id);
             a.progress.remove(&run_id);
         }
+        drop(active);
         if let Some(r) = record {
             tracing::Span::current().record("outcome", r.status.as_str());
             sluice_telemetry::metrics().run_ended(
