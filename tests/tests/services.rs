@@ -124,6 +124,11 @@ async fn json_of(r: reqwest::Response) -> (u16, Value) {
     )
 }
 
+/// POSTs `body` as JSON to `path`; the status and the answer (JSON, or text).
+async fn post_json(svc: &Service, path: &str, body: &Value) -> (u16, Value) {
+    json_of(svc.post(path).json(body).send().await.unwrap()).await
+}
+
 /// Whether the log holds the forged event text of `upstream_failures_map_to_statuses`.
 fn svc_logs_contain_forged(svc: &Service) -> bool {
     svc.logs().contains("forged")
@@ -338,14 +343,7 @@ async fn connect_sync_disconnect_end_to_end() {
         .await
         .unwrap();
     assert_eq!(me.status(), 401);
-    let (st, v) = json_of(
-        svc.post("/internal/mirror-connections/validate")
-            .json(&json!({"connector": "http-json", "config": po["connector"]["config"], "credentials": {"api_token": key}}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, v) = post_json(svc, "/internal/mirror-connections/validate", &json!({"connector": "http-json", "config": po["connector"]["config"], "credentials": {"api_token": key}})).await;
     assert_eq!(st, 200);
     assert_eq!(v["valid"], false, "{v}");
     assert_eq!(v["error"]["code"], "invalid_credentials", "{v}");
@@ -586,14 +584,8 @@ async fn upstream_failures_map_to_statuses() {
             "service_unreachable",
         ),
     ] {
-        let (st, body) = json_of(
-            svc.post(&format!("/internal/services/{id}/disconnect"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (st, body) =
+            post_json(svc, &format!("/internal/services/{id}/disconnect"), &body).await;
         assert_eq!(
             (st, body["code"].as_str().unwrap_or("")),
             (status, code),
@@ -601,12 +593,10 @@ async fn upstream_failures_map_to_statuses() {
         );
     }
     // An unknown token is not an error (idempotent revoke).
-    let (st, body) = json_of(
-        svc.post("/internal/services/good/disconnect")
-            .json(&json!({"token_id": "tok_never_issued"}))
-            .send()
-            .await
-            .unwrap(),
+    let (st, body) = post_json(
+        svc,
+        "/internal/services/good/disconnect",
+        &json!({"token_id": "tok_never_issued"}),
     )
     .await;
     assert_eq!(st, 200, "{body}");
@@ -785,12 +775,10 @@ async fn registry_hot_reload_keeps_the_last_good_file() {
         l["error"]["message"].as_str().unwrap().contains("base_url"),
         "{l}"
     );
-    let (st, _) = json_of(
-        svc.post("/internal/services/beta/connect")
-            .json(&json!({"user_email": "a@corp.example"}))
-            .send()
-            .await
-            .unwrap(),
+    let (st, _) = post_json(
+        svc,
+        "/internal/services/beta/connect",
+        &json!({"user_email": "a@corp.example"}),
     )
     .await;
     assert_eq!(st, 200, "the previous version still serves");
@@ -845,12 +833,10 @@ async fn hostile_answers_leak_neither_the_secret_nor_a_key() {
     .await;
     let svc = &s.svc;
     // A token id that is the key: refused as a bad answer, revoked, and never shown.
-    let (st, body) = json_of(
-        svc.post("/internal/services/keyed/connect")
-            .json(&json!({"user_email": "a@corp.example"}))
-            .send()
-            .await
-            .unwrap(),
+    let (st, body) = post_json(
+        svc,
+        "/internal/services/keyed/connect",
+        &json!({"user_email": "a@corp.example"}),
     )
     .await;
     assert_eq!(
@@ -862,12 +848,10 @@ async fn hostile_answers_leak_neither_the_secret_nor_a_key() {
     let (key, t) = issued.iter().next().expect("one key issued");
     assert!(t.revoked, "the key the answer named is revoked");
     // A refusal quoting the secret across the 200-character cut: 403, the secret in no part.
-    let (st, body) = json_of(
-        svc.post("/internal/services/echo/connect")
-            .json(&json!({"user_email": "eve@corp.example"}))
-            .send()
-            .await
-            .unwrap(),
+    let (st, body) = post_json(
+        svc,
+        "/internal/services/echo/connect",
+        &json!({"user_email": "eve@corp.example"}),
     )
     .await;
     assert_eq!(
