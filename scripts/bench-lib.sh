@@ -29,10 +29,10 @@ cli_run() {
   echo "$n $wall $(python3 -c "print($user + $sys)") $rss"
 }
 
-# start_fake_github ISSUES WORK: starts the release fake GitHub (ISSUES issues over 2
-# repositories), adds its pid to PIDS, and sets URL and GH_TOKEN from its first line.
+# start_fake_github ISSUES WORK [FAKE_ARGS...]: starts the release fake GitHub (ISSUES issues over 2
+# repositories; e.g. --page-delay-ms 50), adds its pid to PIDS, and sets URL and GH_TOKEN from its first line.
 start_fake_github() {
-  "$CARGO_TARGET_DIR/release/fake-github" "$1" 2 > "$2/fake.json" &
+  "$CARGO_TARGET_DIR/release/fake-github" "$1" 2 "${@:3}" > "$2/fake.json" &
   PIDS+=($!)
   for _ in $(seq 1 100); do [ -s "$2/fake.json" ] && break; sleep 0.1; done
   read -r URL GH_TOKEN < <(python3 -c 'import json,sys; d=json.loads(open(sys.argv[1]).readline()); print(d["url"], d["token"])' "$2/fake.json")

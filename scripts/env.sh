@@ -15,3 +15,5 @@ export LD_LIBRARY_PATH=$DUCKDB_LIB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export GARAGE_ROOT=${GARAGE_ROOT:-$SLUICE_CACHE/garage-2.5.0}
 # Where scripts/build-plugins.sh puts every built component; tests and `serve` load from here.
 export SLUICE_PLUGIN_OUT=${SLUICE_PLUGIN_OUT:-$SLUICE_CACHE/plugins}
+# Debian's PostgreSQL server (package postgresql-15): the replica tests start private clusters with it.
+export PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}

@@ -3,6 +3,8 @@
 #   - Debian's rustc-web (wasm32 std sources + wasm-component-ld), unpacked into $RUSTWEB;
 #   - DuckDB's prebuilt libduckdb.so into $DUCKDB_LIB_DIR;
 #   - the chart tests' Python tools (pinned, PyPI) into a venv at $CHART_VENV (alone: --chart-tools);
+#   - Debian's PostgreSQL 15 server ($PG_BIN) for the replica tests, which run private clusters
+#     as the non-root user `postgres` the package creates (PostgreSQL refuses to run as root);
 #   - with --garage: the Garage S3 server into $GARAGE_ROOT (about 12 minutes the first time).
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
@@ -37,6 +39,15 @@ if ! dpkg -s libllvm22 lld-22 libgit2-1.5 >/dev/null 2>&1; then
   apt_ready
   apt-get install -y -q libllvm22 lld-22 libgit2-1.5 >/dev/null
 fi
+# tests/src/postgres.rs starts a private cluster per test with these binaries (initdb, pg_ctl,
+# postgres, psql); the package's own cluster service is not used (containers have no init to start it).
+if [ ! -x "$PG_BIN/postgres" ]; then
+  apt_ready
+  apt-get install -y -q --no-install-recommends postgresql-15 postgresql-client-15 >/dev/null
+fi
+if ! id -u postgres >/dev/null 2>&1; then
+  useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+fi
 if [ ! -x "$RUSTWEB/usr/bin/rustc" ]; then
   apt_ready
   tmp=$(mktemp -d)
@@ -68,4 +79,4 @@ if [ "${1:-}" = --garage ] && [ ! -x "$GARAGE_ROOT/bin/garage" ]; then
     --features bundled-libs,sqlite --root "$GARAGE_ROOT" --target-dir "$SLUICE_CACHE/garage-build" -q
   rm -rf "$SLUICE_CACHE/garage-build"
 fi
-echo "toolchain ready: rustweb=$RUSTWEB duckdb=$DUCKDB_LIB_DIR${1:+ garage=$GARAGE_ROOT}" >&2
+echo "toolchain ready: rustweb=$RUSTWEB duckdb=$DUCKDB_LIB_DIR postgres=$PG_BIN${1:+ garage=$GARAGE_ROOT}" >&2

@@ -2,6 +2,7 @@
 //! handle on a running `sluice serve`.
 
 pub mod fakes;
+pub mod postgres;
 pub mod s3;
 
 use std::net::SocketAddr;
@@ -186,6 +187,16 @@ impl Service {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, …) without waiting for anything.
+    pub fn send_signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} {} failed", self.child.id());
     }
 
     /// Sends a signal and waits for the process to exit.

@@ -27,6 +27,7 @@
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -79,6 +80,10 @@ pub struct GithubConfig {
     pub token: String,
     /// A valid token that sees no repository (404) and no organization (403).
     pub limited_token: String,
+    /// How long each page of a listing (issues, pulls, commits, comments, an organization's
+    /// repositories) takes to answer, as a remote API's latency: makes a sync upstream-bound
+    /// and slow enough to act on mid-run. Other routes answer at once. Zero: no delay.
+    pub page_delay: Duration,
 }
 
 impl Default for GithubConfig {
@@ -94,6 +99,7 @@ impl Default for GithubConfig {
             commits: 300,
             token: "ghp_good0123456789".into(),
             limited_token: "ghp_limited0123456789".into(),
+            page_delay: Duration::ZERO,
         }
     }
 }
@@ -783,6 +789,15 @@ async fn handle(
             route(&s, &data, &grant, &segments, &q, uri.path())
         }
     };
+    let delay = s.config.page_delay;
+    if !delay.is_zero()
+        && matches!(
+            route,
+            "org_repos" | "issues" | "pulls" | "commits" | "issue_comments"
+        )
+    {
+        tokio::time::sleep(delay).await;
+    }
     s.counters.route(route);
     rate_headers(&mut resp, n, None, window_reset);
     if let Grant::Classic { scopes } = &grant {
