@@ -370,6 +370,8 @@ class Options(unittest.TestCase):
         self.assertTrue(pdb["spec"]["selector"]["matchLabels"].items() <= labels.items())
         env = env_of(container(objects))
         self.assertEqual(env["DATABASE_URL"]["valueFrom"], {"secretKeyRef": {"name": "connect-db", "key": "DATABASE_URL"}})
+        self.assertEqual(env["SLUICE_RUN_SECRETS_KEY"]["valueFrom"], {"secretKeyRef": {"name": "connect-db", "key": "SLUICE_RUN_SECRETS_KEY"}})
+        self.assertEqual(env["SLUICE_REPLICA_ID"]["valueFrom"], {"fieldRef": {"fieldPath": "metadata.name"}})
 
     def test_servicemonitor(self):
         objects = render(SCENARIOS["servicemonitor"])

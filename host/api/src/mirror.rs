@@ -114,6 +114,7 @@ fn submit_error(e: SubmitError) -> ApiError {
             retry_after: Some(30),
             ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_full", e.to_string())
         },
+        SubmitError::Unavailable(e) => database_error(e),
         SubmitError::ShuttingDown => ApiError {
             retry_after: Some(5),
             ..ApiError::new(
@@ -122,6 +123,19 @@ fn submit_error(e: SubmitError) -> ApiError {
                 e.to_string(),
             )
         },
+    }
+}
+
+/// Replicated mode: the run database did not answer (503, retry shortly).
+fn database_error(e: sluice_runs::shared::DbError) -> ApiError {
+    tracing::warn!("{e}");
+    ApiError {
+        retry_after: Some(5),
+        ..ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the run database is unavailable; retry shortly",
+        )
     }
 }
 
@@ -242,7 +256,7 @@ pub struct RunAccepted {
         (status = 413, body = ErrorBody, description = "The body is over 128 KiB (`body_too_large`)"),
         (status = 415, body = ErrorBody, description = "The body is not `application/json` (`unsupported_media_type`)"),
         (status = 422, body = ErrorBody, description = "Refused before queueing (`invalid_request`: the body does not fit the schema, a credential is missing, the config fails the connector's schema (the detail names its path), an unknown stream, a bad connection_id, storage or Idempotency-Key; `idempotency_key_reused`: the key was used with another request)"),
-        (status = 503, body = ErrorBody, description = "The run queue is full (`queue_full`) or the service is shutting down (`shutting_down`); retry after Retry-After",
+        (status = 503, body = ErrorBody, description = "The run queue is full (`queue_full`), the service is shutting down (`shutting_down`), or (replicated mode) the run database is unavailable (`database_unavailable`); retry after Retry-After",
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
     ))]
 pub async fn create_run(
@@ -274,6 +288,7 @@ pub async fn create_run(
             storage: req.storage,
             idempotency_key,
         })
+        .await
         .map_err(submit_error)?;
     Ok((
         StatusCode::ACCEPTED,
@@ -292,6 +307,7 @@ pub async fn create_run(
         (status = 400, body = ErrorBody, description = "The path is not valid UTF-8 once decoded (`bad_path`)"),
         (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"),
         (status = 404, body = ErrorBody, description = "No run with this id (`not_found`)"),
+        (status = 503, body = ErrorBody, description = "Replicated mode: the run database is unavailable (`database_unavailable`)"),
     ))]
 pub async fn get_run(
     State(s): State<AppState>,
@@ -299,6 +315,8 @@ pub async fn get_run(
 ) -> Result<Json<RunRecord>, ApiError> {
     s.runs
         .get(&run_id)
+        .await
+        .map_err(database_error)?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("unknown run {run_id:?}")))
 }
@@ -324,11 +342,19 @@ pub struct RunList {
         (status = 200, body = RunList, description = "The runs, newest first"),
         (status = 400, body = ErrorBody, description = "The query string does not parse, e.g. a repeated connection_id (`bad_query`)"),
         (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"),
+        (status = 503, body = ErrorBody, description = "Replicated mode: the run database is unavailable (`database_unavailable`)"),
     ))]
-pub async fn list_runs(State(s): State<AppState>, Query(q): Query<ListRunsQuery>) -> Json<RunList> {
-    Json(RunList {
-        runs: s.runs.list(q.connection_id.as_deref()),
-    })
+pub async fn list_runs(
+    State(s): State<AppState>,
+    Query(q): Query<ListRunsQuery>,
+) -> Result<Json<RunList>, ApiError> {
+    Ok(Json(RunList {
+        runs: s
+            .runs
+            .list(q.connection_id.as_deref())
+            .await
+            .map_err(database_error)?,
+    }))
 }
 
 #[utoipa::path(post, path = "/internal/mirror-connections/runs/{run_id}/cancel", tag = "mirror-connections", operation_id = "cancelRun", security(("token" = [])),
@@ -338,6 +364,7 @@ pub async fn list_runs(State(s): State<AppState>, Query(q): Query<ListRunsQuery>
         (status = 400, body = ErrorBody, description = "The path is not valid UTF-8 once decoded (`bad_path`)"),
         (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"),
         (status = 404, body = ErrorBody, description = "No run with this id (`not_found`)"),
+        (status = 503, body = ErrorBody, description = "Replicated mode: the run database is unavailable (`database_unavailable`)"),
     ))]
 pub async fn cancel_run(
     State(s): State<AppState>,
@@ -345,6 +372,8 @@ pub async fn cancel_run(
 ) -> Result<Json<RunRecord>, ApiError> {
     s.runs
         .cancel(&run_id)
+        .await
+        .map_err(database_error)?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("unknown run {run_id:?}")))
 }

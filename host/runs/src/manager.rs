@@ -1,21 +1,29 @@
 //! The service's runs: admission, execution on a capped pool, cancellation, shutdown.
+//!
+//! Two modes behind one API. **Embedded** (no `DATABASE_URL`): records in local files
+//! ([`RunBook`]), admission and the queue in this process. **Replicated**: records, queue,
+//! admission rules and idempotency keys in PostgreSQL ([`SharedQueue`]); any replica admits a
+//! run, the one with a free slot claims it, holds a lease by heartbeat and commits under its
+//! fencing token; a run whose replica died is retried by another.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sluice_runtime::registry::Registry;
 use sluice_runtime::{CancellationToken, Plugin, Secrets};
 use sluice_staging::StagingConfig;
 use sluice_storage::commit::Layout;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 use zeroize::Zeroizing;
 
 use crate::pipeline::{self, Progress, RunError, RunLimits, RunSpec};
 use crate::records::{RunBook, RunErrorInfo, RunRecord, RunStatus};
+use crate::sealed::{RunRequest, SealKey};
+use crate::shared::{Beat, Claim, DbError, Inserted, QueueFence, SharedQueue};
 use crate::target::{Backend, StorageSpec};
 
 /// Operator settings for runs.
@@ -59,6 +67,9 @@ pub enum SubmitError {
     QueueFull,
     #[error("the service is shutting down")]
     ShuttingDown,
+    /// Replicated mode: the run database did not answer.
+    #[error(transparent)]
+    Unavailable(#[from] DbError),
     /// An `Idempotency-Key` that an earlier, different request already used.
     #[error("Idempotency-Key {key:?} was used for run {run_id} with a different request")]
     KeyReused { key: String, run_id: String },
@@ -174,67 +185,87 @@ pub fn check_config(plugin: &Plugin, config: &Value) -> Result<(), SubmitError> 
     Ok(())
 }
 
+/// Where run records live and who admits runs.
+pub enum Book {
+    /// Local files; this process admits and queues (no `DATABASE_URL`).
+    Embedded(RunBook),
+    /// PostgreSQL, shared by every replica; requests sealed with the replicas' common key.
+    Shared {
+        queue: Arc<SharedQueue>,
+        key: Arc<SealKey>,
+    },
+}
+
+/// Runs executing (or, in the embedded mode, waiting) in this process.
+#[derive(Default)]
 struct Active {
-    /// connection id → its active run.
+    /// Embedded mode: connection id → its active run.
     by_connection: HashMap<String, String>,
     cancels: HashMap<String, CancellationToken>,
     progress: HashMap<String, Progress>,
+    /// Runs whose cancel came from a client (not from a shutdown).
+    cancelled_by_client: HashSet<String>,
+    /// Embedded mode: runs waiting for a slot.
     queued: usize,
+    /// Replicated mode: the fencing token of each run's attempt here. A stale attempt still
+    /// winding down must not forget the entries of a newer attempt of the same run.
+    fences: HashMap<String, u64>,
 }
 
 /// Runs of this service.
 pub struct RunManager {
     registry: Arc<Registry>,
-    book: RunBook,
+    book: Book,
     config: ManagerConfig,
     slots: Arc<Semaphore>,
     active: Mutex<Active>,
     tasks: TaskTracker,
     closing: AtomicBool,
+    /// Replicated mode: wakes the claim loop (a slot freed, or shutdown began).
+    wake: Notify,
+    /// Replicated mode: queued runs in the cluster, as last counted.
+    cluster_queued: AtomicUsize,
 }
 
 impl RunManager {
-    pub fn new(registry: Arc<Registry>, book: RunBook, config: ManagerConfig) -> Arc<Self> {
-        Arc::new(Self {
+    pub fn new(registry: Arc<Registry>, book: Book, config: ManagerConfig) -> Arc<Self> {
+        let this = Arc::new(Self {
             registry,
             book,
             slots: Arc::new(Semaphore::new(config.max_concurrent_runs.max(1))),
             config,
-            active: Mutex::new(Active {
-                by_connection: HashMap::new(),
-                cancels: HashMap::new(),
-                progress: HashMap::new(),
-                queued: 0,
-            }),
+            active: Mutex::new(Active::default()),
             tasks: TaskTracker::new(),
             closing: AtomicBool::new(false),
-        })
+            wake: Notify::new(),
+            cluster_queued: AtomicUsize::new(0),
+        });
+        if let Book::Shared { queue, .. } = &this.book {
+            let (me, queue) = (this.clone(), queue.clone());
+            this.tasks.spawn(async move { me.claim_loop(queue).await });
+        }
+        this
     }
 
     pub fn config(&self) -> &ManagerConfig {
         &self.config
     }
 
+    /// Whether records live in PostgreSQL (replicated mode).
+    pub fn is_replicated(&self) -> bool {
+        matches!(self.book, Book::Shared { .. })
+    }
+
     /// Admits a run (202) or says why not.
-    pub fn submit(self: &Arc<Self>, req: SubmitRun) -> Result<RunRecord, SubmitError> {
+    pub async fn submit(self: &Arc<Self>, req: SubmitRun) -> Result<RunRecord, SubmitError> {
         if self.closing.load(Ordering::Acquire) {
             return Err(SubmitError::ShuttingDown);
         }
         let fingerprint = req.fingerprint();
         if let Some(key) = &req.idempotency_key
-            && let Some(existing) = self.book.by_idempotency_key(key)
+            && let Some(existing) = self.by_idempotency_key(key).await?
         {
-            if existing
-                .request_sha256
-                .as_ref()
-                .is_some_and(|f| *f != fingerprint)
-            {
-                return Err(SubmitError::KeyReused {
-                    key: key.clone(),
-                    run_id: existing.run_id,
-                });
-            }
-            return Ok(self.with_progress(existing));
+            return self.replay(existing, key, &fingerprint);
         }
         let plugin = self
             .registry
@@ -242,18 +273,7 @@ impl RunManager {
             .ok_or_else(|| SubmitError::UnknownConnector(req.connector.clone()))?;
         check_request(&plugin, &req.config, &req.credentials)?;
         check_streams(&plugin, &req.streams)?;
-        let layout = Layout::new(&req.storage.prefix, &req.connection_id).map_err(|e| {
-            let message = e.to_string();
-            let field = if message.contains("prefix") {
-                "storage.prefix"
-            } else {
-                "connection_id"
-            };
-            SubmitError::Invalid {
-                field: field.into(),
-                message,
-            }
-        })?;
+        let layout = layout_of(&req.storage, &req.connection_id)?;
         let store = req
             .storage
             .open(&self.config.backend)
@@ -262,8 +282,74 @@ impl RunManager {
                 message: m,
             })?;
         // Stream names are checked against `discover` when the run starts (streams may depend on the config).
+        let record = RunRecord {
+            run_id: uuid::Uuid::now_v7().to_string(),
+            connection_id: req.connection_id.clone(),
+            connector: plugin.info().id.clone(),
+            connector_version: Some(plugin.info().version.clone()),
+            status: RunStatus::Queued,
+            full_refresh: req.full_refresh,
+            requested_streams: req.streams.clone(),
+            streams: BTreeMap::new(),
+            bucket: req.storage.bucket.clone(),
+            prefix: req.storage.prefix.clone(),
+            created_at: crate::now_rfc3339(),
+            started_at: None,
+            finished_at: None,
+            error: None,
+            attempts: 0,
+            replica: None,
+            idempotency_key: req.idempotency_key.clone(),
+            request_sha256: req.idempotency_key.as_ref().map(|_| fingerprint.clone()),
+        };
+        match &self.book {
+            Book::Embedded(book) => self.admit_here(book, plugin, record, req, store, layout),
+            Book::Shared { queue, key } => {
+                self.admit_shared(queue, key, record, req, &fingerprint)
+                    .await
+            }
+        }
+    }
 
-        let run_id = uuid::Uuid::now_v7().to_string();
+    async fn by_idempotency_key(&self, key: &str) -> Result<Option<RunRecord>, SubmitError> {
+        Ok(match &self.book {
+            Book::Embedded(book) => book.by_idempotency_key(key),
+            Book::Shared { queue, .. } => queue.by_idempotency_key(key).await?,
+        })
+    }
+
+    /// The answer to a request that reuses an idempotency key: the run it created, unless
+    /// the request differs.
+    fn replay(
+        &self,
+        existing: RunRecord,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<RunRecord, SubmitError> {
+        if existing
+            .request_sha256
+            .as_ref()
+            .is_some_and(|f| f != fingerprint)
+        {
+            return Err(SubmitError::KeyReused {
+                key: key.to_string(),
+                run_id: existing.run_id,
+            });
+        }
+        Ok(self.with_progress(existing))
+    }
+
+    /// Embedded mode: admission and the queue in this process.
+    fn admit_here(
+        self: &Arc<Self>,
+        book: &RunBook,
+        plugin: Plugin,
+        record: RunRecord,
+        req: SubmitRun,
+        store: Arc<dyn sluice_storage::Store>,
+        layout: Layout,
+    ) -> Result<RunRecord, SubmitError> {
+        let run_id = record.run_id.clone();
         let cancel = CancellationToken::new();
         let progress: Progress = Default::default();
         {
@@ -285,26 +371,8 @@ impl RunManager {
             a.progress.insert(run_id.clone(), progress.clone());
             a.queued += 1;
         }
-        let record = RunRecord {
-            run_id: run_id.clone(),
-            connection_id: req.connection_id.clone(),
-            connector: plugin.info().id.clone(),
-            connector_version: Some(plugin.info().version.clone()),
-            status: RunStatus::Queued,
-            full_refresh: req.full_refresh,
-            requested_streams: req.streams.clone(),
-            streams: BTreeMap::new(),
-            bucket: req.storage.bucket.clone(),
-            prefix: req.storage.prefix.clone(),
-            created_at: crate::now_rfc3339(),
-            started_at: None,
-            finished_at: None,
-            error: None,
-            idempotency_key: req.idempotency_key.clone(),
-            request_sha256: req.idempotency_key.as_ref().map(|_| fingerprint),
-        };
-        self.book.save(&record);
-        tracing::info!(run_id = %run_id, connection_id = %req.connection_id, connector = %plugin.info().id, version = %plugin.info().version, "run queued");
+        book.save(&record);
+        tracing::info!(run_id = %run_id, connection_id = %req.connection_id, connector = %record.connector, version = %plugin.info().version, "run queued");
         let spec = RunSpec {
             run_id: run_id.clone(),
             connection_id: req.connection_id,
@@ -314,32 +382,78 @@ impl RunManager {
             full_refresh: req.full_refresh,
             store,
             layout,
+            commit_id: run_id.clone(),
+            fence: None,
         };
         let this = self.clone();
-        // The run's trace span, a child of the request that submitted it (and so of the
-        // caller's `traceparent`); it covers the queueing too.
-        let span = tracing::info_span!(
-            target: "sluice_trace",
-            "run",
-            run_id = %run_id,
-            connection_id = %record.connection_id,
-            connector = %record.connector,
-            outcome = tracing::field::Empty,
-        );
+        let span = run_span(&record);
         self.tasks.spawn(tracing::Instrument::instrument(
-            async move { this.run(plugin, spec, cancel, progress).await },
+            async move { this.run_here(plugin, spec, cancel, progress).await },
             span,
         ));
         Ok(record)
     }
 
-    async fn run(
+    /// Replicated mode: the run is queued in PostgreSQL, with its request sealed.
+    async fn admit_shared(
+        &self,
+        queue: &SharedQueue,
+        key: &SealKey,
+        record: RunRecord,
+        req: SubmitRun,
+        fingerprint: &str,
+    ) -> Result<RunRecord, SubmitError> {
+        let request = RunRequest {
+            config: req.config,
+            credentials: req.credentials,
+            streams: req.streams,
+            full_refresh: req.full_refresh,
+            storage: req.storage,
+        };
+        let sealed = key
+            .seal(&record.run_id, &request)
+            .map_err(|e| SubmitError::Invalid {
+                field: "credentials".into(),
+                message: e.to_string(),
+            })?;
+        // A conflict whose active run ended meanwhile is tried again (twice at most).
+        for _ in 0..3 {
+            match queue.insert(&record, &sealed).await? {
+                Inserted::Queued => {
+                    tracing::info!(run_id = %record.run_id, connection_id = %record.connection_id, connector = %record.connector, "run queued (shared)");
+                    return Ok(record);
+                }
+                Inserted::Existing(existing) => {
+                    let key = record.idempotency_key.clone().unwrap_or_default();
+                    return self.replay(*existing, &key, fingerprint);
+                }
+                Inserted::QueueFull => return Err(SubmitError::QueueFull),
+                Inserted::Active(run_id) if !run_id.is_empty() => {
+                    return Err(SubmitError::Conflict {
+                        connection_id: record.connection_id.clone(),
+                        run_id,
+                    });
+                }
+                Inserted::Active(_) => continue,
+            }
+        }
+        Err(SubmitError::Conflict {
+            connection_id: record.connection_id.clone(),
+            run_id: "(another run, just ended)".into(),
+        })
+    }
+
+    /// Embedded mode: waits for a slot, executes, records the end.
+    async fn run_here(
         self: Arc<Self>,
         plugin: Plugin,
         spec: RunSpec,
         cancel: CancellationToken,
         progress: Progress,
     ) {
+        let Book::Embedded(book) = &self.book else {
+            return;
+        };
         let run_id = spec.run_id.clone();
         let permit = tokio::select! {
             p = self.slots.clone().acquire_owned() => p.ok(),
@@ -348,48 +462,17 @@ impl RunManager {
         if let Ok(mut a) = self.active.lock() {
             a.queued = a.queued.saturating_sub(1);
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let result = match permit {
             None => Err(RunError::Cancelled),
             Some(_permit) => {
-                self.book.update(&run_id, |r| {
+                book.update(&run_id, |r| {
                     r.status = RunStatus::Running;
                     r.started_at = Some(crate::now_rfc3339());
+                    r.attempts = 1;
                 });
-                let limits = RunLimits {
-                    staging: self.config.staging.clone(),
-                    deadline: self.config.run_deadline,
-                    cancel: cancel.clone(),
-                    log_bytes: self.config.run_log_bytes,
-                };
-                let staging_dir = limits.staging.dir.join(&run_id);
-                // The second wall: the pipeline runs as its own task, so that a panic anywhere
-                // in it (a bug, or input nobody foresaw) ends this run as `failed`, releases
-                // the connection and removes the staging, instead of stranding the run.
-                let task = tokio::spawn({
-                    let (plugin, progress) = (plugin.clone(), progress.clone());
-                    tracing::Instrument::in_current_span(async move {
-                        pipeline::execute(&plugin, spec, limits, progress).await
-                    })
-                });
-                let result = match task.await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let why = if e.is_panic() {
-                            "panicked"
-                        } else {
-                            "was aborted"
-                        };
-                        tracing::error!(run_id = %run_id, "run task {why}");
-                        Err(RunError::Internal(format!(
-                            "the run's task {why}; nothing of it was committed"
-                        )))
-                    }
-                };
-                if staging_dir.exists() {
-                    let _ = std::fs::remove_dir_all(&staging_dir);
-                }
-                result
+                self.execute_guarded(&plugin, spec, &cancel, &progress)
+                    .await
             }
         };
         let streams = progress.lock().map(|p| p.clone()).unwrap_or_default();
@@ -397,59 +480,302 @@ impl RunManager {
         // of `active`: a client that sees `succeeded` and submits the connection's next run at
         // once is never answered 409 (`submit` checks `by_connection` under the same lock).
         let mut active = self.active.lock().ok();
-        let record = self.book.update(&run_id, |r| {
-            r.finished_at = Some(crate::now_rfc3339());
-            r.streams = streams;
-            match &result {
-                Ok(_) => r.status = RunStatus::Succeeded,
-                Err(e)
-                    if cancel.is_cancelled()
-                        || matches!(
-                            e,
-                            RunError::Cancelled
-                                | RunError::Plugin(sluice_runtime::CallError::Cancelled)
-                        ) =>
-                {
-                    r.status = RunStatus::Cancelled;
-                    r.error = Some(RunErrorInfo {
-                        code: "cancelled".into(),
-                        message: "the run was cancelled; nothing of it was committed".into(),
-                    });
-                }
-                Err(e) => {
-                    r.status = RunStatus::Failed;
-                    r.error = Some(RunErrorInfo {
-                        code: e.code().into(),
-                        message: e.to_string(),
-                    });
-                }
-            }
-        });
+        let record = book.update(&run_id, |r| end_record(r, streams, &result, &cancel));
         if let Some(a) = active.as_mut() {
             if let Some(r) = &record {
                 a.by_connection.remove(&r.connection_id);
             }
-            a.cancels.remove(&run_id);
-            a.progress.remove(&run_id);
+            a.forget(&run_id);
         }
         drop(active);
         if let Some(r) = record {
-            tracing::Span::current().record("outcome", r.status.as_str());
-            sluice_telemetry::metrics().run_ended(
-                &r.connector,
-                r.status.as_str(),
-                started.elapsed(),
-            );
-            let rows: u64 = r.streams.values().map(|s| s.committed_rows).sum();
-            match &r.error {
-                None => {
-                    tracing::info!(run_id = %run_id, connection_id = %r.connection_id, connector = %r.connector, rows, "run succeeded")
+            report_end(&r, started);
+        }
+    }
+
+    /// Runs the pipeline as its own task: a panic anywhere in it (a bug, or input nobody
+    /// foresaw) ends this run as `failed`, and the run's staging is removed either way.
+    async fn execute_guarded(
+        &self,
+        plugin: &Plugin,
+        spec: RunSpec,
+        cancel: &CancellationToken,
+        progress: &Progress,
+    ) -> Result<pipeline::RunOutcome, RunError> {
+        let run_id = spec.run_id.clone();
+        let staging_dir = self.config.staging.dir.join(&spec.commit_id);
+        let limits = RunLimits {
+            staging: self.config.staging.clone(),
+            deadline: self.config.run_deadline,
+            cancel: cancel.clone(),
+            log_bytes: self.config.run_log_bytes,
+        };
+        let task = tokio::spawn({
+            let (plugin, progress) = (plugin.clone(), progress.clone());
+            tracing::Instrument::in_current_span(async move {
+                pipeline::execute(&plugin, spec, limits, progress).await
+            })
+        });
+        let result = match task.await {
+            Ok(r) => r,
+            Err(e) => {
+                let why = if e.is_panic() {
+                    "panicked"
+                } else {
+                    "was aborted"
+                };
+                tracing::error!(run_id = %run_id, "run task {why}");
+                Err(RunError::Internal(format!(
+                    "the run's task {why}; nothing of it was committed"
+                )))
+            }
+        };
+        if staging_dir.exists() {
+            let _ = std::fs::remove_dir_all(&staging_dir);
+        }
+        result
+    }
+
+    /// Replicated mode: claims queued runs while this replica has free slots; wakes on
+    /// `NOTIFY` (a run queued, a cancel), a freed slot, the reaper's tick, or a slow poll that
+    /// covers notifications lost while the database connection was down.
+    async fn claim_loop(self: Arc<Self>, queue: Arc<SharedQueue>) {
+        let lease = queue.config().lease;
+        let mut reap = tokio::time::interval(lease / 2);
+        let mut poll = tokio::time::interval(Duration::from_secs(5));
+        let mut listener = None;
+        while !self.closing.load(Ordering::Acquire) {
+            if listener.is_none() {
+                listener = match queue.listener().await {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        tracing::warn!("cannot listen for queued runs (retrying): {e}");
+                        None
+                    }
+                };
+            }
+            self.claim_free_slots(&queue).await;
+            let notified = async {
+                match listener.as_mut() {
+                    Some(l) => l.recv().await.map(Some),
+                    None => {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        Ok(None)
+                    }
                 }
-                Some(e) => {
-                    tracing::warn!(run_id = %run_id, connection_id = %r.connection_id, connector = %r.connector, code = %e.code, "run ended: {}", e.message)
+            };
+            tokio::select! {
+                n = notified => match n {
+                    Ok(Some(n)) if n.channel() == crate::shared::CANCEL_CHANNEL => {
+                        self.cancel_here(n.payload(), true);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!("lost the database notification stream (reconnecting): {e}");
+                        listener = None;
+                    }
+                },
+                _ = reap.tick() => {
+                    if let Err(e) = queue.reap().await {
+                        tracing::warn!("{e}");
+                    }
+                }
+                _ = poll.tick() => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// Claims as many queued runs as this replica has free slots, and starts them.
+    async fn claim_free_slots(self: &Arc<Self>, queue: &Arc<SharedQueue>) {
+        if let Ok(n) = queue.queued().await {
+            self.cluster_queued.store(n, Ordering::Relaxed);
+        }
+        let mut permits = Vec::new();
+        while let Ok(p) = self.slots.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        if permits.is_empty() {
+            return;
+        }
+        let claims = match queue.claim(permits.len()).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("cannot claim runs: {e}");
+                return;
+            }
+        };
+        for (claim, permit) in claims.into_iter().zip(permits) {
+            let this = self.clone();
+            let queue = queue.clone();
+            let span = run_span(&claim.record);
+            self.tasks.spawn(tracing::Instrument::instrument(
+                async move { this.run_claim(queue, claim, permit).await },
+                span,
+            ));
+        }
+    }
+
+    /// Replicated mode: executes a claimed run under its lease, then ends it with its token.
+    async fn run_claim(
+        self: Arc<Self>,
+        queue: Arc<SharedQueue>,
+        claim: Claim,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let Claim {
+            run_id,
+            fence,
+            attempt,
+            mut record,
+            sealed,
+        } = claim;
+        tracing::info!(run_id = %run_id, attempt, fence, "run claimed");
+        let started = Instant::now();
+        let cancel = CancellationToken::new();
+        let progress: Progress = Default::default();
+        if let Ok(mut a) = self.active.lock() {
+            if let Some(stale) = a.cancels.insert(run_id.clone(), cancel.clone()) {
+                stale.cancel();
+            }
+            a.progress.insert(run_id.clone(), progress.clone());
+            a.fences.insert(run_id.clone(), fence);
+        }
+        let lost = Arc::new(AtomicBool::new(false));
+        let heartbeat = tokio::spawn(heartbeat(
+            queue.clone(),
+            run_id.clone(),
+            fence,
+            cancel.clone(),
+            progress.clone(),
+            lost.clone(),
+        ));
+        let result = match self.prepare_claim(&queue, &run_id, fence, attempt, &record, &sealed) {
+            Ok((plugin, spec)) => {
+                self.execute_guarded(&plugin, spec, &cancel, &progress)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        heartbeat.abort();
+        let by_client = self
+            .active
+            .lock()
+            .map(|mut a| {
+                let c = a.cancelled_by_client.contains(&run_id);
+                if a.fences.get(&run_id) == Some(&fence) {
+                    a.forget(&run_id);
+                }
+                c
+            })
+            .unwrap_or(false);
+        drop(permit);
+        self.wake.notify_one();
+        if lost.load(Ordering::Acquire) {
+            tracing::warn!(run_id = %run_id, fence, "this attempt lost its claim; another attempt owns the run (nothing of this one is referenced)");
+            return;
+        }
+        let shutting_down = self.closing.load(Ordering::Acquire);
+        if shutting_down
+            && !by_client
+            && matches!(
+                result,
+                Err(RunError::Cancelled)
+                    | Err(RunError::Plugin(sluice_runtime::CallError::Cancelled))
+            )
+        {
+            match queue.hand_back(&run_id, fence).await {
+                Ok(true) => {
+                    tracing::info!(run_id = %run_id, "run handed back to the queue at shutdown");
+                    return;
+                }
+                // A client asked for the cancel meanwhile: the run ends cancelled below.
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(run_id = %run_id, "cannot hand the run back ({e}); its lease will run out and another replica retries it");
+                    return;
                 }
             }
         }
+        let streams = progress.lock().map(|p| p.clone()).unwrap_or_default();
+        end_record(&mut record, streams, &result, &cancel);
+        record.attempts = attempt;
+        // Until the lease runs out the claim is ours: keep trying to record the end (the
+        // database may be restarting). If it never lands, the reaper retries the run and the
+        // next attempt finds its commit in `_state.json`.
+        let give_up = Instant::now() + queue.config().lease;
+        loop {
+            match queue.finish(&record, fence).await {
+                Ok(true) => break,
+                Ok(false) => {
+                    tracing::warn!(run_id = %run_id, "the claim was lost before the run's end was recorded");
+                    return;
+                }
+                Err(e) if Instant::now() < give_up => {
+                    tracing::warn!(run_id = %run_id, "cannot record the run's end yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    tracing::error!(run_id = %run_id, "cannot record the run's end: {e}");
+                    return;
+                }
+            }
+        }
+        report_end(&record, started);
+    }
+
+    /// Opens a claimed run's sealed request and builds what the pipeline needs.
+    fn prepare_claim(
+        &self,
+        queue: &Arc<SharedQueue>,
+        run_id: &str,
+        fence: u64,
+        attempt: u32,
+        record: &RunRecord,
+        sealed: &[u8],
+    ) -> Result<(Plugin, RunSpec), RunError> {
+        let Book::Shared { key, .. } = &self.book else {
+            return Err(RunError::Internal("not in replicated mode".into()));
+        };
+        let request = key
+            .open(run_id, sealed)
+            .map_err(|e| RunError::Internal(e.to_string()))?;
+        let plugin = self.registry.get(&record.connector).ok_or_else(|| {
+            RunError::Invalid(format!(
+                "connector {:?} is not loaded on replica {:?}",
+                record.connector,
+                queue.config().replica
+            ))
+        })?;
+        let layout = layout_of(&request.storage, &record.connection_id)
+            .map_err(|e| RunError::Invalid(e.to_string()))?;
+        let store = request
+            .storage
+            .open(&self.config.backend)
+            .map_err(RunError::Invalid)?;
+        let spec = RunSpec {
+            run_id: run_id.to_string(),
+            connection_id: record.connection_id.clone(),
+            config: request.config,
+            secrets: Secrets::new(
+                request
+                    .credentials
+                    .into_iter()
+                    .map(|(k, v)| (k, v.to_string())),
+            ),
+            streams: request.streams,
+            full_refresh: request.full_refresh,
+            store,
+            layout,
+            commit_id: sluice_storage::commit::commit_id(run_id, attempt),
+            fence: Some(Arc::new(QueueFence {
+                queue: queue.clone(),
+                run_id: run_id.to_string(),
+                token: fence,
+                margin: queue.config().lease / 3,
+            })),
+        };
+        Ok((plugin, spec))
     }
 
     fn with_progress(&self, mut r: RunRecord) -> RunRecord {
@@ -463,33 +789,60 @@ impl RunManager {
         r
     }
 
-    pub fn get(&self, run_id: &str) -> Option<RunRecord> {
-        self.book.get(run_id).map(|r| self.with_progress(r))
+    /// A run, or `None` if unknown.
+    pub async fn get(&self, run_id: &str) -> Result<Option<RunRecord>, DbError> {
+        let r = match &self.book {
+            Book::Embedded(book) => book.get(run_id),
+            Book::Shared { queue, .. } => queue.get(run_id).await?,
+        };
+        Ok(r.map(|r| self.with_progress(r)))
     }
 
-    pub fn list(&self, connection_id: Option<&str>) -> Vec<RunRecord> {
-        self.book
-            .list(connection_id)
-            .into_iter()
-            .map(|r| self.with_progress(r))
-            .collect()
+    /// Runs, newest first, optionally of one connection.
+    pub async fn list(&self, connection_id: Option<&str>) -> Result<Vec<RunRecord>, DbError> {
+        let runs = match &self.book {
+            Book::Embedded(book) => book.list(connection_id),
+            Book::Shared { queue, .. } => queue.list(connection_id).await?,
+        };
+        Ok(runs.into_iter().map(|r| self.with_progress(r)).collect())
     }
 
-    /// Asks a run to stop at its next host call. Returns its record, or `None` if unknown.
-    pub fn cancel(&self, run_id: &str) -> Option<RunRecord> {
-        if let Ok(a) = self.active.lock()
-            && let Some(c) = a.cancels.get(run_id)
+    /// Cancels a run of this process; `by_client` marks it as asked for (not a shutdown).
+    fn cancel_here(&self, run_id: &str, by_client: bool) -> bool {
+        if let Ok(mut a) = self.active.lock()
+            && let Some(c) = a.cancels.get(run_id).cloned()
         {
             tracing::info!(run_id, "cancel requested");
+            if by_client {
+                a.cancelled_by_client.insert(run_id.to_string());
+            }
             c.cancel();
+            return true;
         }
-        self.get(run_id)
+        false
     }
 
-    /// Stops admitting runs, lets running ones finish within `grace`, then cancels the rest
-    /// and waits for them to wind down (nothing of a cancelled run is committed).
+    /// Asks a run to stop at its next host call (in replicated mode, on whichever replica
+    /// runs it). Returns its record, or `None` if unknown.
+    pub async fn cancel(&self, run_id: &str) -> Result<Option<RunRecord>, DbError> {
+        match &self.book {
+            Book::Embedded(_) => {
+                self.cancel_here(run_id, true);
+            }
+            Book::Shared { queue, .. } => {
+                self.cancel_here(run_id, true);
+                queue.cancel(run_id).await?;
+            }
+        }
+        self.get(run_id).await
+    }
+
+    /// Stops admitting and claiming runs, lets running ones finish within `grace`, then
+    /// cancels the rest and waits for them to wind down (nothing of a cancelled run is
+    /// committed; in replicated mode they go back to the queue for another replica).
     pub async fn shutdown(&self, grace: Duration) {
         self.closing.store(true, Ordering::Release);
+        self.wake.notify_one();
         self.tasks.close();
         if tokio::time::timeout(grace, self.tasks.wait())
             .await
@@ -504,15 +857,158 @@ impl RunManager {
         }
     }
 
-    /// Runs waiting for a slot and runs executing, now.
+    /// Runs waiting for a slot (in replicated mode: queued in the whole cluster, as last
+    /// counted) and runs executing in this process, now.
     pub fn load(&self) -> (usize, usize) {
-        self.active
-            .lock()
-            .map(|a| (a.queued, a.by_connection.len().saturating_sub(a.queued)))
-            .unwrap_or_default()
+        let Ok(a) = self.active.lock() else {
+            return (0, 0);
+        };
+        match &self.book {
+            Book::Embedded(_) => (a.queued, a.by_connection.len().saturating_sub(a.queued)),
+            Book::Shared { .. } => (self.cluster_queued.load(Ordering::Relaxed), a.cancels.len()),
+        }
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+}
+
+impl Active {
+    fn forget(&mut self, run_id: &str) {
+        self.fences.remove(run_id);
+        self.cancels.remove(run_id);
+        self.progress.remove(run_id);
+        self.cancelled_by_client.remove(run_id);
+    }
+}
+
+/// The storage layout a request names; a bad prefix or connection id is the client's error.
+fn layout_of(storage: &StorageSpec, connection_id: &str) -> Result<Layout, SubmitError> {
+    Layout::new(&storage.prefix, connection_id).map_err(|e| {
+        let message = e.to_string();
+        let field = if message.contains("prefix") {
+            "storage.prefix"
+        } else {
+            "connection_id"
+        };
+        SubmitError::Invalid {
+            field: field.into(),
+            message,
+        }
+    })
+}
+
+/// The run's trace span, a child of the request that submitted it (and so of the caller's
+/// `traceparent`); it covers the queueing too.
+fn run_span(r: &RunRecord) -> tracing::Span {
+    tracing::info_span!(
+        target: "sluice_trace",
+        "run",
+        run_id = %r.run_id,
+        connection_id = %r.connection_id,
+        connector = %r.connector,
+        outcome = tracing::field::Empty,
+    )
+}
+
+/// A run's record at its end: status, counters, and why it failed or was cancelled.
+fn end_record(
+    r: &mut RunRecord,
+    streams: BTreeMap<String, pipeline::StreamStats>,
+    result: &Result<pipeline::RunOutcome, RunError>,
+    cancel: &CancellationToken,
+) {
+    r.finished_at = Some(crate::now_rfc3339());
+    r.streams = streams;
+    match result {
+        Ok(_) => {
+            r.status = RunStatus::Succeeded;
+            r.error = None;
+        }
+        Err(e)
+            if cancel.is_cancelled()
+                || matches!(
+                    e,
+                    RunError::Cancelled | RunError::Plugin(sluice_runtime::CallError::Cancelled)
+                ) =>
+        {
+            r.status = RunStatus::Cancelled;
+            r.error = Some(RunErrorInfo {
+                code: "cancelled".into(),
+                message: "the run was cancelled; nothing of it was committed".into(),
+            });
+        }
+        Err(e) => {
+            r.status = RunStatus::Failed;
+            r.error = Some(RunErrorInfo {
+                code: e.code().into(),
+                message: e.to_string(),
+            });
+        }
+    }
+}
+
+/// Logs and meters a run's end.
+fn report_end(r: &RunRecord, started: Instant) {
+    tracing::Span::current().record("outcome", r.status.as_str());
+    sluice_telemetry::metrics().run_ended(&r.connector, r.status.as_str(), started.elapsed());
+    let rows: u64 = r.streams.values().map(|s| s.committed_rows).sum();
+    match &r.error {
+        None => {
+            tracing::info!(run_id = %r.run_id, connection_id = %r.connection_id, connector = %r.connector, rows, "run succeeded")
+        }
+        Some(e) => {
+            tracing::warn!(run_id = %r.run_id, connection_id = %r.connection_id, connector = %r.connector, code = %e.code, "run ended: {}", e.message)
+        }
+    }
+}
+
+/// Renews a claim every third of its lease and publishes progress; cancels the run when a
+/// client asked for it, when the claim is lost, or when the lease ran out without a renewal
+/// (the database unreachable for that long: another replica may take the run, so this one
+/// stops — it fences itself).
+async fn heartbeat(
+    queue: Arc<SharedQueue>,
+    run_id: String,
+    fence: u64,
+    cancel: CancellationToken,
+    progress: Progress,
+    lost: Arc<AtomicBool>,
+) {
+    let lease = queue.config().lease;
+    let mut last_renewal = Instant::now();
+    let mut tick = tokio::time::interval(lease / 3);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let streams = progress
+            .lock()
+            .ok()
+            .and_then(|p| serde_json::to_value(&*p).ok())
+            .unwrap_or_default();
+        match queue.heartbeat(&run_id, fence, &streams).await {
+            Ok(Beat::Held { cancel_requested }) => {
+                last_renewal = Instant::now();
+                if cancel_requested && !cancel.is_cancelled() {
+                    tracing::info!(run_id = %run_id, "cancel requested (seen by heartbeat)");
+                    cancel.cancel();
+                }
+            }
+            Ok(Beat::Lost) => {
+                lost.store(true, Ordering::Release);
+                cancel.cancel();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(run_id = %run_id, "cannot renew the lease: {e}");
+                if last_renewal.elapsed() >= lease {
+                    tracing::warn!(run_id = %run_id, "the lease ran out without a renewal; stopping this attempt");
+                    lost.store(true, Ordering::Release);
+                    cancel.cancel();
+                    return;
+                }
+            }
+        }
     }
 }

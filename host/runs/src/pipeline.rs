@@ -11,9 +11,11 @@ use sluice_runtime::{
     SinkError, StreamSpec, SyncRequest,
 };
 use sluice_staging::{RunStage, StagingConfig, StagingError, StreamDef};
+use sluice_storage::StorageError;
 use sluice_storage::Store;
 use sluice_storage::commit::{
-    self, ColumnSpec, CommittedState, ConnectorRef, FileEntry, Layout, RunManifest, StreamManifest,
+    self, ColumnSpec, Commit, CommitFence, CommittedState, ConnectorRef, FileEntry, Layout,
+    RunManifest, StreamManifest,
 };
 
 /// What to run.
@@ -27,6 +29,11 @@ pub struct RunSpec {
     pub full_refresh: bool,
     pub store: Arc<dyn Store>,
     pub layout: Layout,
+    /// Names this attempt's objects: the run id, or `{run_id}.a{n}` ([`commit::commit_id`]).
+    pub commit_id: String,
+    /// The shared queue's fence (replicated mode): the commit is refused once this attempt
+    /// has lost its claim. `None` in the embedded mode.
+    pub fence: Option<Arc<dyn CommitFence>>,
 }
 
 /// Limits and hooks of a run.
@@ -204,9 +211,12 @@ pub async fn execute(
         log_budget: Some(LogBudget::new(limits.log_bytes)),
     };
     let streams = select_streams(plugin, &spec, &opts).await?;
-    let previous = commit::read_state(spec.store.as_ref(), &spec.layout)
+    let (previous, previous_tag) = commit::read_state_tagged(spec.store.as_ref(), &spec.layout)
         .await
         .map_err(|e| RunError::Storage(e.to_string()))?;
+    if let Some(done) = already_committed(&spec, &previous, &progress).await? {
+        return Ok(done);
+    }
     let state: Vec<(String, Value)> = if spec.full_refresh {
         vec![]
     } else {
@@ -234,7 +244,13 @@ pub async fn execute(
             p.entry(s.name.clone()).or_default();
         }
     }
-    let stage = RunStage::begin(&limits.staging, &spec.run_id, &started_at, &defs)
+    // A retried attempt stages under its commit id: two attempts of one run on one replica
+    // (a stale one still winding down) never share a directory.
+    let mut staging = limits.staging.clone();
+    if spec.commit_id != spec.run_id {
+        staging.dir = staging.dir.join(&spec.commit_id);
+    }
+    let stage = RunStage::begin(&staging, &spec.run_id, &started_at, &defs)
         .map_err(|e| RunError::Staging(e.to_string()))?;
     let stage = Arc::new(Mutex::new(Some(stage)));
     let states = Arc::new(Mutex::new(BTreeMap::new()));
@@ -290,7 +306,7 @@ pub async fn execute(
     for s in &staged.streams {
         let mut files = Vec::new();
         for (part, f) in s.files.iter().enumerate() {
-            let key = spec.layout.data_key(&s.def.name, &spec.run_id, part);
+            let key = spec.layout.data_key(&s.def.name, &spec.commit_id, part);
             uploads.push((key.clone(), f.path.clone()));
             files.push(FileEntry {
                 key,
@@ -347,18 +363,37 @@ pub async fn execute(
         connection_id = %spec.connection_id,
         files = uploads.len(),
     );
-    let state = tracing::Instrument::instrument(
+    let committed = tracing::Instrument::instrument(
         commit::commit_run(
             spec.store.as_ref(),
             &spec.layout,
-            &previous,
-            &manifest,
-            &uploads,
+            Commit {
+                previous: &previous,
+                previous_tag: &previous_tag,
+                manifest: &manifest,
+                commit_id: &spec.commit_id,
+                files: &uploads,
+                fence: spec.fence.as_deref(),
+            },
         ),
         commit_span,
     )
-    .await
-    .map_err(|e| RunError::Storage(e.to_string()))?;
+    .await;
+    let state = match committed {
+        Ok(state) => state,
+        Err(e @ StorageError::Precondition { .. }) => {
+            // Another attempt of this run may have won the race to the state: then the run
+            // is committed (by it), else some other writer moved the state under this run.
+            let (now, _) = commit::read_state_tagged(spec.store.as_ref(), &spec.layout)
+                .await
+                .map_err(|e| RunError::Storage(e.to_string()))?;
+            return match already_committed(&spec, &now, &progress).await? {
+                Some(done) => Ok(done),
+                None => Err(RunError::Storage(e.to_string())),
+            };
+        }
+        Err(e) => return Err(RunError::Storage(e.to_string())),
+    };
     drop(staged);
     let ms = |d: std::time::Duration| d.as_millis() as u64;
     tracing::info!(
@@ -387,6 +422,43 @@ pub async fn execute(
         }
     }
     Ok(RunOutcome { manifest, state })
+}
+
+/// In replicated mode, an earlier attempt of this run may have committed before its replica
+/// died (or stalled): the committed state then names it, and this attempt reports that commit
+/// instead of syncing again.
+async fn already_committed(
+    spec: &RunSpec,
+    state: &CommittedState,
+    progress: &Progress,
+) -> Result<Option<RunOutcome>, RunError> {
+    if spec.fence.is_none() {
+        return Ok(None);
+    }
+    let Some(id) = state
+        .runs
+        .iter()
+        .find(|c| commit::is_attempt_of(c, &spec.run_id))
+    else {
+        return Ok(None);
+    };
+    let manifest = commit::read_manifest(spec.store.as_ref(), &spec.layout, id)
+        .await
+        .map_err(|e| RunError::Storage(e.to_string()))?;
+    tracing::info!(run_id = %spec.run_id, commit_id = %id, "an earlier attempt of this run committed it");
+    if let Ok(mut p) = progress.lock() {
+        for (name, m) in &manifest.streams {
+            let s = p.entry(name.clone()).or_default();
+            s.records = m.records;
+            s.bytes = m.bytes;
+            s.files = m.files.len() as u64;
+            s.committed_rows = m.files.iter().map(|f| f.rows).sum();
+        }
+    }
+    Ok(Some(RunOutcome {
+        manifest,
+        state: state.clone(),
+    }))
 }
 
 /// The JSON Schema keyword a stream sets to `true` to have a run fail, instead of keeping

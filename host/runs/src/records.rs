@@ -73,6 +73,15 @@ pub struct RunRecord {
     /// Why it failed or was cancelled (null otherwise).
     #[schema(required = true)]
     pub error: Option<RunErrorInfo>,
+    /// Times the run was started: 0 while first queued, 1 once running; in replicated mode
+    /// more when a replica died and another retried it (at most `SLUICE_MAX_RUN_ATTEMPTS`).
+    #[serde(default)]
+    pub attempts: u32,
+    /// Replicated mode: the replica (`SLUICE_REPLICA_ID`) that ran the latest attempt; null
+    /// in the embedded mode and before the first claim.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub replica: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(ignore)]
     pub idempotency_key: Option<String>,

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sluice_storage::{LocalStore, S3Store, S3Target, Store};
 
 /// The operator's storage backend (from the environment).
@@ -16,7 +16,9 @@ pub enum Backend {
 }
 
 /// The storage part of a request body: bucket, prefix and per-request credentials.
-#[derive(Clone, Deserialize, utoipa::ToSchema)]
+/// Serialized only to be sealed into the shared queue (`sealed`); never logged (its `Debug`
+/// shows bucket and prefix only).
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSpec {
     pub bucket: String,

@@ -137,6 +137,26 @@ pub struct ServeConfig {
     /// secret); `false` (default): it needs the token like `/internal`.
     #[arg(long, env = "METRICS_PUBLIC", default_value_t = false, action = clap::ArgAction::Set)]
     pub metrics_public: bool,
+    /// PostgreSQL URL (`postgres://user:password@host:5432/db`): run records, the queue, the
+    /// one-active-run-per-connection rule and idempotency keys live there, shared by every
+    /// replica. Unset: the embedded mode (records in SLUICE_DATA_DIR, one replica).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// With DATABASE_URL: 64 hex characters (32 random bytes, the same on every replica) that
+    /// seal queued runs' requests (credentials, storage keys) in the database.
+    #[arg(long, env = "SLUICE_RUN_SECRETS_KEY", hide_env_values = true)]
+    pub run_secrets_key: Option<String>,
+    /// With DATABASE_URL: this replica's name in claims and run records (default: the host
+    /// name, which is the pod name in Kubernetes, and the process id).
+    #[arg(long, env = "SLUICE_REPLICA_ID")]
+    pub replica_id: Option<String>,
+    /// With DATABASE_URL: seconds a claim on a run holds without a heartbeat (renewed every
+    /// third of it); a replica silent that long loses its runs to the others.
+    #[arg(long, env = "SLUICE_LEASE_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub lease_secs: u64,
+    /// With DATABASE_URL: claims of one run before it fails `interrupted`.
+    #[arg(long, env = "SLUICE_MAX_RUN_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_run_attempts: u32,
     /// The container's memory limit (cgroup v2 `memory.max`); the memory settings must fit it.
     #[arg(long, hide = true, default_value = CGROUP_MEMORY_MAX)]
     pub cgroup_memory_max: PathBuf,
@@ -215,7 +235,6 @@ fn environment_report(out: &mut Vec<(String, String)>) {
     for (k, v) in vars {
         let shown = match k.as_str() {
             "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" | "AWS_SESSION_TOKEN" => masked(&v),
-            "DATABASE_URL" => mask_url_password(&v),
             // Exporter headers usually carry an API key: names only.
             "OTEL_EXPORTER_OTLP_HEADERS" | "OTEL_EXPORTER_OTLP_TRACES_HEADERS" => {
                 let names: Vec<&str> = v
@@ -304,6 +323,22 @@ impl ServeConfig {
         }
         if self.max_concurrent_runs == 0 {
             errors.push("SLUICE_MAX_CONCURRENT_RUNS must be at least 1".into());
+        }
+        if let Some(url) = &self.database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                errors.push(format!(
+                    "DATABASE_URL must be a postgres:// URL, got {:?}",
+                    mask_url_password(url)
+                ));
+            }
+            match &self.run_secrets_key {
+                None => errors.push("SLUICE_RUN_SECRETS_KEY must be set when DATABASE_URL is set (64 hex characters, the same on every replica: `openssl rand -hex 32`)".into()),
+                Some(k) => {
+                    if let Err(e) = sluice_runs::sealed::SealKey::from_hex(k) {
+                        errors.push(e.to_string());
+                    }
+                }
+            }
         }
         if self.header_read_timeout_secs == 0 {
             errors.push("SLUICE_HEADER_READ_TIMEOUT_SECS must be at least 1".into());
@@ -550,6 +585,21 @@ impl ServeConfig {
             ),
             ("METRICS_PUBLIC", self.metrics_public.to_string()),
             (
+                "DATABASE_URL",
+                opt(self.database_url.as_deref().map(mask_url_password)),
+            ),
+            (
+                "SLUICE_RUN_SECRETS_KEY",
+                if self.run_secrets_key.is_some() {
+                    "(set, masked)".into()
+                } else {
+                    "(unset)".into()
+                },
+            ),
+            ("SLUICE_REPLICA_ID", self.replica_id()),
+            ("SLUICE_LEASE_SECS", self.lease_secs.to_string()),
+            ("SLUICE_MAX_RUN_ATTEMPTS", self.max_run_attempts.to_string()),
+            (
                 "container memory limit",
                 cgroup_memory_limit(&self.cgroup_memory_max)
                     .map(|b| format!("{} MiB", b >> 20))
@@ -565,6 +615,16 @@ impl ServeConfig {
         .collect();
         environment_report(&mut out);
         out
+    }
+
+    /// This replica's name: SLUICE_REPLICA_ID, else `{hostname}-{pid}`.
+    pub fn replica_id(&self) -> String {
+        self.replica_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "sluice".into());
+            format!("{host}-{}", std::process::id())
+        })
     }
 
     /// [`Self::report`] as one JSON object, for the startup log.

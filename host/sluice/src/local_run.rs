@@ -98,6 +98,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         full_refresh: args.full_refresh,
         store: Arc::new(LocalStore::new(&args.out)),
         layout: Layout::new("", &args.connection_id)?,
+        commit_id: run_id.clone(),
+        fence: None,
     };
     let cancel = CancellationToken::new();
     let limits = RunLimits {

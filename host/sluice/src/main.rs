@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sluice_runs::manager::{ManagerConfig, RunManager};
+use sluice_runs::manager::{Book, ManagerConfig, RunManager};
 use sluice_runs::records::RunBook;
 use sluice_runtime::manifest::Level;
 use sluice_runtime::outbound::OutboundConfig;
@@ -280,7 +280,7 @@ async fn serve(cfg: ServeConfig, warnings: Vec<config::Warning>) -> anyhow::Resu
     std::fs::create_dir_all(&cfg.plugins_dir)
         .with_context(|| format!("creating PLUGINS_DIR {}", cfg.plugins_dir.display()))?;
     let registry = Registry::new(runtime, cfg.plugins_dir.clone());
-    let book = RunBook::open(cfg.data_dir.join("runs")).context("opening run records")?;
+    let book = run_book(&cfg).await?;
     clear_staging(&cfg.staging_dir());
     let mut staging = StagingConfig::new(cfg.staging_dir());
     staging.run_buffer_bytes = (cfg.staging_buffer_mib as usize) << 20;
@@ -348,6 +348,34 @@ async fn serve(cfg: ServeConfig, warnings: Vec<config::Warning>) -> anyhow::Resu
     }
     tracing::info!("bye");
     Ok(())
+}
+
+/// Run records: PostgreSQL shared by the replicas when DATABASE_URL is set (migrated here),
+/// else local files.
+async fn run_book(cfg: &config::ServeConfig) -> anyhow::Result<Book> {
+    let Some(url) = &cfg.database_url else {
+        return Ok(Book::Embedded(
+            RunBook::open(cfg.data_dir.join("runs")).context("opening run records")?,
+        ));
+    };
+    let key = sluice_runs::sealed::SealKey::from_hex(cfg.run_secrets_key.as_deref().unwrap_or(""))?;
+    let replica = cfg.replica_id();
+    let queue = sluice_runs::shared::SharedQueue::connect(
+        url,
+        sluice_runs::shared::QueueConfig {
+            replica: replica.clone(),
+            lease: Duration::from_secs(cfg.lease_secs),
+            max_attempts: cfg.max_run_attempts,
+            max_queued_runs: cfg.max_queued_runs,
+        },
+    )
+    .await
+    .context("connecting to DATABASE_URL")?;
+    tracing::info!(replica = %replica, lease_secs = cfg.lease_secs, "runs are shared through PostgreSQL");
+    Ok(Book::Shared {
+        queue: std::sync::Arc::new(queue),
+        key: std::sync::Arc::new(key),
+    })
 }
 
 /// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the metrics also go out over OTLP/HTTP; their gauges

@@ -1,8 +1,8 @@
 //! The storage layout of a connection and the commit protocol of a run.
 //!
 //! ```text
-//! {prefix}/{connection_id}/{stream}/{run_id}-{part}.parquet   data (1)
-//! {prefix}/{connection_id}/_runs/{run_id}.json                run manifest (2)
+//! {prefix}/{connection_id}/{stream}/{commit_id}-{part}.parquet   data (1)
+//! {prefix}/{connection_id}/_runs/{commit_id}.json                run manifest (2)
 //! {prefix}/{connection_id}/_state.json                        commit point (3)
 //! {prefix}/{connection_id}/_schema.json                       catalog, written by schema-sync
 //! {prefix}/{connection_id}/_README.md                         analysts' docs, written by schema-sync
@@ -10,6 +10,15 @@
 //! Written in that order. `_state.json` lists the committed runs; a reader trusts only the
 //! data files their manifests name, so a run that dies before (3) leaves garbage that no
 //! reader sees, and the state a plugin checkpointed is stored only after the data it covers.
+//!
+//! `commit_id` is the run id, or `{run_id}.a{attempt}` for a run's second and later attempts
+//! (replicas sharing runs through PostgreSQL retry a run whose replica died): every attempt
+//! writes under its own names, so an attempt that stalled and woke up late can never overwrite
+//! what a newer attempt committed. With a [`CommitFence`] the state write is conditional
+//! (the state must be the one the attempt read) and must reach the store within the fence's
+//! lease; see [`commit_run`].
+
+use std::time::Duration;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,7 +26,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{StorageError, Store};
+use crate::{Conditional, Expect, StorageError, Store};
 
 /// Format version of the JSON documents below.
 pub const FORMAT: u32 = 1;
@@ -150,6 +159,50 @@ pub struct RunManifest {
     pub streams: BTreeMap<String, StreamManifest>,
 }
 
+/// The commit id of a run's attempt (1-based): the run id for the first, `{run_id}.a{n}` after.
+pub fn commit_id(run_id: &str, attempt: u32) -> String {
+    if attempt <= 1 {
+        run_id.to_string()
+    } else {
+        format!("{run_id}.a{attempt}")
+    }
+}
+
+/// Whether a committed id (an entry of [`CommittedState::runs`]) is an attempt of `run_id`.
+pub fn is_attempt_of(commit_id: &str, run_id: &str) -> bool {
+    commit_id == run_id
+        || commit_id
+            .strip_prefix(run_id)
+            .and_then(|rest| rest.strip_prefix(".a"))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Asked right before `_state.json` is written: may this attempt still commit?
+///
+/// Implemented by the shared run queue (PostgreSQL): the attempt's fencing token must still
+/// be the run's current one and its lease must have time left. The answer is how long the
+/// state write may take to reach the store (the lease left, minus a margin), or why not.
+#[async_trait::async_trait]
+pub trait CommitFence: Send + Sync {
+    async fn confirm(&self) -> Result<Duration, String>;
+    /// The fencing token, recorded in the committed state.
+    fn token(&self) -> u64;
+}
+
+/// What [`commit_run`] commits.
+pub struct Commit<'a> {
+    /// The committed state the run started from.
+    pub previous: &'a CommittedState,
+    /// The state's tag when it was read ([`read_state_tagged`]).
+    pub previous_tag: &'a Expect,
+    pub manifest: &'a RunManifest,
+    /// Names the manifest and is listed in the state (see [`commit_id`]).
+    pub commit_id: &'a str,
+    /// Each manifest key with the local file to upload.
+    pub files: &'a [(String, PathBuf)],
+    pub fence: Option<&'a dyn CommitFence>,
+}
+
 /// `_state.json`: the commit point.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct CommittedState {
@@ -161,6 +214,9 @@ pub struct CommittedState {
     pub streams: BTreeMap<String, Value>,
     pub connector: Option<ConnectorRef>,
     pub committed_at: Option<String>,
+    /// The fencing token of the claim that committed last (replicated mode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<u64>,
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T, StorageError> {
@@ -183,6 +239,24 @@ pub async fn read_state(
     }
 }
 
+/// The committed state with the tag a conditional commit must find unchanged.
+pub async fn read_state_tagged(
+    store: &dyn Store,
+    layout: &Layout,
+) -> Result<(CommittedState, Expect), StorageError> {
+    let key = layout.state_key();
+    match store.get_tagged(&key).await? {
+        Some((bytes, tag)) => Ok((parse(&key, &bytes)?, Expect::Tag(tag))),
+        None => Ok((
+            CommittedState {
+                format: FORMAT,
+                ..Default::default()
+            },
+            Expect::Absent,
+        )),
+    }
+}
+
 /// The manifest of a committed run.
 pub async fn read_manifest(
     store: &dyn Store,
@@ -197,39 +271,54 @@ pub async fn read_manifest(
     parse(&key, &bytes)
 }
 
-/// Commits a run: uploads its files, then its manifest, then the new state.
-/// `files` pairs each manifest key with the local file to upload. Returns the new state.
+/// Commits a run: uploads its files, then its manifest, then the new state. Returns the new
+/// state.
+///
+/// Without a fence the state is overwritten (one writer per connection: the embedded run
+/// manager's rule). With one, the fence is confirmed first ([`CommitFence::confirm`]), then the
+/// state is written only if it is still the one the attempt read (`If-Match`/`If-None-Match`,
+/// [`StorageError::Precondition`] otherwise) and only if the write reaches the store within the
+/// time the fence allowed (a presigned S3 request expires then).
 pub async fn commit_run(
     store: &dyn Store,
     layout: &Layout,
-    previous: &CommittedState,
-    manifest: &RunManifest,
-    files: &[(String, PathBuf)],
+    c: Commit<'_>,
 ) -> Result<CommittedState, StorageError> {
-    for (key, path) in files {
+    for (key, path) in c.files {
         store.put_file(key, path).await?;
     }
     let body =
-        serde_json::to_vec_pretty(manifest).map_err(|e| StorageError::Invalid(e.to_string()))?;
+        serde_json::to_vec_pretty(c.manifest).map_err(|e| StorageError::Invalid(e.to_string()))?;
     store
-        .put_bytes(&layout.manifest_key(&manifest.run_id), body)
+        .put_bytes(&layout.manifest_key(c.commit_id), body)
         .await?;
-    let mut next = previous.clone();
+    let mut next = c.previous.clone();
     next.format = FORMAT;
-    next.connection_id = manifest.connection_id.clone();
-    next.runs.push(manifest.run_id.clone());
-    for (name, s) in &manifest.streams {
+    next.connection_id = c.manifest.connection_id.clone();
+    next.runs.push(c.commit_id.to_string());
+    for (name, s) in &c.manifest.streams {
         if let Some(state) = &s.state {
             next.streams.insert(name.clone(), state.clone());
-        } else if manifest.full_refresh {
+        } else if c.manifest.full_refresh {
             next.streams.remove(name);
         }
     }
-    next.connector = Some(manifest.connector.clone());
-    next.committed_at = Some(manifest.finished_at.clone());
+    next.connector = Some(c.manifest.connector.clone());
+    next.committed_at = Some(c.manifest.finished_at.clone());
+    next.fence = c.fence.map(|f| f.token());
     let body =
         serde_json::to_vec_pretty(&next).map_err(|e| StorageError::Invalid(e.to_string()))?;
-    store.put_bytes(&layout.state_key(), body).await?;
+    match c.fence {
+        None => store.put_bytes(&layout.state_key(), body).await?,
+        Some(fence) => {
+            let valid_for = fence.confirm().await.map_err(StorageError::Fenced)?;
+            let cond = Conditional {
+                expect: c.previous_tag.clone(),
+                valid_for: Some(valid_for),
+            };
+            store.put_if(&layout.state_key(), body, &cond).await?
+        }
+    }
     Ok(next)
 }
 
@@ -289,9 +378,14 @@ mod tests {
         let after = commit_run(
             &store,
             &layout,
-            &before,
-            &m,
-            &[(layout.data_key("items", "r1", 0), data)],
+            Commit {
+                previous: &before,
+                previous_tag: &Expect::Absent,
+                manifest: &m,
+                commit_id: "r1",
+                files: &[(layout.data_key("items", "r1", 0), data)],
+                fence: None,
+            },
         )
         .await
         .unwrap();
@@ -302,5 +396,96 @@ mod tests {
             store.list("p/c1/items/").await.unwrap(),
             vec!["p/c1/items/r1-0.parquet"]
         );
+    }
+
+    struct Token(u64);
+
+    #[async_trait::async_trait]
+    impl CommitFence for Token {
+        async fn confirm(&self) -> Result<Duration, String> {
+            Ok(Duration::from_secs(5))
+        }
+        fn token(&self) -> u64 {
+            self.0
+        }
+    }
+
+    fn manifest(run_id: &str) -> RunManifest {
+        RunManifest {
+            format: FORMAT,
+            run_id: run_id.into(),
+            connection_id: "c1".into(),
+            connector: ConnectorRef {
+                id: "x".into(),
+                version: "1.0.0".into(),
+                sha256: "00".into(),
+            },
+            started_at: "t0".into(),
+            finished_at: "t1".into(),
+            full_refresh: false,
+            streams: BTreeMap::new(),
+        }
+    }
+
+    /// Two attempts of one run read the same state; the newer commits; the stale one's state
+    /// write is refused and what the newer committed stays.
+    #[tokio::test]
+    async fn a_stale_attempt_cannot_commit_over_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().join("bucket"));
+        let layout = Layout::new("p", "c1").unwrap();
+        let (state, tag) = read_state_tagged(&store, &layout).await.unwrap();
+        let m = manifest("r1");
+        let commit = |id: &'static str, fence: &'static Token| Commit {
+            previous: &state,
+            previous_tag: &tag,
+            manifest: &m,
+            commit_id: id,
+            files: &[],
+            fence: Some(fence),
+        };
+        static NEW: Token = Token(8);
+        static STALE: Token = Token(7);
+        let newer = commit_run(&store, &layout, commit("r1.a2", &NEW))
+            .await
+            .unwrap();
+        let stale = commit_run(&store, &layout, commit("r1", &STALE)).await;
+        assert!(
+            matches!(stale, Err(StorageError::Precondition { .. })),
+            "{stale:?}"
+        );
+        let now = read_state(&store, &layout).await.unwrap();
+        assert_eq!(now, newer);
+        assert_eq!(now.runs, vec!["r1.a2"]);
+        assert_eq!(now.fence, Some(8));
+        // The next run reads the new state and its tag, and commits over it.
+        let (state, tag) = read_state_tagged(&store, &layout).await.unwrap();
+        let m2 = manifest("r2");
+        let after = commit_run(
+            &store,
+            &layout,
+            Commit {
+                previous: &state,
+                previous_tag: &tag,
+                manifest: &m2,
+                commit_id: "r2",
+                files: &[],
+                fence: Some(&NEW),
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(after.runs, vec!["r1.a2", "r2"]);
+    }
+
+    #[test]
+    fn attempts_are_told_apart_from_other_runs() {
+        assert_eq!(commit_id("r", 1), "r");
+        assert_eq!(commit_id("r", 3), "r.a3");
+        assert!(is_attempt_of("r", "r"));
+        assert!(is_attempt_of("r.a3", "r"));
+        assert!(!is_attempt_of("r2", "r"));
+        assert!(!is_attempt_of("r.a", "r"));
+        assert!(!is_attempt_of("r.ax", "r"));
     }
 }

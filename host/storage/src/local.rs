@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{StorageError, Store};
+use crate::{Conditional, Expect, StorageError, Store};
 
 /// Objects as files under a root directory; writes are atomic (temp file + rename).
 #[derive(Debug, Clone)]
@@ -21,6 +21,12 @@ impl LocalStore {
         }
         Ok(self.root.join(key))
     }
+}
+
+/// The local store's entity tag: the SHA-256 of the bytes, quoted like an HTTP ETag.
+fn tag_of(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("\"{}\"", hex::encode(sha2::Sha256::digest(bytes)))
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
@@ -75,6 +81,57 @@ impl Store for LocalStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(&p)(e)),
         }
+    }
+
+    async fn get_tagged(&self, key: &str) -> Result<Option<(Vec<u8>, String)>, StorageError> {
+        Ok(self.get_bytes(key).await?.map(|b| {
+            let tag = tag_of(&b);
+            (b, tag)
+        }))
+    }
+
+    /// Compares and writes under an exclusive lock on `.{name}.lock` beside the object, so
+    /// writers of this directory (several processes of one machine) are serialized. The
+    /// validity is not checked: a local directory has no server to refuse a late write.
+    async fn put_if(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        cond: &Conditional,
+    ) -> Result<(), StorageError> {
+        let dest = self.path(key)?;
+        if let Some(dir) = dest.parent() {
+            tokio::fs::create_dir_all(dir).await.map_err(io(dir))?;
+        }
+        let lock_path = dest.with_file_name(format!(
+            ".{}.lock",
+            dest.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("object")
+        ));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        let lock = tokio::task::spawn_blocking(move || lock.lock().map(|_| lock))
+            .await
+            .map_err(|e| StorageError::Invalid(e.to_string()))?
+            .map_err(io(&lock_path))?;
+        let current = self.get_bytes(key).await?;
+        let holds = match (&cond.expect, &current) {
+            (Expect::Absent, None) => true,
+            (Expect::Tag(t), Some(b)) => *t == tag_of(b),
+            _ => false,
+        };
+        let result = if holds {
+            self.put_bytes(key, bytes).await
+        } else {
+            Err(StorageError::Precondition { key: key.into() })
+        };
+        drop(lock);
+        result
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {

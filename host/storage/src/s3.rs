@@ -10,7 +10,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use tokio::io::AsyncReadExt;
 
-use crate::{StorageError, Store};
+use crate::{Conditional, Expect, StorageError, Store};
 
 /// Files above this size are uploaded in parts of this size.
 const PART_BYTES: usize = 16 << 20;
@@ -42,6 +42,8 @@ impl std::fmt::Debug for S3Target {
 pub struct S3Store {
     client: aws_sdk_s3::Client,
     bucket: String,
+    /// Sends presigned requests ([`Store::put_if`] with a validity).
+    http: reqwest::Client,
 }
 
 impl S3Store {
@@ -69,6 +71,66 @@ impl S3Store {
         Self {
             client: aws_sdk_s3::Client::from_conf(b.build()),
             bucket: t.bucket,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// A conditional PUT as a presigned request that the server refuses once `valid_for`
+    /// has passed since signing (`X-Amz-Expires`).
+    async fn put_presigned(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        cond: &Conditional,
+        valid_for: std::time::Duration,
+    ) -> Result<(), StorageError> {
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(
+            std::time::Duration::from_secs(valid_for.as_secs().max(1)),
+        )
+        .map_err(|e| self.err("PutObject", key, e))?;
+        let mut put = self.client.put_object().bucket(&self.bucket).key(key);
+        put = match &cond.expect {
+            Expect::Absent => put.if_none_match("*"),
+            Expect::Tag(t) => put.if_match(t),
+        };
+        let signed = put
+            .presigned(config)
+            .await
+            .map_err(|e| self.err("PutObject", key, e))?;
+        let mut req = self.http.put(signed.uri());
+        for (name, value) in signed.headers() {
+            req = req.header(name, value);
+        }
+        let answer = req
+            .body(bytes)
+            .send()
+            .await
+            .map_err(|e| self.err("PutObject", key, e))?;
+        match answer.status().as_u16() {
+            200..=299 => Ok(()),
+            409 | 412 => Err(StorageError::Precondition { key: key.into() }),
+            code => {
+                let body = answer.text().await.unwrap_or_default();
+                // Garage and S3 answer an expired presigned request 400/403 with this text.
+                let expired = body.contains("too old") || body.contains("expired");
+                Err(StorageError::Backend {
+                    op: "PutObject",
+                    url: self.url(key),
+                    message: if expired {
+                        format!(
+                            "HTTP {code}: the write arrived after its validity ended (the writer stalled); refused"
+                        )
+                    } else {
+                        format!(
+                            "HTTP {code}: {}",
+                            body.chars().take(300).collect::<String>()
+                        )
+                    },
+                })
+            }
         }
     }
 
@@ -220,6 +282,60 @@ impl Store for S3Store {
             }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
             Err(e) => Err(self.err("GetObject", key, e)),
+        }
+    }
+
+    async fn get_tagged(&self, key: &str) -> Result<Option<(Vec<u8>, String)>, StorageError> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let tag = out.e_tag().unwrap_or_default().to_string();
+                let data = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| self.err("GetObject", key, e))?;
+                Ok(Some((data.into_bytes().to_vec(), tag)))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(self.err("GetObject", key, e)),
+        }
+    }
+
+    async fn put_if(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        cond: &Conditional,
+    ) -> Result<(), StorageError> {
+        if let Some(valid_for) = cond.valid_for {
+            return self.put_presigned(key, bytes, cond, valid_for).await;
+        }
+        let mut put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(bytes));
+        put = match &cond.expect {
+            Expect::Absent => put.if_none_match("*"),
+            Expect::Tag(t) => put.if_match(t),
+        };
+        match put.send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.raw_response()
+                    .is_some_and(|r| matches!(r.status().as_u16(), 409 | 412)) =>
+            {
+                Err(StorageError::Precondition { key: key.into() })
+            }
+            Err(e) => Err(self.err("PutObject", key, e)),
         }
     }
 
