@@ -39,6 +39,11 @@ fn check_prints_every_setting_with_secrets_masked() {
             "DATABASE_URL",
             "postgres://sluice:db-pa55word-xyz@db.internal:5432/sluice",
         ),
+        // Required with DATABASE_URL (issue 14): the key of the queued runs' credentials.
+        (
+            "SLUICE_RUN_SECRETS_KEY",
+            "00112233445566778899aabbccddeeff0123456789abcdef0123456789abcdef",
+        ),
     ];
     let mut env = secrets.to_vec();
     env.extend([
@@ -90,7 +95,12 @@ fn check_refuses_contradictory_settings_naming_the_variable() {
     let none = memory_max(dir.path(), "max\n");
     // (extra environment, the memory.max file, the expected refusal)
     type Case<'a> = (&'a [(&'a str, &'a str)], String, &'a str);
-    let cases: [Case; 5] = [
+    let cases: [Case; 6] = [
+        (
+            &[("DATABASE_URL", "postgres://sluice:pw@127.0.0.1:5432/sluice")],
+            none.clone(),
+            "SLUICE_RUN_SECRETS_KEY must be set",
+        ),
         (
             &[("S3_ENDPOINT", "minio:9000")],
             none.clone(),
