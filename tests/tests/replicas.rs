@@ -39,21 +39,25 @@ impl Cluster {
     /// Starts `n` replicas `r0` … at once (their migrations race, as in a rollout) and waits
     /// until each is ready.
     async fn start(name: &str, n: usize, env: &[(&str, &str)]) -> Self {
+        Self::start_on(name, vec![endpoint(); n], env).await
+    }
+
+    /// As [`Cluster::start`], replica `i` reaching S3 at `s3[i]`.
+    async fn start_on(name: &str, s3: Vec<String>, env: &[(&str, &str)]) -> Self {
         let pg = PgServer::start();
         let root = tempfile::tempdir().unwrap();
         let plugins = root.path().join("plugins");
         std::fs::create_dir_all(&plugins).unwrap();
         std::fs::copy(plugin("github"), plugins.join("github.wasm")).unwrap();
         let url = pg.url();
-        let s3 = endpoint();
-        let replicas: Vec<Service> = (0..n)
+        let replicas: Vec<Service> = (0..s3.len())
             .map(|i| {
                 let id = format!("r{i}");
                 let mut all: Vec<(&str, &str)> = vec![
                     ("DATABASE_URL", url.as_str()),
                     ("SLUICE_RUN_SECRETS_KEY", SECRETS_KEY),
                     ("SLUICE_REPLICA_ID", id.as_str()),
-                    ("S3_ENDPOINT", s3.as_str()),
+                    ("S3_ENDPOINT", s3[i].as_str()),
                     ("SLUICE_MAX_QUEUED_RUNS", "64"),
                 ];
                 all.extend_from_slice(env);
@@ -813,6 +817,198 @@ async fn shared_mode_needs_the_secrets_key_and_embedded_mode_has_no_replica() {
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["attempts"], 1, "{run}");
     assert!(run["replica"].is_null(), "{run}");
+}
+
+/// A pass-through proxy in front of the S3 server for one replica, to stall one write in
+/// flight: every request is forwarded as it came (method, path and query, headers with the
+/// `Host` that SigV4 signed, body), except that once [`S3Gate::arm`]ed, the next PUT of a
+/// `_state.json` is parked until [`S3Gate::release`], then forwarded, and S3's status for it kept.
+/// It plays a replica that stalls (GC pause, SIGSTOP, partition) inside its commit, after
+/// every check the replica itself makes.
+struct S3Gate {
+    url: String,
+    inner: std::sync::Arc<GateInner>,
+}
+
+struct GateInner {
+    upstream: String,
+    client: reqwest::Client,
+    armed: std::sync::atomic::AtomicBool,
+    parked: tokio::sync::watch::Sender<Option<String>>,
+    release: tokio::sync::watch::Sender<bool>,
+    outcome: tokio::sync::watch::Sender<Option<(u16, String)>>,
+}
+
+impl S3Gate {
+    async fn start(upstream: String) -> Self {
+        let inner = std::sync::Arc::new(GateInner {
+            upstream,
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .build()
+                .unwrap(),
+            armed: false.into(),
+            parked: tokio::sync::watch::channel(None).0,
+            release: tokio::sync::watch::channel(false).0,
+            outcome: tokio::sync::watch::channel(None).0,
+        });
+        let router = axum::Router::new()
+            .fallback(gate_forward)
+            .with_state(inner.clone());
+        let addr = sluice_tests::serve(router).await;
+        Self {
+            url: format!("http://{addr}"),
+            inner,
+        }
+    }
+
+    fn arm(&self) {
+        self.inner
+            .armed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Waits until a `_state.json` PUT is parked; returns its path.
+    async fn wait_parked(&self, cx: &Cluster, limit: Duration) -> String {
+        let mut rx = self.inner.parked.subscribe();
+        match tokio::time::timeout(limit, rx.wait_for(Option::is_some)).await {
+            Ok(Ok(path)) => path.clone().unwrap(),
+            _ => panic!(
+                "no _state.json PUT came through the gate within {limit:?}\n{}",
+                cx.logs()
+            ),
+        }
+    }
+
+    /// Forwards the parked PUT and returns S3's status and body for it.
+    async fn release(&self) -> (u16, String) {
+        self.inner.release.send_replace(true);
+        let mut rx = self.inner.outcome.subscribe();
+        let got = tokio::time::timeout(Duration::from_secs(30), rx.wait_for(Option::is_some))
+            .await
+            .expect("the parked PUT was forwarded")
+            .unwrap();
+        got.clone().unwrap()
+    }
+}
+
+async fn gate_forward(
+    axum::extract::State(g): axum::extract::State<std::sync::Arc<GateInner>>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let held = parts.method == axum::http::Method::PUT
+        && parts.uri.path().ends_with("/_state.json")
+        && g.armed.swap(false, std::sync::atomic::Ordering::SeqCst);
+    if held {
+        g.parked.send_replace(Some(parts.uri.path().to_string()));
+        let mut rx = g.release.subscribe();
+        let _ = rx.wait_for(|go| *go).await;
+    }
+    let mut headers = parts.headers.clone();
+    for h in [
+        "transfer-encoding",
+        "connection",
+        "content-length",
+        "expect",
+    ] {
+        headers.remove(h);
+    }
+    let answer = g
+        .client
+        .request(
+            parts.method.clone(),
+            format!("{}{path_and_query}", g.upstream),
+        )
+        .headers(headers)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status();
+    let mut out = axum::http::Response::builder().status(status);
+    for (k, v) in answer.headers() {
+        if k != "transfer-encoding" && k != "connection" {
+            out = out.header(k, v);
+        }
+    }
+    let bytes = answer.bytes().await.unwrap();
+    if held {
+        g.outcome.send_replace(Some((
+            status.as_u16(),
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )));
+    }
+    out.body(axum::body::Body::from(bytes)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_stalled_past_the_lease_is_refused_by_the_store() {
+    let _serial = SERIAL.lock().await;
+    let gh = github(1000, 100).await;
+    let gates = [
+        S3Gate::start(endpoint()).await,
+        S3Gate::start(endpoint()).await,
+    ];
+    let cx = Cluster::start_on(
+        "replicas-stalled-commit",
+        gates.iter().map(|g| g.url.clone()).collect(),
+        &[("SLUICE_LEASE_SECS", "2")],
+    )
+    .await;
+    let conn = "stalled-commit";
+    let run_id = submit(&cx.replicas[0], &cx.body(&gh, conn)).await;
+    let x = executing_replica(&cx, &cx.replicas[0], &run_id).await;
+    let y = 1 - x;
+    // X's write of _state.json leaves X (after every check X makes) and stalls in flight; X
+    // then stops past its lease.
+    gates[x].arm();
+    let path = gates[x].wait_parked(&cx, Duration::from_secs(120)).await;
+    assert!(path.ends_with(&format!("{conn}/_state.json")), "{path}");
+    cx.replicas[x].send_signal("STOP");
+
+    let run = wait_terminal(&cx, &cx.replicas[y], &run_id).await;
+    assert_eq!(run["status"], "succeeded", "{run}\n{}", cx.logs());
+    assert_eq!(run["attempts"], 2, "{run}");
+    assert_eq!(run["replica"], format!("r{y}"), "{run}");
+    let state = cx.state(conn).await.unwrap();
+    assert_eq!(state["runs"], json!([format!("{run_id}.a2")]), "{state}");
+
+    // The stalled write reaches the store now: refused (a condition on the state X read, or a
+    // validity that ended with X's lease), and _state.json is Y's.
+    let (status, answer) = gates[x].release().await;
+    assert!(
+        (400..500).contains(&status),
+        "the stale _state.json write was accepted: HTTP {status} {answer}"
+    );
+    assert_eq!(cx.state(conn).await.unwrap(), state, "_state.json changed");
+
+    // X wakes up, learns its write failed, and changes nothing either.
+    cx.replicas[x].send_signal("CONT");
+    wait_staging_gone(&cx, x, &run_id, Duration::from_secs(60)).await;
+    assert_eq!(cx.state(conn).await.unwrap(), state, "_state.json changed");
+    for r in &cx.replicas {
+        let rec = record(r, &run_id).await.unwrap();
+        assert_eq!(
+            (&rec["status"], &rec["attempts"], &rec["replica"]),
+            (&json!("succeeded"), &json!(2), &json!(format!("r{y}"))),
+            "{rec}"
+        );
+    }
+    let ids = cx.committed_ids(conn, "issues").await;
+    assert_eq!(ids.len(), gh.data().plain_issues().len(), "every row once");
+    cx.assert_issues_complete(&gh, conn).await;
+    eprintln!(
+        "stale _state.json write refused: HTTP {status} {}",
+        answer.chars().take(300).collect::<String>()
+    );
 }
 
 /// The harness itself: a private cluster, its URL's role and database, a restart on the same
