@@ -8,12 +8,13 @@
 #   - queue wait under that load: created_at → started_at of the batch's run records, p50/p99;
 #   - claim latency on an idle cluster: CLAIM_RUNS short runs (the repositories stream) submitted
 #     one at a time, created_at → started_at, p50/p99;
-#   - database load: statements (pg_stat_statements calls in the cluster's own database) and
-#     committed transactions (pg_stat_database xact_commit) per run of the batch, and statements
-#     per second while the replicas sit idle for IDLE_SECS (heartbeats, polling).
+#   - database load: statements (pg_stat_statements calls in the cluster's own database, less the
+#     bench's own list reads: one GET runs every 0.2 s) and committed transactions (pg_stat_database
+#     xact_commit, those reads included) per run of the batch, the most frequent statements, and
+#     statements per second while the replicas sit idle for IDLE_SECS (heartbeats, reaping).
 #   scripts/bench-replicas.sh [runs] [issues] [page_delay_ms]      (defaults 30 5000 50)
 # REPLICAS="1 2 3" picks the cluster sizes; SLUICE_BENCH_S3_PORT Garage's port (default 3900, started
-# if not running); SLUICE_BENCH_PG_PORT PostgreSQL's (default 15432); SLUICE_BENCH_NO_BUILD=1 uses the
+# if nothing answers there); SLUICE_BENCH_PG_PORT PostgreSQL's (default 15432); SLUICE_BENCH_NO_BUILD=1 uses the
 # binaries already built; CLAIM_RUNS (default 20), IDLE_SECS (default 10).
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
@@ -35,7 +36,10 @@ if [ -z "${SLUICE_BENCH_NO_BUILD:-}" ]; then
   bash scripts/build-plugins.sh >&2
   cargo build --release --quiet -p sluice --bin sluice -p sluice-tests --bin fake-github
 fi
-GARAGE_BIN=$GARAGE_ROOT/bin/garage bash scripts/garage.sh "$SLUICE_CACHE/garage-data" "$S3_PORT" >/dev/null
+# A Garage already answering on S3_PORT (e.g. one started for the tests) is used as it is.
+if ! curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/"; then
+  GARAGE_BIN=$GARAGE_ROOT/bin/garage bash scripts/garage.sh "$SLUICE_CACHE/garage-data" "$S3_PORT" >/dev/null
+fi
 
 WORK=$(mktemp -d)
 chmod 755 "$WORK"   # PostgreSQL's own user must reach $WORK/pg
@@ -100,6 +104,9 @@ for N in $REPLICAS; do
   python3 scripts/bench/replicas.py load "$WORK/load-$N.json" "$TOKEN" "$PORT_LIST" "$WORK/sync.json" "$RUNS"
   sleep 1.5
   read -r q1 x1 < <(stats "$DB")
+  echo "replicas=$N: statements of the batch by calls (the bench's GET runs polls included):" >> "$WORK/top.txt"
+  psql_super "SELECT calls, left(regexp_replace(query, '\s+', ' ', 'g'), 110) FROM pg_stat_statements s
+    JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = '$DB' ORDER BY calls DESC LIMIT 8" | sed 's/^/  /' >> "$WORK/top.txt"
 
   psql_super "SELECT pg_stat_statements_reset()" >/dev/null
   sleep "$IDLE_SECS"
@@ -137,19 +144,21 @@ print(json.dumps({
     "replicas": n, "ok": ok, "runs": runs, "retried": retried, "wall_s": load["wall_s"], "rows": rows,
     "wait_p50_ms": pct(wait, 50) * 1e3, "wait_p99_ms": pct(wait, 99) * 1e3,
     "claim_p50_ms": pct(lat, 50) * 1e3, "claim_p99_ms": pct(lat, 99) * 1e3, "claim_n": len(lat),
-    "stmts_per_run": (q1 - q0) / runs, "xact_per_run": (x1 - x0) / runs, "idle_stmts_per_s": qi / idle,
+    "stmts_per_run": (q1 - q0 - load["polls"]) / runs, "polls": load["polls"], "xact_per_run": (x1 - x0) / runs, "idle_stmts_per_s": qi / idle,
     "per_replica": dict(sorted(per.items())),
 }))
 EOF
   tail -1 "$WORK/summary.txt"
 done
 
+echo; cat "$WORK/top.txt"
 python3 - "$WORK/summary.txt" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 base = next((r["wall_s"] for r in rows if r["replicas"] == 1), None)
 print()
 print("replicas  ok     wall s  speedup  queue wait p50/p99 ms  idle claim p50/p99 ms  stmts/run  xact/run  idle stmts/s  runs per replica")
+print("                                                                                     (less polls)")
 for r in rows:
     speed = f"{base / r['wall_s']:.2f}x" if base else "-"
     print(f"{r['replicas']:>8}  {r['ok']:>2}/{r['runs']:<2} {r['wall_s']:>7.1f}  {speed:>7}  "
