@@ -819,6 +819,73 @@ async fn shared_mode_needs_the_secrets_key_and_embedded_mode_has_no_replica() {
     assert!(run["replica"].is_null(), "{run}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_shut_down_hands_its_run_back_to_another() {
+    let _serial = SERIAL.lock().await;
+    let gh = github(2000, 250).await;
+    let pages = issue_pages(&gh);
+    // A lease far longer than the test's limits: only a hand-back lets the other replica in.
+    let mut cx = Cluster::start(
+        "replicas-shutdown",
+        2,
+        &[
+            ("SLUICE_SHUTDOWN_GRACE_SECS", "1"),
+            ("SLUICE_LEASE_SECS", "60"),
+        ],
+    )
+    .await;
+    let conn = "handed-back";
+    let run_id = submit(&cx.replicas[0], &cx.body(&gh, conn)).await;
+    let x = executing_replica(&cx, &cx.replicas[0], &run_id).await;
+    let y = 1 - x;
+    wait_pages(&cx, &gh, 3).await;
+    cx.replicas[x].send_signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = cx.replicas[x].child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "r{x} still runs 20 s after SIGTERM (grace 1 s)\n{}",
+            cx.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "r{x} exited {status}\n{}", cx.logs());
+    assert!(
+        gh.counters.on("issues") < pages,
+        "the run was still reading when it was handed back"
+    );
+    // Claimed by the other replica at once (its 60 s lease never ran out).
+    wait_until(
+        &cx,
+        &cx.replicas[y],
+        &run_id,
+        Duration::from_secs(10),
+        "claimed by the remaining replica",
+        |r| r["replica"] == format!("r{y}") || is_terminal(r),
+    )
+    .await;
+    let run = wait_terminal(&cx, &cx.replicas[y], &run_id).await;
+    assert_eq!(run["status"], "succeeded", "{run}\n{}", cx.logs());
+    assert_eq!(run["replica"], format!("r{y}"), "{run}");
+    eprintln!(
+        "handed back and finished on r{y}: attempts {}, committed as {:?}",
+        run["attempts"],
+        cx.commits_of(conn, &run_id).await
+    );
+    assert_eq!(
+        cx.commits_of(conn, &run_id).await.len(),
+        1,
+        "committed exactly once: {:?}",
+        cx.state(conn).await
+    );
+    let ids = cx.committed_ids(conn, "issues").await;
+    assert_eq!(ids.len(), gh.data().plain_issues().len(), "every row once");
+    cx.assert_issues_complete(&gh, conn).await;
+}
+
 /// A pass-through proxy in front of the S3 server for one replica, to stall one write in
 /// flight: every request is forwarded as it came (method, path and query, headers with the
 /// `Host` that SigV4 signed, body), except that once [`S3Gate::arm`]ed, the next PUT of a
