@@ -886,6 +886,55 @@ async fn a_replica_shut_down_hands_its_run_back_to_another() {
     cx.assert_issues_complete(&gh, conn).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_attempts_run_out_fails_interrupted() {
+    let _serial = SERIAL.lock().await;
+    let gh = github(2000, 250).await;
+    let mut cx = Cluster::start(
+        "replicas-attempts",
+        3,
+        &[("SLUICE_LEASE_SECS", "2"), ("SLUICE_MAX_RUN_ATTEMPTS", "2")],
+    )
+    .await;
+    let conn = "doomed";
+    let run_id = submit(&cx.replicas[0], &cx.body(&gh, conn)).await;
+    let first = executing_replica(&cx, &cx.replicas[0], &run_id).await;
+    wait_pages(&cx, &gh, 3).await;
+    cx.replicas[first].signal("KILL");
+    let watcher = (first + 1) % 3;
+    let again = wait_until(
+        &cx,
+        &cx.replicas[watcher],
+        &run_id,
+        Duration::from_secs(60),
+        "running again elsewhere",
+        |r| {
+            r["status"] == "running"
+                && r["attempts"] == 2
+                && r["replica"].is_string()
+                && r["replica"] != format!("r{first}")
+        },
+    )
+    .await;
+    let second = cx.index_of(again["replica"].as_str().unwrap());
+    let read = gh.counters.on("issues");
+    wait_pages(&cx, &gh, read + 2).await;
+    cx.replicas[second].signal("KILL");
+    let last = (0..3).find(|&i| i != first && i != second).unwrap();
+
+    let run = wait_terminal(&cx, &cx.replicas[last], &run_id).await;
+    assert_eq!(run["status"], "failed", "{run}\n{}", cx.logs());
+    assert_eq!(run["error"]["code"], "interrupted", "{run}");
+    assert_eq!(run["attempts"], 2, "{run}");
+    assert!(cx.state(conn).await.is_none(), "nothing committed");
+    // The connection is free for its next run.
+    let next = submit(&cx.replicas[last], &cx.body(&gh, conn)).await;
+    let done = wait_terminal(&cx, &cx.replicas[last], &next).await;
+    assert_eq!(done["status"], "succeeded", "{done}\n{}", cx.logs());
+    assert_eq!(cx.commits_of(conn, &next).await, vec![next.clone()]);
+    assert!(cx.commits_of(conn, &run_id).await.is_empty());
+}
+
 /// A pass-through proxy in front of the S3 server for one replica, to stall one write in
 /// flight: every request is forwarded as it came (method, path and query, headers with the
 /// `Host` that SigV4 signed, body), except that once [`S3Gate::arm`]ed, the next PUT of a
