@@ -450,6 +450,24 @@ async fn thirty_runs_round_robin_on_three_replicas_each_commit_exactly_once() {
         cx.assert_issues_complete(&gh, &conn).await;
     }
 
+    // Schema-sync answers through any replica, from what the others committed.
+    let r = cx.replicas[2]
+        .post("/internal/mirror-connections/schema-sync")
+        .json(&json!({"connection_id": "conn-0", "connector": "github", "storage": cx.storage()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let catalog: Value = r.json().await.unwrap();
+    let issues = catalog["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "issues")
+        .cloned()
+        .unwrap_or_else(|| panic!("{catalog}"));
+    assert_eq!(issues["row_count"], 400, "{issues}");
+
     // Every replica lists the same 30 runs.
     let want: BTreeSet<String> = ids.iter().cloned().collect();
     for (i, r) in cx.replicas.iter().enumerate() {
