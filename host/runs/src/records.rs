@@ -74,7 +74,9 @@ pub struct RunRecord {
     #[schema(required = true)]
     pub error: Option<RunErrorInfo>,
     /// Times the run was started: 0 while first queued, 1 once running; in replicated mode
-    /// more when a replica died and another retried it (at most `SLUICE_MAX_RUN_ATTEMPTS`).
+    /// more when a replica died or stalled and another retried it (at most
+    /// `SLUICE_MAX_RUN_ATTEMPTS`). A run handed back at a graceful shutdown does not count
+    /// that attempt: it was stopped, not lost, and restarts under the same number.
     #[serde(default)]
     pub attempts: u32,
     /// Replicated mode: the replica (`SLUICE_REPLICA_ID`) that ran the latest attempt; null
