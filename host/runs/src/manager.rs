@@ -223,7 +223,7 @@ pub struct RunManager {
     closing: AtomicBool,
     /// Replicated mode: wakes the claim loop (a slot freed, or shutdown began).
     wake: Notify,
-    /// Replicated mode: queued runs in the cluster, as last counted.
+    /// Replicated mode: queued runs in the cluster, as last counted (every 5 s).
     cluster_queued: AtomicUsize,
 }
 
@@ -580,7 +580,12 @@ impl RunManager {
                         tracing::warn!("{e}");
                     }
                 }
-                _ = poll.tick() => {}
+                // The queue gauge (`/metrics`) is counted here only, not on every wake-up.
+                _ = poll.tick() => {
+                    if let Ok(n) = queue.queued().await {
+                        self.cluster_queued.store(n, Ordering::Relaxed);
+                    }
+                }
                 _ = self.wake.notified() => {}
             }
         }
@@ -588,9 +593,6 @@ impl RunManager {
 
     /// Claims as many queued runs as this replica has free slots, and starts them.
     async fn claim_free_slots(self: &Arc<Self>, queue: &Arc<SharedQueue>) {
-        if let Ok(n) = queue.queued().await {
-            self.cluster_queued.store(n, Ordering::Relaxed);
-        }
         let mut permits = Vec::new();
         while let Ok(p) = self.slots.clone().try_acquire_owned() {
             permits.push(p);
