@@ -349,17 +349,6 @@ mod tests {
         let data = dir.path().join("part.parquet");
         std::fs::write(&data, b"PAR1").unwrap();
         let m = RunManifest {
-            format: FORMAT,
-            run_id: "r1".into(),
-            connection_id: "c1".into(),
-            connector: ConnectorRef {
-                id: "x".into(),
-                version: "1.0.0".into(),
-                sha256: "00".into(),
-            },
-            started_at: "t0".into(),
-            finished_at: "t1".into(),
-            full_refresh: false,
             streams: BTreeMap::from([(
                 "items".to_string(),
                 StreamManifest {
@@ -372,6 +361,7 @@ mod tests {
                     state: Some(serde_json::json!({"cursor": 5})),
                 },
             )]),
+            ..manifest("r1")
         };
         let before = read_state(&store, &layout).await.unwrap();
         assert!(before.runs.is_empty());

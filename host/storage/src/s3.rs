@@ -264,25 +264,7 @@ impl Store for S3Store {
     }
 
     async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => {
-                let data = out
-                    .body
-                    .collect()
-                    .await
-                    .map_err(|e| self.err("GetObject", key, e))?;
-                Ok(Some(data.into_bytes().to_vec()))
-            }
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
-            Err(e) => Err(self.err("GetObject", key, e)),
-        }
+        Ok(self.get_tagged(key).await?.map(|(bytes, _)| bytes))
     }
 
     async fn get_tagged(&self, key: &str) -> Result<Option<(Vec<u8>, String)>, StorageError> {
