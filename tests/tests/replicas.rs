@@ -1183,3 +1183,84 @@ async fn the_postgres_harness_starts_restarts_and_stops() {
         "dropped: nothing listens on {port}"
     );
 }
+
+/// Found from outside: a replica that had not loaded the connector yet (a cold compile cache at a
+/// rollout) or did not have it claimed queued runs and failed them for good. A replica claims only
+/// runs of connectors it has loaded; the others' runs wait for a replica that has them. And a
+/// replica whose secrets key or storage backend differs from the cluster's is refused at start
+/// (it could not open the queued requests, or would write runs elsewhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_claim_only_runs_they_can_execute_and_must_share_key_and_backend() {
+    let _serial = SERIAL.lock().await;
+    let gh = github(400, 50).await;
+    let cx = Cluster::start("replicas-no-connector", 1, &[("SLUICE_LEASE_SECS", "3")]).await;
+    let url = cx.pg.url();
+    let empty = cx.root.path().join("no-plugins");
+    std::fs::create_dir_all(&empty).unwrap();
+    let s3 = endpoint();
+    let bare = Service::start(
+        &cx.root.path().join("bare"),
+        &empty,
+        &[
+            ("DATABASE_URL", url.as_str()),
+            ("SLUICE_RUN_SECRETS_KEY", SECRETS_KEY),
+            ("SLUICE_REPLICA_ID", "bare"),
+            ("S3_ENDPOINT", s3.as_str()),
+            ("SLUICE_MAX_CONCURRENT_RUNS", "4"),
+        ],
+    )
+    .await;
+    // r0 has 2 slots: 6 runs keep the queue non-empty while `bare` has free slots all along.
+    let ids: Vec<String> = {
+        let mut ids = Vec::new();
+        for i in 0..6 {
+            ids.push(submit(&cx.replicas[0], &cx.body(&gh, &format!("nc-{i}"))).await);
+        }
+        ids
+    };
+    for id in &ids {
+        let run = wait_terminal(&cx, &cx.replicas[0], id).await;
+        assert_eq!(run["status"], "succeeded", "{run}\n{}", bare.logs());
+        assert_eq!(run["replica"], "r0", "{run}");
+        assert_eq!(run["attempts"], 1, "{run}");
+    }
+
+    for (name, env) in [
+        (
+            "other-key",
+            vec![
+                (
+                    "SLUICE_RUN_SECRETS_KEY",
+                    "ffeeddccbbaa99887766554433221100fedcba9876543210fedcba9876543210",
+                ),
+                ("S3_ENDPOINT", s3.as_str()),
+            ],
+        ),
+        (
+            "other-backend",
+            vec![("SLUICE_RUN_SECRETS_KEY", SECRETS_KEY)],
+        ),
+    ] {
+        let mut all = vec![("DATABASE_URL", url.as_str()), ("SLUICE_REPLICA_ID", name)];
+        all.extend(env);
+        let mut svc = Service::spawn(&cx.root.path().join(name), &empty, &all);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = svc.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: still running:\n{}",
+                svc.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(!status.success(), "{name}");
+        assert!(
+            svc.logs().contains("every replica needs the same setting"),
+            "{name}: {}",
+            svc.logs()
+        );
+    }
+}

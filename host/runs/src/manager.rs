@@ -545,6 +545,10 @@ impl RunManager {
         let mut poll = tokio::time::interval(Duration::from_secs(5));
         let mut listener = None;
         while !self.closing.load(Ordering::Acquire) {
+            if !self.registry.is_ready() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
             if listener.is_none() {
                 listener = match queue.listener().await {
                     Ok(l) => Some(l),
@@ -593,6 +597,16 @@ impl RunManager {
 
     /// Claims as many queued runs as this replica has free slots, and starts them.
     async fn claim_free_slots(self: &Arc<Self>, queue: &Arc<SharedQueue>) {
+        // Not before the plugin directory's first scan: a claimed run needs its connector here.
+        if !self.registry.is_ready() {
+            return;
+        }
+        let connectors: Vec<String> = self
+            .registry
+            .snapshot()
+            .plugins()
+            .map(|p| p.info().id.clone())
+            .collect();
         let mut permits = Vec::new();
         while let Ok(p) = self.slots.clone().try_acquire_owned() {
             permits.push(p);
@@ -600,7 +614,7 @@ impl RunManager {
         if permits.is_empty() {
             return;
         }
-        let claims = match queue.claim(permits.len()).await {
+        let claims = match queue.claim(permits.len(), &connectors).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!("cannot claim runs: {e}");
@@ -673,7 +687,9 @@ impl RunManager {
             .unwrap_or(false);
         drop(permit);
         self.wake.notify_one();
-        if lost.load(Ordering::Acquire) {
+        // A commit refused by the fence means the lease ran out (the database was unreachable
+        // or this replica stalled): the claim is no longer ours to end; the reaper re-queues.
+        if lost.load(Ordering::Acquire) || matches!(result, Err(RunError::Fenced(_))) {
             tracing::warn!(run_id = %run_id, fence, "this attempt lost its claim; another attempt owns the run (nothing of this one is referenced)");
             return;
         }

@@ -85,6 +85,9 @@ pub enum RunError {
     /// A stream that asked for strictness had values that did not fit their columns.
     #[error("{0}")]
     InvalidValues(String),
+    /// Replicated mode: the commit's fence refused (this attempt's claim ran out).
+    #[error("commit refused: {0}")]
+    Fenced(String),
 }
 
 impl RunError {
@@ -99,6 +102,7 @@ impl RunError {
             Self::Cancelled => "cancelled",
             Self::Internal(_) => "internal",
             Self::InvalidValues(_) => "invalid_values",
+            Self::Fenced(_) => "interrupted",
         }
     }
 }
@@ -392,6 +396,7 @@ pub async fn execute(
                 None => Err(RunError::Storage(e.to_string())),
             };
         }
+        Err(StorageError::Fenced(why)) => return Err(RunError::Fenced(why)),
         Err(e) => return Err(RunError::Storage(e.to_string())),
     };
     drop(staged);

@@ -36,7 +36,7 @@ pub enum SealError {
 }
 
 /// The key every replica shares (`SLUICE_RUN_SECRETS_KEY`).
-pub struct SealKey(XChaCha20Poly1305);
+pub struct SealKey(XChaCha20Poly1305, String);
 
 impl SealKey {
     /// From 64 hex characters.
@@ -45,9 +45,25 @@ impl SealKey {
         if bytes.len() != 32 {
             return Err(SealError::BadKey);
         }
+        if bytes.iter().all(|b| *b == bytes[0]) {
+            return Err(SealError::BadKey);
+        }
+        let id = {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            h.update(b"sluice run secrets key id\0");
+            h.update(&*bytes);
+            hex::encode(&h.finalize()[..8])
+        };
         XChaCha20Poly1305::new_from_slice(&bytes)
-            .map(Self)
+            .map(|k| Self(k, id))
             .map_err(|_| SealError::BadKey)
+    }
+
+    /// A public identifier of the key (16 hex characters of a domain-separated SHA-256), so
+    /// replicas can compare keys without revealing them.
+    pub fn id(&self) -> &str {
+        &self.1
     }
 
     /// `nonce ‖ ciphertext` of the request, bound to `run_id`.
@@ -119,13 +135,14 @@ mod tests {
 
     #[test]
     fn opens_only_with_the_key_and_the_run_it_was_sealed_for() {
-        let key = SealKey::from_hex(&"11".repeat(32)).unwrap();
+        let key = SealKey::from_hex(&"0123456789abcdef".repeat(4)).unwrap();
         let sealed = key.seal("run-1", &request()).unwrap();
         assert!(!String::from_utf8_lossy(&sealed).contains("ghp_secret"));
         let opened = key.open("run-1", &sealed).unwrap();
         assert_eq!(opened.credentials["token"].as_str(), "ghp_secret");
         assert!(matches!(key.open("run-2", &sealed), Err(SealError::Open)));
-        let other = SealKey::from_hex(&"22".repeat(32)).unwrap();
+        let other = SealKey::from_hex(&"fedcba9876543210".repeat(4)).unwrap();
+        assert_ne!(key.id(), other.id());
         assert!(matches!(other.open("run-1", &sealed), Err(SealError::Open)));
         let mut damaged = sealed.clone();
         let last = damaged.len() - 1;
@@ -139,8 +156,9 @@ mod tests {
 
     #[test]
     fn keys_are_32_bytes_of_hex() {
-        assert!(SealKey::from_hex(&"ab".repeat(32)).is_ok());
+        assert!(SealKey::from_hex(&"0123456789abcdef".repeat(4)).is_ok());
         assert!(SealKey::from_hex(&"ab".repeat(16)).is_err());
+        assert!(SealKey::from_hex(&"00".repeat(32)).is_err());
         assert!(SealKey::from_hex(&"zz".repeat(32)).is_err());
     }
 }

@@ -16,6 +16,7 @@
 //! Migrations run at start under sqlx's advisory lock, so replicas starting together are safe.
 
 use std::borrow::Cow;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +40,51 @@ impl From<sqlx::Error> for DbError {
     }
 }
 
+/// A record as PostgreSQL `jsonb` takes it: `jsonb` refuses the NUL character (`\u0000`) in any
+/// string or key (PostgreSQL docs, "JSON Types"), and a plugin's error message or a stream name
+/// may hold one; it becomes U+FFFD instead of failing the write.
+fn jsonb_safe<T: serde::Serialize>(value: &T) -> Json<Value> {
+    fn clean(v: Value) -> Value {
+        match v {
+            Value::String(s) if s.contains('\0') => Value::String(s.replace('\0', "\u{FFFD}")),
+            Value::Array(a) => Value::Array(a.into_iter().map(clean).collect()),
+            Value::Object(o) => Value::Object(
+                o.into_iter()
+                    .map(|(k, v)| (k.replace('\0', "\u{FFFD}"), clean(v)))
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+    Json(clean(serde_json::to_value(value).unwrap_or_default()))
+}
+
+/// The value the cluster recorded for a setting, recording `value` if none was. Replicas
+/// starting together race here: an insert that waited for another's conflicting row sees no row
+/// in its statement's snapshot, so the read is repeated (the next statement sees it).
+async fn recorded_setting(pool: &PgPool, name: &str, value: &str) -> Result<String, DbError> {
+    for _ in 0..5 {
+        let recorded: Option<String> = sqlx::query_scalar(
+            "WITH ins AS (INSERT INTO sluice_settings (name, value) VALUES ($1, $2)
+                ON CONFLICT (name) DO NOTHING RETURNING value)
+             SELECT value FROM ins UNION ALL
+             SELECT value FROM sluice_settings WHERE name = $1 LIMIT 1",
+        )
+        .bind(name)
+        .bind(value)
+        .fetch_optional(pool)
+        .await?;
+        if let Some(v) = recorded {
+            return Ok(v);
+        }
+    }
+    Err(DbError(format!("cannot record the setting {name}")))
+}
+
+/// The most runs `GET runs` answers in replicated mode (the newest): a list is held in memory
+/// whole, and the table keeps every run (found from outside: 50,000 rows took 63 MB per call).
+pub const LIST_LIMIT: usize = 1000;
+
 /// Channels of `LISTEN`/`NOTIFY`.
 pub const QUEUE_CHANNEL: &str = "sluice_queue";
 pub const CANCEL_CHANNEL: &str = "sluice_cancel";
@@ -52,13 +98,22 @@ impl MigrationSource<'static> for Embedded {
         self,
     ) -> futures::future::BoxFuture<'static, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
         Box::pin(async {
-            Ok(vec![Migration::new(
-                1,
-                Cow::Borrowed("runs"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!("migrations/0001_runs.sql")),
-                false,
-            )])
+            Ok(vec![
+                Migration::new(
+                    1,
+                    Cow::Borrowed("runs"),
+                    MigrationType::Simple,
+                    Cow::Borrowed(include_str!("migrations/0001_runs.sql")),
+                    false,
+                ),
+                Migration::new(
+                    2,
+                    Cow::Borrowed("settings"),
+                    MigrationType::Simple,
+                    Cow::Borrowed(include_str!("migrations/0002_settings.sql")),
+                    false,
+                ),
+            ])
         })
     }
 }
@@ -111,13 +166,21 @@ pub struct SharedQueue {
 }
 
 impl SharedQueue {
-    /// Connects (a small pool: the queue's statements are short) and migrates.
-    pub async fn connect(url: &str, config: QueueConfig) -> Result<Self, DbError> {
+    /// Connects (a small pool: the queue's statements are short, and none may run longer than
+    /// 10 s), migrates, and checks `shared` — settings every replica must have alike, as
+    /// `(name, value)` — against what the first replica recorded.
+    pub async fn connect(
+        url: &str,
+        config: QueueConfig,
+        shared: &[(&str, String)],
+    ) -> Result<Self, DbError> {
+        let options = sqlx::postgres::PgConnectOptions::from_str(url)?
+            .options([("statement_timeout", "10s")]);
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect_with(options)
             .await?;
         Migrator::new(Embedded)
             .await
@@ -125,6 +188,14 @@ impl SharedQueue {
             .run(&pool)
             .await
             .map_err(|e| DbError(e.to_string()))?;
+        for (name, value) in shared {
+            let recorded = recorded_setting(&pool, name, value).await?;
+            if recorded != *value {
+                return Err(DbError(format!(
+                    "this replica's {name} is {value:?} but the replicas sharing this database use {recorded:?}: every replica needs the same setting (to change it, stop every replica and delete the row from sluice_settings)"
+                )));
+            }
+        }
         Ok(Self { pool, config })
     }
 
@@ -160,7 +231,7 @@ impl SharedQueue {
         )
         .bind(&record.run_id)
         .bind(&record.connection_id)
-        .bind(Json(record))
+        .bind(jsonb_safe(record))
         .bind(sealed)
         .bind(&record.idempotency_key)
         .execute(&self.pool)
@@ -218,16 +289,30 @@ impl SharedQueue {
         Ok(r.map(|j| j.0))
     }
 
-    /// Runs, newest first, optionally of one connection.
+    /// Runs, newest first, optionally of one connection; at most [`LIST_LIMIT`]. A row whose
+    /// record does not read as a run (written by another version, or by hand) is skipped and
+    /// logged rather than failing the whole list.
     pub async fn list(&self, connection_id: Option<&str>) -> Result<Vec<RunRecord>, DbError> {
-        let rows: Vec<Json<RunRecord>> = sqlx::query_scalar(
-            "SELECT record FROM sluice_runs WHERE ($1::text IS NULL OR connection_id = $1)
-             ORDER BY created_at DESC, run_id DESC",
+        let rows: Vec<(String, Json<Value>)> = sqlx::query_as(
+            "SELECT run_id, record FROM sluice_runs WHERE ($1::text IS NULL OR connection_id = $1)
+             ORDER BY created_at DESC, run_id DESC LIMIT $2",
         )
         .bind(connection_id)
+        .bind(LIST_LIMIT as i64)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|j| j.0).collect())
+        Ok(rows
+            .into_iter()
+            .filter_map(
+                |(run_id, Json(v))| match serde_json::from_value::<RunRecord>(v) {
+                    Ok(r) if r.run_id == run_id => Some(r),
+                    Ok(_) | Err(_) => {
+                        tracing::warn!(run_id = %run_id, "skipping an unreadable run record");
+                        None
+                    }
+                },
+            )
+            .collect())
     }
 
     /// Queued runs in the whole cluster.
@@ -238,14 +323,17 @@ impl SharedQueue {
         Ok(n as usize)
     }
 
-    /// Claims up to `n` queued runs, oldest first, for this replica.
-    pub async fn claim(&self, n: usize) -> Result<Vec<Claim>, DbError> {
-        if n == 0 {
+    /// Claims up to `n` queued runs, oldest first, for this replica — only runs of the
+    /// connectors it has loaded (`connectors`), so a replica still loading, or one without a
+    /// connector, leaves those runs to the others instead of failing them.
+    pub async fn claim(&self, n: usize, connectors: &[String]) -> Result<Vec<Claim>, DbError> {
+        if n == 0 || connectors.is_empty() {
             return Ok(vec![]);
         }
         let rows = sqlx::query(
             "WITH next AS (
-                SELECT run_id FROM sluice_runs WHERE status = 'queued'
+                SELECT run_id FROM sluice_runs
+                WHERE status = 'queued' AND record->>'connector' = ANY($5)
                 ORDER BY created_at, run_id LIMIT $1 FOR UPDATE SKIP LOCKED)
              UPDATE sluice_runs r SET
                 status = 'running', attempts = r.attempts + 1, fence = nextval('sluice_fence'),
@@ -261,6 +349,7 @@ impl SharedQueue {
         .bind(&self.config.replica)
         .bind(self.config.lease.as_secs_f64())
         .bind(crate::now_rfc3339())
+        .bind(connectors)
         .fetch_all(&self.pool)
         .await?;
         let mut claims = Vec::with_capacity(rows.len());
@@ -295,7 +384,7 @@ impl SharedQueue {
         .bind(run_id)
         .bind(fence as i64)
         .bind(self.config.lease.as_secs_f64())
-        .bind(Json(streams))
+        .bind(jsonb_safe(streams))
         .fetch_optional(&self.pool)
         .await?;
         Ok(match row {
@@ -329,7 +418,7 @@ impl SharedQueue {
         .bind(&record.run_id)
         .bind(fence as i64)
         .bind(record.status.as_str())
-        .bind(Json(record))
+        .bind(jsonb_safe(record))
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -449,7 +538,7 @@ impl sluice_storage::commit::CommitFence for QueueFence {
             .map_err(|e| format!("cannot confirm the claim: {e}"))?
             .ok_or_else(|| {
                 format!(
-                    "fencing token {} is no longer this run's current claim (its lease ran out and the run was re-queued or taken by another attempt)",
+                    "fencing token {} no longer holds this run: its lease ran out before the commit (the heartbeats did not reach the database in time, or the replica stalled); the run is retried",
                     self.token
                 )
             })?;

@@ -209,13 +209,39 @@ pub fn cgroup_memory_limit(v2: &Path) -> Option<u64> {
 
 /// `url` with its password (if any) replaced by `***`; unparsable text is masked whole.
 pub fn mask_url_password(url: &str) -> String {
+    /// Query parameters that carry a secret (libpq's `password`, `sslpassword`, tokens, keys).
+    fn secret_param(name: &str) -> bool {
+        let n = name.to_ascii_lowercase();
+        ["password", "secret", "token", "key"]
+            .iter()
+            .any(|s| n.contains(s))
+    }
     match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
+        Ok(mut u) => {
+            let secret_query = u.query_pairs().any(|(k, _)| secret_param(&k));
+            if u.password().is_none() && !secret_query {
+                // As written (the parsed form would add a trailing slash).
+                return url.to_string();
+            }
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            if secret_query {
+                let pairs: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if secret_param(&k) {
+                            "***".into()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             u.to_string()
         }
-        // As written (the parsed form would add a trailing slash).
-        Ok(_) => url.to_string(),
         Err(_) => format!("<unparsable, {} characters>", url.len()),
     }
 }
@@ -329,6 +355,14 @@ impl ServeConfig {
                 errors.push(format!(
                     "DATABASE_URL must be a postgres:// URL, got {:?}",
                     mask_url_password(url)
+                ));
+            }
+            if matches!(
+                self.backend(),
+                Ok(sluice_runs::target::Backend::Local { .. })
+            ) {
+                warnings.push(Warning::quiet(
+                    "DATABASE_URL with the local storage backend: every replica must mount the same LOCAL_STORAGE_DIR (a shared volume), or runs claimed by one replica land on its own disk",
                 ));
             }
             match &self.run_secrets_key {
@@ -635,5 +669,28 @@ impl ServeConfig {
                 .map(|(k, v)| (k, serde_json::Value::String(v)))
                 .collect(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_url_password;
+
+    /// Found from outside: a password given as a query parameter was printed in clear.
+    #[test]
+    fn url_passwords_are_masked_in_the_userinfo_and_the_query() {
+        assert_eq!(
+            mask_url_password("postgres://u:pw@db:5432/x"),
+            "postgres://u:***@db:5432/x"
+        );
+        let shown = mask_url_password(
+            "postgres://u@db:5432/x?password=SuperSecretPw&sslmode=require&sslpassword=k3y",
+        );
+        assert!(
+            !shown.contains("SuperSecretPw") && !shown.contains("k3y"),
+            "{shown}"
+        );
+        assert!(shown.contains("sslmode=require"), "{shown}");
+        assert_eq!(mask_url_password("http://minio:9000"), "http://minio:9000");
     }
 }

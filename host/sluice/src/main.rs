@@ -360,6 +360,14 @@ async fn run_book(cfg: &config::ServeConfig) -> anyhow::Result<Book> {
     };
     let key = sluice_runs::sealed::SealKey::from_hex(cfg.run_secrets_key.as_deref().unwrap_or(""))?;
     let replica = cfg.replica_id();
+    // A replica with another key could not open the others' queued requests, one with another
+    // backend would write their runs elsewhere: both are refused at start.
+    // The kind only: replicas may reach one S3 service through different endpoints (a proxy, a
+    // zone); a local replica among S3 ones would write runs to its own disk.
+    let storage = match cfg.backend()? {
+        sluice_runs::target::Backend::Local { .. } => "local",
+        sluice_runs::target::Backend::S3 { .. } => "s3",
+    };
     let queue = sluice_runs::shared::SharedQueue::connect(
         url,
         sluice_runs::shared::QueueConfig {
@@ -368,6 +376,10 @@ async fn run_book(cfg: &config::ServeConfig) -> anyhow::Result<Book> {
             max_attempts: cfg.max_run_attempts,
             max_queued_runs: cfg.max_queued_runs,
         },
+        &[
+            ("SLUICE_RUN_SECRETS_KEY (key id)", key.id().to_string()),
+            ("storage backend", storage.to_string()),
+        ],
     )
     .await
     .context("connecting to DATABASE_URL")?;

@@ -51,6 +51,13 @@ impl Layout {
             )));
         }
         let prefix = prefix.trim_matches('/');
+        // A NUL or another control character is no valid file name, and S3 advises against
+        // them in keys (AWS "Creating object key names": characters to avoid).
+        if prefix.chars().any(char::is_control) {
+            return Err(StorageError::Invalid(format!(
+                "prefix {prefix:?} may not contain control characters (NUL, newlines, …)"
+            )));
+        }
         if prefix.split('/').any(|p| p == ".." || p == ".") {
             return Err(StorageError::Invalid(format!(
                 "prefix {prefix:?} may not contain . or .. segments"
@@ -311,12 +318,20 @@ pub async fn commit_run(
     match c.fence {
         None => store.put_bytes(&layout.state_key(), body).await?,
         Some(fence) => {
-            let valid_for = fence.confirm().await.map_err(StorageError::Fenced)?;
-            let cond = Conditional {
-                expect: c.previous_tag.clone(),
-                valid_for: Some(valid_for),
-            };
-            store.put_if(&layout.state_key(), body, &cond).await?
+            // A write that reached the store too late did not land: while the claim still
+            // holds (confirmed again), it is signed anew and sent again, twice at most.
+            let mut late = 0;
+            loop {
+                let valid_for = fence.confirm().await.map_err(StorageError::Fenced)?;
+                let cond = Conditional {
+                    expect: c.previous_tag.clone(),
+                    valid_for: Some(valid_for),
+                };
+                match store.put_if(&layout.state_key(), body.clone(), &cond).await {
+                    Err(StorageError::Expired { .. }) if late < 2 => late += 1,
+                    other => break other?,
+                }
+            }
         }
     }
     Ok(next)
@@ -339,6 +354,10 @@ mod tests {
         assert_eq!(Layout::new("", "c").unwrap().state_key(), "c/_state.json");
         assert!(Layout::new("p", "../x").is_err());
         assert!(Layout::new("p/../q", "c").is_err());
+        // Found from outside: a NUL in the prefix was accepted (and in replicated mode the
+        // database refused the text, answered as 503 `database_unavailable`).
+        assert!(Layout::new("pre\u{0}fix", "c").is_err());
+        assert!(Layout::new("a\nb", "c").is_err());
     }
 
     #[tokio::test]

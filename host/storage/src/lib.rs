@@ -28,6 +28,10 @@ pub enum StorageError {
     Invalid(String),
     /// A conditional write found the object changed since it was read (HTTP 412 from S3,
     /// RFC 9110 §13.1.1; or the local store's own check): another writer got there first.
+    /// A presigned write reached the store after its validity ended (the writer stalled or the
+    /// network held it); it did not land.
+    #[error("{key}: the write arrived after its validity ended and was refused")]
+    Expired { key: String },
     /// The commit's fence refused: the attempt lost its claim (see `commit::CommitFence`).
     #[error("commit refused: {0}")]
     Fenced(String),
