@@ -385,6 +385,22 @@ fn committed_rows(run: &Value) -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits (at most `limit`) for a service process to exit; its exit status.
+async fn exit_of(svc: &mut Service, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = svc.child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still running after {limit:?}:\n{}",
+            svc.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_runs_round_robin_on_three_replicas_each_commit_exactly_once() {
     let _serial = SERIAL.lock().await;
@@ -799,14 +815,7 @@ async fn shared_mode_needs_the_secrets_key_and_embedded_mode_has_no_replica() {
             "postgres://sluice:sluice@127.0.0.1:1/sluice",
         )],
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = svc.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "still running:\n{}", svc.logs());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = exit_of(&mut svc, Duration::from_secs(30), "without a key").await;
     assert!(!status.success());
     assert!(
         svc.logs().contains("SLUICE_RUN_SECRETS_KEY must be set"),
@@ -858,18 +867,12 @@ async fn a_replica_shut_down_hands_its_run_back_to_another() {
     let y = 1 - x;
     wait_pages(&cx, &gh, 3).await;
     cx.replicas[x].send_signal("TERM");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = cx.replicas[x].child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "r{x} still runs 20 s after SIGTERM (grace 1 s)\n{}",
-            cx.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = exit_of(
+        &mut cx.replicas[x],
+        Duration::from_secs(20),
+        "after SIGTERM (grace 1 s)",
+    )
+    .await;
     assert!(status.success(), "r{x} exited {status}\n{}", cx.logs());
     assert!(
         gh.counters.on("issues") < pages,
@@ -1244,18 +1247,7 @@ async fn replicas_claim_only_runs_they_can_execute_and_must_share_key_and_backen
         let mut all = vec![("DATABASE_URL", url.as_str()), ("SLUICE_REPLICA_ID", name)];
         all.extend(env);
         let mut svc = Service::spawn(&cx.root.path().join(name), &empty, &all);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(s) = svc.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name}: still running:\n{}",
-                svc.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let status = exit_of(&mut svc, Duration::from_secs(30), name).await;
         assert!(!status.success(), "{name}");
         assert!(
             svc.logs().contains("every replica needs the same setting"),
