@@ -95,11 +95,24 @@ fn check_refuses_contradictory_settings_naming_the_variable() {
     let none = memory_max(dir.path(), "max\n");
     // (extra environment, the memory.max file, the expected refusal)
     type Case<'a> = (&'a [(&'a str, &'a str)], String, &'a str);
-    let cases: [Case; 6] = [
+    let cases: [Case; 7] = [
         (
             &[("DATABASE_URL", "postgres://sluice:pw@127.0.0.1:5432/sluice")],
             none.clone(),
             "SLUICE_RUN_SECRETS_KEY must be set",
+        ),
+        // Found from outside: a newline in the replica id broke the report's VARIABLE=value lines.
+        (
+            &[
+                ("DATABASE_URL", "postgres://sluice:pw@127.0.0.1:5432/sluice"),
+                (
+                    "SLUICE_RUN_SECRETS_KEY",
+                    "00112233445566778899aabbccddeeff0123456789abcdef0123456789abcdef",
+                ),
+                ("SLUICE_REPLICA_ID", "pod-1\nSLUICE_LEASE_SECS=1"),
+            ],
+            none.clone(),
+            "SLUICE_REPLICA_ID must be 1-128 characters without control characters",
         ),
         (
             &[("S3_ENDPOINT", "minio:9000")],

@@ -365,6 +365,13 @@ impl ServeConfig {
                     "DATABASE_URL with the local storage backend: every replica must mount the same LOCAL_STORAGE_DIR (a shared volume), or runs claimed by one replica land on its own disk",
                 ));
             }
+            if let Some(id) = &self.replica_id
+                && (id.trim().is_empty() || id.len() > 128 || id.chars().any(char::is_control))
+            {
+                errors.push(
+                    "SLUICE_REPLICA_ID must be 1-128 characters without control characters (the pod name is a good one)".into(),
+                );
+            }
             match &self.run_secrets_key {
                 None => errors.push("SLUICE_RUN_SECRETS_KEY must be set when DATABASE_URL is set (64 hex characters, the same on every replica: `openssl rand -hex 32`)".into()),
                 Some(k) => {
