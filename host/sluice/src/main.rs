@@ -125,6 +125,11 @@ fn init_logging(format: &str, otel: bool) -> Option<sluice_telemetry::otel::Trac
     if let Ok(off) = format!("{}=off", sluice_telemetry::SPAN_TARGET).parse() {
         filter = filter.add_directive(off);
     }
+    // sqlx logs a DATABASE_URL query parameter it does not know with its value (`sslpassword=…`
+    // is one): never, whatever RUST_LOG says (found from outside).
+    if let Ok(off) = "sqlx_postgres::options::parse=off".parse() {
+        filter = filter.add_directive(off);
+    }
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = if format == "text" {
         fmt.boxed()
