@@ -385,6 +385,21 @@ fn committed_rows(run: &Value) -> u64 {
         .unwrap_or(0)
 }
 
+/// Every replica reports the run `succeeded` by its second attempt, on replica `r{y}`; the records.
+async fn succeeded_on_second_attempt(cx: &Cluster, run_id: &str, y: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    for r in &cx.replicas {
+        let rec = record(r, run_id).await.unwrap();
+        assert_eq!(
+            (&rec["status"], &rec["attempts"], &rec["replica"]),
+            (&json!("succeeded"), &json!(2), &json!(format!("r{y}"))),
+            "{rec}"
+        );
+        out.push(rec);
+    }
+    out
+}
+
 /// Waits (at most `limit`) for a service process to exit; its exit status.
 async fn exit_of(svc: &mut Service, limit: Duration, what: &str) -> std::process::ExitStatus {
     let deadline = Instant::now() + limit;
@@ -589,13 +604,7 @@ async fn a_replica_stopped_past_its_lease_commits_nothing_over_the_takeover() {
     // It has ended its attempt there: whatever it tried, nothing changed.
     let after = cx.state(conn).await.unwrap();
     assert_eq!(after, state, "the stale attempt changed _state.json");
-    for r in &cx.replicas {
-        let rec = record(r, &run_id).await.unwrap();
-        assert_eq!(
-            (&rec["status"], &rec["attempts"], &rec["replica"]),
-            (&json!("succeeded"), &json!(2), &json!(format!("r{y}"))),
-            "{rec}"
-        );
+    for rec in succeeded_on_second_attempt(&cx, &run_id, y).await {
         assert_eq!(committed_rows(&rec), committed_rows(&run), "{rec}");
     }
     let ids = cx.committed_ids(conn, "issues").await;
@@ -1131,14 +1140,7 @@ async fn a_commit_stalled_past_the_lease_is_refused_by_the_store() {
     cx.replicas[x].send_signal("CONT");
     wait_staging_gone(&cx, x, &run_id, Duration::from_secs(60)).await;
     assert_eq!(cx.state(conn).await.unwrap(), state, "_state.json changed");
-    for r in &cx.replicas {
-        let rec = record(r, &run_id).await.unwrap();
-        assert_eq!(
-            (&rec["status"], &rec["attempts"], &rec["replica"]),
-            (&json!("succeeded"), &json!(2), &json!(format!("r{y}"))),
-            "{rec}"
-        );
-    }
+    succeeded_on_second_attempt(&cx, &run_id, y).await;
     let ids = cx.committed_ids(conn, "issues").await;
     assert_eq!(ids.len(), gh.data().plain_issues().len(), "every row once");
     cx.assert_issues_complete(&gh, conn).await;

@@ -38,6 +38,17 @@ impl std::fmt::Debug for S3Target {
     }
 }
 
+/// `If-None-Match: *` or `If-Match: tag` (RFC 9110 §13.1) on a PutObject.
+fn with_precondition(
+    put: aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder,
+    expect: &Expect,
+) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+    match expect {
+        Expect::Absent => put.if_none_match("*"),
+        Expect::Tag(t) => put.if_match(t),
+    }
+}
+
 /// An S3 bucket.
 pub struct S3Store {
     client: aws_sdk_s3::Client,
@@ -91,12 +102,8 @@ impl S3Store {
             std::time::Duration::from_secs(valid_for.as_secs().max(1)),
         )
         .map_err(|e| self.err("PutObject", key, e))?;
-        let mut put = self.client.put_object().bucket(&self.bucket).key(key);
-        put = match &cond.expect {
-            Expect::Absent => put.if_none_match("*"),
-            Expect::Tag(t) => put.if_match(t),
-        };
-        let signed = put
+        let put = self.client.put_object().bucket(&self.bucket).key(key);
+        let signed = with_precondition(put, &cond.expect)
             .presigned(config)
             .await
             .map_err(|e| self.err("PutObject", key, e))?;
@@ -299,17 +306,13 @@ impl Store for S3Store {
         if let Some(valid_for) = cond.valid_for {
             return self.put_presigned(key, bytes, cond, valid_for).await;
         }
-        let mut put = self
+        let put = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .body(ByteStream::from(bytes));
-        put = match &cond.expect {
-            Expect::Absent => put.if_none_match("*"),
-            Expect::Tag(t) => put.if_match(t),
-        };
-        match put.send().await {
+        match with_precondition(put, &cond.expect).send().await {
             Ok(_) => Ok(()),
             Err(e)
                 if e.raw_response()
