@@ -82,3 +82,6 @@ echo "components in $SLUICE_PLUGIN_OUT:"
 for f in "${built[@]}"; do
   printf '  %-20s %8d bytes\n' "$(basename "$f")" "$(stat -c %s "$f")"
 done
+
+# The SDK examples (examples/*-issues: Rust outside this workspace, Python, JavaScript).
+bash "$SLUICE_ROOT/scripts/build-sdk-examples.sh"

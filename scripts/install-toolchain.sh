@@ -73,6 +73,15 @@ fi
 
 install_chart_tools
 
+# The JavaScript SDK's build tools (componentize-js 0.23.0, jco 1.34.0, wizer 10.0.0, esbuild; pinned
+# in sdk/js/package-lock.json) into sdk/js/node_modules; again only when the lock file changes.
+SDK_JS="$SLUICE_ROOT/sdk/js"
+sdk_js_lock=$(sha256sum "$SDK_JS/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$SDK_JS/node_modules/.sluice-installed" 2>/dev/null)" != "$sdk_js_lock" ]; then
+  (cd "$SDK_JS" && npm ci --quiet --no-audit --no-fund >/dev/null)
+  echo "$sdk_js_lock" > "$SDK_JS/node_modules/.sluice-installed"
+fi
+
 if [ "${1:-}" = --garage ] && [ ! -x "$GARAGE_ROOT/bin/garage" ]; then
   echo "building garage 2.5.0 (one time, ~12 min)..." >&2
   cargo install garage --version 2.5.0 --locked --no-default-features \
