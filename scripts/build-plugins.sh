@@ -25,12 +25,13 @@ write_if_changed() {
   if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mkdir -p "$(dirname "$1")" && mv "$tmp" "$1"; fi
 }
 
-# The two negative-test components carry their own copy of the WIT, derived from the real one.
-sed 's/^package sluice:connector@0\.1\.0;/package sluice:connector@0.2.0;/' "$WIT" |
+# The two negative-test components carry their own copy of the WIT, derived from the real one:
+# wrong-world's package version is one no host serves (9.0.0; the host serves 0.1.0 and 0.2.0).
+sed 's/^package sluice:connector@[0-9.]*;/package sluice:connector@9.0.0;/' "$WIT" |
   write_if_changed "$PLUGINS/testing/wrong-world/wit/connector.wit"
 sed 's/^world connector-plugin {/&\n    import evil:backdoor\/shell@0.1.0;/' "$WIT" |
   write_if_changed "$PLUGINS/testing/extra-import/wit/connector.wit"
-grep -q '^package sluice:connector@0.2.0;' "$PLUGINS/testing/wrong-world/wit/connector.wit"
+grep -q '^package sluice:connector@9.0.0;' "$PLUGINS/testing/wrong-world/wit/connector.wit"
 grep -q 'import evil:backdoor/shell@0.1.0;' "$PLUGINS/testing/extra-import/wit/connector.wit"
 
 cd "$PLUGINS"

@@ -52,7 +52,7 @@ fn validate_accepts_good_plugins_and_names_what_is_wrong_with_bad_ones() {
     let cases = [
         (junk, "not a WebAssembly component"),
         (core, "core wasm module"),
-        (plugin("wrong-world"), "sluice:connector@0.2.0"),
+        (plugin("wrong-world"), "sluice:connector@9.0.0"),
         (
             plugin("extra-import"),
             "undeclared import \"evil:backdoor/shell@0.1.0\"",
@@ -86,7 +86,7 @@ fn inspect_prints_the_manifest() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["manifest"]["id"], "http-json");
-    assert_eq!(v["wit_version"], "0.1.0");
+    assert_eq!(v["wit_version"], "0.2.0");
     assert_eq!(v["sha256"].as_str().unwrap().len(), 64);
     assert!(
         v["imports"]

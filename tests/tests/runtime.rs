@@ -362,6 +362,8 @@ async fn sync_emits_batches_and_checkpoints() {
         config: json!({"count": 2500, "batch": 1000}),
         streams: vec!["items".into()],
         state: vec![],
+        started_at: "2024-01-01T00:00:00Z".into(),
+        run_id: "test-run".into(),
     };
     p.sync(req, Box::new(Collect(got.clone())), opts(10_000))
         .await
@@ -378,6 +380,8 @@ async fn sync_emits_batches_and_checkpoints() {
         config: json!({"count": 10}),
         streams: vec!["items".into()],
         state: vec![("items".into(), states.last().unwrap().clone())],
+        started_at: "2024-01-01T00:00:00Z".into(),
+        run_id: "test-run".into(),
     };
     p.sync(req, Box::new(Collect(got2.clone())), opts(10_000))
         .await
@@ -419,6 +423,8 @@ async fn a_refused_record_reaches_the_plugin_as_invalid_record() {
         config: json!({"count": 50, "batch": 10}),
         streams: vec!["items".into()],
         state: vec![],
+        started_at: "2024-01-01T00:00:00Z".into(),
+        run_id: "test-run".into(),
     };
     let sink = Refuse {
         index: 7,

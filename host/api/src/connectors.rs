@@ -65,7 +65,10 @@ pub struct ConnectorInfo {
     /// Semantic version, MAJOR.MINOR.PATCH.
     pub version: String,
     pub description: String,
-    /// Version of the WIT world the component was built against.
+    /// Version of the WIT world (`sluice:connector@X`) the component was built against, from
+    /// the `connector` interface it exports, e.g. `0.2.0`. The host serves `0.2.0` (current) and
+    /// `0.1.0` side by side; a 0.1.0 component gets no `started-at`/`run-id` and no `clock`.
+    #[schema(example = "0.2.0")]
     pub wit_version: String,
     /// SHA-256 of the `.wasm` file, hex.
     pub sha256: String,

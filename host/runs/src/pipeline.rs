@@ -269,6 +269,9 @@ pub async fn execute(
         config: spec.config.clone(),
         streams: streams.iter().map(|s| s.name.clone()).collect(),
         state,
+        // The run record's own start: the plugin's window ends where this attempt began.
+        started_at: started_at.clone(),
+        run_id: spec.run_id.clone(),
     };
     let t_sync = std::time::Instant::now();
     // What discover and the reads before used is gone from the run's budget.

@@ -174,6 +174,8 @@ async fn main() -> anyhow::Result<()> {
                 config: serde_json::json!({"count": n, "batch": 1000}),
                 streams: vec!["items".into()],
                 state: vec![],
+                started_at: "2024-01-01T00:00:00Z".into(),
+                run_id: "test-run".into(),
             };
             let opts = CallOptions {
                 deadline: Duration::from_secs(600),

@@ -9,14 +9,13 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
-use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
 };
 
 use crate::bindings::exports::sluice::connector::connector as wit;
-use crate::bindings::{ConnectorPlugin, ConnectorPluginPre, WIT_PACKAGE, WIT_VERSION};
+use crate::bindings::{Connector, ConnectorPre};
 use crate::error::{CallError, ErrorCode, LoadError};
 use crate::host::{CallLabels, CallState, HostState, RecordSink, Secrets, Stop};
 use crate::manifest::{Manifest, StreamSpec};
@@ -125,7 +124,7 @@ impl Runtime {
         }
         let engine = Engine::new(&wc)?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
-        ConnectorPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        crate::bindings::add_to_linker(&mut linker)?;
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
@@ -219,14 +218,14 @@ impl Runtime {
                     .map_err(|e| LoadError::Compile(e.to_string()))??
             }
         };
-        let wit_version = self.check_world(&component)?;
+        let (world, wit_version) = crate::bindings::world_of(&self.inner.engine, &component)?;
         let imports = self.import_names(&component);
         let pre = self
             .inner
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let pre = ConnectorPluginPre::new(pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let pre = ConnectorPre::new(world, pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let manifest = self.read_manifest(&pre).await?;
         let info = PluginInfo {
             id: manifest.id.clone(),
@@ -316,7 +315,6 @@ impl Runtime {
         Ok((c, false))
     }
 
-    /// Checks imports and exports against the world; returns the plugin's WIT version.
     /// Compiles a component into an artifact for this engine (what the cache holds).
     pub fn precompile(&self, bytes: &[u8]) -> Result<Vec<u8>, LoadError> {
         self.inner
@@ -369,41 +367,6 @@ impl Runtime {
         std::fs::rename(&output, path).map_err(io)
     }
 
-    fn check_world(&self, component: &Component) -> Result<String, LoadError> {
-        let engine = &self.inner.engine;
-        let ty = component.component_type();
-        let mut version = None;
-        for (name, _) in ty.imports(engine) {
-            if name.starts_with("wasi:") {
-                continue;
-            }
-            let Some(v) = name
-                .strip_prefix(WIT_PACKAGE)
-                .and_then(|r| r.strip_prefix('/'))
-                .map(|r| r.split_once('@').map(|x| x.1).unwrap_or(""))
-            else {
-                return Err(LoadError::UndeclaredImport(name.to_string()));
-            };
-            check_version(v)?;
-            version = Some(v.to_string());
-        }
-        let export = ty
-            .exports(engine)
-            .find_map(|(name, item)| {
-                let v = name
-                    .strip_prefix(WIT_PACKAGE)?
-                    .strip_prefix("/connector@")?;
-                matches!(item.ty, ComponentItem::ComponentInstance(_)).then(|| v.to_string())
-            })
-            .ok_or_else(|| {
-                LoadError::IncompatibleWorld(format!(
-                    "does not export {WIT_PACKAGE}/connector: not a Sluice connector"
-                ))
-            })?;
-        check_version(&export)?;
-        Ok(version.unwrap_or(export))
-    }
-
     fn import_names(&self, component: &Component) -> Vec<String> {
         component
             .component_type()
@@ -412,10 +375,7 @@ impl Runtime {
             .collect()
     }
 
-    async fn read_manifest(
-        &self,
-        pre: &ConnectorPluginPre<HostState>,
-    ) -> Result<Manifest, LoadError> {
+    async fn read_manifest(&self, pre: &ConnectorPre) -> Result<Manifest, LoadError> {
         // A throwaway manifest so the call has a context; it reaches nothing and has no secrets.
         let placeholder = Arc::new(Manifest {
             id: "loading".into(),
@@ -445,9 +405,7 @@ impl Runtime {
                 state,
                 self.inner.config.default_memory_mib,
                 "manifest",
-                |p, s| {
-                    Box::pin(async move { p.sluice_connector_connector().call_manifest(s).await })
-                },
+                |p, s| Box::pin(async move { p.call_manifest(s).await }),
             )
             .await
             .map_err(|e| LoadError::Manifest(format!("manifest call failed: {e}")))?;
@@ -483,7 +441,7 @@ impl Runtime {
     /// with the call's limits, mapping traps to errors.
     async fn call<R, F>(
         &self,
-        pre: &ConnectorPluginPre<HostState>,
+        pre: &ConnectorPre,
         state: CallState,
         memory_mib: u32,
         export: &'static str,
@@ -491,7 +449,7 @@ impl Runtime {
     ) -> Result<R, CallError>
     where
         F: for<'a> FnOnce(
-            &'a ConnectorPlugin,
+            &'a Connector,
             &'a mut Store<HostState>,
         ) -> std::pin::Pin<
             Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>,
@@ -523,14 +481,14 @@ impl Runtime {
 
     async fn call_unmeasured<R, F>(
         &self,
-        pre: &ConnectorPluginPre<HostState>,
+        pre: &ConnectorPre,
         state: CallState,
         memory_mib: u32,
         f: F,
     ) -> Result<R, CallError>
     where
         F: for<'a> FnOnce(
-            &'a ConnectorPlugin,
+            &'a Connector,
             &'a mut Store<HostState>,
         ) -> std::pin::Pin<
             Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>,
@@ -655,25 +613,6 @@ fn pooling(config: &RuntimeConfig) -> PoolingAllocationConfig {
     p
 }
 
-fn check_version(v: &str) -> Result<(), LoadError> {
-    let host: Vec<&str> = WIT_VERSION.split('.').collect();
-    let got: Vec<&str> = v.split('.').collect();
-    // Semver for 0.x: the minor is the breaking part; for 1.x and later, the major.
-    let compatible = got.len() == 3
-        && if host[0] == "0" {
-            got[0] == "0" && got[1] == host[1]
-        } else {
-            got[0] == host[0]
-        };
-    if compatible {
-        Ok(())
-    } else {
-        Err(LoadError::IncompatibleWorld(format!(
-            "built against {WIT_PACKAGE}@{v}, this host provides {WIT_PACKAGE}@{WIT_VERSION}"
-        )))
-    }
-}
-
 fn check_component_header(bytes: &[u8]) -> Result<(), LoadError> {
     match bytes.get(..8) {
         Some([0, b'a', b's', b'm', 0x0d, 0x00, 0x01, 0x00]) => Ok(()),
@@ -758,6 +697,11 @@ pub struct SyncRequest {
     pub config: Value,
     pub streams: Vec<String>,
     pub state: Vec<(String, Value)>,
+    /// When the run (this attempt) started, RFC 3339 UTC: the window's upper bound
+    /// (`sync-request.started-at`; components built against 0.1.0 do not get it).
+    pub started_at: String,
+    /// The run's id (`sync-request.run-id`; not given to 0.1.0 components).
+    pub run_id: String,
 }
 
 /// A loaded, linked plugin version. Cheap to clone; calls on it are independent.
@@ -766,7 +710,7 @@ pub struct Plugin {
     runtime: Runtime,
     info: Arc<PluginInfo>,
     manifest: Arc<Manifest>,
-    pre: ConnectorPluginPre<HostState>,
+    pre: ConnectorPre,
 }
 
 impl Plugin {
@@ -809,9 +753,7 @@ impl Plugin {
         let out = self
             .runtime
             .call(&self.pre, state, self.memory_mib(), "validate", |p, s| {
-                Box::pin(
-                    async move { p.sluice_connector_connector().call_validate(s, &text).await },
-                )
+                Box::pin(async move { p.call_validate(s, &text).await })
             })
             .await?;
         let account = out.map_err(|e| connector_error(e, &secrets))?;
@@ -833,9 +775,7 @@ impl Plugin {
         let out = self
             .runtime
             .call(&self.pre, state, self.memory_mib(), "discover", |p, s| {
-                Box::pin(
-                    async move { p.sluice_connector_connector().call_discover(s, &text).await },
-                )
+                Box::pin(async move { p.call_discover(s, &text).await })
             })
             .await?;
         let streams = out.map_err(|e| connector_error(e, &secrets))?;
@@ -869,11 +809,13 @@ impl Plugin {
                 .into_iter()
                 .map(|(k, v)| (k, v.to_string()))
                 .collect(),
+            started_at: req.started_at,
+            run_id: req.run_id,
         };
         let out = self
             .runtime
             .call(&self.pre, state, self.memory_mib(), "sync", |p, s| {
-                Box::pin(async move { p.sluice_connector_connector().call_sync(s, &wreq).await })
+                Box::pin(async move { p.call_sync(s, &wreq).await })
             })
             .await?;
         out.map_err(|e| connector_error(e, &secrets))
@@ -890,7 +832,7 @@ impl Plugin {
         );
         self.runtime
             .call(&self.pre, state, self.memory_mib(), "manifest", |p, s| {
-                Box::pin(async move { p.sluice_connector_connector().call_manifest(s).await })
+                Box::pin(async move { p.call_manifest(s).await })
             })
             .await
             .map(|_| ())

@@ -13,7 +13,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use zeroize::Zeroizing;
 
-use crate::bindings::sluice::connector::{http, log, records, secrets, types};
+use crate::bindings::sluice::connector::{clock, http, log, records, secrets, types};
 use crate::manifest::Manifest;
 use crate::outbound::{Outbound, OutboundError, OutboundRequest, plugin_headers};
 use crate::policy::Destinations;
@@ -615,6 +615,17 @@ impl secrets::Host for HostState {
     ) -> wasmtime::Result<Result<String, secrets::SecretError>> {
         self.check_cancel()?;
         Ok(self.declared_secret(&name).map(str::to_string))
+    }
+}
+
+impl clock::Host for HostState {
+    async fn now(&mut self) -> wasmtime::Result<u64> {
+        self.check_cancel()?;
+        // A clock set before 1970 reads as the epoch itself.
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Ok(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
     }
 }
 

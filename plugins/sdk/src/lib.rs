@@ -25,7 +25,11 @@
 //! ```
 //!
 //! Helpers: [`http::Request`] (outbound HTTP, secrets injected by the host),
-//! [`records::Batcher`] (batched emits and checkpoints), [`log`], [`secret`].
+//! [`records::Batcher`] (batched emits and checkpoints), [`log`], [`secret`], [`now`] (the
+//! host's clock) and [`time`] (ISO 8601 dates).
+//!
+//! The crate targets `sluice:connector@0.2.0` (the current world); the host still serves
+//! components built against 0.1.0 by earlier versions of this crate.
 
 pub mod error;
 pub mod http;
@@ -35,7 +39,8 @@ pub mod records;
 pub mod schema;
 pub mod time;
 
-/// The raw bindings generated from `wit/connector.wit`. Prefer the typed helpers of this crate.
+/// The raw bindings generated from `wit/connector.wit` (`sluice:connector@0.2.0`). Prefer the
+/// typed helpers of this crate.
 #[allow(missing_docs, clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
@@ -54,6 +59,7 @@ use serde::de::DeserializeOwned;
 pub use error::{ConnectorError, ErrorCode, Result};
 pub use manifest::{Manifest, SecretSpec, StreamSpec};
 pub use serde_json::{self, Value, json};
+pub use time::now;
 
 /// A connector: the four exports of the world, on JSON values.
 ///
@@ -75,7 +81,8 @@ pub trait Connector {
     fn sync(request: SyncRequest) -> Result<()>;
 }
 
-/// What [`Connector::sync`] receives: the config, the selected streams and their states.
+/// What [`Connector::sync`] receives: the config, the selected streams and their states, and
+/// when and as which run the host started it.
 #[derive(Debug, Clone, Default)]
 pub struct SyncRequest {
     /// The connector's config object.
@@ -84,6 +91,12 @@ pub struct SyncRequest {
     pub streams: Vec<String>,
     /// Committed state per stream, as last checkpointed (empty on a full refresh).
     pub state: BTreeMap<String, Value>,
+    /// The host's clock when this run started, RFC 3339 UTC (e.g.
+    /// `2026-12-01T13:05:09.123456789Z`): the upper bound of an incremental window
+    /// (see [`SyncRequest::started_at_secs`]).
+    pub started_at: String,
+    /// The run's id, as in the host's run records and logs; opaque.
+    pub run_id: String,
 }
 
 impl SyncRequest {
@@ -95,6 +108,12 @@ impl SyncRequest {
     /// The committed state of `stream`, if any.
     pub fn state(&self, stream: &str) -> Option<&Value> {
         self.state.get(stream)
+    }
+
+    /// [`SyncRequest::started_at`] in seconds since the Unix epoch (`None` if the host sent
+    /// something unparsable).
+    pub fn started_at_secs(&self) -> Option<i64> {
+        time::parse_iso(&self.started_at)
     }
 
     /// The config deserialized into `T` (an `invalid-config` error if it does not fit).
@@ -209,6 +228,8 @@ pub mod __private {
             config,
             streams: request.streams,
             state,
+            started_at: request.started_at,
+            run_id: request.run_id,
         })
     }
 }

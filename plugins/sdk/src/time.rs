@@ -1,4 +1,12 @@
-//! Dates without a clock or a date crate: ISO 8601 to and from seconds since the Unix epoch.
+//! Dates without a date crate: ISO 8601 to and from seconds since the Unix epoch, and the
+//! host's clock ([`now`]).
+
+/// The host's clock: milliseconds since the Unix epoch, UTC (`clock.now`). Wall-clock time,
+/// not monotonic; for an incremental window's upper bound use
+/// [`crate::SyncRequest::started_at`], which is the same for the whole run.
+pub fn now() -> u64 {
+    crate::bindings::sluice::connector::clock::now()
+}
 
 /// Seconds since the Unix epoch of an ISO 8601 date or date-time: `2024-05-01`,
 /// `2024-05-01T10:00:00Z`, `2024-05-01T10:00:00.123+02:00`, `2024-05-01 10:00` (UTC when no

@@ -1,7 +1,8 @@
 //! A connector for the host's tests: every call does what its config asks.
 //!
 //! `validate` dispatches on `config.action` (default `ok`): `ok`, `loop`, `hog`, `panic`,
-//! `fetch`, `secret`, `log`. `sync` emits `count` records to stream `items`; see [`SyncConfig`].
+//! `fetch`, `secret`, `log`, `clock` (the host's clock, `clock.now`). `sync` emits `count`
+//! records to stream `items`; see [`SyncConfig`].
 
 use std::hint::black_box;
 
@@ -34,6 +35,9 @@ struct SyncConfig {
     fail_after: Option<u64>,
     /// Emit to this stream instead of `items` (to test the host's unknown-stream check).
     stream: Option<String>,
+    /// Put the request's `started_at` and `run_id`, and the host's clock before the first
+    /// emit (`now_ms`), into every checkpoint.
+    stamp: bool,
 }
 
 impl Default for SyncConfig {
@@ -45,6 +49,7 @@ impl Default for SyncConfig {
             extra: false,
             fail_after: None,
             stream: None,
+            stamp: false,
         }
     }
 }
@@ -57,7 +62,7 @@ impl Connector for Probe {
                 "$schema": "https://json-schema.org/draft/2020-12/schema",
                 "type": "object",
                 "properties": {
-                    "action": {"enum": ["ok", "loop", "hog", "panic", "fetch", "secret", "log"]},
+                    "action": {"enum": ["ok", "loop", "hog", "panic", "fetch", "secret", "log", "clock"]},
                     "url": {"type": "string"},
                     "inject": {"type": "boolean"},
                     "secret": {"type": "string"},
@@ -67,7 +72,8 @@ impl Connector for Probe {
                     "batch": {"type": "integer", "minimum": 1},
                     "extra": {"type": "boolean"},
                     "fail_after": {"type": "integer", "minimum": 0},
-                    "stream": {"type": "string"}
+                    "stream": {"type": "string"},
+                    "stamp": {"type": "boolean"}
                 }
             }))
             .secret("token", "A token the `fetch` action can inject.", true)
@@ -120,6 +126,7 @@ impl Connector for Probe {
                 log::info(text("message").unwrap_or(""), &[("k", "v")]);
                 Ok(json!({}))
             }
+            "clock" => Ok(json!({"now_ms": sluice_sdk::now()})),
             other => Err(ConnectorError::invalid_config(format!(
                 "unknown action {other:?}"
             ))),
@@ -151,6 +158,14 @@ impl Connector for Probe {
         if config.fail_after == Some(0) {
             return Err(fail(0));
         }
+        let now_ms = sluice_sdk::now();
+        let state = |cursor: u64| {
+            if config.stamp {
+                json!({"cursor": cursor, "started_at": request.started_at, "run_id": request.run_id, "now_ms": now_ms})
+            } else {
+                json!({"cursor": cursor})
+            }
+        };
         let mut emitted = 0u64;
         for id in after + 1..=after + config.count {
             let mut record = json!({"id": id, "name": format!("item-{id}"), "value": id * 2});
@@ -160,7 +175,7 @@ impl Connector for Probe {
             out.push(stream, &record)?;
             emitted += 1;
             if emitted.is_multiple_of(batch as u64) {
-                out.checkpoint(stream, &json!({"cursor": id}))?;
+                out.checkpoint(stream, &state(id))?;
             }
             if config.fail_after == Some(emitted) {
                 out.flush()?;
@@ -168,7 +183,7 @@ impl Connector for Probe {
             }
         }
         if out.pending(stream) > 0 {
-            out.checkpoint(stream, &json!({"cursor": after + config.count}))?;
+            out.checkpoint(stream, &state(after + config.count))?;
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! The `wrong-world` test component: built against its own copy of the WIT (`wit/`, made by
 //! `scripts/build-plugins.sh` from `wit/connector.wit`) whose package version is
-//! `sluice:connector@0.2.0`. The host, which implements 0.1.0, must refuse it.
+//! `sluice:connector@9.0.0`, a version no host serves (it serves 0.1.0 and 0.2.0): the host
+//! must refuse it.
 
 wit_bindgen::generate!({ path: "wit", world: "connector-plugin" });
 
@@ -16,7 +17,7 @@ impl Guest for WrongWorld {
             id: "wrong-world".into(),
             name: "Wrong world".into(),
             version: "0.1.0".into(),
-            description: "Targets sluice:connector@0.2.0.".into(),
+            description: "Targets sluice:connector@9.0.0.".into(),
             config_schema: r#"{"type":"object"}"#.into(),
             secrets: vec![],
             hosts: vec![],
