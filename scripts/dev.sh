@@ -41,6 +41,8 @@ case "$cmd" in
       cargo test --workspace --locked --target "$(rustc -vV | sed -n 's/^host: //p')" 2>&1) |
       tee -a "$SLUICE_CACHE/last-test.log"
     bash scripts/fuzz-api.sh
+    # The SDKs as a stranger gets them: pip/npm-installed outside the repo, the examples built there.
+    bash scripts/test-sdk-install.sh
     # The API as a typed TypeScript client sees it (openapi-typescript + tsc --strict).
     bash scripts/contract-api.sh
     bash scripts/contract-linear.sh   # the Linear connector's GraphQL against Linear's schema (graphql-js)
