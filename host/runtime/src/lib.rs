@@ -6,6 +6,7 @@
 //! - [`registry`]: the plugin directory, loaded at start and hot-reloaded.
 
 mod bindings;
+pub mod cassette;
 mod engine;
 mod error;
 mod host;

@@ -10,6 +10,7 @@ use reqwest::{Method, StatusCode};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use crate::cassette::{Cassette, Key};
 use crate::policy::{AddressGrant, Destinations, HostRule, OperatorPolicy, origin};
 use crate::redact::{Redactor, loggable_url};
 
@@ -43,6 +44,9 @@ pub struct OutboundConfig {
     /// Least spacing of HubSpot CRM search requests per origin and credential (see
     /// [`is_hubspot_search`]); zero turns the pacing off.
     pub hubspot_search_interval: Duration,
+    /// Record every exchange to a cassette, or answer from one with no network (`sluice plugin
+    /// test`; see [`crate::cassette`]). `None` in the service.
+    pub cassette: Option<Arc<Cassette>>,
 }
 
 impl Default for OutboundConfig {
@@ -57,6 +61,7 @@ impl Default for OutboundConfig {
             max_rate_limit_waits: 20,
             backoff_base: Duration::from_millis(250),
             hubspot_search_interval: HUBSPOT_SEARCH_INTERVAL,
+            cassette: None,
         }
     }
 }
@@ -165,13 +170,34 @@ impl Outbound {
             error.type = tracing::field::Empty,
         );
         let result = self
-            .fetch_untraced(dest, req, cancel)
+            .fetch_or_replay(dest, req, cancel)
             .instrument(span.clone())
             .await;
         match &result {
             Ok(r) => span.record("http.response.status_code", r.status),
             Err(e) => span.record("error.type", status_label(&Err(e.clone())).as_ref()),
         };
+        result
+    }
+
+    /// With a cassette, answers from it (replay) or records the answer (record); the
+    /// destination check applies either way.
+    async fn fetch_or_replay(
+        &self,
+        dest: &Destinations,
+        req: OutboundRequest,
+        cancel: &CancellationToken,
+    ) -> Result<OutboundResponse, OutboundError> {
+        let Some(cassette) = &self.config.cassette else {
+            return self.fetch_untraced(dest, req, cancel).await;
+        };
+        dest.check_url(&req.url).map_err(OutboundError::Denied)?;
+        if let Some(answer) = cassette.answer(&req) {
+            return answer;
+        }
+        let (key, redactor) = (Key::of(&req), req.redactor.clone());
+        let result = self.fetch_untraced(dest, req, cancel).await;
+        cassette.keep(key, &redactor, &result);
         result
     }
 

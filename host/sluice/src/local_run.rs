@@ -1,16 +1,18 @@
 //! `sluice run`: the service's pipeline into a local directory, with progress bars.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use sluice_runs::pipeline::{self, Progress, RunLimits, RunSpec};
+use serde_json::Value;
+use sluice_runs::pipeline::{self, Progress, RunLimits, RunOutcome, RunSpec};
 use sluice_runtime::outbound::OutboundConfig;
-use sluice_runtime::{CancellationToken, Secrets};
+use sluice_runtime::policy::{AddressGrant, OperatorPolicy};
+use sluice_runtime::{CancellationToken, Plugin, Secrets};
 use sluice_staging::StagingConfig;
 use sluice_storage::LocalStore;
 use sluice_storage::commit::Layout;
@@ -44,12 +46,6 @@ pub struct RunArgs {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let work = args.out.join(".sluice");
-    let policy = sluice_runtime::policy::OperatorPolicy {
-        allow: sluice_runtime::policy::OperatorPolicy::parse_allow("*")
-            .map_err(anyhow::Error::msg)?,
-        addresses: sluice_runtime::policy::AddressGrant::parse(&args.allow_private_addresses)
-            .map_err(anyhow::Error::msg)?,
-    };
     let rt = crate::runtime(crate::runtime_config(
         &work.join("cache"),
         256,
@@ -57,7 +53,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         // Compile out of process, as `serve` does: the compiler's memory and code pages never
         // stay in this process while it syncs (the compiled artifact is cached under --out).
         std::env::current_exe().ok(),
-        policy,
+        local_policy(&args.allow_private_addresses)?,
         OutboundConfig::default(),
     ))?;
     let path = if args.connector.ends_with(".wasm") {
@@ -69,64 +65,126 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .load_file(&path)
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let config: serde_json::Value = match &args.config {
-        Some(p) => serde_json::from_slice(
-            &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
-        )
-        .with_context(|| format!("{} is not JSON", p.display()))?,
-        None => serde_json::json!({}),
-    };
-    let mut secrets = Vec::new();
-    for s in &args.secrets {
-        let (k, v) = s.split_once('=').context("--secret takes NAME=VALUE")?;
-        secrets.push((k.to_string(), v.to_string()));
-    }
-    let creds = secrets
-        .iter()
-        .map(|(k, v)| (k.clone(), zeroize::Zeroizing::new(v.clone())))
-        .collect();
-    sluice_runs::manager::check_request(&plugin, &config, &creds)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-
-    let run_id = uuid::Uuid::now_v7().to_string();
-    let spec = RunSpec {
-        run_id: run_id.clone(),
-        connection_id: args.connection_id.clone(),
-        config,
-        secrets: Secrets::new(secrets),
-        streams: args.streams.clone(),
+    let config = read_config(args.config.as_deref())?;
+    let secrets = parse_secrets(&args.secrets)?;
+    let local = LocalSync {
+        out: &args.out,
+        connection_id: &args.connection_id,
+        streams: &args.streams,
         full_refresh: args.full_refresh,
-        store: Arc::new(LocalStore::new(&args.out)),
-        layout: Layout::new("", &args.connection_id)?,
-        commit_id: run_id.clone(),
-        fence: None,
     };
-    let cancel = CancellationToken::new();
-    let limits = RunLimits {
-        staging: StagingConfig::new(work.join("staging")),
-        deadline: Duration::from_secs(24 * 3600),
-        cancel: cancel.clone(),
-        log_bytes: 64 << 20,
+    let outcome = local.sync(&plugin, config, secrets, true).await?;
+    print_outcome(&outcome, &args.out, &args.connection_id)
+}
+
+/// The operator policy of a local run: every destination the plugin declares, and the
+/// non-public address classes named (`none`, `loopback`, `private`).
+pub fn local_policy(allow_private: &str) -> anyhow::Result<OperatorPolicy> {
+    Ok(OperatorPolicy {
+        allow: OperatorPolicy::parse_allow("*").map_err(anyhow::Error::msg)?,
+        addresses: AddressGrant::parse(allow_private).map_err(anyhow::Error::msg)?,
+    })
+}
+
+/// The config file's JSON (`{}` without one).
+pub fn read_config(path: Option<&Path>) -> anyhow::Result<Value> {
+    let Some(p) = path else {
+        return Ok(serde_json::json!({}));
     };
-    let progress: Progress = Default::default();
+    serde_json::from_slice(&std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
+        .with_context(|| format!("{} is not JSON", p.display()))
+}
+
+/// `NAME=VALUE` arguments as pairs.
+pub fn parse_secrets(args: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    args.iter()
+        .map(|s| {
+            let (k, v) = s.split_once('=').context("--secret takes NAME=VALUE")?;
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// One sync through the service's pipeline into a local directory (the bucket's layout, the
+/// state of earlier runs there read and advanced), with the work files under `out/.sluice`.
+pub struct LocalSync<'a> {
+    pub out: &'a Path,
+    pub connection_id: &'a str,
+    pub streams: &'a [String],
+    pub full_refresh: bool,
+}
+
+impl LocalSync<'_> {
+    /// Checks the request as the service does, runs it, and returns what was committed;
+    /// with `bars`, shows per-stream progress on stderr. Ctrl-C cancels the run.
+    pub async fn sync(
+        &self,
+        plugin: &Plugin,
+        config: Value,
+        secrets: Vec<(String, String)>,
+        bars: bool,
+    ) -> anyhow::Result<RunOutcome> {
+        let creds = secrets
+            .iter()
+            .map(|(k, v)| (k.clone(), zeroize::Zeroizing::new(v.clone())))
+            .collect();
+        sluice_runs::manager::check_request(plugin, &config, &creds)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let run_id = uuid::Uuid::now_v7().to_string();
+        let spec = RunSpec {
+            run_id: run_id.clone(),
+            connection_id: self.connection_id.to_string(),
+            config,
+            secrets: Secrets::new(secrets),
+            streams: self.streams.to_vec(),
+            full_refresh: self.full_refresh,
+            store: Arc::new(LocalStore::new(self.out)),
+            layout: Layout::new("", self.connection_id)?,
+            commit_id: run_id.clone(),
+            fence: None,
+        };
+        let cancel = CancellationToken::new();
+        let limits = RunLimits {
+            staging: StagingConfig::new(self.out.join(".sluice").join("staging")),
+            deadline: Duration::from_secs(24 * 3600),
+            cancel: cancel.clone(),
+            log_bytes: 64 << 20,
+        };
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                c.cancel();
+            }
+        });
+        if bars {
+            eprintln!(
+                "run {run_id}: {} {} → {}",
+                plugin.info().id,
+                plugin.info().version,
+                self.out.display()
+            );
+        }
+        let progress: Progress = Default::default();
+        let exec = pipeline::execute(plugin, spec, limits, progress.clone());
+        let outcome = if bars {
+            with_progress_bars(exec, &progress).await
+        } else {
+            exec.await
+        };
+        outcome.map_err(|e| anyhow::anyhow!("run failed ({}): {e}", e.code()))
+    }
+}
+
+/// Awaits `exec`, drawing a spinner per stream from `progress` every 100 ms.
+async fn with_progress_bars<T>(
+    exec: impl std::future::Future<Output = T>,
+    progress: &Progress,
+) -> T {
     let bars = MultiProgress::new();
     let style =
         ProgressStyle::with_template("{spinner} {prefix:>20} {human_pos:>10} records  {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner());
     let mut shown: BTreeMap<String, ProgressBar> = BTreeMap::new();
-    let c = cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            c.cancel();
-        }
-    });
-    eprintln!(
-        "run {run_id}: {} {} → {}",
-        plugin.info().id,
-        plugin.info().version,
-        args.out.display()
-    );
-    let exec = pipeline::execute(&plugin, spec, limits, progress.clone());
     tokio::pin!(exec);
     let outcome = loop {
         tokio::select! {
@@ -148,7 +206,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     for b in shown.values() {
         b.finish();
     }
-    let outcome = outcome.map_err(|e| anyhow::anyhow!("run failed ({}): {e}", e.code()))?;
+    outcome
+}
+
+/// Prints what a run committed: rows, files and state per stream, and the manifest's path.
+pub fn print_outcome(outcome: &RunOutcome, out: &Path, connection_id: &str) -> anyhow::Result<()> {
     println!(
         "committed run {} of {} {}",
         outcome.manifest.run_id, outcome.manifest.connector.id, outcome.manifest.connector.version
@@ -166,8 +228,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     println!(
         "manifest: {}",
-        args.out
-            .join(Layout::new("", &args.connection_id)?.manifest_key(&outcome.manifest.run_id))
+        out.join(Layout::new("", connection_id)?.manifest_key(&outcome.manifest.run_id))
             .display()
     );
     Ok(())

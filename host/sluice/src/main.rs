@@ -3,6 +3,7 @@
 
 mod config;
 mod local_run;
+mod plugin_test;
 mod services;
 mod signing;
 
@@ -100,6 +101,11 @@ enum PluginCommand {
         #[arg(long, env = "SLUICE_TRUSTED_KEYS", hide_env_values = true)]
         trusted_keys: String,
     },
+    /// Run a connector's validate, discover and sync through the host's pipeline into a local
+    /// directory and print what came out; with `--cassette DIR`, offline from recorded HTTP
+    /// exchanges (`--record` records them). Exits 1 when a step fails or a request is not in
+    /// the cassette.
+    Test(Box<plugin_test::TestArgs>),
     /// Compile a plugin into an artifact (run by `serve` itself, in a child process).
     #[command(hide = true)]
     Compile {
@@ -527,6 +533,12 @@ async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
     {
         return compile_artifact(&input, &output, memory_mib, max_calls);
     }
+    if let PluginCommand::Test(args) = cmd {
+        if !plugin_test::run(*args).await? {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     match &cmd {
         PluginCommand::Keygen { prefix } => return signing::keygen(prefix),
         PluginCommand::Sign { file, key } => return signing::sign(file, key),
@@ -563,6 +575,7 @@ async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
         }
         // Done above, without this runtime.
         PluginCommand::Compile { .. }
+        | PluginCommand::Test(_)
         | PluginCommand::Keygen { .. }
         | PluginCommand::Sign { .. }
         | PluginCommand::Verify { .. } => Ok(()),
