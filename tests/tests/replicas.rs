@@ -767,6 +767,37 @@ async fn idempotency_keys_hold_across_replicas() {
     );
 }
 
+/// A row whose record no longer reads as a run (written by hand or by another version) is
+/// absent to the API — 404 for it, a list without it — not a database failure (it was a 503),
+/// and runs go on being claimed and committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_run_row_is_absent_not_a_database_failure() {
+    let _serial = SERIAL.lock().await;
+    let gh = github(200, 0).await;
+    let cx = Cluster::start("replicas-unreadable", 1, &[]).await;
+    let svc = &cx.replicas[0];
+    let id = submit(svc, &cx.body(&gh, "bad-row")).await;
+    let run = wait_terminal(&cx, svc, &id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    cx.pg.psql(&format!(
+        "UPDATE sluice_runs SET record = '{{\"not\": \"a run\"}}' WHERE run_id = '{id}'"
+    ));
+    let one = svc.get(&format!("{RUNS}/{id}")).send().await.unwrap();
+    assert_eq!(
+        one.status(),
+        404,
+        "{}",
+        one.text().await.unwrap_or_default()
+    );
+    let list = svc.get(RUNS).send().await.unwrap();
+    assert_eq!(list.status(), 200);
+    let list: Value = list.json().await.unwrap();
+    assert!(!list.to_string().contains(&id), "{list}");
+    let next = submit(svc, &cx.body(&gh, "good-row")).await;
+    let run = wait_terminal(&cx, svc, &next).await;
+    assert_eq!(run["status"], "succeeded", "{run}\n{}", cx.logs());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_active_run_per_connection_across_replicas() {
     let _serial = SERIAL.lock().await;

@@ -84,13 +84,13 @@ pub struct RunRecord {
     #[serde(default)]
     #[schema(required = true)]
     pub replica: Option<String>,
+    /// The `Idempotency-Key` header the run was submitted with; absent without one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(ignore)]
     pub idempotency_key: Option<String>,
-    /// SHA-256 of the request an idempotency key was first used with (credentials left out),
-    /// so a reuse of the key with another request is refused instead of answered.
+    /// With an idempotency key: SHA-256 (hex) of the request it was first used with
+    /// (credentials left out), so a reuse of the key with another request is refused instead of
+    /// answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(ignore)]
     pub request_sha256: Option<String>,
 }
 

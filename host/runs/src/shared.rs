@@ -59,6 +59,18 @@ fn jsonb_safe<T: serde::Serialize>(value: &T) -> Json<Value> {
     Json(clean(serde_json::to_value(value).unwrap_or_default()))
 }
 
+/// The run record a row holds, or `None` (logged) when it does not read as a run of that id:
+/// written by another version, or by hand.
+fn readable(run_id: &str, value: Value) -> Option<RunRecord> {
+    match serde_json::from_value::<RunRecord>(value) {
+        Ok(r) if r.run_id == run_id => Some(r),
+        Ok(_) | Err(_) => {
+            tracing::warn!(run_id = %run_id, "skipping an unreadable run record");
+            None
+        }
+    }
+}
+
 /// The value the cluster recorded for a setting, recording `value` if none was. Replicas
 /// starting together race here: an insert that waited for another's conflicting row sees no row
 /// in its statement's snapshot, so the read is repeated (the next statement sees it).
@@ -263,12 +275,12 @@ impl SharedQueue {
 
     /// The run an idempotency key created, if any.
     pub async fn by_idempotency_key(&self, key: &str) -> Result<Option<RunRecord>, DbError> {
-        let r: Option<Json<RunRecord>> =
-            sqlx::query_scalar("SELECT record FROM sluice_runs WHERE idempotency_key = $1")
+        let r: Option<(String, Json<Value>)> =
+            sqlx::query_as("SELECT run_id, record FROM sluice_runs WHERE idempotency_key = $1")
                 .bind(key)
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(r.map(|j| j.0))
+        Ok(r.and_then(|(run_id, Json(v))| readable(&run_id, v)))
     }
 
     async fn notify(&self, channel: &str, payload: &str) -> Result<(), DbError> {
@@ -280,13 +292,15 @@ impl SharedQueue {
         Ok(())
     }
 
+    /// The run, if its row exists and reads as a run (an unreadable row is logged and treated
+    /// as absent, as [`SharedQueue::list`] does, rather than answered as a database failure).
     pub async fn get(&self, run_id: &str) -> Result<Option<RunRecord>, DbError> {
-        let r: Option<Json<RunRecord>> =
+        let r: Option<Json<Value>> =
             sqlx::query_scalar("SELECT record FROM sluice_runs WHERE run_id = $1")
                 .bind(run_id)
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(r.map(|j| j.0))
+        Ok(r.and_then(|Json(v)| readable(run_id, v)))
     }
 
     /// Runs, newest first, optionally of one connection; at most [`LIST_LIMIT`]. A row whose
@@ -303,15 +317,7 @@ impl SharedQueue {
         .await?;
         Ok(rows
             .into_iter()
-            .filter_map(
-                |(run_id, Json(v))| match serde_json::from_value::<RunRecord>(v) {
-                    Ok(r) if r.run_id == run_id => Some(r),
-                    Ok(_) | Err(_) => {
-                        tracing::warn!(run_id = %run_id, "skipping an unreadable run record");
-                        None
-                    }
-                },
-            )
+            .filter_map(|(run_id, Json(v))| readable(&run_id, v))
             .collect())
     }
 
@@ -354,9 +360,15 @@ impl SharedQueue {
         .await?;
         let mut claims = Vec::with_capacity(rows.len());
         for row in rows {
-            let Json(record): Json<RunRecord> = row.try_get("record")?;
+            let run_id: String = row.try_get("run_id")?;
+            let Json(value): Json<Value> = row.try_get("record")?;
+            // An unreadable row must not fail the runs claimed with it: it is left to the
+            // reaper, which re-queues it and fails it after SLUICE_MAX_RUN_ATTEMPTS.
+            let Some(record) = readable(&run_id, value) else {
+                continue;
+            };
             claims.push(Claim {
-                run_id: row.try_get("run_id")?,
+                run_id,
                 fence: row.try_get::<i64, _>("fence")? as u64,
                 attempt: row.try_get::<i32, _>("attempts")?.max(1) as u32,
                 record,
