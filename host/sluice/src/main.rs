@@ -3,6 +3,7 @@
 
 mod config;
 mod local_run;
+mod plugin_build;
 mod plugin_test;
 mod services;
 mod signing;
@@ -70,6 +71,9 @@ enum ServiceCommand {
 enum PluginCommand {
     /// Print a plugin's manifest, WIT version, imports, size and sha256 as JSON.
     Inspect { file: PathBuf },
+    /// Build a connector written with the Python or JavaScript SDK into a component, running the
+    /// SDK's build tool (componentize-py, componentize-js) for the author.
+    Build(plugin_build::BuildArgs),
     /// Check a plugin: that it loads (every manifest problem listed), then what would make it
     /// misbehave (errors: keys or cursors not in the stream's schema, reserved field names,
     /// memory over the operator's limit) or deserves a look (warnings). Exits 1 on any error.
@@ -524,6 +528,9 @@ fn compile_artifact(
 }
 
 async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
+    if let PluginCommand::Build(args) = cmd {
+        return plugin_build::run(args);
+    }
     if let PluginCommand::Compile {
         input,
         output,
@@ -574,6 +581,7 @@ async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
             Ok(())
         }
         // Done above, without this runtime.
+        PluginCommand::Build(_) => Ok(()),
         PluginCommand::Compile { .. }
         | PluginCommand::Test(_)
         | PluginCommand::Keygen { .. }
