@@ -11,8 +11,7 @@ use serde::Deserialize;
 use sluice_sdk::http::Request;
 use sluice_sdk::records::Batcher;
 use sluice_sdk::{
-    Connector, ConnectorError, Manifest, Result, StreamSpec, SyncRequest, Value, json,
-    parse_config,
+    Connector, ConnectorError, Manifest, Result, StreamSpec, SyncRequest, Value, json, parse_config,
 };
 
 #[derive(Deserialize)]

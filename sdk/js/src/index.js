@@ -348,7 +348,7 @@ export function log(level, message, fields = {}) {
   rawLog(level, message, Object.entries(fields).map(([k, v]) => [k, String(v)]));
 }
 
-/** Wall-clock milliseconds since the Unix epoch (the host's `clock.now` in world 0.2.0). */
+/** Wall-clock milliseconds since the Unix epoch: `Date.now()`, from the WASI wall clock the host links. */
 export function nowMs() {
   return Date.now();
 }
