@@ -4,6 +4,7 @@
 mod config;
 mod local_run;
 mod plugin_build;
+mod plugin_new;
 mod plugin_test;
 mod services;
 mod signing;
@@ -110,6 +111,9 @@ enum PluginCommand {
     /// exchanges (`--record` records them). Exits 1 when a step fails or a request is not in
     /// the cassette.
     Test(Box<plugin_test::TestArgs>),
+    /// Write a connector skeleton (Rust, Python or JavaScript SDK) that builds and passes
+    /// `plugin test` offline unchanged; `--help` has the build and test commands.
+    New(plugin_new::NewArgs),
     /// Compile a plugin into an artifact (run by `serve` itself, in a child process).
     #[command(hide = true)]
     Compile {
@@ -546,6 +550,9 @@ async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let PluginCommand::New(args) = cmd {
+        return plugin_new::run(args);
+    }
     match &cmd {
         PluginCommand::Keygen { prefix } => return signing::keygen(prefix),
         PluginCommand::Sign { file, key } => return signing::sign(file, key),
@@ -586,7 +593,8 @@ async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
         | PluginCommand::Test(_)
         | PluginCommand::Keygen { .. }
         | PluginCommand::Sign { .. }
-        | PluginCommand::Verify { .. } => Ok(()),
+        | PluginCommand::Verify { .. }
+        | PluginCommand::New(_) => Ok(()),
         PluginCommand::Validate {
             file,
             max_memory_mib,
