@@ -221,8 +221,13 @@ def _guard(call: Callable[[], Any]) -> Any:
         return call()
     except ConnectorError as e:
         raise Err(_as_wit_error(e)) from None
-    except Err:
-        raise
+    except Err as e:  # raised by a raw `wit_world` import the app called itself
+        from wit_world.imports import types
+
+        if isinstance(e.value, types.ConnectorError):
+            raise
+        detail = getattr(e.value, "value", e.value)
+        raise Err(_as_wit_error(ConnectorError("internal", f"{type(e.value).__name__}: {detail}"))) from None
     except Exception as e:  # a bug in the connector: diagnosable from the run's log, not a trap
         traceback.print_exc(file=sys.stderr)
         raise Err(_as_wit_error(ConnectorError("internal", f"{type(e).__name__}: {e}"))) from None
