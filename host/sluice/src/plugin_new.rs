@@ -175,15 +175,24 @@ fn render(id: &str, lang: Lang, sdk: &Path) -> Vec<(&'static str, String)> {
     let crate_name = id.replace('-', "_");
     let wasm = format!("{id}.wasm");
     let sdk = sdk.to_string_lossy();
+    // Inside a quoted string of package.json or Cargo.toml: `"` and `\` escaped (JSON and TOML
+    // basic strings escape them alike).
+    let sdk_quoted = serde_json::to_string(&sdk).unwrap_or_default();
+    let sdk_quoted = sdk_quoted.trim_matches('"').to_string();
     COMMON
         .iter()
         .chain(lang.files())
         .map(|(path, text)| {
+            let sdk = if path.ends_with(".json") || path.ends_with(".toml") {
+                sdk_quoted.as_str()
+            } else {
+                &sdk
+            };
             let text = text
                 .replace("{{build}}", lang.build_section().trim_end())
                 .replace("{{id}}", id)
                 .replace("{{crate}}", &crate_name)
-                .replace("{{sdk}}", &sdk)
+                .replace("{{sdk}}", sdk)
                 .replace("{{wasm}}", &wasm)
                 .replace("{{source}}", source)
                 .replace("{{lang}}", name)
@@ -276,5 +285,20 @@ mod tests {
             };
             assert!(text(build_file).contains("/the/sdk"), "{lang:?}");
         }
+    }
+
+    #[test]
+    fn an_sdk_path_with_quotes_stays_valid_json() {
+        let files = render("my-api", Lang::Js, Path::new(r#"/odd "dir"\sdk"#));
+        let package = files
+            .iter()
+            .find(|(p, _)| *p == "package.json")
+            .map(|(_, t)| t.as_str())
+            .unwrap_or_default();
+        let package: serde_json::Value = serde_json::from_str(package).unwrap();
+        assert_eq!(
+            package["dependencies"]["sluice-connector-sdk"],
+            r#"file:/odd "dir"\sdk"#
+        );
     }
 }
