@@ -88,6 +88,11 @@ pub struct ConnectorInfo {
     /// Memory one call may use, MiB, as the connector declares it (null: the host's default).
     #[schema(required = true)]
     pub memory_mib: Option<u32>,
+    /// The compiler of the code new calls run: `baseline` (Winch: a version without a cached
+    /// optimized artifact serves on it as soon as it loads) until the optimizing compile
+    /// (Cranelift, in the background) is swapped in, then `optimized`.
+    #[schema(example = "optimized")]
+    pub tier: String,
 }
 
 /// A stream (table) a connector declares.
@@ -154,6 +159,7 @@ impl From<&Plugin> for ConnectorInfo {
             hosts: m.hosts.iter().map(ToString::to_string).collect(),
             config_schema: m.config_schema.clone(),
             memory_mib: m.memory_mib,
+            tier: p.tier().to_string(),
         }
     }
 }

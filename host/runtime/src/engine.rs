@@ -1,9 +1,14 @@
-//! The one wasmtime engine of the process, the compile cache, and calls into plugins.
+//! The wasmtime engines of the process (Cranelift, optimizing; and Winch, the baseline compiler
+//! first loads are served on), the compile cache, and calls into plugins.
 
+use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -11,11 +16,13 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Strategy,
+    UpdateDeadline,
 };
 
 use crate::bindings::exports::sluice::connector::connector as wit;
 use crate::bindings::{Connector, ConnectorPre};
+use crate::cache::{CacheStats, Lease, Leases, Tier};
 use crate::error::{CallError, ErrorCode, LoadError};
 use crate::host::{CallLabels, CallState, HostState, RecordSink, Secrets, Stop};
 use crate::manifest::{Manifest, StreamSpec};
@@ -36,6 +43,10 @@ pub(crate) const MAX_MEMORIES: usize = 4;
 pub(crate) const MAX_TABLES: usize = 16;
 /// Compiles that may run at once (each already uses every core it can).
 const COMPILE_SLOTS: usize = 2;
+/// The compile cache's default cap, MiB (`SLUICE_COMPILE_CACHE_MIB`): an interpreter
+/// component's optimized artifact is ~35 MiB, its baseline one ~45 MiB. Below the chart's 1 GiB
+/// cache volume, with room for the scratch files of compiles under way.
+pub const DEFAULT_COMPILE_CACHE_MIB: u64 = 768;
 
 /// Operator settings for the runtime.
 #[derive(Debug, Clone)]
@@ -71,6 +82,15 @@ pub struct RuntimeConfig {
     /// When set, a plugin file loads only with a `{file}.minisig` signature by one of these
     /// keys ([`crate::signing`], `SLUICE_TRUSTED_KEYS`).
     pub trusted_keys: Option<crate::signing::TrustedKeys>,
+    /// Tiered compilation (`serve` sets it): a plugin without a cached optimized artifact is
+    /// compiled with Winch, the baseline compiler, and published at once; its optimized code
+    /// is compiled in the background (one plugin at a time, at lower priority on half the
+    /// cores, within twice [`Self::compile_timeout`]) and replaces the baseline code when
+    /// ready ([`Plugin::tier`]). Off: every load compiles optimized code before it publishes.
+    pub tiered: bool,
+    /// The most the compile cache may hold, in bytes: past it, the least recently used
+    /// artifacts not in use are removed (`SLUICE_COMPILE_CACHE_MIB`).
+    pub cache_max_bytes: u64,
 }
 
 impl RuntimeConfig {
@@ -89,6 +109,8 @@ impl RuntimeConfig {
             policy: OperatorPolicy::default(),
             outbound: OutboundConfig::default(),
             trusted_keys: None,
+            tiered: false,
+            cache_max_bytes: DEFAULT_COMPILE_CACHE_MIB << 20,
         }
     }
 }
@@ -99,52 +121,137 @@ pub struct Runtime {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+/// An engine of one compiler tier, with its linker and cache key.
+struct TierEngine {
     engine: Engine,
     linker: Linker<HostState>,
+    /// Distinguishes the artifacts of this tier and engine settings in the cache.
+    key: String,
+}
+
+impl TierEngine {
+    fn new(config: &RuntimeConfig, tier: Tier) -> anyhow::Result<Self> {
+        let engine = Engine::new(&engine_config(config, tier))?;
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        crate::bindings::add_to_linker(&mut linker)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        tier.as_str().hash(&mut h);
+        engine.precompile_compatibility_hash().hash(&mut h);
+        let key = format!("{:016x}", h.finish());
+        Ok(Self {
+            engine,
+            linker,
+            key,
+        })
+    }
+}
+
+/// The engine settings of a tier: the same for the service and its compile child.
+fn engine_config(config: &RuntimeConfig, tier: Tier) -> Config {
+    let mut wc = Config::new();
+    wc.epoch_interruption(true)
+        .wasm_component_model(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(config)))
+        .strategy(match tier {
+            Tier::Baseline => Strategy::Winch,
+            Tier::Optimized => Strategy::Cranelift,
+        });
+    if tier == Tier::Baseline {
+        // Winch compiles the functions; Cranelift still compiles the trampolines between host
+        // and guest (thousands in an interpreter component): quickly, not well.
+        wc.cranelift_opt_level(wasmtime::OptLevel::None)
+            .cranelift_regalloc_algorithm(wasmtime::RegallocAlgorithm::SinglePass);
+    }
+    if config.perf_map {
+        wc.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    wc
+}
+
+/// Compiles a component into an artifact of `tier` for engines with `config`'s settings: what
+/// `sluice plugin compile`, the compile child of `serve`, runs.
+pub fn compile_artifact(
+    config: &RuntimeConfig,
+    tier: Tier,
+    bytes: &[u8],
+) -> Result<Vec<u8>, LoadError> {
+    let compile = |e: wasmtime::Error| LoadError::Compile(format!("{e:#}"));
+    Engine::new(&engine_config(config, tier))
+        .map_err(compile)?
+        .precompile_component(bytes)
+        .map_err(compile)
+}
+
+/// A plugin version's code on one tier, linked, ready to instantiate.
+struct Code {
+    pre: ConnectorPre,
+    engine: Engine,
+    tier: Tier,
+    /// Keeps the artifact from collection while the code may run.
+    _lease: Lease,
+}
+
+/// A component loaded from an artifact of `tier`.
+struct Loaded {
+    component: Component,
+    tier: Tier,
+    lease: Lease,
+}
+
+struct Inner {
+    optimized: TierEngine,
+    /// Present when [`RuntimeConfig::tiered`].
+    baseline: Option<TierEngine>,
     outbound: Arc<Outbound>,
     config: RuntimeConfig,
-    engine_key: String,
     /// One permit per pooled instance slot.
     call_slots: tokio::sync::Semaphore,
     /// One permit per MiB of [`RuntimeConfig::memory_budget_mib`].
     memory_budget: tokio::sync::Semaphore,
     /// One permit per compile allowed at once.
     compile_slots: tokio::sync::Semaphore,
+    /// One background optimizing compile at a time.
+    optimize_slot: tokio::sync::Semaphore,
+    /// Artifacts in use: never collected.
+    leases: Arc<Leases>,
+    /// Makes the scratch file names of concurrent compiles distinct.
+    scratch_seq: AtomicU64,
 }
 
 impl Runtime {
     pub fn new(mut config: RuntimeConfig) -> anyhow::Result<Self> {
-        let mut wc = Config::new();
-        wc.epoch_interruption(true)
-            .wasm_component_model(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(&config)));
-        if config.perf_map {
-            wc.profiler(wasmtime::ProfilingStrategy::PerfMap);
-        }
-        let engine = Engine::new(&wc)?;
-        let mut linker: Linker<HostState> = Linker::new(&engine);
-        crate::bindings::add_to_linker(&mut linker)?;
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut h);
-        let engine_key = format!("{:016x}", h.finish());
+        let optimized = TierEngine::new(&config, Tier::Optimized)?;
+        // A second engine (and pool of slots: address space, no memory until used) only when
+        // first loads may be served on baseline code.
+        let baseline = if config.tiered {
+            Some(TierEngine::new(&config, Tier::Baseline)?)
+        } else {
+            None
+        };
         config.cache_dir = private_cache_dir(&config.cache_dir)?;
-        spawn_epoch_ticker(&engine);
+        spawn_epoch_ticker(
+            std::iter::once(&optimized)
+                .chain(baseline.as_ref())
+                .map(|t| t.engine.weak())
+                .collect(),
+        );
         let outbound = Arc::new(Outbound::new(
             config.policy.clone(),
             config.outbound.clone(),
         )?);
         Ok(Self {
             inner: Arc::new(Inner {
-                engine,
-                linker,
+                optimized,
+                baseline,
                 outbound,
                 call_slots: tokio::sync::Semaphore::new(config.max_concurrent_calls.max(1) as usize),
                 memory_budget: tokio::sync::Semaphore::new(config.memory_budget_mib.max(1) as usize),
                 compile_slots: tokio::sync::Semaphore::new(COMPILE_SLOTS),
+                optimize_slot: tokio::sync::Semaphore::new(1),
+                leases: Arc::new(Leases::default()),
+                scratch_seq: AtomicU64::new(0),
                 config,
-                engine_key,
             }),
         })
     }
@@ -201,8 +308,9 @@ impl Runtime {
         check_component_header(&bytes)?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let size = bytes.len() as u64;
-        let (component, cached) = match self.cached(&sha256) {
-            Some(c) => (c, true),
+        let bytes = Arc::new(bytes);
+        let (loaded, cached) = match self.cached_best(&sha256) {
+            Some(l) => (l, true),
             None => {
                 // A compile waits for a compile slot; loads served by the cache never do.
                 let _slot = self
@@ -213,20 +321,22 @@ impl Runtime {
                     .map_err(|_| LoadError::Compile("runtime closed".into()))?;
                 let this = self.clone();
                 let sha = sha256.clone();
-                tokio::task::spawn_blocking(move || this.compile_cached(&bytes, &sha))
+                let b = bytes.clone();
+                tokio::task::spawn_blocking(move || this.compile_first(&b, &sha))
                     .await
                     .map_err(|e| LoadError::Compile(e.to_string()))??
             }
         };
-        let (world, wit_version) = crate::bindings::world_of(&self.inner.engine, &component)?;
-        let imports = self.import_names(&component);
-        let pre = self
-            .inner
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let pre = ConnectorPre::new(world, pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let manifest = self.read_manifest(&pre).await?;
+        let (world, wit_version) =
+            crate::bindings::world_of(loaded.component.engine(), &loaded.component)?;
+        let imports = self.import_names(&loaded.component);
+        let tier = loaded.tier;
+        let code = Arc::new(self.link(loaded, world)?);
+        let manifest = self.read_manifest(&code).await?;
+        let code = Arc::new(ArcSwap::new(code));
+        if tier == Tier::Baseline {
+            self.optimize_later(Arc::downgrade(&code), bytes, sha256.clone(), world);
+        }
         let info = PluginInfo {
             id: manifest.id.clone(),
             version: manifest.version.clone(),
@@ -243,28 +353,63 @@ impl Runtime {
             runtime: self.clone(),
             info: Arc::new(info),
             manifest: Arc::new(manifest),
-            pre,
+            code,
         })
     }
 
-    /// Where the compiled artifact of these bytes lives in the cache.
-    fn artifact_path(&self, sha256: &str) -> PathBuf {
-        self.inner
-            .config
-            .cache_dir
-            .join(format!("{sha256}-{}.cwasm", self.inner.engine_key))
+    /// The engine of a tier; `None` for the baseline tier of a runtime without tiering.
+    fn tier_engine(&self, tier: Tier) -> Option<&TierEngine> {
+        match tier {
+            Tier::Optimized => Some(&self.inner.optimized),
+            Tier::Baseline => self.inner.baseline.as_ref(),
+        }
     }
 
-    /// The cached artifact of these bytes, if a usable one exists.
-    fn cached(&self, sha256: &str) -> Option<Component> {
-        let path = self.artifact_path(sha256);
-        if !path.is_file() {
-            return None;
-        }
+    /// Links a loaded component for its world.
+    fn link(&self, loaded: Loaded, world: crate::bindings::World) -> Result<Code, LoadError> {
+        let link = |e: wasmtime::Error| LoadError::Link(format!("{e:#}"));
+        let te = self
+            .tier_engine(loaded.tier)
+            .ok_or_else(|| LoadError::Link("no engine for this tier".into()))?;
+        let pre = te.linker.instantiate_pre(&loaded.component).map_err(link)?;
+        Ok(Code {
+            pre: ConnectorPre::new(world, pre).map_err(link)?,
+            engine: te.engine.clone(),
+            tier: loaded.tier,
+            _lease: loaded.lease,
+        })
+    }
+
+    /// Where the compiled artifact of these bytes for `tier` lives in the cache.
+    fn artifact_path(&self, sha256: &str, tier: Tier) -> Option<PathBuf> {
+        let te = self.tier_engine(tier)?;
+        Some(
+            self.inner
+                .config
+                .cache_dir
+                .join(crate::cache::artifact_name(sha256, tier, &te.key)),
+        )
+    }
+
+    /// The cached optimized artifact of these bytes, else (tiered) the cached baseline one.
+    fn cached_best(&self, sha256: &str) -> Option<Loaded> {
+        self.cached(sha256, Tier::Optimized)
+            .or_else(|| self.cached(sha256, Tier::Baseline))
+    }
+
+    /// The cached artifact of these bytes for `tier`, if a usable one exists; marks it used.
+    fn cached(&self, sha256: &str, tier: Tier) -> Option<Loaded> {
+        let te = self.tier_engine(tier)?;
+        let path = self.artifact_path(sha256, tier)?;
+        let lease = self.inner.leases.take_existing(&path)?;
         // SAFETY: the cache directory is the host's own; artifacts in it were written by
         // `precompile_component` with an engine of the same compatibility hash (checked here).
-        match unsafe { Component::deserialize_file(&self.inner.engine, &path) } {
-            Ok(c) => Some(c),
+        match unsafe { Component::deserialize_file(&te.engine, &path) } {
+            Ok(component) => Some(Loaded {
+                component,
+                tier,
+                lease,
+            }),
             Err(e) => {
                 tracing::warn!(path = %path.display(), "dropping unusable cached artifact: {e:#}");
                 None
@@ -272,79 +417,224 @@ impl Runtime {
         }
     }
 
-    /// Compiles `bytes`, or deserializes the artifact an earlier compile of the same bytes by
-    /// an engine with the same settings left in the cache. Returns whether the cache served.
-    fn compile_cached(&self, bytes: &[u8], sha256: &str) -> Result<(Component, bool), LoadError> {
-        let engine = &self.inner.engine;
-        let path = self.artifact_path(sha256);
-        if let Some(c) = self.cached(sha256) {
-            return Ok((c, true));
+    /// The first code of a plugin without a cached artifact: baseline when tiered (optimized
+    /// when Winch cannot compile it), else optimized. Returns whether the cache served (another
+    /// load of the same bytes compiled them while this one waited for its slot).
+    fn compile_first(&self, bytes: &[u8], sha256: &str) -> Result<(Loaded, bool), LoadError> {
+        if let Some(l) = self.cached_best(sha256) {
+            return Ok((l, true));
         }
-        if let Some(exe) = &self.inner.config.compiler {
-            self.compile_in_child(exe, bytes, &path)?;
+        if self.inner.baseline.is_some() {
+            match self.compile(bytes, sha256, Tier::Baseline, false) {
+                Ok(l) => return Ok((l, false)),
+                Err(e) => tracing::warn!(
+                    sha256,
+                    "baseline compile (Winch) failed; compiling optimized code instead: {e}"
+                ),
+            }
+        }
+        self.compile(bytes, sha256, Tier::Optimized, false)
+            .map(|l| (l, false))
+    }
+
+    /// Compiles `bytes` for `tier` into the cache and loads the artifact; `background` (the
+    /// optimizing compile after a baseline load) runs the compiler at lower priority on half
+    /// the cores. The cache is collected to its cap afterwards.
+    fn compile(
+        &self,
+        bytes: &[u8],
+        sha256: &str,
+        tier: Tier,
+        background: bool,
+    ) -> Result<Loaded, LoadError> {
+        let (Some(te), Some(path)) = (self.tier_engine(tier), self.artifact_path(sha256, tier))
+        else {
+            return Err(LoadError::Compile(format!("no {tier} engine")));
+        };
+        let engine = &te.engine;
+        // Taken before the file exists: no collection removes it before it is loaded.
+        let lease = self.inner.leases.take(&path);
+        let component = if let Some(exe) = &self.inner.config.compiler {
+            self.compile_in_child(exe, bytes, &path, tier, background)?;
             // SAFETY: written just now by a process with this engine's settings; a mismatch is
             // caught by the compatibility check of `deserialize_file`. Loading also checks the
             // component against the pooling allocator's per-component caps: a component with
             // too many memories, tables or instances is refused here. No in-process retry: a
             // compile in this process would have no deadline.
-            return match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(c) => Ok((c, false)),
+            match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(c) => c,
                 Err(e) => {
                     let _ = std::fs::remove_file(&path);
-                    Err(LoadError::Compile(format!("{e:#}")))
+                    return Err(LoadError::Compile(format!("{e:#}")));
                 }
-            };
-        }
-        let artifact = self.precompile(bytes)?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        if let Err(e) = std::fs::write(&tmp, &artifact).and_then(|_| std::fs::rename(&tmp, &path)) {
-            tracing::warn!(path = %path.display(), "cannot cache compiled artifact: {e}");
-        }
-        // Prefer the file: it is mapped, not copied onto the heap.
-        // SAFETY: both were produced just now by this engine.
-        let c = match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(c) => c,
-            Err(_) => {
-                let _ = std::fs::remove_file(&path);
-                unsafe { Component::deserialize(engine, &artifact) }
-                    .map_err(|e| LoadError::Compile(format!("{e:#}")))?
+            }
+        } else {
+            let artifact = engine
+                .precompile_component(bytes)
+                .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+            let tmp = path.with_extension(format!("tmp{}", self.scratch_suffix()));
+            if let Err(e) =
+                std::fs::write(&tmp, &artifact).and_then(|_| std::fs::rename(&tmp, &path))
+            {
+                let _ = std::fs::remove_file(&tmp);
+                tracing::warn!(path = %path.display(), "cannot cache compiled artifact: {e}");
+            }
+            // Prefer the file: it is mapped, not copied onto the heap.
+            // SAFETY: both were produced just now by this engine.
+            match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(c) => c,
+                Err(_) => {
+                    let _ = std::fs::remove_file(&path);
+                    unsafe { Component::deserialize(engine, &artifact) }
+                        .map_err(|e| LoadError::Compile(format!("{e:#}")))?
+                }
             }
         };
-        drop(artifact);
         crate::memory::release_freed();
-        Ok((c, false))
+        self.collect_cache(None);
+        Ok(Loaded {
+            component,
+            tier,
+            lease,
+        })
     }
 
-    /// Compiles a component into an artifact for this engine (what the cache holds).
+    /// Compiles the optimized code of a plugin loaded on baseline code in the background and
+    /// swaps it in when ready: calls that started keep their instance, new calls get the
+    /// optimized one. One such compile at a time; skipped when the plugin was dropped
+    /// (replaced or removed) before its turn.
+    fn optimize_later(
+        &self,
+        code: Weak<ArcSwap<Code>>,
+        bytes: Arc<Vec<u8>>,
+        sha256: String,
+        world: crate::bindings::World,
+    ) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let Ok(_slot) = this.inner.optimize_slot.acquire().await else {
+                return;
+            };
+            if code.strong_count() == 0 {
+                tracing::debug!(sha256, "plugin dropped before its optimizing compile");
+                return;
+            }
+            let started = Instant::now();
+            let rt = this.clone();
+            let sha = sha256.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                let loaded = match rt.cached(&sha, Tier::Optimized) {
+                    Some(l) => l,
+                    None => rt.compile(&bytes, &sha, Tier::Optimized, true)?,
+                };
+                rt.link(loaded, world)
+            })
+            .await
+            .map_err(|e| LoadError::Compile(e.to_string()))
+            .and_then(|r| r);
+            let compile_ms = started.elapsed().as_secs_f64() * 1e3;
+            match (result, code.upgrade()) {
+                (Ok(optimized), Some(code)) => {
+                    code.store(Arc::new(optimized));
+                    tracing::info!(sha256, compile_ms, "plugin optimized code swapped in");
+                }
+                (Ok(_), None) => {
+                    tracing::debug!(sha256, "plugin dropped during its optimizing compile");
+                }
+                (Err(e), _) => {
+                    tracing::warn!(
+                        sha256,
+                        "optimizing compile failed; the plugin stays on baseline code: {e}"
+                    );
+                }
+            }
+        });
+    }
+
+    /// Collects the compile cache (see [`crate::cache`]): with `present` (the sha256 of every
+    /// plugin version the registry holds), artifacts of other versions and engines and
+    /// superseded baseline code go; then least recently used artifacts past
+    /// [`RuntimeConfig::cache_max_bytes`]. Artifacts of loaded plugins are never removed.
+    pub fn collect_cache(&self, present: Option<&HashSet<String>>) -> CacheStats {
+        let config = &self.inner.config;
+        let mut keys = vec![(Tier::Optimized, self.inner.optimized.key.as_str())];
+        if let Some(b) = &self.inner.baseline {
+            keys.push((Tier::Baseline, b.key.as_str()));
+        }
+        self.inner.leases.collect(&crate::cache::Collect {
+            dir: &config.cache_dir,
+            max_bytes: config.cache_max_bytes,
+            keys: &keys,
+            present,
+            scratch_age: config.compile_timeout * 4 + Duration::from_secs(60),
+        })
+    }
+
+    /// Compiles a component into an optimized artifact for this engine (what the cache holds).
     pub fn precompile(&self, bytes: &[u8]) -> Result<Vec<u8>, LoadError> {
         self.inner
+            .optimized
             .engine
             .precompile_component(bytes)
             .map_err(|e| LoadError::Compile(format!("{e:#}")))
     }
 
+    /// `{pid}-{n}`: distinct for every compile of this process.
+    fn scratch_suffix(&self) -> String {
+        let n = self.inner.scratch_seq.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", std::process::id())
+    }
+
     /// Runs the configured compiler process; its artifact lands at `path`. The child is killed
-    /// after [`RuntimeConfig::compile_timeout`] (a small component can take minutes to compile).
-    fn compile_in_child(&self, exe: &Path, bytes: &[u8], path: &Path) -> Result<(), LoadError> {
-        let pid = std::process::id();
-        let input = path.with_extension(format!("in{pid}.wasm"));
-        let output = path.with_extension(format!("out{pid}"));
-        let errors = path.with_extension(format!("err{pid}"));
+    /// after [`RuntimeConfig::compile_timeout`] (a small component can take minutes to compile;
+    /// twice that for a `background` compile, which runs at lower priority on half the cores).
+    fn compile_in_child(
+        &self,
+        exe: &Path,
+        bytes: &[u8],
+        path: &Path,
+        tier: Tier,
+        background: bool,
+    ) -> Result<(), LoadError> {
+        let suffix = self.scratch_suffix();
+        let input = path.with_extension(format!("in{suffix}.wasm"));
+        let output = path.with_extension(format!("out{suffix}"));
+        let errors = path.with_extension(format!("err{suffix}"));
         let io = |e: std::io::Error| LoadError::Compile(format!("compiler process: {e}"));
         std::fs::write(&input, bytes).map_err(io)?;
         let config = &self.inner.config;
+        let timeout = if background {
+            config.compile_timeout * 2
+        } else {
+            config.compile_timeout
+        };
         let outcome = std::fs::File::create(&errors).and_then(|stderr| {
-            let mut child = std::process::Command::new(exe)
-                .args(["plugin", "compile"])
+            let mut cmd = std::process::Command::new(exe);
+            cmd.args(["plugin", "compile"])
                 .arg(&input)
                 .arg(&output)
                 .args(["--memory-mib", &config.max_memory_mib.to_string()])
                 .args(["--max-calls", &config.max_concurrent_calls.to_string()])
+                .args(["--tier", tier.as_str()])
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
-                .stderr(stderr)
-                .spawn()?;
-            wait_or_kill(&mut child, config.compile_timeout)
+                .stderr(stderr);
+            if background {
+                // wasmtime compiles functions in parallel on rayon's pool: half the cores.
+                let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+                cmd.env("RAYON_NUM_THREADS", (cores / 2).max(1).to_string());
+                use std::os::unix::process::CommandExt as _;
+                // SAFETY: setpriority is a plain system call (async-signal-safe), as the
+                // pre_exec closure requires; it touches no memory of the parent.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+                        Ok(())
+                    });
+                }
+            }
+            let mut child = cmd.spawn()?;
+            wait_or_kill(&mut child, timeout)
         });
         let why = std::fs::read_to_string(&errors).unwrap_or_default();
         let _ = std::fs::remove_file(&input);
@@ -353,15 +643,14 @@ impl Runtime {
         let Some(status) = status else {
             let _ = std::fs::remove_file(&output);
             return Err(LoadError::Compile(format!(
-                "compile took longer than {:?}; the plugin is refused",
-                config.compile_timeout
+                "{tier} compile took longer than {timeout:?}; the plugin is refused"
             )));
         };
         if !status.success() {
             let _ = std::fs::remove_file(&output);
             let why = why.lines().last().unwrap_or("").trim();
             return Err(LoadError::Compile(format!(
-                "compiler process ({status}): {why}"
+                "compiler process ({tier}, {status}): {why}"
             )));
         }
         std::fs::rename(&output, path).map_err(io)
@@ -370,12 +659,12 @@ impl Runtime {
     fn import_names(&self, component: &Component) -> Vec<String> {
         component
             .component_type()
-            .imports(&self.inner.engine)
+            .imports(component.engine())
             .map(|(n, _)| n.to_string())
             .collect()
     }
 
-    async fn read_manifest(&self, pre: &ConnectorPre) -> Result<Manifest, LoadError> {
+    async fn read_manifest(&self, code: &Code) -> Result<Manifest, LoadError> {
         // A throwaway manifest so the call has a context; it reaches nothing and has no secrets.
         let placeholder = Arc::new(Manifest {
             id: "loading".into(),
@@ -401,7 +690,7 @@ impl Runtime {
         );
         let raw = self
             .call(
-                pre,
+                code,
                 state,
                 self.inner.config.default_memory_mib,
                 "manifest",
@@ -441,7 +730,7 @@ impl Runtime {
     /// with the call's limits, mapping traps to errors.
     async fn call<R, F>(
         &self,
-        pre: &ConnectorPre,
+        code: &Code,
         state: CallState,
         memory_mib: u32,
         export: &'static str,
@@ -469,7 +758,7 @@ impl Runtime {
         );
         let started = Instant::now();
         let result = self
-            .call_unmeasured(pre, state, memory_mib, f)
+            .call_unmeasured(code, state, memory_mib, f)
             .instrument(span.clone())
             .await;
         sluice_telemetry::metrics().plugin_call(&plugin, export, started.elapsed());
@@ -481,7 +770,7 @@ impl Runtime {
 
     async fn call_unmeasured<R, F>(
         &self,
-        pre: &ConnectorPre,
+        code: &Code,
         state: CallState,
         memory_mib: u32,
         f: F,
@@ -516,7 +805,7 @@ impl Runtime {
             _ = cancel.cancelled() => return Err(CallError::Cancelled),
         };
         let mut store = Store::new(
-            &self.inner.engine,
+            &code.engine,
             HostState::new(state, (memory_mib as usize) << 20),
         );
         store.limiter(|s| &mut s.limits);
@@ -532,7 +821,7 @@ impl Runtime {
             Ok(UpdateDeadline::Yield(1))
         });
         let run = async {
-            let plugin = pre.instantiate_async(&mut store).await?;
+            let plugin = code.pre.instantiate_async(&mut store).await?;
             f(&plugin, &mut store).await
         };
         // The epoch callback stops a busy guest; this also bounds time spent in host calls.
@@ -623,15 +912,22 @@ fn check_component_header(bytes: &[u8]) -> Result<(), LoadError> {
     }
 }
 
-/// Ticks the engine's epoch until the engine is dropped.
-fn spawn_epoch_ticker(engine: &Engine) {
-    let weak = engine.weak();
+/// Ticks the engines' epochs until they are dropped.
+fn spawn_epoch_ticker(engines: Vec<wasmtime::EngineWeak>) {
     std::thread::Builder::new()
         .name("sluice-epoch".into())
         .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
+            loop {
+                let mut alive = false;
+                for weak in &engines {
+                    if let Some(engine) = weak.upgrade() {
+                        engine.increment_epoch();
+                        alive = true;
+                    }
+                }
+                if !alive {
+                    return;
+                }
                 std::thread::sleep(EPOCH_TICK);
             }
         })
@@ -710,7 +1006,8 @@ pub struct Plugin {
     runtime: Runtime,
     info: Arc<PluginInfo>,
     manifest: Arc<Manifest>,
-    pre: ConnectorPre,
+    /// Its current code: baseline until the optimized code is swapped in.
+    code: Arc<ArcSwap<Code>>,
 }
 
 impl Plugin {
@@ -720,6 +1017,12 @@ impl Plugin {
 
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// The compiler tier of the code new calls run: [`Tier::Baseline`] from a first load
+    /// until the optimized code is swapped in, then [`Tier::Optimized`].
+    pub fn tier(&self) -> Tier {
+        self.code.load().tier
     }
 
     fn memory_mib(&self) -> u32 {
@@ -750,9 +1053,10 @@ impl Plugin {
         let secrets = opts.secrets.clone();
         let state = self.state(config, opts, None, Default::default());
         let text = config.to_string();
+        let code = self.code.load_full();
         let out = self
             .runtime
-            .call(&self.pre, state, self.memory_mib(), "validate", |p, s| {
+            .call(&code, state, self.memory_mib(), "validate", |p, s| {
                 Box::pin(async move { p.call_validate(s, &text).await })
             })
             .await?;
@@ -772,9 +1076,10 @@ impl Plugin {
         let secrets = opts.secrets.clone();
         let state = self.state(config, opts, None, Default::default());
         let text = config.to_string();
+        let code = self.code.load_full();
         let out = self
             .runtime
-            .call(&self.pre, state, self.memory_mib(), "discover", |p, s| {
+            .call(&code, state, self.memory_mib(), "discover", |p, s| {
                 Box::pin(async move { p.call_discover(s, &text).await })
             })
             .await?;
@@ -812,9 +1117,10 @@ impl Plugin {
             started_at: req.started_at,
             run_id: req.run_id,
         };
+        let code = self.code.load_full();
         let out = self
             .runtime
-            .call(&self.pre, state, self.memory_mib(), "sync", |p, s| {
+            .call(&code, state, self.memory_mib(), "sync", |p, s| {
                 Box::pin(async move { p.call_sync(s, &wreq).await })
             })
             .await?;
@@ -830,8 +1136,9 @@ impl Plugin {
             None,
             Default::default(),
         );
+        let code = self.code.load_full();
         self.runtime
-            .call(&self.pre, state, self.memory_mib(), "manifest", |p, s| {
+            .call(&code, state, self.memory_mib(), "manifest", |p, s| {
                 Box::pin(async move { p.call_manifest(s).await })
             })
             .await

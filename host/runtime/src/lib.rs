@@ -6,6 +6,7 @@
 //! - [`registry`]: the plugin directory, loaded at start and hot-reloaded.
 
 mod bindings;
+mod cache;
 pub mod cassette;
 mod engine;
 mod error;
@@ -20,7 +21,11 @@ pub mod registry;
 pub mod signing;
 
 pub use bindings::{WIT_PACKAGE, WIT_VERSION};
-pub use engine::{CallOptions, Plugin, PluginInfo, Runtime, RuntimeConfig, SyncRequest};
+pub use cache::{CacheStats, Tier};
+pub use engine::{
+    CallOptions, DEFAULT_COMPILE_CACHE_MIB, Plugin, PluginInfo, Runtime, RuntimeConfig,
+    SyncRequest, compile_artifact,
+};
 pub use error::{CallError, ErrorCode, LoadError};
 pub use host::{CallLabels, LogBudget, LogLimits, RecordSink, Secrets, SinkError};
 pub use manifest::{Manifest, SecretSpec, StreamSpec};

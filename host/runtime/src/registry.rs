@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::engine::{Plugin, Runtime};
 
 /// How long the watcher waits for a burst of file events to settle before rescanning.
-const DEBOUNCE: Duration = Duration::from_millis(200);
+const DEBOUNCE: Duration = Duration::from_millis(100);
 /// A rescan also runs this often, in case the file system dropped an event.
 const SAFETY_RESCAN: Duration = Duration::from_secs(10);
 
@@ -113,7 +113,11 @@ impl Registry {
     ///
     /// Files load concurrently and each is published as soon as it has loaded, so a slow
     /// compile (bounded by [`crate::RuntimeConfig::compile_timeout`]) delays no other plugin; a
-    /// changed file's previous version serves until its new one is in.
+    /// changed file's previous version serves until its new one is in. A plugin without a
+    /// cached optimized artifact is published on baseline code when the runtime is tiered
+    /// ([`crate::RuntimeConfig::tiered`]); its optimized code replaces it later in place.
+    /// Afterwards the compile cache is collected ([`Runtime::collect_cache`]) with the versions
+    /// present.
     pub async fn rescan(&self) {
         let _guard = self.reload.lock().await;
         let old = self.current.load_full();
@@ -154,7 +158,7 @@ impl Registry {
             let state = match result {
                 Ok(plugin) => {
                     let i = plugin.info();
-                    tracing::info!(file = %path.display(), id = %i.id, version = %i.version, sha256 = %i.sha256, cached = i.compiled_from_cache, load_ms = i.load_ms, "plugin loaded");
+                    tracing::info!(file = %path.display(), id = %i.id, version = %i.version, sha256 = %i.sha256, cached = i.compiled_from_cache, tier = %plugin.tier(), load_ms = i.load_ms, "plugin loaded");
                     FileState {
                         stamp,
                         plugin: Some(plugin),
@@ -175,6 +179,14 @@ impl Registry {
             self.current.store(Arc::new(build_snapshot(files.clone())));
         }
         self.ready.store(true, Ordering::Release);
+        // The cache keeps what the versions present use (and what calls still run on).
+        let present: std::collections::HashSet<String> = files
+            .values()
+            .filter_map(|f| f.plugin.as_ref())
+            .map(|p| p.info().sha256.clone())
+            .collect();
+        let runtime = self.runtime.clone();
+        let _ = tokio::task::spawn_blocking(move || runtime.collect_cache(Some(&present))).await;
     }
 
     /// Watches the directory and rescans on changes (debounced) until the registry is dropped.

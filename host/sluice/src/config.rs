@@ -101,6 +101,10 @@ pub struct ServeConfig {
     /// A plugin whose compile takes longer is refused, in seconds.
     #[arg(long, env = "SLUICE_COMPILE_TIMEOUT_SECS", default_value_t = 60)]
     pub compile_timeout_secs: u64,
+    /// The most the compile cache (`SLUICE_DATA_DIR/cache`) may hold, in MiB: past it the least
+    /// recently used artifacts not in use by a loaded plugin are removed.
+    #[arg(long, env = "SLUICE_COMPILE_CACHE_MIB", default_value_t = sluice_runtime::DEFAULT_COMPILE_CACHE_MIB)]
+    pub compile_cache_mib: u64,
     /// Records one run may stage, in MiB; the run fails with `staging_quota_exceeded` past it.
     #[arg(long, env = "SLUICE_STAGING_RUN_QUOTA_MIB", default_value_t = 4096)]
     pub staging_run_quota_mib: u64,
@@ -444,11 +448,15 @@ impl ServeConfig {
             + 2 * u64::from(self.staging_buffer_mib) * self.max_concurrent_runs as u64
     }
 
-    /// Copies the plugin budgets and limits into the runtime's settings.
+    /// Copies the plugin budgets and limits into the runtime's settings, with the compile
+    /// cache's cap and tiered compilation (first loads on baseline code; `serve` only).
     pub fn apply_budgets(&self, rc: &mut sluice_runtime::RuntimeConfig) {
         rc.memory_budget_mib = self.plugin_memory_budget_mib;
         rc.max_plugin_bytes = self.max_plugin_mib << 20;
         rc.compile_timeout = std::time::Duration::from_secs(self.compile_timeout_secs);
+        rc.cache_max_bytes = self.compile_cache_mib.saturating_mul(1 << 20);
+        // The service publishes first loads on baseline code and optimizes in the background.
+        rc.tiered = true;
         rc.log.line_bytes = self.plugin_log_line_bytes;
         rc.log.call_bytes = self.plugin_log_call_kib << 10;
         rc.trusted_keys = self.trusted_keys().ok().flatten();
@@ -562,6 +570,10 @@ impl ServeConfig {
             (
                 "SLUICE_COMPILE_TIMEOUT_SECS",
                 self.compile_timeout_secs.to_string(),
+            ),
+            (
+                "SLUICE_COMPILE_CACHE_MIB",
+                self.compile_cache_mib.to_string(),
             ),
             (
                 "SLUICE_STAGING_BUFFER_MIB",

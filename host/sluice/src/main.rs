@@ -123,6 +123,9 @@ enum PluginCommand {
         memory_mib: u32,
         #[arg(long)]
         max_calls: u32,
+        /// `baseline` (Winch) or `optimized` (Cranelift).
+        #[arg(long, default_value = "optimized")]
+        tier: sluice_runtime::Tier,
     },
 }
 
@@ -511,23 +514,25 @@ async fn shutdown_signal() {
     }
 }
 
-/// `sluice plugin compile`: the artifact `serve` asks for, compiled with the same engine settings.
+/// `sluice plugin compile`: the artifact `serve` asks for, compiled with the same engine
+/// settings for the tier asked for (only that tier's engine is made).
 fn compile_artifact(
     input: &std::path::Path,
     output: &std::path::Path,
     memory_mib: u32,
     max_calls: u32,
+    tier: sluice_runtime::Tier,
 ) -> anyhow::Result<()> {
-    let rt = runtime(runtime_config(
+    let rc = runtime_config(
         output.parent().unwrap_or(std::path::Path::new(".")),
         memory_mib,
         max_calls,
         None,
         Default::default(),
         OutboundConfig::default(),
-    ))?;
+    );
     let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
-    let artifact = rt.precompile(&bytes)?;
+    let artifact = sluice_runtime::compile_artifact(&rc, tier, &bytes)?;
     std::fs::write(output, artifact).with_context(|| format!("writing {}", output.display()))
 }
 
@@ -540,9 +545,10 @@ async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
         output,
         memory_mib,
         max_calls,
+        tier,
     } = cmd
     {
-        return compile_artifact(&input, &output, memory_mib, max_calls);
+        return compile_artifact(&input, &output, memory_mib, max_calls, tier);
     }
     if let PluginCommand::Test(args) = cmd {
         if !plugin_test::run(*args).await? {
