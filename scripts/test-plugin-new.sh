@@ -3,7 +3,8 @@
 # written into a scratch directory outside the clone and built by running the commands of its
 # README's Build section as written (Python: a fresh venv + pip install -r requirements.txt +
 # `sluice plugin build`; JavaScript: npm install + `sluice plugin build`; Rust: the rustc-web
-# recipe of docs/sdk-rust.md, path/to/sluice being this checkout), then the README's
+# environment of docs/sdk-rust.md, path/to/sluice being this checkout, + `sluice plugin build`,
+# which runs cargo), then the README's
 # `sluice plugin test` replays its own cassette, unchanged: exit 0, `items: 3 records`, the
 # committed cursor; a second test into the same --out continues from that state (`?since=`, 1
 # record). Also: a bad id and a non-empty directory are refused. Part of scripts/dev.sh test;

@@ -72,8 +72,8 @@ enum ServiceCommand {
 enum PluginCommand {
     /// Print a plugin's manifest, WIT version, imports, size and sha256 as JSON.
     Inspect { file: PathBuf },
-    /// Build a connector written with the Python or JavaScript SDK into a component, running the
-    /// SDK's build tool (componentize-py, componentize-js) for the author.
+    /// Build a connector written with the Python, JavaScript or Rust SDK into a component, running
+    /// the SDK's build tool (componentize-py, componentize-js, cargo) for the author.
     Build(plugin_build::BuildArgs),
     /// Check a plugin: that it loads (every manifest problem listed), then what would make it
     /// misbehave (errors: keys or cursors not in the stream's schema, reserved field names,

@@ -7,7 +7,11 @@
 //!   `sluice-connector-sdk` npm package (`DIR/node_modules/.bin`), which bundles with esbuild and
 //!   runs componentize-js; ENTRY is the package's `main`, else `connector.js`.
 //!
-//! Rust connectors build with cargo (docs/sdk-rust.md has the recipe).
+//! - Rust (`DIR/Cargo.toml`): `cargo build --release` in DIR with the caller's toolchain
+//!   (docs/sdk-rust.md: the crate's `.cargo/config.toml` picks wasm32 and build-std; on this
+//!   machine kind `. "$RUSTWEB/env.sh"` first), then the crate's cdylib `.wasm`, as cargo reports
+//!   it, copied to OUT. With `RUSTWEB` set and no linker chosen, the linker is its
+//!   `wasm-component-ld` (the output is then a component).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,7 +21,8 @@ use anyhow::{Context, bail};
 /// Arguments of `sluice plugin build`.
 #[derive(clap::Args, Debug)]
 pub struct BuildArgs {
-    /// The connector's directory (`app.py` for Python, `package.json` for JavaScript).
+    /// The connector's directory (`app.py` for Python, `package.json` for JavaScript,
+    /// `Cargo.toml` for Rust).
     #[arg(default_value = ".")]
     pub dir: PathBuf,
     /// The component to write; default `DIR/<directory name>.wasm`.
@@ -30,6 +35,7 @@ pub struct BuildArgs {
 enum Plan {
     Python { tool: PathBuf },
     JavaScript { tool: PathBuf, entry: String },
+    Rust,
 }
 
 /// Builds the connector in `args.dir`; fails with the tool's exit status.
@@ -49,6 +55,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         None => dir.join(format!("{name}.wasm")),
     };
     let (mut cmd, what) = match plan(&dir)? {
+        Plan::Rust => return build_rust(&dir, &out),
         Plan::Python { tool } => {
             let mut c = Command::new(&tool);
             c.arg("app.py");
@@ -108,15 +115,78 @@ fn plan(dir: &Path) -> anyhow::Result<Plan> {
         return Ok(Plan::JavaScript { tool, entry });
     }
     if dir.join("Cargo.toml").is_file() {
-        bail!(
-            "{}: a Rust connector builds with cargo (docs/sdk-rust.md)",
-            dir.display()
-        );
+        return Ok(Plan::Rust);
     }
     bail!(
-        "{}: neither app.py (Python SDK) nor package.json (JavaScript SDK)",
+        "{}: neither app.py (Python SDK), package.json (JavaScript SDK) nor Cargo.toml (Rust SDK)",
         dir.display()
     )
+}
+
+/// The linker variable cargo reads for the wasm target.
+const WASM_LINKER_VAR: &str = "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER";
+
+/// `cargo build --release` in `dir`, then the root crate's cdylib `.wasm` (from cargo's JSON
+/// messages, so `CARGO_TARGET_DIR` and `.cargo/config.toml` are honoured) copied to `out`.
+fn build_rust(dir: &Path, out: &Path) -> anyhow::Result<()> {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.args([
+        "build",
+        "--release",
+        "--message-format=json-render-diagnostics",
+    ])
+    .current_dir(dir)
+    .stdout(std::process::Stdio::piped());
+    if std::env::var_os(WASM_LINKER_VAR).is_none()
+        && let Some(rustweb) = std::env::var_os("RUSTWEB")
+    {
+        let linker = PathBuf::from(rustweb)
+            .join("usr/lib/rustlib/x86_64-unknown-linux-gnu/bin/wasm-component-ld");
+        if linker.is_file() {
+            cmd.env(WASM_LINKER_VAR, linker);
+        }
+    }
+    eprintln!("building {} with cargo build --release", dir.display());
+    let output = cmd.output().context("running cargo (is it on PATH?)")?;
+    if !output.status.success() {
+        bail!(
+            "cargo build failed ({}); the wasm32 toolchain recipe is in docs/sdk-rust.md",
+            output.status
+        );
+    }
+    let wasm = cdylib_wasm(&String::from_utf8_lossy(&output.stdout)).context(
+        "cargo built no .wasm cdylib: the crate needs crate-type = [\"cdylib\"] and the \
+         wasm32-unknown-unknown target (.cargo/config.toml, docs/sdk-rust.md)",
+    )?;
+    std::fs::copy(&wasm, out)
+        .with_context(|| format!("copying {} to {}", wasm.display(), out.display()))?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+/// The last `.wasm` file of a cdylib target in cargo's JSON messages (the root crate is built
+/// last; dependencies are rlibs).
+fn cdylib_wasm(messages: &str) -> Option<PathBuf> {
+    messages
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact")
+        .filter(|m| {
+            m["target"]["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "cdylib"))
+        })
+        .flat_map(|m| {
+            m["filenames"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|f| f.as_str().map(PathBuf::from))
+                .filter(|f| f.extension().is_some_and(|e| e == "wasm"))
+                .collect::<Vec<_>>()
+        })
+        .last()
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
@@ -137,6 +207,9 @@ mod tests {
         let dir = Dir(root);
         let err = plan(dir.path()).unwrap_err().to_string();
         assert!(err.contains("neither app.py"), "{err}");
+        std::fs::write(dir.path().join("Cargo.toml"), "").unwrap();
+        assert_eq!(plan(dir.path()).unwrap(), Plan::Rust);
+        std::fs::remove_file(dir.path().join("Cargo.toml")).unwrap();
 
         std::fs::write(dir.path().join("package.json"), r#"{"main": "src/c.js"}"#).unwrap();
         let err = plan(dir.path()).unwrap_err().to_string();
@@ -164,6 +237,21 @@ mod tests {
             Plan::Python { tool } => assert!(tool.ends_with("bin/sluice-py-build"), "{tool:?}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_cdylib_wasm_is_read_from_cargos_messages() {
+        let messages = r#"{"reason":"compiler-artifact","target":{"kind":["lib"]},"filenames":["/t/libserde.rlib"]}
+not json
+{"reason":"compiler-artifact","target":{"kind":["cdylib"]},"filenames":["/t/wasm32-unknown-unknown/release/my_api.wasm"]}
+{"reason":"build-finished","success":true}"#;
+        assert_eq!(
+            cdylib_wasm(messages),
+            Some(PathBuf::from(
+                "/t/wasm32-unknown-unknown/release/my_api.wasm"
+            ))
+        );
+        assert_eq!(cdylib_wasm(r#"{"reason":"build-finished"}"#), None);
     }
 
     /// A scratch directory removed when dropped.

@@ -49,8 +49,8 @@ Start a connector, then build and test it (in the new directory: cd my-api):
   sluice plugin new my-api --lang js
     npm install && sluice plugin build . -o my-api.wasm
   sluice plugin new my-api --lang rust
-    cargo build --release   (wasm32 toolchain: see the skeleton's README, docs/sdk-rust.md)
-    cp ${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/release/my_api.wasm my-api.wasm
+    sluice plugin build . -o my-api.wasm   (cargo build --release; the wasm32 toolchain:
+                                            the skeleton's README, docs/sdk-rust.md)
   sluice plugin test my-api.wasm --config test/config.json --secret api_key=any-value-12345 \\
     --cassette test/cassette
 Re-record against the real API: set base_url in test/config.json, then add --record and pass the
