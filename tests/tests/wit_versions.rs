@@ -67,8 +67,11 @@ fn rfc3339_ms(text: &str) -> u64 {
     (t.unix_timestamp_nanos() / 1_000_000) as u64
 }
 
+/// What a sync emitted: the records, and each checkpoint as (stream, state).
+type Collected = (Vec<String>, Vec<(String, Value)>);
+
 #[derive(Clone, Default)]
-struct Collect(Arc<Mutex<(Vec<String>, Vec<(String, Value)>)>>);
+struct Collect(Arc<Mutex<Collected>>);
 
 impl RecordSink for Collect {
     fn emit(&mut self, _stream: &str, records: Vec<String>) -> Result<(), SinkError> {
