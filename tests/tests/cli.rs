@@ -76,6 +76,41 @@ fn validate_accepts_good_plugins_and_names_what_is_wrong_with_bad_ones() {
     }
 }
 
+/// A truncated component is refused with the parse error, also when the compile runs in a
+/// child process (`sluice run`) and RUST_BACKTRACE=1 is set: the child's backtrace once
+/// replaced the message (`compiler process (...): 33: _start`).
+#[test]
+fn a_corrupt_plugin_is_refused_with_the_parse_error_under_rust_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(plugin("probe")).unwrap();
+    let corrupt = dir.path().join("corrupt.wasm");
+    std::fs::write(&corrupt, &bytes[..bytes.len() / 2]).unwrap();
+    let inspect = Command::new(sluice_bin())
+        .env("RUST_BACKTRACE", "1")
+        .args(["plugin", "inspect"])
+        .arg(&corrupt)
+        .output()
+        .unwrap();
+    let run = Command::new(sluice_bin())
+        .env("RUST_BACKTRACE", "1")
+        .arg("run")
+        .arg(&corrupt)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    for (what, out) in [("inspect", inspect), ("run", run)] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: {stderr}");
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.contains("failed to parse WebAssembly module"),
+            "{what}: the parse error first: {stderr}"
+        );
+        assert!(!first.contains("_start"), "{what}: {first}");
+    }
+}
+
 #[test]
 fn inspect_prints_the_manifest() {
     let out = Command::new(sluice_bin())

@@ -616,6 +616,10 @@ impl Runtime {
                 .args(["--memory-mib", &config.max_memory_mib.to_string()])
                 .args(["--max-calls", &config.max_concurrent_calls.to_string()])
                 .args(["--tier", tier.as_str()])
+                // Its stderr's last line becomes the error: no backtrace after the message
+                // (with RUST_BACKTRACE=1 inherited, that line was `NN: _start`).
+                .env("RUST_BACKTRACE", "0")
+                .env("RUST_LIB_BACKTRACE", "0")
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(stderr);
@@ -648,7 +652,12 @@ impl Runtime {
         };
         if !status.success() {
             let _ = std::fs::remove_file(&output);
-            let why = why.lines().last().unwrap_or("").trim();
+            let why = why
+                .lines()
+                .rfind(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim();
+            let why = why.strip_prefix("Error: ").unwrap_or(why);
             return Err(LoadError::Compile(format!(
                 "compiler process ({tier}, {status}): {why}"
             )));
