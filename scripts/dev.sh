@@ -44,6 +44,7 @@ case "$cmd" in
     # The SDKs as a stranger gets them: pip/npm-installed outside the repo, the examples built there.
     bash scripts/test-sdk-install.sh
     bash scripts/test-plugin-new.sh     # plugin new → build → plugin test, per language, outside the repo (~100 s)
+    bash scripts/test-docs.sh           # docs/sdk-{python,js,rust}.md followed as written to a synced Parquet file
     # The API as a typed TypeScript client sees it (openapi-typescript + tsc --strict).
     bash scripts/contract-api.sh
     bash scripts/contract-linear.sh   # the Linear connector's GraphQL against Linear's schema (graphql-js)
