@@ -101,6 +101,30 @@ async fn a_recorded_cassette_replays_offline_and_refuses_other_requests() {
     assert_eq!(data_lines(&replayed), data_lines(&recorded));
     assert!(stdout2.contains("0 unused"), "{stdout2}");
 
+    // Found from outside: a failed recording replaced a good cassette. Now it is discarded.
+    let before = std::fs::read(cassette.join("cassette.jsonl")).expect("cassette file");
+    let failed = plugin_test(
+        &config,
+        "ghp_some_other_value",
+        &cassette,
+        &["--record", "--allow-private-addresses", "loopback"],
+    );
+    let out = String::from_utf8_lossy(&failed.stdout);
+    assert_eq!(failed.status.code(), Some(1), "{out}");
+    assert!(out.contains("recording discarded"), "{out}");
+    assert_eq!(
+        std::fs::read(cassette.join("cassette.jsonl")).expect("cassette file"),
+        before
+    );
+    // A secret too short to be masked is refused before anything is recorded.
+    let short = plugin_test(&config, "short77", &cassette, &["--record"]);
+    assert!(!short.status.success());
+    assert!(
+        String::from_utf8_lossy(&short.stderr).contains("shorter than 8"),
+        "{}",
+        String::from_utf8_lossy(&short.stderr)
+    );
+
     // A request the recording never made: refused, named, exit 1.
     let mut two_repos = one_repo.clone();
     two_repos["repositories"] = serde_json::json!(["acme/repo-0", "acme/repo-1"]);

@@ -195,6 +195,9 @@ impl Outbound {
         if let Some(answer) = cassette.answer(&req) {
             return answer;
         }
+        // Recording: ask for an uncompressed answer, which can be searched for secrets.
+        let mut req = req;
+        req.headers.remove(reqwest::header::ACCEPT_ENCODING);
         let (key, redactor) = (Key::of(&req), req.redactor.clone());
         let result = self.fetch_untraced(dest, req, cancel).await;
         cassette.keep(key, &redactor, &result);

@@ -2,8 +2,8 @@
 //! a log line, an API answer, a run record, a stored manifest or an error.
 //!
 //! A secret is looked for in the forms a plugin can carry it out in without the host noticing:
-//! as is, JSON-escaped, percent-encoded (RFC 3986 with upper- or lower-case hex, and the
-//! `application/x-www-form-urlencoded` form), and base64 (RFC 4648 standard and URL-safe
+//! as is, JSON-escaped, percent-encoded (RFC 3986 with upper- or lower-case hex, JavaScript's
+//! `encodeURIComponent`, and the `application/x-www-form-urlencoded` form), and base64 (RFC 4648 standard and URL-safe
 //! alphabets, at each of the three byte alignments it can have inside a longer encoded
 //! string, e.g. `Basic base64(user:secret)`). Values shorter than [`MIN_SECRET_LEN`] bytes are
 //! not searched for: they would blank out ordinary text.
@@ -75,6 +75,31 @@ impl Redactor {
         out
     }
 
+    /// `bytes` with every secret form replaced by [`MASK`], for bodies that are not UTF-8
+    /// text (a secret's forms are ASCII or UTF-8, so they are found byte for byte).
+    pub fn redact_bytes(&self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = bytes.to_vec();
+        for n in self.needles.iter() {
+            let finder = memchr::memmem::Finder::new(n.as_bytes());
+            if finder.find(&out).is_none() {
+                continue;
+            }
+            let mut next = Vec::with_capacity(out.len());
+            let mut at = 0;
+            for hit in finder.find_iter(&out) {
+                if hit < at {
+                    continue;
+                }
+                next.extend_from_slice(&out[at..hit]);
+                next.extend_from_slice(MASK.as_bytes());
+                at = hit + n.len();
+            }
+            next.extend_from_slice(&out[at..]);
+            out = next;
+        }
+        out
+    }
+
     /// [`Redactor::redact`] into an owned string.
     pub fn redact_string(&self, text: String) -> String {
         match self.redact(&text) {
@@ -135,7 +160,15 @@ fn encodings(secret: &str) -> Vec<String> {
         .remove(b'.')
         .remove(b'_')
         .remove(b'~');
-    for set in [NON_ALPHANUMERIC, UNRESERVED] {
+    // JavaScript's `encodeURIComponent` (ECMA-262, "encodeURIComponent"): also leaves
+    // `! * ' ( )` alone.
+    const URI_COMPONENT: &percent_encoding::AsciiSet = &UNRESERVED
+        .remove(b'!')
+        .remove(b'*')
+        .remove(b'\'')
+        .remove(b'(')
+        .remove(b')');
+    for set in [NON_ALPHANUMERIC, UNRESERVED, URI_COMPONENT] {
         let pct = utf8_percent_encode(secret, set).to_string();
         out.push(pct.to_lowercase_hex());
         out.push(pct);

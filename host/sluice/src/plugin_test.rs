@@ -20,6 +20,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sluice_runs::pipeline::RunOutcome;
 use sluice_runtime::cassette::Cassette;
 use sluice_runtime::outbound::OutboundConfig;
+use sluice_runtime::redact::MIN_SECRET_LEN;
 use sluice_runtime::{CallOptions, Plugin, Secrets};
 
 use crate::local_run::{LocalSync, local_policy, parse_secrets, read_config};
@@ -31,14 +32,16 @@ pub struct TestArgs {
     /// Config file (JSON).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// A credential, `name=value` (repeatable). Replay matches whatever value is given.
+    /// A credential, `name=value` (repeatable). Replay matches whatever value of 8 or more
+    /// characters is given; `--record` refuses shorter ones (they could not be masked).
     #[arg(long = "secret", value_name = "NAME=VALUE")]
     secrets: Vec<String>,
     /// A cassette directory (`cassette.jsonl` inside): replayed with no network, unless
     /// `--record`.
     #[arg(long, value_name = "DIR")]
     cassette: Option<PathBuf>,
-    /// Send the requests for real and record every exchange into `--cassette` (replacing it).
+    /// Send the requests for real and record every exchange into `--cassette`; the cassette is
+    /// replaced only when the test passes and every exchange could be recorded.
     #[arg(long, requires = "cassette")]
     record: bool,
     /// Streams to sync (repeatable); all by default.
@@ -61,6 +64,7 @@ pub struct TestArgs {
 
 /// Runs the test; `Ok(false)` when a step failed (already printed).
 pub async fn run(args: TestArgs) -> anyhow::Result<bool> {
+    check_recordable(&args)?;
     let cassette = open_cassette(&args)?;
     let temp;
     let out = match &args.out {
@@ -96,7 +100,23 @@ pub async fn run(args: TestArgs) -> anyhow::Result<bool> {
     let config = read_config(args.config.as_deref())?;
     let secrets = parse_secrets(&args.secrets)?;
     let ok = steps(&args, &plugin, &out, config, secrets).await?;
-    Ok(report_cassette(cassette.as_deref()) && ok)
+    Ok(report_cassette(cassette.as_deref(), ok)? && ok)
+}
+
+/// A recording masks secrets of [`MIN_SECRET_LEN`] bytes or more only: a shorter one would be
+/// written in clear, so it is refused before anything is sent.
+fn check_recordable(args: &TestArgs) -> anyhow::Result<()> {
+    if !args.record {
+        return Ok(());
+    }
+    for (name, value) in parse_secrets(&args.secrets)? {
+        if value.len() < MIN_SECRET_LEN {
+            anyhow::bail!(
+                "--record: secret {name:?} is shorter than {MIN_SECRET_LEN} characters and could not be masked in the cassette; record with a real credential"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn open_cassette(args: &TestArgs) -> anyhow::Result<Option<Arc<Cassette>>> {
@@ -223,18 +243,32 @@ fn without_run_columns(
     batch.project(&keep)
 }
 
-/// Prints what the cassette did; false when replay met a request it did not hold.
-fn report_cassette(cassette: Option<&Cassette>) -> bool {
+/// Prints what the cassette did, and puts a recording in place when the test passed and every
+/// exchange was recorded; false when replay met a request it did not hold or a recording left
+/// an exchange out.
+fn report_cassette(cassette: Option<&Cassette>, passed: bool) -> anyhow::Result<bool> {
     let Some(c) = cassette else {
-        return true;
+        return Ok(true);
     };
     if c.is_recording() {
+        let refused = c.refused();
+        for r in &refused {
+            println!("cassette: not recorded: {r}");
+        }
+        if !passed || !refused.is_empty() {
+            println!(
+                "cassette: recording discarded; {} is unchanged",
+                c.path().display()
+            );
+            return Ok(false);
+        }
+        c.finish()?;
         println!(
             "cassette: recorded {} exchange(s) into {}",
             c.len(),
             c.path().display()
         );
-        return true;
+        return Ok(true);
     }
     let misses = c.misses();
     println!(
@@ -246,5 +280,5 @@ fn report_cassette(cassette: Option<&Cassette>) -> bool {
     for m in &misses {
         println!("cassette: not in the cassette: {m}");
     }
-    misses.is_empty()
+    Ok(misses.is_empty())
 }
