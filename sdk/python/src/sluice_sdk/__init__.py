@@ -67,6 +67,8 @@ class ConnectorError(Exception):
     """
 
     def __init__(self, code: str, message: str) -> None:
+        # The API spells codes with underscores (``invalid_credentials``), the WIT with hyphens.
+        code = code.replace("_", "-")
         if code not in ERROR_CODES:
             raise ValueError(f"unknown error code {code!r}; one of {', '.join(ERROR_CODES)}")
         super().__init__(message)
