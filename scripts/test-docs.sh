@@ -74,7 +74,7 @@ PY
 }
 
 page() { # LANG
-  local lang=$1 dir=$scratch/$1 log=$scratch/$1.log t0=$(date +%s)
+  local lang=$1 dir=$scratch/$1 log=$scratch/$1.log t0=$(date +%s) result
   mkdir "$dir"
   page_script "$SLUICE_ROOT/docs/sdk-$lang.md" >"$scratch/$lang.sh"
   # The page's commands, then where they ended (the page may `cd`); in a process group of its own,
@@ -85,7 +85,8 @@ page() { # LANG
   pids+=($!)
   wait $! || { tail -40 "$log" >&2; fail "$lang: docs/sdk-$lang.md's commands failed (script: $scratch/$lang.sh)"; }
   grep -q "^300 rows in local/issues/" "$log" || { tail -20 "$log" >&2; fail "$lang: the page's check did not print 300 rows"; }
-  echo "  $lang: $(check_parquet "$(cat "$scratch/$lang.end")/out") ($(($(date +%s) - t0))s)" >&2
+  result=$(check_parquet "$(cat "$scratch/$lang.end")/out") || fail "$lang: the synced Parquet is not what the page says"
+  echo "  $lang: $result ($(($(date +%s) - t0))s)" >&2
 }
 
 start=$(date +%s)
