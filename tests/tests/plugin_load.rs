@@ -160,7 +160,13 @@ async fn a_first_load_serves_on_baseline_code_then_optimized_code_is_swapped_in(
         },
     )
     .await;
-    assert!(svc.logs().contains("plugin optimized code swapped in"));
+    // The swap is published before its log line is written: wait for the line too.
+    eventually("the swap logged", Duration::from_secs(10), || async {
+        svc.logs()
+            .contains("plugin optimized code swapped in")
+            .then_some(())
+    })
+    .await;
     let run = sync_words(&svc, "words-b", 60).await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["streams"]["words"]["records"], 60, "{run}");
