@@ -10,6 +10,8 @@
 #   scripts/bench-hubspot.sh [contacts] [rounds]   SKIP_AIRBYTE=1 / SKIP_TAP=1 leave a peer out
 #   SLUICE_BENCH_S3_PORT   Garage's S3 port (default 3900); SLUICE_BENCH_NO_BUILD=1 uses the
 #                          binaries and plugins already built
+#   FAKE_BIN=path          runs another build of the fake (e.g. an older one, to compare its own CPU)
+#   Each round prints the CPU seconds the fake spent serving it (from /proc/PID/stat) and the load.
 #   SLUICE_HUBSPOT_SEARCH_INTERVAL_MS=0   Sluice's search unpaced, and the fake's search unlimited:
 #                          a figure HubSpot never allows (it answers 429 past ~5 searches/s),
 #                          printed as such
@@ -74,7 +76,8 @@ trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 # The fake's search limit is HubSpot's (5 a second) unless Sluice's pacing is off.
 SEARCH_PER_SECOND=5
 [ "$INTERVAL_MS" = 0 ] && SEARCH_PER_SECOND=0
-"$CARGO_TARGET_DIR/release/fake-hubspot" "$CONTACTS" "$SEARCH_PER_SECOND" > "$WORK/fake.json" &
+FAKE_BIN=${FAKE_BIN:-$CARGO_TARGET_DIR/release/fake-hubspot}
+"$FAKE_BIN" "$CONTACTS" "$SEARCH_PER_SECOND" > "$WORK/fake.json" &
 FAKE=$!
 PIDS+=($FAKE)
 for _ in $(seq 1 300); do [ -s "$WORK/fake.json" ] && break; sleep 0.1; done
@@ -219,21 +222,30 @@ LABEL=""
 [ "$INTERVAL_MS" = 0 ] && LABEL=" [UNPACED: SLUICE_HUBSPOT_SEARCH_INTERVAL_MS=0 and the fake's search limit off; HubSpot allows ~5 searches/s]"
 echo "contacts stream, $CONTACTS contacts served by the fake ($URL), $ROUNDS rounds each, alternating$LABEL"
 : > "$WORK/results"
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+fake_spent() { python3 -c "print(round($(cpu_secs "$FAKE") - $1, 2))"; }
 for i in $(seq 1 "$ROUNDS"); do
+  f0=$(cpu_secs "$FAKE")
   read -r n wall cpu anon <<< "$(sluice_round)"
-  printf 'sluice  round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak anon RSS %.0f MiB\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($anon/1024)")"
-  echo "sluice $n $wall $cpu 0 $anon" >> "$WORK/results"
+  fake=$(fake_spent "$f0")
+  printf 'sluice  round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak anon RSS %.0f MiB  | fake %.2f CPU s | load %s\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($anon/1024)")" "$fake" "$(cut -d' ' -f1 /proc/loadavg)"
+  echo "sluice $n $wall $cpu 0 $anon $fake" >> "$WORK/results"
   if [ -z "${SKIP_AIRBYTE:-}" ]; then
+    f0=$(cpu_secs "$FAKE")
     read -r n wall cpu rss anon <<< "$(airbyte_round)"
-    printf 'airbyte round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak RSS %.0f MiB, anon %.0f MiB\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($rss/1024)")" "$(python3 -c "print($anon/1024)")"
-    echo "airbyte $n $wall $cpu $rss $anon" >> "$WORK/results"
+    fake=$(fake_spent "$f0")
+    printf 'airbyte round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak RSS %.0f MiB, anon %.0f MiB  | fake %.2f CPU s | load %s\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($rss/1024)")" "$(python3 -c "print($anon/1024)")" "$fake" "$(cut -d' ' -f1 /proc/loadavg)"
+    echo "airbyte $n $wall $cpu $rss $anon $fake" >> "$WORK/results"
   fi
   if [ -z "${SKIP_TAP:-}" ]; then
+    f0=$(cpu_secs "$FAKE")
     read -r n wall cpu rss anon <<< "$(tap_round)"
-    printf 'tap     round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak RSS %.0f MiB, anon %.0f MiB\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($rss/1024)")" "$(python3 -c "print($anon/1024)")"
-    echo "taphubspot $n $wall $cpu $rss $anon" >> "$WORK/results"
+    fake=$(fake_spent "$f0")
+    printf 'tap     round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak RSS %.0f MiB, anon %.0f MiB  | fake %.2f CPU s | load %s\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($rss/1024)")" "$(python3 -c "print($anon/1024)")" "$fake" "$(cut -d' ' -f1 /proc/loadavg)"
+    echo "taphubspot $n $wall $cpu $rss $anon $fake" >> "$WORK/results"
   fi
 done
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ -n "${PROXY_PID:-}" ]; then
   echo "proxy: $(grep -c tunnelled "$WORK/proxy.err" || true) CONNECTs to api.hubapi.com tunnelled to the fake, $(grep -c refused "$WORK/proxy.err" || true) refused, $(cpu_secs "$PROXY_PID") CPU s over all peer rounds (not in the peers' figures)"
 fi
@@ -260,7 +272,7 @@ def anon(tool):
     return max(float(r[5]) for r in rows if r[0] == tool) / 1024
 s_rate, s_cpu = med("sluice", 1) / med("sluice", 2), med("sluice", 3)
 s_rss, s_anon = int(sys.argv[2]) / 1024, anon("sluice")
-print(f"medians: sluice {s_rate:,.0f} records/s, {s_cpu:.2f} CPU s, peak RSS {s_rss:.0f} MiB (the service, all rounds), peak anon RSS {s_anon:.0f} MiB (sampled every 20 ms)")
+print(f"medians: sluice {s_rate:,.0f} records/s, {s_cpu:.2f} CPU s, peak RSS {s_rss:.0f} MiB (the service, all rounds), peak anon RSS {s_anon:.0f} MiB (sampled every 20 ms); the fake {med('sluice', 6):.2f} CPU s a round")
 if interval > 0:
     searches = -(-contacts // 200)
     bound = searches * interval / 1000
@@ -272,6 +284,6 @@ for peer in ("airbyte", "taphubspot"):
     if short:
         print(f"WARNING: {peer} delivered {', '.join(short)} records in some rounds, not {contacts}")
     rate, cpu, rss, p_anon = med(peer, 1) / med(peer, 2), med(peer, 3), med(peer, 4) / 1024, anon(peer)
-    print(f"         {peer} {rate:,.0f} records/s, {cpu:.2f} CPU s, peak RSS {rss:.0f} MiB, peak anon RSS {p_anon:.0f} MiB")
+    print(f"         {peer} {rate:,.0f} records/s, {cpu:.2f} CPU s, peak RSS {rss:.0f} MiB, peak anon RSS {p_anon:.0f} MiB; the fake {med(peer, 6):.2f} CPU s a round")
     print(f"  sluice vs {peer}: records/s {s_rate / rate:.1f}x   CPU s {cpu / s_cpu:.1f}x less   peak RSS {s_rss / rss:.2f} of {peer}'s   peak anon RSS {s_anon / p_anon:.2f} of {peer}'s")
 EOF

@@ -8,6 +8,8 @@
 #   scripts/bench-linear.sh [issues] [rounds]      SKIP_TAP=1 leaves the peer out
 #   SLUICE_BENCH_S3_PORT=3910 uses (or starts) Garage on that port (default 3900).
 #   SLUICE_BENCH_NO_BUILD=1 measures the binaries and plugins already built.
+#   FAKE_BIN=path runs another build of the fake (e.g. an older one, to compare its own CPU).
+# Each round prints the CPU seconds the fake spent serving it (from /proc/PID/stat) and the load.
 #
 # The peer: `tap-linear` 0.1.1 (2022-02), the only release on PyPI (there is no Airbyte Linear
 # source on PyPI). It declares Requires-Python <3.11 and pins singer-sdk 0.4.x; this machine has
@@ -54,7 +56,8 @@ WORK=$(mktemp -d)
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-"$CARGO_TARGET_DIR/release/fake-linear" "$ISSUES" > "$WORK/fake.json" &
+FAKE_BIN=${FAKE_BIN:-$CARGO_TARGET_DIR/release/fake-linear}
+"$FAKE_BIN" "$ISSUES" > "$WORK/fake.json" &
 FAKE=$!
 PIDS+=($FAKE)
 for _ in $(seq 1 300); do [ -s "$WORK/fake.json" ] && break; sleep 0.1; done
@@ -143,13 +146,15 @@ echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for i in $(seq 1 "$ROUNDS"); do
   f0=$(cpu_secs "$FAKE")
   read -r n wall cpu anon <<< "$(sluice_round)"
-  echo "(the fake spent $(python3 -c "print(round($(cpu_secs "$FAKE") - $f0, 2))") CPU s serving the Sluice round below)"
-  printf 'sluice     round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak anon RSS %.0f MiB\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($anon/1024)")"
-  echo "sluice $n $wall $cpu 0 $anon" >> "$WORK/results"
+  fake=$(python3 -c "print(round($(cpu_secs "$FAKE") - $f0, 2))")
+  printf 'sluice     round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak anon RSS %.0f MiB  | fake %.2f CPU s | load %s\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($anon/1024)")" "$fake" "$(cut -d' ' -f1 /proc/loadavg)"
+  echo "sluice $n $wall $cpu 0 $anon $fake" >> "$WORK/results"
   if [ -z "${SKIP_TAP:-}" ]; then
+    f0=$(cpu_secs "$FAKE")
     read -r n wall cpu rss anon <<< "$(tap_round)"
-    printf 'taplinear  round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak RSS %.0f MiB, anon %.0f MiB\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($rss/1024)")" "$(python3 -c "print($anon/1024)")"
-    echo "taplinear $n $wall $cpu $rss $anon" >> "$WORK/results"
+    fake=$(python3 -c "print(round($(cpu_secs "$FAKE") - $f0, 2))")
+    printf 'taplinear  round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak RSS %.0f MiB, anon %.0f MiB  | fake %.2f CPU s | load %s\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($rss/1024)")" "$(python3 -c "print($anon/1024)")" "$fake" "$(cut -d' ' -f1 /proc/loadavg)"
+    echo "taplinear $n $wall $cpu $rss $anon $fake" >> "$WORK/results"
   fi
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -169,7 +174,7 @@ s_rss, s_anon = int(sys.argv[2]) / 1024, anon("sluice")
 short = sorted({r[1] for r in rows if r[0] == "sluice" and int(r[1]) != int(sys.argv[3])})
 if short:
     print(f"WARNING: sluice committed {', '.join(short)} rows in some rounds, not {sys.argv[3]}")
-print(f"medians: sluice {s_rate:,.0f} records/s, {s_cpu:.2f} CPU s, peak RSS {s_rss:.0f} MiB (the service, all rounds), peak anon RSS {s_anon:.0f} MiB (sampled every 20 ms)")
+print(f"medians: sluice {s_rate:,.0f} records/s, {s_cpu:.2f} CPU s, peak RSS {s_rss:.0f} MiB (the service, all rounds), peak anon RSS {s_anon:.0f} MiB (sampled every 20 ms); the fake {med('sluice', 6):.2f} CPU s a round")
 for peer in ("taplinear",):
     if not any(r[0] == peer for r in rows):
         continue
@@ -177,6 +182,6 @@ for peer in ("taplinear",):
     if short:
         print(f"WARNING: {peer} delivered {', '.join(short)} records in some rounds, not {sys.argv[3]}")
     rate, cpu, rss, p_anon = med(peer, 1) / med(peer, 2), med(peer, 3), med(peer, 4) / 1024, anon(peer)
-    print(f"         {peer} {rate:,.0f} records/s, {cpu:.2f} CPU s, peak RSS {rss:.0f} MiB, peak anon RSS {p_anon:.0f} MiB")
+    print(f"         {peer} {rate:,.0f} records/s, {cpu:.2f} CPU s, peak RSS {rss:.0f} MiB, peak anon RSS {p_anon:.0f} MiB; the fake {med(peer, 6):.2f} CPU s a round")
     print(f"  sluice vs {peer}: records/s {s_rate / rate:.1f}x   CPU s {cpu / s_cpu:.1f}x less   peak RSS {s_rss / rss:.2f} of {peer}'s   peak anon RSS {s_anon / p_anon:.2f} of {peer}'s")
 EOF

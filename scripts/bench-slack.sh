@@ -9,6 +9,8 @@
 #   scripts/bench-slack.sh [channels] [messages_per_channel] [rounds]   SKIP_AIRBYTE=1 leaves the peer out
 #   SLUICE_BENCH_S3_PORT=3910 uses (or starts) Garage on that port (default 3900).
 #   SLUICE_BENCH_NO_BUILD=1 measures the binaries and plugins already built.
+#   FAKE_BIN=path runs another build of the fake (e.g. an older one, to compare its own CPU).
+# Each round prints the CPU seconds the fake spent serving it (from /proc/PID/stat) and the load.
 #   SLACK_RATE_LIMIT_EVERY=N makes the fake answer every Nth request 429 + Retry-After: 1
 #   (default 0: the fake's rate limits are OFF; it does not emulate Slack's per-method tiers).
 #   Both tools always run under the same fake settings.
@@ -72,7 +74,8 @@ WORK=$(mktemp -d)
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-"$CARGO_TARGET_DIR/release/fake-slack" "$CHANNELS" "$PER_CHANNEL" "$RATE_LIMIT_EVERY" > "$WORK/fake.json" &
+FAKE_BIN=${FAKE_BIN:-$CARGO_TARGET_DIR/release/fake-slack}
+"$FAKE_BIN" "$CHANNELS" "$PER_CHANNEL" "$RATE_LIMIT_EVERY" > "$WORK/fake.json" &
 FAKE=$!
 PIDS+=($FAKE)
 for _ in $(seq 1 300); do [ -s "$WORK/fake.json" ] && break; sleep 0.1; done
@@ -182,17 +185,19 @@ echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for i in $(seq 1 "$ROUNDS"); do
   f0=$(cpu_secs "$FAKE")
   read -r n wall cpu anon <<< "$(sluice_round)"
-  echo "(the fake spent $(python3 -c "print(round($(cpu_secs "$FAKE") - $f0, 2))") CPU s serving the Sluice round below)"
-  printf 'sluice   round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak anon RSS %.0f MiB\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($anon/1024)")"
-  echo "sluice $n $wall $cpu 0 $anon" >> "$WORK/results"
+  fake=$(python3 -c "print(round($(cpu_secs "$FAKE") - $f0, 2))")
+  printf 'sluice   round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak anon RSS %.0f MiB  | fake %.2f CPU s | load %s\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($anon/1024)")" "$fake" "$(cut -d' ' -f1 /proc/loadavg)"
+  echo "sluice $n $wall $cpu 0 $anon $fake" >> "$WORK/results"
   if [ -z "${SKIP_AIRBYTE:-}" ]; then
+    f0=$(cpu_secs "$FAKE")
     read -r n wall cpu rss anon <<< "$(airbyte_round)"
+    fake=$(python3 -c "print(round($(cpu_secs "$FAKE") - $f0, 2))")
     if [ "$n" = 0 ]; then
       echo "airbyte  round $i: FAILED, 0 records: $(grep -o '"internal_message":"[^"]*' "$WORK/airbyte.jsonl" | head -1 | cut -c20-220)"
       continue
     fi
-    printf 'airbyte  round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak RSS %.0f MiB, anon %.0f MiB\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($rss/1024)")" "$(python3 -c "print($anon/1024)")"
-    echo "airbyte $n $wall $cpu $rss $anon" >> "$WORK/results"
+    printf 'airbyte  round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak RSS %.0f MiB, anon %.0f MiB  | fake %.2f CPU s | load %s\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($rss/1024)")" "$(python3 -c "print($anon/1024)")" "$fake" "$(cut -d' ' -f1 /proc/loadavg)"
+    echo "airbyte $n $wall $cpu $rss $anon $fake" >> "$WORK/results"
   fi
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -213,7 +218,7 @@ s_rss, s_anon = int(sys.argv[2]) / 1024, anon("sluice")
 short = sorted({r[1] for r in rows if r[0] == "sluice" and int(r[1]) != int(sys.argv[3])})
 if short:
     print(f"WARNING: sluice committed {', '.join(short)} rows in some rounds, not {sys.argv[3]}")
-print(f"medians: sluice {s_rate:,.0f} records/s, {s_cpu:.2f} CPU s, peak RSS {s_rss:.0f} MiB (the service, all rounds), peak anon RSS {s_anon:.0f} MiB (sampled every 20 ms)")
+print(f"medians: sluice {s_rate:,.0f} records/s, {s_cpu:.2f} CPU s, peak RSS {s_rss:.0f} MiB (the service, all rounds), peak anon RSS {s_anon:.0f} MiB (sampled every 20 ms); the fake {med('sluice', 6):.2f} CPU s a round")
 for peer in ("airbyte",):
     if not any(r[0] == peer for r in rows):
         continue
@@ -221,6 +226,6 @@ for peer in ("airbyte",):
     if short:
         print(f"WARNING: {peer} delivered {', '.join(short)} records in some rounds, not {sys.argv[3]}")
     rate, cpu, rss, p_anon = med(peer, 1) / med(peer, 2), med(peer, 3), med(peer, 4) / 1024, anon(peer)
-    print(f"         {peer} {rate:,.0f} records/s, {cpu:.2f} CPU s, peak RSS {rss:.0f} MiB, peak anon RSS {p_anon:.0f} MiB")
+    print(f"         {peer} {rate:,.0f} records/s, {cpu:.2f} CPU s, peak RSS {rss:.0f} MiB, peak anon RSS {p_anon:.0f} MiB; the fake {med(peer, 6):.2f} CPU s a round")
     print(f"  sluice vs {peer}: records/s {s_rate / rate:.1f}x   CPU s {cpu / s_cpu:.1f}x less   peak RSS {s_rss / rss:.2f} of {peer}'s   peak anon RSS {s_anon / p_anon:.2f} of {peer}'s")
 EOF

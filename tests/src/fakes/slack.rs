@@ -25,12 +25,13 @@
 // Handlers return early with an axum `Response` as the error of a `Result`.
 #![allow(clippy::result_large_err)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -323,6 +324,42 @@ struct Shared {
     counters: Arc<Counters>,
     /// Sequence numbers of messages added while serving.
     added: AtomicU64,
+    /// Each channel's top-level messages newest first, rendered once; built on the first
+    /// history read and dropped (under the data's write lock) whenever the data changes, so
+    /// paging through 100,000 messages neither rescans nor re-renders them per request.
+    history_index: Mutex<Option<Arc<HistoryIndex>>>,
+}
+
+/// Per channel id, its top-level messages newest first: `(ts key, message as JSON text)`.
+type HistoryIndex = HashMap<String, Vec<((i64, u64), Arc<str>)>>;
+
+impl Shared {
+    /// The history index of `data` (which the caller holds read-locked), built if needed.
+    fn history_index(&self, data: &SlackDataset) -> Arc<HistoryIndex> {
+        let mut cached = self.history_index.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(index) = cached.as_ref() {
+            return index.clone();
+        }
+        let mut index: HistoryIndex = HashMap::new();
+        for m in &data.messages {
+            index
+                .entry(m.channel.clone())
+                .or_default()
+                .push((ts_key(&m.ts), message_json(m).to_string().into()));
+        }
+        // Newest first, as `history` pages (a stable sort: data order among equal ts).
+        for messages in index.values_mut() {
+            messages.sort_by_key(|(k, _)| std::cmp::Reverse(*k));
+        }
+        let index = Arc::new(index);
+        *cached = Some(index.clone());
+        index
+    }
+
+    /// Drops what was rendered from the data; called with the data write-locked.
+    fn data_changed(&self) {
+        *self.history_index.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
 }
 
 /// Starts fake Slack servers.
@@ -347,6 +384,7 @@ impl FakeSlack {
             knobs: knobs.clone(),
             counters: counters.clone(),
             added: AtomicU64::new(0),
+            history_index: Mutex::new(None),
         });
         let task = spawn(
             listener,
@@ -408,6 +446,7 @@ impl SlackHandle {
         let Ok(mut data) = self.shared.data.write() else {
             return vec![];
         };
+        self.shared.data_changed();
         let channels: Vec<String> = data
             .channels
             .iter()
@@ -443,6 +482,7 @@ impl SlackHandle {
         let Ok(mut data) = self.shared.data.write() else {
             return vec![];
         };
+        self.shared.data_changed();
         let mut recent: Vec<usize> = (0..data.messages.len())
             .filter(|&i| data.member_of(&data.messages[i].channel))
             .collect();
@@ -464,6 +504,7 @@ impl SlackHandle {
         let Ok(mut data) = self.shared.data.write() else {
             return vec![];
         };
+        self.shared.data_changed();
         let mut parents: Vec<usize> = (0..data.messages.len())
             .filter(|&i| {
                 data.messages[i].reply_count > 0 && data.member_of(&data.messages[i].channel)
@@ -677,7 +718,7 @@ fn answer(s: &Shared, name: &str, params: &[(String, String)], granted: &[String
     let result = match name {
         "conversations.list" => conversations_list(c, &data, params, granted),
         "users.list" => users_list(c, &data, params, granted),
-        "conversations.history" => history(c, &data, params, granted),
+        "conversations.history" => history(s, &data, params, granted),
         _ => replies(c, &data, params, granted),
     };
     result.unwrap_or_else(|r| r)
@@ -845,11 +886,12 @@ fn window(
 }
 
 fn history(
-    c: &SlackConfig,
+    s: &Shared,
     data: &SlackDataset,
     params: &[(String, String)],
     granted: &[String],
 ) -> Result<Response, Response> {
+    let c = &s.config;
     let Some(channel) =
         get(params, "channel").and_then(|id| data.channels.iter().find(|ch| ch.id == id))
     else {
@@ -862,26 +904,43 @@ fn history(
     let inclusive = matches!(get(params, "inclusive"), Some("true" | "1"));
     let oldest = get(params, "oldest").map_or((0, 0), ts_key);
     let latest = get(params, "latest").map(ts_key);
-    let mut items: Vec<&Message> = data
-        .messages
-        .iter()
-        .filter(|m| m.channel == channel.id)
-        .filter(|m| {
-            let k = ts_key(&m.ts);
-            let after = if inclusive { k >= oldest } else { k > oldest };
-            let before = latest.is_none_or(|l| if inclusive { k <= l } else { k < l });
+    let index = s.history_index(data);
+    let items: Vec<&Arc<str>> = index
+        .get(&channel.id)
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| {
+            let after = if inclusive { *k >= oldest } else { *k > oldest };
+            let before = latest.is_none_or(|l| if inclusive { *k <= l } else { *k < l });
             after && before
         })
+        .map(|(_, json)| json)
         .collect();
-    items.sort_by_key(|m| std::cmp::Reverse(ts_key(&m.ts)));
     let (start, end) = window(c, params, 100, items.len())?;
-    let page: Vec<Value> = items[start..end].iter().map(|m| message_json(m)).collect();
     let more = end < items.len();
-    let mut body = json!({"messages": page, "has_more": more, "pin_count": 0, "channel_actions_ts": null, "channel_actions_count": 0});
-    if more {
-        body["response_metadata"] = json!({"next_cursor": next_cursor(end)});
+    // The messages are JSON already: the body is written around them, in the order of
+    // `{"messages", "has_more", "pin_count", "channel_actions_ts", "channel_actions_count",
+    // "response_metadata"?, "ok"}`.
+    let mut body =
+        String::with_capacity(64 + items[start..end].iter().map(|m| m.len() + 1).sum::<usize>());
+    body.push_str("{\"messages\":[");
+    for (k, m) in items[start..end].iter().enumerate() {
+        if k > 0 {
+            body.push(',');
+        }
+        body.push_str(m);
     }
-    Ok(ok(body))
+    body.push_str(&format!(
+        "],\"has_more\":{more},\"pin_count\":0,\"channel_actions_ts\":null,\"channel_actions_count\":0"
+    ));
+    if more {
+        body.push_str(&format!(
+            ",\"response_metadata\":{{\"next_cursor\":\"{}\"}}",
+            next_cursor(end)
+        ));
+    }
+    body.push_str(",\"ok\":true}");
+    Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 fn replies(
