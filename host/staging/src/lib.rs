@@ -16,7 +16,7 @@ mod schema;
 pub mod value;
 mod writer;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -176,8 +176,8 @@ pub struct StreamCounts {
 struct StreamStage {
     def: StreamDef,
     columns: Vec<Column>,
-    /// Column index by field name.
-    index: HashMap<String, usize>,
+    /// Splits records by column.
+    splitter: record::Splitter,
     writer: StreamWriter,
     counts: StreamCounts,
 }
@@ -215,11 +215,7 @@ impl RunStage {
         let mut map = BTreeMap::new();
         for def in streams {
             let columns = columns_for(&def.json_schema, &def.primary_key);
-            let index = columns
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (c.name.clone(), i))
-                .collect();
+            let splitter = record::Splitter::new(columns.iter().map(|c| c.name.clone()).collect());
             let out = dir.join("parquet").join(&def.name);
             std::fs::create_dir_all(&out)?;
             let writer = StreamWriter::new(&out, run_id, extracted_at, &columns, limits)?;
@@ -228,7 +224,7 @@ impl RunStage {
                 StreamStage {
                     def: def.clone(),
                     columns,
-                    index,
+                    splitter,
                     writer,
                     counts: StreamCounts::default(),
                 },
@@ -255,17 +251,23 @@ impl RunStage {
             .streams
             .get_mut(stream)
             .ok_or_else(|| StagingError::UnknownStream(stream.to_string()))?;
-        let splits = records
-            .iter()
-            .enumerate()
-            .map(|(index, rec)| {
-                record::split(rec, &st.index).map_err(|reason| StagingError::BadRecord {
+        // Every record is split before any is kept: `values` holds each record's columns in
+        // turn (`width` a record), `extras` its `_sluice_extra`.
+        let width = st.splitter.width();
+        let mut values: Vec<Option<&str>> = vec![None; records.len() * width];
+        let mut extras: Vec<Option<String>> = Vec::with_capacity(records.len());
+        for (index, rec) in records.iter().enumerate() {
+            let row = &mut values[index * width..(index + 1) * width];
+            let extra = st
+                .splitter
+                .split(rec, row)
+                .map_err(|reason| StagingError::BadRecord {
                     stream: stream.to_string(),
                     index,
                     reason,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+                })?;
+            extras.push(extra);
+        }
         let n: u64 = records.iter().map(|r| r.len() as u64).sum();
         if self.reserved.bytes.saturating_add(n) > self.config.run_quota_bytes {
             return Err(StagingError::Quota {
@@ -280,12 +282,10 @@ impl RunStage {
             });
         }
         self.reserved.bytes += n;
-        for (rec, split) in records.iter().zip(&splits) {
+        for (i, (rec, extra)) in records.iter().zip(&extras).enumerate() {
             let seq = st.counts.records;
-            if st
-                .writer
-                .push(&split.values, split.extra.as_deref(), seq, rec.len())
-            {
+            let row = &values[i * width..(i + 1) * width];
+            if st.writer.push(row, extra.as_deref(), seq, rec.len()) {
                 st.counts.invalid_rows += 1;
             }
             st.counts.records += 1;

@@ -15,7 +15,7 @@ use arrow_schema::extension::Json;
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::value::{Kind, Typed, typed};
@@ -128,8 +128,10 @@ fn schema(columns: &[Column]) -> Schema {
     Schema::new(fields)
 }
 
-/// zstd (level 1: most of level 3's ratio on JSON-like text at a fraction of the CPU), no
-/// dictionary for the columns that hold whole JSON documents (nearly always distinct).
+/// zstd (level 1: most of level 3's ratio on JSON-like text at a fraction of the CPU); for the
+/// columns that hold whole JSON documents (nearly always distinct, never compared), no
+/// dictionary and no min/max statistics (a JSON document's byte order means nothing to a query
+/// planner, and computing it compared every value).
 fn properties(columns: &[Column]) -> Result<WriterProperties, StagingError> {
     let mut p = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
@@ -140,7 +142,9 @@ fn properties(columns: &[Column]) -> Result<WriterProperties, StagingError> {
         .map(|c| c.name.as_str())
         .chain([EXTRA_COLUMN, ERRORS_COLUMN]);
     for name in json_columns {
-        p = p.set_column_dictionary_enabled(ColumnPath::from(name), false);
+        p = p
+            .set_column_dictionary_enabled(ColumnPath::from(name), false)
+            .set_column_statistics_enabled(ColumnPath::from(name), EnabledStatistics::None);
     }
     Ok(p.build())
 }
