@@ -24,7 +24,7 @@ trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 start_fake_github "$ISSUES" "$WORK"
 
 mkdir -p "$WORK/plugins" && cp "$SLUICE_PLUGIN_OUT/github.wasm" "$WORK/plugins/"
-PORT=18074; TOKEN=bench-token-0123456789
+PORT=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"); TOKEN=bench-token-0123456789
 CONNECT_SERVICE_TOKEN=$TOKEN PORT=$PORT SLUICE_DATA_DIR=$WORK/data PLUGINS_DIR=$WORK/plugins \
   SLUICE_ALLOW_PRIVATE_ADDRESSES=loopback S3_ENDPOINT=http://127.0.0.1:$S3_PORT RUST_LOG=${RUST_LOG:-warn} \
   SLUICE_MAX_CONCURRENT_RUNS=$RUNS SLUICE_MAX_QUEUED_RUNS=$RUNS \

@@ -3,9 +3,10 @@
 # run_to_end PORT TOKEN BODY: POSTs the run, polls it every 50 ms, prints its final JSON.
 run_to_end() {
   local port=$1 token=$2 body=$3 run r s
-  run=$(curl -sf -XPOST "http://127.0.0.1:$port/internal/mirror-connections/runs" \
-    -H "x-connect-service-token: $token" -H 'content-type: application/json' -d "$body" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["run_id"])')
+  r=$(curl -s -XPOST "http://127.0.0.1:$port/internal/mirror-connections/runs" \
+    -H "x-connect-service-token: $token" -H 'content-type: application/json' -d "$body")
+  run=$(echo "$r" | python3 -c 'import json,sys; print(json.load(sys.stdin)["run_id"])' 2>/dev/null) ||
+    { echo "run_to_end: the service refused the run: ${r:-no answer}" >&2; return 1; }
   while :; do
     r=$(curl -sf "http://127.0.0.1:$port/internal/mirror-connections/runs/$run" -H "x-connect-service-token: $token")
     s=$(echo "$r" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')
