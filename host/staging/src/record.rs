@@ -203,6 +203,16 @@ mod tests {
     }
 
     #[test]
+    fn escaped_names_are_read_as_their_text() {
+        let (values, extra) = split(r#"{"\u0069d":1,"n\u0061me":"a"}"#).unwrap();
+        assert_eq!(values, vec![Some("1"), Some("\"a\"")]);
+        assert!(extra.is_none());
+        let (_, extra) = split(r#"{"id":1,"x\"y":2}"#).unwrap();
+        assert_eq!(extra.as_deref(), Some(r#"{"x\"y":2}"#));
+        assert!(split(r#"{"\u005fsluice_x":1}"#).unwrap_err().contains("reserved"));
+    }
+
+    #[test]
     fn what_is_refused() {
         assert!(split("[1]").is_err());
         assert!(
