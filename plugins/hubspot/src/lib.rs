@@ -468,10 +468,10 @@ impl Run<'_> {
             let results = page
                 .get("results")
                 .and_then(Value::as_array)
-                .cloned()
+                .map(Vec::as_slice)
                 .unwrap_or_default();
             let mut last = window.after_id.clone();
-            for object_json in &results {
+            for object_json in results {
                 let record = record(object_json, properties);
                 if let Some(id) = record.get("id").and_then(Value::as_str)
                     && last.as_deref().is_none_or(|l| id_after(id, l))

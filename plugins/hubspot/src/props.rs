@@ -181,9 +181,22 @@ pub fn record(object: &Value, properties: &[Property]) -> Map<String, Value> {
         out.insert("id".into(), Value::String(id));
     }
     if let Some(values) = object.get("properties").and_then(Value::as_object) {
+        // HubSpot answers the properties in the order they were asked for, which is the
+        // list's: each one is looked for from the one after the last found, then from the
+        // start (names are unique in the list), so a record costs one pass, not one per value.
+        let mut from = 0;
         for (name, raw) in values {
-            match properties.iter().find(|p| &p.name == name) {
-                Some(p) => out.insert(p.column.clone(), p.kind.value(raw)),
+            let found = properties[from..]
+                .iter()
+                .position(|p| &p.name == name)
+                .map(|i| from + i)
+                .or_else(|| properties[..from].iter().position(|p| &p.name == name));
+            match found {
+                Some(i) => {
+                    from = i + 1;
+                    let p = &properties[i];
+                    out.insert(p.column.clone(), p.kind.value(raw))
+                }
                 None => out.insert(column_of(name), raw.clone()),
             };
         }
@@ -268,6 +281,14 @@ mod tests {
             &props,
         );
         assert_eq!(r["id"], "7");
+        // Out of the list's order, each value still finds its property.
+        let reversed = record(
+            &json!({"id": "8", "properties": {"archived": "no", "closed": "false", "amount": "3"}}),
+            &props,
+        );
+        assert_eq!(reversed["property_archived"], "no");
+        assert_eq!(reversed["closed"], false);
+        assert_eq!(reversed["amount"].to_string(), "3");
         assert_eq!(r["amount"].to_string(), "12.5");
         assert_eq!(r["closed"], true);
         assert_eq!(r["property_archived"], "yes");

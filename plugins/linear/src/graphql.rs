@@ -544,25 +544,31 @@ pub struct PageInfo {
     pub end_cursor: Option<String>,
 }
 
-/// The page of `stream` in an answer's `data`.
-pub fn page(stream: &Stream, data: &Value) -> Result<Page, ConnectorError> {
-    let connection = data.get(stream.root).ok_or_else(|| {
-        ConnectorError::internal(format!("Linear's answer has no {}", stream.root))
-    })?;
+/// The page of `stream` in an answer's `data` (taken apart: its values move into the page).
+pub fn page(stream: &Stream, data: Value) -> Result<Page, ConnectorError> {
+    let connection = match data {
+        Value::Object(mut data) => data.remove(stream.root),
+        _ => None,
+    }
+    .ok_or_else(|| ConnectorError::internal(format!("Linear's answer has no {}", stream.root)))?;
     Page::deserialize(connection).map_err(|e| {
         ConnectorError::internal(format!("unexpected {} page from Linear: {e}", stream.name))
     })
 }
 
 /// A node as a record: each field under its column; a relation becomes its id (or null), a
-/// missing field null.
-pub fn record(stream: &Stream, node: &Map<String, Value>) -> Map<String, Value> {
-    let mut out = Map::new();
+/// missing field null. The node's values move into the record (each field is read once: the
+/// streams' GraphQL field names are distinct).
+pub fn record(stream: &Stream, mut node: Map<String, Value>) -> Map<String, Value> {
+    let mut out = Map::with_capacity(stream.all_fields().count());
     for field in stream.all_fields() {
-        let value = node.get(field.graphql).unwrap_or(&Value::Null);
-        let value = match field.kind {
-            Kind::Ref => value.get("id").cloned().unwrap_or(Value::Null),
-            _ => value.clone(),
+        let value = node.get_mut(field.graphql).map(Value::take);
+        let value = match (field.kind, value) {
+            (Kind::Ref, Some(mut related)) => related
+                .get_mut("id")
+                .map(Value::take)
+                .unwrap_or(Value::Null),
+            (_, value) => value.unwrap_or(Value::Null),
         };
         out.insert(field.column.to_string(), value);
     }
@@ -735,6 +741,22 @@ mod tests {
     }
 
     #[test]
+    fn graphql_field_names_are_distinct_per_stream() {
+        // `record` moves each field's value out of the node: a name read twice would be null.
+        for stream in &STREAMS {
+            let mut names = std::collections::BTreeSet::new();
+            for field in stream.all_fields() {
+                assert!(
+                    names.insert(field.graphql),
+                    "{}.{}",
+                    stream.name,
+                    field.graphql
+                );
+            }
+        }
+    }
+
+    #[test]
     fn nodes_become_flat_records() {
         let node: Map<String, Value> = serde_json::from_value(json!({
             "id": "i1", "createdAt": "2024-01-01T00:00:00.000Z", "updatedAt": "2024-01-02T00:00:00.000Z",
@@ -742,7 +764,7 @@ mod tests {
             "team": {"id": "t1"}, "assignee": null, "state": {"id": "s1"}
         }))
         .expect("node");
-        let r = record(issues(), &node);
+        let r = record(issues(), node);
         assert_eq!(r["id"], "i1");
         assert_eq!(r["team_id"], "t1");
         assert_eq!(r["assignee_id"], Value::Null);

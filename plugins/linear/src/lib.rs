@@ -169,9 +169,9 @@ fn sync_stream(
             }
             Err(Failure::Error(e)) => return Err(e),
         };
-        let page = graphql::page(stream, &data)?;
+        let page = graphql::page(stream, data)?;
         pages += 1;
-        for node in &page.nodes {
+        for node in page.nodes {
             let record = graphql::record(stream, node);
             let id = record.get("id").and_then(Value::as_str).unwrap_or_default();
             let updated = record

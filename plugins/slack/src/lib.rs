@@ -183,14 +183,15 @@ impl Config {
         Ok(Auth { body, scopes, now })
     }
 
-    /// Reads every page of a listing. `page` gets each response body and returns whether to
-    /// go on. Returns Slack's answer if the method answered one of the `tolerated` errors.
+    /// Reads every page of a listing. `page` gets each response body (it may take its items
+    /// out) and returns whether to go on. Returns Slack's answer if the method answered one of
+    /// the `tolerated` errors.
     fn paginate(
         &self,
         method: &str,
         params: &[(&str, &str)],
         tolerated: &[&str],
-        mut page: impl FnMut(&Value) -> Result<bool>,
+        mut page: impl FnMut(&mut Value) -> Result<bool>,
     ) -> Result<Option<Value>> {
         let mut cursor = String::new();
         let mut seen = HashSet::new();
@@ -200,7 +201,7 @@ impl Config {
             if !cursor.is_empty() {
                 all.push(("cursor", &cursor));
             }
-            let body = match self.try_call(method, &all)? {
+            let mut body = match self.try_call(method, &all)? {
                 Ok(body) => body,
                 Err(body) => {
                     if tolerated.contains(&error_name(&body)) {
@@ -209,7 +210,7 @@ impl Config {
                     return Err(slack_error(method, &body));
                 }
             };
-            if !page(&body)? {
+            if !page(&mut body)? {
                 return Ok(None);
             }
             let next = body
@@ -468,6 +469,14 @@ impl<'a> Access<'a> {
     }
 }
 
+/// The items array of a listing page, taken out of it.
+fn take_items(body: &mut Value, field: &str) -> Vec<Value> {
+    match body.get_mut(field).map(Value::take) {
+        Some(Value::Array(items)) => items,
+        _ => Vec::new(),
+    }
+}
+
 /// The items array of a listing page.
 fn items<'a>(body: &'a Value, field: &str) -> &'a [Value] {
     body.get(field)
@@ -525,15 +534,17 @@ fn user_record(u: &Value) -> Value {
     )
 }
 
-/// A `messages` or `threads` record.
-fn message_record(m: &Value, channel: &str) -> Value {
-    with(
-        m,
-        &[
-            ("channel_id", Value::String(channel.to_string())),
-            ("created_at", iso_of(m.get("ts"))),
-        ],
-    )
+/// A `messages` or `threads` record: the message with `channel_id` and `created_at` (the
+/// message's own members moved, not copied).
+fn message_record(m: Value, channel: &str) -> Value {
+    let created_at = iso_of(m.get("ts"));
+    let mut map = match m {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    map.insert("channel_id".to_string(), Value::String(channel.to_string()));
+    map.insert("created_at".to_string(), created_at);
+    Value::Object(map)
 }
 
 /// Per-channel cursors of a stream's state `{"channels": {...}}`.
@@ -658,31 +669,16 @@ impl Run<'_> {
         let mut newest: Option<String> = None;
         let mut parents: Vec<String> = Vec::new();
         let (mut count, mut changed) = (0u64, 0u64);
-        let state = self.messages_state();
         let out = &mut self.out;
         let skipped = self.config.paginate(
             "conversations.history",
             &params,
             &["not_in_channel", "channel_not_found", "missing_scope"],
             |body| {
-                for m in items(body, "messages") {
+                for m in take_items(body, "messages") {
                     let Some(ts) = m.get("ts").and_then(Value::as_str) else {
                         continue;
                     };
-                    if let Some(plan) = &plan.messages {
-                        let new = plan.after.as_ref().is_none_or(|a| time::ts_after(ts, a));
-                        if new {
-                            out.push(MESSAGES, &message_record(m, channel))?;
-                            count += 1;
-                            if newest.as_ref().is_none_or(|n| time::ts_after(ts, n)) {
-                                newest = Some(ts.to_string());
-                            }
-                        } else if plan.changed.as_ref().is_some_and(|c| changed_since(m, c)) {
-                            // Its `ts` is before the cursor, its content is not.
-                            out.push(MESSAGES, &message_record(m, channel))?;
-                            changed += 1;
-                        }
-                    }
                     if let Some((from, cursor)) = &plan.threads
                         && m.get("reply_count").and_then(Value::as_u64).unwrap_or(0) > 0
                         && from.as_ref().is_none_or(|f| !time::ts_after(f, ts))
@@ -692,9 +688,32 @@ impl Run<'_> {
                             parents.push(ts.to_string());
                         }
                     }
+                    let emit = match &plan.messages {
+                        Some(plan) if plan.after.as_ref().is_none_or(|a| time::ts_after(ts, a)) => {
+                            count += 1;
+                            if newest.as_ref().is_none_or(|n| time::ts_after(ts, n)) {
+                                newest = Some(ts.to_string());
+                            }
+                            true
+                        }
+                        // Its `ts` is before the cursor, its content is not.
+                        Some(plan)
+                            if plan.changed.as_ref().is_some_and(|c| changed_since(&m, c)) =>
+                        {
+                            changed += 1;
+                            true
+                        }
+                        _ => false,
+                    };
+                    if emit {
+                        out.push(MESSAGES, &message_record(m, channel))?;
+                    }
                 }
+                // The page's records go out with it. The state stays what the last channel
+                // checkpointed until this channel is read (its cursor moves only then), so it
+                // is not serialized again with every page (it grows with the channels read).
                 if plan.messages.is_some() {
-                    out.checkpoint(MESSAGES, &state)?;
+                    out.flush_stream(MESSAGES)?;
                 }
                 Ok(true)
             },
@@ -748,17 +767,17 @@ impl Run<'_> {
                 &[("channel", channel), ("ts", parent)],
                 &["thread_not_found", "missing_scope"],
                 |body| {
-                    for m in items(body, "messages") {
+                    for m in take_items(body, "messages") {
                         let Some(ts) = m.get("ts").and_then(Value::as_str) else {
                             continue;
                         };
                         if ts == parent {
                             continue; // the parent is in `messages`
                         }
-                        out.push(THREADS, &message_record(m, channel))?;
                         if newest.as_ref().is_none_or(|n| time::ts_after(ts, n)) {
                             newest = Some(ts.to_string());
                         }
+                        out.push(THREADS, &message_record(m, channel))?;
                     }
                     Ok(true)
                 },
@@ -1312,7 +1331,7 @@ mod tests {
             !changed_since(&json!({"ts": "1.0"}), "0.5"),
             "ts alone is not a change"
         );
-        let m = message_record(&json!({"ts": "1700000000.000200", "text": "hi"}), "C1");
+        let m = message_record(json!({"ts": "1700000000.000200", "text": "hi"}), "C1");
         assert_eq!(m["channel_id"], "C1");
         assert_eq!(m["created_at"], "2023-11-14T22:13:20Z");
     }
