@@ -1188,11 +1188,22 @@ fn connector_error(
         W::RateLimited => ErrorCode::RateLimited,
         W::Internal => ErrorCode::Internal,
     };
+    // Cut (to the limit plus the longest secret form), redacted, then cut to the limit: the
+    // message becomes the run's error and a log line, so a plugin cannot make either huge.
+    let margin = secrets.redactor().longest_form();
+    let redacted = secrets.redact(&crate::host::truncate(
+        &e.message,
+        MAX_ERROR_MESSAGE_BYTES.saturating_add(margin),
+    ));
     CallError::Connector {
         code,
-        message: secrets.redact(&e.message),
+        message: crate::host::truncate(&redacted, MAX_ERROR_MESSAGE_BYTES).into_owned(),
     }
 }
+
+/// The longest error message of a plugin's own that is kept (bytes; longer ones are cut and
+/// marked with how much was cut).
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 4096;
 
 /// The compile cache under `dir`: `dir` itself when this user owns it (made mode 0700), else
 /// this user's own subdirectory `uid-{euid}` in it (a volume mounted there belongs to root,
@@ -1270,5 +1281,28 @@ mod tests {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         super::private_cache_dir(&dir).unwrap();
         assert_eq!(mode(&dir), 0o700);
+    }
+
+    #[test]
+    fn a_plugins_error_message_is_cut_and_redacted_even_where_the_cut_falls_in_a_secret() {
+        use crate::bindings::sluice::connector::types::{ConnectorError, ErrorCode};
+        let secret = "s3cr3t-value-0123456789";
+        let secrets = crate::host::Secrets::new([("token".to_string(), secret.to_string())]);
+        let limit = super::MAX_ERROR_MESSAGE_BYTES;
+        for pad in [0, limit - 10, limit - 3] {
+            let message = format!("{}{secret}{}", "a".repeat(pad), "b".repeat(1 << 20));
+            let e = ConnectorError {
+                code: ErrorCode::Internal,
+                message,
+            };
+            match super::connector_error(e, &secrets) {
+                crate::CallError::Connector { message, .. } => {
+                    assert!(message.len() < limit + 64, "{} bytes", message.len());
+                    assert!(message.contains("bytes cut]"), "marked as cut");
+                    assert!(!message.contains(&secret[..10]), "no part of the secret");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }

@@ -323,7 +323,7 @@ impl HostState {
 }
 
 /// `s` cut to at most `max` bytes on a character boundary, marked when cut.
-fn truncate(s: &str, max: usize) -> Cow<'_, str> {
+pub(crate) fn truncate(s: &str, max: usize) -> Cow<'_, str> {
     if s.len() <= max {
         return Cow::Borrowed(s);
     }
@@ -589,9 +589,10 @@ impl records::Host for HostState {
         let state: serde_json::Value = match serde_json::from_str(&state) {
             Ok(v) => v,
             Err(e) => {
+                // The position only: the parser's message quotes the offending text.
                 return Ok(Err(records::EmitError::InvalidRecord((
                     0,
-                    format!("state is not JSON: {e}"),
+                    format!("state is not JSON (at column {})", e.column()),
                 ))));
             }
         };

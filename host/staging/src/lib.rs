@@ -261,6 +261,7 @@ impl RunStage {
             let extra = st
                 .splitter
                 .split(rec, row)
+                .and_then(|extra| key_present(&st.columns, row).map(|()| extra))
                 .map_err(|reason| StagingError::BadRecord {
                     stream: stream.to_string(),
                     index,
@@ -370,6 +371,30 @@ impl Drop for RunStage {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Checks that every primary-key column (the columns that are not nullable) of a split record
+/// holds a value of its type: a row without its key could not be told apart from the others
+/// by the deduplicating view, and the column is declared NOT NULL.
+fn key_present(columns: &[Column], row: &[Option<&str>]) -> Result<(), String> {
+    for (c, raw) in columns.iter().zip(row) {
+        if c.nullable {
+            continue;
+        }
+        match raw.map(|r| value::typed(r, value::Kind::of(&c.duck_type))) {
+            None | Some(value::Typed::Null) => {
+                return Err(format!("primary-key field {:?} is missing or null", c.name));
+            }
+            Some(value::Typed::Misfit) => {
+                return Err(format!(
+                    "primary-key field {:?} does not hold a {} value",
+                    c.name, c.duck_type
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// A staged run: Parquet parts on local disk, ready to upload.

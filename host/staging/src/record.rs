@@ -62,16 +62,24 @@ impl Splitter {
                 record.len()
             ));
         }
+        if let Some(at) = lone_surrogate(record) {
+            return Err(format!(
+                "a \\u escape at byte {at} is a lone UTF-16 surrogate: not Unicode text \
+                 (RFC 8259 §8.2), and Parquet readers refuse it"
+            ));
+        }
         let mut extra = Vec::new();
+        let mut refusal = None;
         let mut de = serde_json::Deserializer::from_str(record);
         Fields {
             splitter: self,
             values,
             extra: &mut extra,
+            refusal: &mut refusal,
         }
         .deserialize(&mut de)
         .and_then(|()| de.end())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| refusal.take().unwrap_or_else(|| reason(&e)))?;
         if extra.is_empty() {
             return Ok(None);
         }
@@ -110,11 +118,59 @@ impl Splitter {
 /// past this many).
 const MAX_REMEMBERED_FIELDS: usize = 4096;
 
+/// Why a record that is not JSON (or not an object) was refused, without its content: parser
+/// messages quote the offending value, which may be large or hold a secret in a form the
+/// redaction step does not know (Rust's escaping of control characters).
+fn reason(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Eof => "not valid JSON: it ends early".into(),
+        Category::Syntax => format!("not valid JSON (at column {})", e.column()),
+        Category::Data | Category::Io => "not a JSON object".into(),
+    }
+}
+
+/// The byte offset of the first `\u` escape that is a UTF-16 surrogate not in a high + low
+/// pair, in `json` (JSON text: a backslash outside a string is a syntax error caught later).
+pub fn lone_surrogate(json: &str) -> Option<usize> {
+    let b = json.as_bytes();
+    let unit = |at: usize| -> Option<u16> {
+        let hex = std::str::from_utf8(b.get(at + 2..at + 6)?).ok()?;
+        u16::from_str_radix(hex, 16).ok()
+    };
+    let mut from = 0;
+    while let Some(found) = memchr::memmem::find(&b[from..], b"\\u") {
+        let at = from + found;
+        // An escape only if an even number of backslashes precede this one.
+        let preceding = b[..at].iter().rev().take_while(|&&c| c == b'\\').count();
+        from = at + 2;
+        if preceding % 2 == 1 {
+            continue;
+        }
+        match unit(at) {
+            Some(0xD800..=0xDBFF) => {
+                let low = (b.get(at + 6..at + 8) == Some(b"\\u".as_slice()))
+                    .then(|| unit(at + 6))
+                    .flatten();
+                if !matches!(low, Some(0xDC00..=0xDFFF)) {
+                    return Some(at);
+                }
+                from = at + 12;
+            }
+            Some(0xDC00..=0xDFFF) => return Some(at),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// One record's fields, assigned to their columns as they are parsed (no intermediate list).
 struct Fields<'s, 'a> {
     splitter: &'s mut Splitter,
     values: &'s mut [Option<&'a str>],
     extra: &'s mut Vec<(Cow<'a, str>, &'a RawValue)>,
+    /// Set when the record is refused for a reason of ours (not a parse error).
+    refusal: &'s mut Option<String>,
 }
 
 impl<'de> DeserializeSeed<'de> for Fields<'_, 'de> {
@@ -136,9 +192,11 @@ impl<'de> Visitor<'de> for Fields<'_, 'de> {
         let mut position = 0;
         while let Some((k, v)) = m.next_entry::<Cow<'de, str>, &'de RawValue>()? {
             if k.starts_with("_sluice_") {
-                return Err(serde::de::Error::custom(
-                    "field names starting with _sluice_ are reserved",
+                let name: String = k.chars().take(64).collect();
+                *self.refusal = Some(format!(
+                    "field {name:?}: names starting with _sluice_ are reserved for the host's columns"
                 ));
+                return Err(serde::de::Error::custom("reserved field name"));
             }
             match self.splitter.column(position, &k) {
                 Some(i) if self.values[i].is_none() => self.values[i] = Some(v.get()),
@@ -209,7 +267,58 @@ mod tests {
         assert!(extra.is_none());
         let (_, extra) = split(r#"{"id":1,"x\"y":2}"#).unwrap();
         assert_eq!(extra.as_deref(), Some(r#"{"x\"y":2}"#));
-        assert!(split(r#"{"\u005fsluice_x":1}"#).unwrap_err().contains("reserved"));
+        assert!(
+            split(r#"{"\u005fsluice_x":1}"#)
+                .unwrap_err()
+                .contains("reserved")
+        );
+    }
+
+    #[test]
+    fn lone_surrogates_are_refused_and_pairs_and_escaped_backslashes_are_not() {
+        for ok in [
+            r#"{"a":"\ud83d\ude00"}"#,
+            r#"{"a":"\uD83D\uDE00 x \u00e9"}"#,
+            r#"{"a":"\\ud800"}"#,
+            r#"{"a":"\\\\ud800"}"#,
+            r#"{"a":"\u0041"}"#,
+        ] {
+            assert_eq!(lone_surrogate(ok), None, "{ok}");
+            assert!(split(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            r#"{"a":"\ud800"}"#,
+            r#"{"a":"\udc00"}"#,
+            r#"{"a":"x\ud800\u0041"}"#,
+            r#"{"a":"\ud800\ud800"}"#,
+            r#"{"a":"\\\ud800"}"#,
+            r#"{"a":{"b":["\uDFFF"]}}"#,
+            r#"{"a":"\ud800"#,
+        ] {
+            assert!(lone_surrogate(bad).is_some(), "{bad}");
+            assert!(split(bad).unwrap_err().contains("surrogate"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reasons_do_not_quote_the_record() {
+        let secret = "Zq9\u{7f}SecretValue77";
+        for bad in [
+            format!("\"token={secret}\""),
+            format!("[\"{secret}\"]"),
+            format!("{{\"a\":\"{secret}\"}} x"),
+            format!("{{\"a\":\"{secret}"),
+            format!("{{\"a\":{secret}}}"),
+        ] {
+            let reason = split(&bad).unwrap_err();
+            assert!(!reason.contains("SecretValue"), "{reason}");
+            assert!(reason.len() < 100, "{reason}");
+        }
+        let reason = split(r#"{"_sluice_seq":1}"#).unwrap_err();
+        assert!(
+            reason.contains("\"_sluice_seq\""),
+            "names the field: {reason}"
+        );
     }
 
     #[test]

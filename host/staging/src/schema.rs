@@ -17,8 +17,10 @@ pub struct Column {
 /// Primary-key fields are not nullable; a property with no single scalar type is JSON.
 ///
 /// SQL column names are case-insensitive (DuckDB, and most readers of the Parquet): a property
-/// whose name equals a host column (`_sluice_*`) or an earlier property's in any case is not
-/// made a column, so its values are kept in `_sluice_extra` instead of breaking the conversion.
+/// whose name equals a host column (`_sluice_*`) or another property's in any case is not made
+/// a column, so its values are kept in `_sluice_extra` instead of breaking the conversion. Of
+/// names equal but for case, a primary-key field is the column (the deduplicating view
+/// partitions by it), else the first in order.
 pub fn columns_for(schema: &Value, primary_key: &[String]) -> Vec<Column> {
     let Some(props) = schema.get("properties").and_then(Value::as_object) else {
         return vec![];
@@ -28,12 +30,17 @@ pub fn columns_for(schema: &Value, primary_key: &[String]) -> Vec<Column> {
         .and_then(Value::as_array)
         .map(|r| r.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    let mut seen = std::collections::HashSet::new();
+    let mut seen: std::collections::HashSet<String> = primary_key
+        .iter()
+        .filter(|k| props.contains_key(k.as_str()))
+        .map(|k| k.to_lowercase())
+        .collect();
     props
         .iter()
         .filter(|(name, _)| {
             let folded = name.to_lowercase();
-            !folded.starts_with("_sluice_") && seen.insert(folded)
+            let is_key = primary_key.contains(name);
+            !folded.starts_with("_sluice_") && (is_key || seen.insert(folded))
         })
         .map(|(name, prop)| {
             let (duck_type, null_in_type) = duck_type(prop);

@@ -20,6 +20,15 @@ fn stream() -> StreamDef {
     }
 }
 
+/// The same stream without a primary key: `id` is an ordinary (nullable) integer column, so
+/// misfit values in it are typed as in any column instead of refusing the record.
+fn stream_without_key() -> StreamDef {
+    StreamDef {
+        primary_key: vec![],
+        ..stream()
+    }
+}
+
 #[test]
 fn columns_follow_the_schema() {
     let cols = columns_for(&stream().json_schema, &["id".into()]);
@@ -37,6 +46,49 @@ fn columns_follow_the_schema() {
             ("updated_at", "TIMESTAMPTZ", true),
             ("tags", "JSON", true),
         ]
+    );
+}
+
+#[test]
+fn of_names_equal_but_for_case_the_primary_key_is_the_column() {
+    let schema = json!({"type": "object", "properties": {
+        "ID": {"type": "string"}, "id": {"type": "integer"}, "Name": {"type": "string"}, "name": {"type": "string"}}});
+    let names: Vec<String> = columns_for(&schema, &["id".into()])
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, vec!["id", "Name"]);
+}
+
+#[test]
+fn a_record_without_a_usable_primary_key_refuses_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StagingConfig::new(dir.path());
+    let mut stage = RunStage::begin(&cfg, "run1", "2024-05-01T12:00:00Z", &[stream()]).unwrap();
+    stage.append("items", &[r#"{"id":1}"#.to_string()]).unwrap();
+    for (bad, says) in [
+        (r#"{"name":"no id"}"#, "missing or null"),
+        (r#"{"id":null}"#, "missing or null"),
+        (r#"{"id":"x"}"#, "BIGINT"),
+        (r#"{"id":1.5}"#, "BIGINT"),
+    ] {
+        let batch = vec![r#"{"id":2}"#.to_string(), bad.to_string()];
+        match stage.append("items", &batch) {
+            Err(StagingError::BadRecord {
+                index: 1, reason, ..
+            }) => {
+                assert!(
+                    reason.contains("\"id\"") && reason.contains(says),
+                    "{bad}: {reason}"
+                )
+            }
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        stage.counts()["items"].records,
+        1,
+        "refused batches keep nothing"
     );
 }
 
@@ -264,7 +316,13 @@ fn raw_line_breaks_in_whitespace_and_case_clashes_still_convert() {
 fn values_that_do_not_fit_their_column_are_kept_not_fatal() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = StagingConfig::new(dir.path());
-    let mut stage = RunStage::begin(&cfg, "run1", "2024-05-01T12:00:00Z", &[stream()]).unwrap();
+    let mut stage = RunStage::begin(
+        &cfg,
+        "run1",
+        "2024-05-01T12:00:00Z",
+        &[stream_without_key()],
+    )
+    .unwrap();
     let recs: Vec<String> = [
         r#"{"id":1,"name":"ok","amount":2.5,"active":true,"updated_at":"2024-05-01T10:00:00Z","tags":[1]}"#,
         r#"{"id":"2","name":7,"amount":"lots","active":"yes","updated_at":"not a time"}"#,
@@ -346,7 +404,13 @@ fn values_that_do_not_fit_their_column_are_kept_not_fatal() {
 fn values_duckdb_would_change_silently_are_kept_too() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = StagingConfig::new(dir.path());
-    let mut stage = RunStage::begin(&cfg, "run1", "2024-05-01T12:00:00Z", &[stream()]).unwrap();
+    let mut stage = RunStage::begin(
+        &cfg,
+        "run1",
+        "2024-05-01T12:00:00Z",
+        &[stream_without_key()],
+    )
+    .unwrap();
     let recs = vec![
         r#"{"id":1,"amount":1}"#.to_string(),
         r#"{"id":2.5,"active":1}"#.to_string(),

@@ -86,24 +86,20 @@ pub fn typed(raw: &str, kind: Kind) -> Typed<'_> {
     }
     match kind {
         Kind::Json => Typed::Text(Cow::Borrowed(raw)),
-        Kind::Text => Typed::Text(string(raw).unwrap_or(Cow::Borrowed(raw))),
+        Kind::Text => match string(raw) {
+            Some(Ok(text)) => Typed::Text(text),
+            Some(Err(())) => Typed::Misfit,
+            None => Typed::Text(Cow::Borrowed(raw)),
+        },
         Kind::Integer => match string(raw) {
-            Some(s) => integer(&s),
+            Some(Ok(s)) => integer(&s),
+            Some(Err(())) => Typed::Misfit,
             None => integer(raw),
         },
         Kind::Number => match string(raw) {
-            Some(s) => s.trim().parse().map_or(Typed::Misfit, Typed::Number),
-            None => match raw.parse::<f64>() {
-                Ok(f)
-                    if f.is_finite()
-                        && raw.starts_with([
-                            '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9',
-                        ]) =>
-                {
-                    Typed::Number(f)
-                }
-                _ => Typed::Misfit,
-            },
+            Some(Ok(s)) => number(s.trim()),
+            Some(Err(())) => Typed::Misfit,
+            None => number(raw),
         },
         Kind::Boolean => match raw {
             "true" | "\"true\"" => Typed::Boolean(true),
@@ -111,21 +107,44 @@ pub fn typed(raw: &str, kind: Kind) -> Typed<'_> {
             _ => Typed::Misfit,
         },
         Kind::Timestamp => string(raw)
+            .and_then(Result::ok)
             .and_then(|s| timestamp_micros(&s))
             .map_or(Typed::Misfit, Typed::Micros),
         Kind::Date => string(raw)
+            .and_then(Result::ok)
             .and_then(|s| date_days(&s))
             .map_or(Typed::Misfit, Typed::Days),
     }
 }
 
-/// The text of a JSON string literal, unescaped; `None` when `raw` is not a string.
-fn string(raw: &str) -> Option<Cow<'_, str>> {
+/// The text of a JSON string literal, unescaped; `None` when `raw` is not a string,
+/// `Some(Err(()))` when it is one that does not decode (a lone surrogate escape).
+fn string(raw: &str) -> Option<Result<Cow<'_, str>, ()>> {
     let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
     if !inner.contains('\\') {
-        return Some(Cow::Borrowed(inner));
+        return Some(Ok(Cow::Borrowed(inner)));
     }
-    serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
+    Some(
+        serde_json::from_str::<String>(raw)
+            .map(Cow::Owned)
+            .map_err(|_| ()),
+    )
+}
+
+/// A finite number in JSON's number syntax (RFC 8259 §6: no `NaN`, `inf`, `+1` or `.5`, and
+/// nothing that overflows `f64`, like `1e400`).
+fn number(text: &str) -> Typed<'static> {
+    let json_syntax = text
+        .strip_prefix('-')
+        .unwrap_or(text)
+        .starts_with(|c: char| c.is_ascii_digit())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b".-+eE".contains(&b));
+    match text.parse::<f64>() {
+        Ok(f) if json_syntax && f.is_finite() => Typed::Number(f),
+        _ => Typed::Misfit,
+    }
 }
 
 /// `-?[0-9]+` within `i64`.
@@ -211,6 +230,27 @@ mod tests {
         assert_eq!(typed("\" 2.5 \"", Kind::Number), Typed::Number(2.5));
         assert_eq!(typed("1e400", Kind::Number), Typed::Misfit);
         assert_eq!(typed("\"lots\"", Kind::Number), Typed::Misfit);
+        for not_finite in [
+            "\"NaN\"",
+            "\"inf\"",
+            "\"-infinity\"",
+            "\"1e400\"",
+            "\"\\u0031e400\"",
+            "\"+1\"",
+            "\".5\"",
+        ] {
+            assert_eq!(
+                typed(not_finite, Kind::Number),
+                Typed::Misfit,
+                "{not_finite}"
+            );
+        }
+        assert_eq!(typed("\"\\u0031.5\"", Kind::Number), Typed::Number(1.5));
+        assert_eq!(
+            typed("\"\\ud800\"", Kind::Text),
+            Typed::Misfit,
+            "a lone surrogate is not text"
+        );
         assert_eq!(typed("true", Kind::Number), Typed::Misfit);
         assert_eq!(typed("true", Kind::Boolean), Typed::Boolean(true));
         assert_eq!(typed("\"false\"", Kind::Boolean), Typed::Boolean(false));
