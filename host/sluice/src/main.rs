@@ -180,7 +180,6 @@ fn init_logging(format: &str, otel: bool) -> Option<sluice_telemetry::otel::Trac
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    sluice_runtime::memory::tune_allocator();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(cfg) => {
