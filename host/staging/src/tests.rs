@@ -29,6 +29,18 @@ fn stream_without_key() -> StreamDef {
     }
 }
 
+/// A run of [`stream_without_key`] staged under `dir`.
+fn begin_without_key(dir: &std::path::Path) -> RunStage {
+    let cfg = StagingConfig::new(dir);
+    RunStage::begin(
+        &cfg,
+        "run1",
+        "2024-05-01T12:00:00Z",
+        &[stream_without_key()],
+    )
+    .unwrap()
+}
+
 #[test]
 fn columns_follow_the_schema() {
     let cols = columns_for(&stream().json_schema, &["id".into()]);
@@ -317,14 +329,7 @@ fn raw_line_breaks_in_whitespace_and_case_clashes_still_convert() {
 #[test]
 fn values_that_do_not_fit_their_column_are_kept_not_fatal() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = StagingConfig::new(dir.path());
-    let mut stage = RunStage::begin(
-        &cfg,
-        "run1",
-        "2024-05-01T12:00:00Z",
-        &[stream_without_key()],
-    )
-    .unwrap();
+    let mut stage = begin_without_key(dir.path());
     let recs: Vec<String> = [
         r#"{"id":1,"name":"ok","amount":2.5,"active":true,"updated_at":"2024-05-01T10:00:00Z","tags":[1]}"#,
         r#"{"id":"2","name":7,"amount":"lots","active":"yes","updated_at":"not a time"}"#,
@@ -405,14 +410,7 @@ fn values_that_do_not_fit_their_column_are_kept_not_fatal() {
 #[test]
 fn values_duckdb_would_change_silently_are_kept_too() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = StagingConfig::new(dir.path());
-    let mut stage = RunStage::begin(
-        &cfg,
-        "run1",
-        "2024-05-01T12:00:00Z",
-        &[stream_without_key()],
-    )
-    .unwrap();
+    let mut stage = begin_without_key(dir.path());
     let recs = vec![
         r#"{"id":1,"amount":1}"#.to_string(),
         r#"{"id":2.5,"active":1}"#.to_string(),
