@@ -13,7 +13,8 @@ use time::{Date, OffsetDateTime, PrimitiveDateTime};
 /// ([`crate::Column::duck_type`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// BIGINT: integer literals, or strings of one, within `i64`.
+    /// BIGINT: integer literals, or strings of one, in canonical form (no leading zero, no
+    /// `-0`), within `i64`.
     Integer,
     /// DOUBLE: number literals that are finite as `f64`, or strings of a number.
     Number,
@@ -24,7 +25,7 @@ pub enum Kind {
     /// TIMESTAMPTZ (µs, UTC): an RFC 3339 string; without an offset it is read as UTC; a
     /// date alone is its midnight UTC. Digits past the microsecond are truncated.
     Timestamp,
-    /// DATE: a `YYYY-MM-DD` string.
+    /// DATE: a `YYYY-MM-DD` string (a 4-digit year, no sign).
     Date,
     /// JSON: the value's text, byte for byte.
     Json,
@@ -148,9 +149,13 @@ fn number(text: &str) -> Typed<'static> {
 }
 
 /// `-?[0-9]+` within `i64`.
+///
+/// Canonical decimal only (no leading zero, no `-0`): `"007"` is an identifier, and storing it
+/// as 7 would change it.
 fn integer(text: &str) -> Typed<'static> {
     let digits = text.strip_prefix('-').unwrap_or(text);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    let canonical = !((digits.len() > 1 && digits.starts_with('0')) || text == "-0");
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || !canonical {
         return Typed::Misfit;
     }
     text.parse().map_or(Typed::Misfit, Typed::Integer)
@@ -171,6 +176,9 @@ pub fn timestamp_micros(s: &str) -> Option<i64> {
 
 /// `YYYY-MM-DD[T| ]HH:MM:SS[.fraction]`.
 fn local_date_time(s: &str) -> Option<PrimitiveDateTime> {
+    if !four_digit_year(s) {
+        return None;
+    }
     let format = format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second][optional [.[subsecond]]]"
     );
@@ -185,7 +193,17 @@ fn local_date_time(s: &str) -> Option<PrimitiveDateTime> {
     }
 }
 
+/// Whether `s` starts `YYYY-` (RFC 3339's `date-fullyear` is 4 digits: no sign, no more digits,
+/// which the `time` crate's `[year]` would take).
+fn four_digit_year(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() > 4 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-'
+}
+
 fn date(s: &str) -> Option<Date> {
+    if !four_digit_year(s) {
+        return None;
+    }
     Date::parse(s, format_description!("[year]-[month]-[day]")).ok()
 }
 
@@ -218,6 +236,11 @@ mod tests {
             assert_eq!(typed(bad, Kind::Integer), Typed::Misfit, "{bad}");
         }
         assert_eq!(typed("null", Kind::Integer), Typed::Null);
+        for changed in ["\"007\"", "\"-0\"", "\"00\"", "-0", "\"+1\""] {
+            assert_eq!(typed(changed, Kind::Integer), Typed::Misfit, "{changed}");
+        }
+        assert_eq!(typed("\"0\"", Kind::Integer), Typed::Integer(0));
+        assert_eq!(typed("\"-10\"", Kind::Integer), Typed::Integer(-10));
     }
 
     #[test]
@@ -291,5 +314,22 @@ mod tests {
         assert_eq!(typed("\"1970-01-11\"", Kind::Date), Typed::Days(10));
         assert_eq!(typed("\"1969-12-31\"", Kind::Date), Typed::Days(-1));
         assert_eq!(typed("\"2024-02-30\"", Kind::Date), Typed::Misfit);
+        for signed in [
+            "+2020-01-01",
+            "-2020-01-01",
+            "+2020-01-01T00:00:00",
+            "12020-01-01",
+        ] {
+            assert_eq!(
+                typed(&format!("\"{signed}\""), Kind::Date),
+                Typed::Misfit,
+                "{signed}"
+            );
+            assert_eq!(
+                typed(&format!("\"{signed}\""), Kind::Timestamp),
+                Typed::Misfit,
+                "{signed}"
+            );
+        }
     }
 }
