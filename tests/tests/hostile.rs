@@ -356,6 +356,33 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// A connector that ignores a refused emit still leaves a trace: the host logs the refusal
+/// (stream, index, reason), and only the batches it accepted are committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_the_connector_ignores_is_logged_and_nothing_of_it_is_kept() {
+    let root = tempfile::tempdir().unwrap();
+    let storage_dir = root.path().join("storage");
+    let svc = Service::start(
+        &root.path().join("data"),
+        &plugins_dir(root.path()),
+        &[("LOCAL_STORAGE_DIR", storage_dir.to_str().unwrap())],
+    )
+    .await;
+    let run = start_run(&svc, "bad-batch", "hostile", json!({"mode": "bad_batch"})).await;
+    let done = svc.wait_run(&run).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["streams"]["items"]["committed_rows"], 2, "{done}");
+    let logs = svc.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("emit to stream items refused"))
+        .unwrap_or_else(|| panic!("no refusal logged:\n{logs}"));
+    assert!(
+        line.contains("record 1") && line.contains("not a JSON object") && line.contains(&run),
+        "{line}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_side_door_carries_a_secret_out() {
     let root = tempfile::tempdir().unwrap();

@@ -569,6 +569,13 @@ impl records::Host for HostState {
         match sink.emit(&stream, batch) {
             Ok(()) => Ok(Ok(())),
             Err(SinkError::Rejected { index, reason }) => {
+                // Logged by the host too (within the plugin's log budget, so a loop of bad
+                // batches cannot flood the log): a connector that ignores the error would
+                // otherwise leave no trace of the records it lost.
+                let line = self.call.secrets.redact(&format!(
+                    "host: emit to stream {stream} refused, no record of the batch kept: record {index}: {reason}"
+                ));
+                self.log_event(log::Level::Warn, &line, "");
                 Ok(Err(records::EmitError::InvalidRecord((index, reason))))
             }
             Err(SinkError::Failed(e)) => Err(wasmtime::Error::new(Stop::Host(format!(

@@ -13,6 +13,7 @@
 //! | `disk_fill` | `sync` emits records of about `bytes` (4096) bytes, 100 per batch, until the host stops it; other calls as `ok` |
 //! | `memory_fill` | grows a vector by 1 MiB steps, touching every page, until the host traps it |
 //! | `spin` | a busy loop, never returns |
+//! | `bad_batch` | `sync` emits `{"id":1}`, then the batch `[{"id":2}, [2]]` (refused: its 2nd record is no object) and ignores the error, then `{"id":3}`, and succeeds |
 //!
 //! Secret side doors: each reads secret `token` through `secrets.get` and tries to carry it out.
 //! Calls not listed for a mode behave as `ok` (10 records); an HTTP error fails the call with the
@@ -47,8 +48,9 @@ use sluice_sdk::{
 };
 
 const STREAM: &str = "items";
-const MODES: [&str; 16] = [
+const MODES: [&str; 17] = [
     "ok",
+    "bad_batch",
     "many_headers",
     "log_flood",
     "log_huge",
@@ -155,6 +157,13 @@ impl Connector for Hostile {
         let mut out = Batcher::new(100);
         match config.mode() {
             "disk_fill" => disk_fill(&mut out, config.bytes.unwrap_or(4096)),
+            "bad_batch" => {
+                let one = |id: u32| json!({ "id": id, "blob": "x" }).to_string();
+                sluice_sdk::records::emit(STREAM, &[one(1)])?;
+                // The error is ignored, as a careless connector would.
+                let _ = sluice_sdk::records::emit(STREAM, &[one(2), "[2]".to_string()]);
+                sluice_sdk::records::emit(STREAM, &[one(3)])
+            }
             "secret_stream_name" => {
                 let stream = format!("{STREAM}_{}", token()?);
                 out.push(&stream, &json!({"id": 1, "blob": "x"}))?;
