@@ -163,18 +163,8 @@ peer_env() {
 peer_round() {
   local name=$1; shift
   peer_env /usr/bin/time -f '%e %U %S %M' -o "$WORK/time.txt" "$@" > "$WORK/$name.jsonl" 2>"$WORK/$name.err" &
-  local tp=$! child="" n p c
-  # The peer itself: the first process below the subshell, env and GNU time.
-  p=$tp
-  for _ in $(seq 1 300); do
-    c=$(pgrep -P "$p" | head -1)
-    if [ -n "$c" ]; then
-      p=$c
-      case "$(cat "/proc/$p/comm" 2>/dev/null)" in bash|env|time) continue ;; esac
-      child=$p; break
-    fi
-    sleep 0.01
-  done
+  local tp=$! child="" n
+  child=$(peer_pid "$tp")
   echo 0 > "$WORK/$name.anon"
   [ -n "$child" ] && sample_anon "$child" "$WORK/$name.anon" "$WORK/never"
   wait "$tp" || { tail -20 "$WORK/$name.err" >&2; exit 1; }

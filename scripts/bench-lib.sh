@@ -38,3 +38,20 @@ start_fake_github() {
   for _ in $(seq 1 100); do [ -s "$2/fake.json" ] && break; sleep 0.1; done
   read -r URL GH_TOKEN < <(python3 -c 'import json,sys; d=json.loads(open(sys.argv[1]).readline()); print(d["url"], d["token"])' "$2/fake.json")
 }
+
+# peer_pid PID: the first process at or below PID that is not a wrapper (bash, env, GNU time,
+# timeout), i.e. the measured tool itself, waiting up to 3 s for it to start; prints nothing
+# when none appears. For sampling a peer's anonymous RSS (GNU time's own process is not it).
+peer_pid() {
+  local p=$1 c
+  for _ in $(seq 1 300); do
+    case "$(cat "/proc/$p/comm" 2>/dev/null)" in
+      bash|env|time|timeout) ;;
+      "") return 0 ;;
+      *) echo "$p"; return 0 ;;
+    esac
+    c=$(pgrep -P "$p" | head -1)
+    if [ -n "$c" ]; then p=$c; continue; fi
+    sleep 0.01
+  done
+}

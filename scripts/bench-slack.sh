@@ -163,20 +163,8 @@ airbyte_round() {
     SLUICE_BENCH_CA="$WORK/ca.pem" PYTHONPATH="$SLUICE_ROOT/scripts/bench/pyca" \
     timeout "${AIRBYTE_TIMEOUT_SECS:-900}" /usr/bin/time -f '%e %U %S %M' -o "$WORK/time.txt" "$AIRBYTE_VENV/bin/source-slack" read \
     --config "$WORK/airbyte-config.json" --catalog "$WORK/airbyte-catalog.json" > "$WORK/airbyte.jsonl" 2>"$WORK/airbyte.err" ) &
-  local tp=$! child="" n p c
-  # The connector: the first process below the subshell (exec'd into env, then timeout), GNU
-  # time and any wrapper.
-  p=$tp
-  for _ in $(seq 1 300); do
-    c=$(pgrep -P "$p" | head -1)
-    if [ -n "$c" ]; then
-      p=$c
-      case "$(cat "/proc/$p/comm" 2>/dev/null)" in bash|env|time|timeout) continue ;; esac
-      child=$p; break
-    fi
-    case "$(cat "/proc/$p/comm" 2>/dev/null)" in bash|env|time|timeout) ;; *) child=$p; break ;; esac
-    sleep 0.01
-  done
+  local tp=$! child="" n
+  child=$(peer_pid "$tp")
   echo 0 > "$WORK/airbyte.anon"
   [ -n "$child" ] && sample_anon "$child" "$WORK/airbyte.anon" "$WORK/never"
   wait "$tp" || true
