@@ -31,9 +31,9 @@ use crate::config::ServeConfig;
     about = "Runs data connectors as sandboxed WebAssembly components"
 )]
 struct Cli {
-    /// Log format: json or text.
-    #[arg(long, env = "LOG_FORMAT", default_value = "json", global = true)]
-    log_format: String,
+    /// Log format: json or text (default: json for `serve`, text for `run` and `plugin test`).
+    #[arg(long, env = "LOG_FORMAT", global = true)]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -149,7 +149,9 @@ fn init_logging(format: &str, otel: bool) -> Option<sluice_telemetry::otel::Trac
     }
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = if format == "text" {
-        fmt.boxed()
+        // Colours only on a terminal: piped or redirected logs stay plain text.
+        fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .boxed()
     } else {
         fmt.json()
             .flatten_event(true)
@@ -183,7 +185,8 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(cfg) => {
-            let otel = init_logging(&cli.log_format, sluice_telemetry::otel::enabled());
+            let format = cli.log_format.as_deref().unwrap_or("json");
+            let otel = init_logging(format, sluice_telemetry::otel::enabled());
             tracing::info!(settings = %cfg.describe(), "sluice {} starting", env!("CARGO_PKG_VERSION"));
             let warnings = match cfg.check() {
                 Ok(w) => w,
@@ -202,9 +205,15 @@ async fn main() -> anyhow::Result<()> {
             result
         }
         Command::Config(ConfigCommand::Check(cfg)) => config_check(&cfg),
-        Command::Plugin(cmd) => plugin_command(cmd).await,
+        Command::Plugin(cmd) => {
+            if matches!(cmd, PluginCommand::Test(_)) {
+                // The connector's own log lines, as an author needs them while testing.
+                init_logging(cli.log_format.as_deref().unwrap_or("text"), false);
+            }
+            plugin_command(cmd).await
+        }
         Command::Run(args) => {
-            init_logging("text", false);
+            init_logging(cli.log_format.as_deref().unwrap_or("text"), false);
             local_run::run(args).await
         }
         Command::Service(ServiceCommand::Check(args)) => services::check(args).await,
