@@ -136,6 +136,10 @@ fn encodings(secret: &str) -> Vec<String> {
     if let Ok(decoded) = percent_encoding::percent_decode_str(secret).decode_utf8() {
         out.push(decoded.into_owned());
     }
+    // Rust's `{:?}` escaping (control characters as `\u{7f}`, combining marks as
+    // `\u{301}`): serde's error messages quote plugin text that way ("invalid type: string …").
+    let debug = format!("{secret:?}");
+    out.push(debug[1..debug.len() - 1].to_string());
     if let Ok(json) = serde_json::to_string(secret) {
         let json = json[1..json.len() - 1].to_string();
         // Other JSON encoders also escape `/` (PHP) and `<`, `>`, `&` (Go), or every character.
@@ -271,6 +275,24 @@ mod tests {
             }
         }
         assert_eq!(r.redact("nothing here"), "nothing here");
+    }
+
+    #[test]
+    fn rust_debug_escapes_of_a_secret_are_masked() {
+        // helper-25's inputs: a DEL and a combining accent inside the secret, quoted by a serde
+        // error message (which formats the offending string with `{:?}`).
+        for secret in ["Zq9\u{7f}SecretValue77", "Secre\u{301}tValue77"] {
+            let r = Redactor::new([secret]);
+            let err = serde_json::from_str::<u32>(&serde_json::to_string(secret).unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains(secret), "the error escapes it: {err}");
+            let out = r.redact(&err);
+            assert!(
+                out.contains(MASK) && !out.contains("SecretValue77"),
+                "{out}"
+            );
+        }
     }
 
     #[test]
