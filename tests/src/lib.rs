@@ -159,15 +159,22 @@ impl Service {
             .header("x-connect-service-token", &self.token)
     }
 
-    /// A run's status record (`GET /runs/{id}`).
-    pub async fn run_status(&self, run_id: &str) -> serde_json::Value {
-        self.get(&format!("/internal/mirror-connections/runs/{run_id}"))
+    /// `GET path` with the service token, its body as JSON (panics on a transport error or a
+    /// body that is not JSON: a test failure).
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.get(path)
             .send()
             .await
-            .expect("get run")
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
             .json()
             .await
-            .expect("json")
+            .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
+    }
+
+    /// A run's status record (`GET /runs/{id}`).
+    pub async fn run_status(&self, run_id: &str) -> serde_json::Value {
+        self.get_json(&format!("/internal/mirror-connections/runs/{run_id}"))
+            .await
     }
 
     /// Polls a run until it is no longer queued or running. The limit is generous: the big

@@ -54,14 +54,7 @@ fn signal(pid: u32, sig: &str) {
 
 /// The connector's entry in `GET /internal/connectors`, if listed.
 async fn listed(svc: &Service, id: &str) -> Option<Value> {
-    let list: Value = svc
-        .get("/internal/connectors")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = svc.get_json("/internal/connectors").await;
     list["connectors"]
         .as_array()?
         .iter()
