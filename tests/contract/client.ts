@@ -237,6 +237,7 @@ export async function everyRoute(baseUrl: string, token: string): Promise<void> 
           stats.files,
           stats.committed_rows,
           stats.invalid_rows,
+          stats.refused_records,
         ];
         void [stream, counts];
       }
@@ -246,6 +247,7 @@ export async function everyRoute(baseUrl: string, token: string): Promise<void> 
     assertType<Equals<Schemas["RunRecord"]["error"], Schemas["RunErrorInfo"] | null>>();
     assertType<Equals<Schemas["RunRecord"]["connector_version"], string | null>>();
     assertType<Equals<Schemas["StreamStats"]["invalid_rows"], number>>();
+    assertType<Equals<Schemas["StreamStats"]["refused_records"], number>>();
   }
 
   // POST /internal/mirror-connections/runs/{run_id}/cancel

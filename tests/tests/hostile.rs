@@ -356,10 +356,12 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// A connector that ignores a refused emit still leaves a trace: the host logs the refusal
-/// (stream, index, reason), and only the batches it accepted are committed.
+/// A connector that ignores a refused emit does not get a committed run: the host logs the
+/// refusal (stream, index, reason), counts the refused records, and fails the run
+/// (`records_refused`), since the connector's later checkpoint covers records never kept.
+/// What an earlier run committed stays as it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_batch_the_connector_ignores_is_logged_and_nothing_of_it_is_kept() {
+async fn a_refused_batch_the_connector_ignores_fails_the_run_and_commits_nothing() {
     let root = tempfile::tempdir().unwrap();
     let storage_dir = root.path().join("storage");
     let svc = Service::start(
@@ -368,10 +370,30 @@ async fn a_refused_batch_the_connector_ignores_is_logged_and_nothing_of_it_is_ke
         &[("LOCAL_STORAGE_DIR", storage_dir.to_str().unwrap())],
     )
     .await;
+    let good = start_run(&svc, "bad-batch", "hostile", json!({"mode": "ok"})).await;
+    let good = svc.wait_run(&good).await;
+    assert_eq!(good["status"], "succeeded", "{good}");
+    let before = committed_files(&storage_dir);
+    assert!(!before.is_empty());
+
     let run = start_run(&svc, "bad-batch", "hostile", json!({"mode": "bad_batch"})).await;
     let done = svc.wait_run(&run).await;
-    assert_eq!(done["status"], "succeeded", "{done}");
-    assert_eq!(done["streams"]["items"]["committed_rows"], 2, "{done}");
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["error"]["code"], "records_refused", "{done}");
+    let message = done["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("items: 2")
+            && message.contains("record 1")
+            && message.contains("not a JSON object"),
+        "{message}"
+    );
+    assert_eq!(done["streams"]["items"]["refused_records"], 2, "{done}");
+    assert_eq!(done["streams"]["items"]["records"], 2, "{done}");
+    assert_eq!(
+        committed_files(&storage_dir),
+        before,
+        "the failed run committed something"
+    );
     let logs = svc.logs();
     let line = logs
         .lines()
@@ -381,6 +403,24 @@ async fn a_refused_batch_the_connector_ignores_is_logged_and_nothing_of_it_is_ke
         line.contains("record 1") && line.contains("not a JSON object") && line.contains(&run),
         "{line}"
     );
+}
+
+/// Every file under `dir`, sorted (relative paths).
+fn committed_files(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

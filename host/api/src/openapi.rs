@@ -262,7 +262,7 @@ mod tests {
                     "created_at",
                 ][..],
             ),
-            ("StreamStats", &["invalid_rows"]),
+            ("StreamStats", &["invalid_rows", "refused_records"]),
             ("CatalogStream", &["cursor_field", "view_sql", "columns"]),
             ("Catalog", &["connector", "generated_at"]),
             ("ConnectorInfo", &["file", "memory_mib", "config_schema"]),

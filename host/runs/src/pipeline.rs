@@ -60,6 +60,12 @@ pub struct StreamStats {
     #[serde(default)]
     #[schema(required = true)]
     pub invalid_rows: u64,
+    /// Records in batches the host refused at `emit` (`invalid-record`: not an object, a
+    /// lone surrogate, no primary key…). Any refusal fails the run (`records_refused`), even
+    /// when the connector went on: its later checkpoints would cover records never kept.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub refused_records: u64,
 }
 
 pub type Progress = Arc<Mutex<BTreeMap<String, StreamStats>>>;
@@ -88,6 +94,10 @@ pub enum RunError {
     /// Replicated mode: the commit's fence refused (this attempt's claim ran out).
     #[error("commit refused: {0}")]
     Fenced(String),
+    /// The host refused a batch the connector emitted and the connector went on: committing
+    /// would keep a state past records that were never stored.
+    #[error("{0}")]
+    RecordsRefused(String),
 }
 
 impl RunError {
@@ -103,6 +113,7 @@ impl RunError {
             Self::Internal(_) => "internal",
             Self::InvalidValues(_) => "invalid_values",
             Self::Fenced(_) => "interrupted",
+            Self::RecordsRefused(_) => "records_refused",
         }
     }
 }
@@ -120,6 +131,21 @@ struct StagingSink {
     progress: Progress,
     /// Set when staging refused a batch over its disk quota (the run's error then says so).
     quota: Arc<Mutex<Option<String>>>,
+    /// The first batch staging refused as invalid: `(stream, record index, reason)`.
+    refused: Arc<Mutex<Option<(String, usize, String)>>>,
+}
+
+impl StagingSink {
+    /// Counts a refused batch of `len` records in the stream's progress and keeps the first
+    /// refusal for the run's error.
+    fn note_refusal(&self, stream: &str, len: usize, index: usize, reason: &str) {
+        if let Ok(mut p) = self.progress.lock() {
+            p.entry(stream.to_string()).or_default().refused_records += len as u64;
+        }
+        if let Ok(mut first) = self.refused.lock() {
+            first.get_or_insert_with(|| (stream.to_string(), index, reason.to_string()));
+        }
+    }
 }
 
 impl RecordSink for StagingSink {
@@ -134,6 +160,7 @@ impl RecordSink for StagingSink {
         match stage.append(stream, &records) {
             Ok(()) => {}
             Err(StagingError::BadRecord { index, reason, .. }) => {
+                self.note_refusal(stream, records.len(), index, &reason);
                 return Err(SinkError::Rejected {
                     index: index as u32,
                     reason,
@@ -259,11 +286,13 @@ pub async fn execute(
     let stage = Arc::new(Mutex::new(Some(stage)));
     let states = Arc::new(Mutex::new(BTreeMap::new()));
     let quota = Arc::new(Mutex::new(None));
+    let refused = Arc::new(Mutex::new(None));
     let sink = StagingSink {
         stage: stage.clone(),
         states: states.clone(),
         progress: progress.clone(),
         quota: quota.clone(),
+        refused: refused.clone(),
     };
     let req = SyncRequest {
         config: spec.config.clone(),
@@ -282,6 +311,7 @@ pub async fn execute(
         }
         return Err(e.into());
     }
+    check_refused(&refused, &progress, &spec.secrets)?;
     let t_staged = std::time::Instant::now();
 
     let stage = stage
@@ -430,6 +460,35 @@ pub async fn execute(
         }
     }
     Ok(RunOutcome { manifest, state })
+}
+
+/// Fails the run when staging refused a batch (the connector ignored the `invalid-record`
+/// error and finished): its state may cover the refused records, so nothing is committed and
+/// the next run reads them again. The message names the stream, the records refused and the
+/// first reason (which never quotes a record; a field name it names is redacted).
+fn check_refused(
+    refused: &Mutex<Option<(String, usize, String)>>,
+    progress: &Progress,
+    secrets: &Secrets,
+) -> Result<(), RunError> {
+    let Some((stream, index, reason)) = refused.lock().ok().and_then(|mut r| r.take()) else {
+        return Ok(());
+    };
+    let counts: Vec<String> = progress
+        .lock()
+        .map(|p| {
+            p.iter()
+                .filter(|(_, s)| s.refused_records > 0)
+                .map(|(name, s)| format!("{name}: {}", s.refused_records))
+                .collect()
+        })
+        .unwrap_or_default();
+    Err(RunError::RecordsRefused(secrets.redact(&format!(
+        "the host refused records the connector emitted and the connector went on without them \
+         (records refused by stream: {}; first: stream {stream}, record {index} of its batch: \
+         {reason}); nothing of this run is committed, so the next run reads them again",
+        counts.join(", ")
+    ))))
 }
 
 /// In replicated mode, an earlier attempt of this run may have committed before its replica

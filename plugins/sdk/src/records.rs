@@ -34,7 +34,9 @@ pub fn checkpoint<T: Serialize + ?Sized>(stream: &str, state: &T) -> Result<()> 
 /// Buffers records per stream and emits them in batches.
 ///
 /// Call [`flush`](Self::flush) (or [`checkpoint`](Self::checkpoint)) at the end of a sync; a
-/// batcher dropped with records pending still emits them, ignoring errors.
+/// batcher dropped with records pending still emits them. An error it cannot return there is
+/// not lost: a batch the host refuses fails the run (`records_refused`) whether or not the
+/// connector saw the error.
 #[derive(Debug)]
 pub struct Batcher {
     size: usize,
