@@ -84,6 +84,28 @@ if ! up_to_date js-issues "$digest"; then
   echo "js-issues built in $(($(date +%s) - start))s" >&2
 fi
 
-for name in rust-issues python-issues js-issues; do
+# --- SDK test connectors (tests/fixtures/sdk-unflushed: records pushed, never flushed) ---------
+FIX="$ROOT/tests/fixtures/sdk-unflushed"
+digest=$(inputs_digest "$ROOT/sdk/python" "$FIX/app.py")
+if ! up_to_date python-unflushed "$digest"; then
+  (cd "$FIX" && PYTHONDONTWRITEBYTECODE=1 "$PY_VENV/bin/sluice-py-build" app.py -o "$SLUICE_CACHE/python-unflushed.wasm" >/dev/null)
+  install_wasm "$SLUICE_CACHE/python-unflushed.wasm" python-unflushed
+  mark_built python-unflushed "$digest"
+fi
+digest=$(inputs_digest "$ROOT/sdk/js" "$FIX/connector.js")
+if ! up_to_date js-unflushed "$digest"; then
+  # Built beside the example's node_modules (the SDK and its pinned build tools).
+  [ -d "$ROOT/examples/js-issues/node_modules" ] ||
+    (cd "$ROOT/examples/js-issues" && npm ci --quiet --no-audit --no-fund >/dev/null)
+  work=$(mktemp -d "$SLUICE_CACHE/js-unflushed.XXXXXX")
+  cp "$FIX/connector.js" "$work/"
+  ln -s "$ROOT/examples/js-issues/node_modules" "$work/node_modules"
+  (cd "$work" && node node_modules/.bin/sluice-js-build connector.js -o "$SLUICE_CACHE/js-unflushed.wasm" >/dev/null)
+  rm -rf "$work"
+  install_wasm "$SLUICE_CACHE/js-unflushed.wasm" js-unflushed
+  mark_built js-unflushed "$digest"
+fi
+
+for name in rust-issues python-issues js-issues python-unflushed js-unflushed; do
   printf '  %-20s %8d bytes\n' "$name.wasm" "$(stat -c %s "$SLUICE_PLUGIN_OUT/$name.wasm")"
 done

@@ -134,7 +134,10 @@ export declare function fetch(url: string, options?: FetchOptions): Response;
 export declare function emit(stream: string, records: (object | string)[]): void;
 export declare function checkpoint(stream: string, state: unknown): void;
 
-/** Emits a stream's records every `size` records; `checkpoint` flushes the stream first. */
+/**
+ * Emits a stream's records every `size` records; `checkpoint` flushes the stream first. Records
+ * still pending when `sync` returns are emitted then (an error there fails the sync).
+ */
 export declare class Batcher {
   constructor(size?: number);
   readonly size: number;

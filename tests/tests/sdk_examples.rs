@@ -265,3 +265,40 @@ async fn python_sdk_example_syncs_incrementally() {
 async fn js_sdk_example_syncs_incrementally() {
     example_end_to_end("js-issues").await;
 }
+
+/// A connector that pushes records into a `Batcher` and returns from `sync` without `flush`
+/// (`tests/fixtures/sdk-unflushed`): the SDK emits them when `sync` returns. Before, Python and
+/// JavaScript dropped them and the run succeeded with 0 rows. 2,500 records cross two of the
+/// batcher's 1,000-record batches and leave 500 pending.
+async fn unflushed_records_are_committed(name: &str) {
+    let root = tempfile::tempdir().unwrap();
+    let plugins: PathBuf = root.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(plugin(name), plugins.join(format!("{name}.wasm"))).unwrap();
+    let s3 = endpoint();
+    let svc = Service::start(&root.path().join("data"), &plugins, &[("S3_ENDPOINT", &s3)]).await;
+    let r = svc
+        .post("/internal/mirror-connections/runs")
+        .json(
+            &json!({"connection_id": name, "connector": name, "config": {"count": 2500},
+                      "credentials": {}, "storage": storage()}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
+    let run = svc.wait_run(&run_id_of(r).await).await;
+    assert_eq!(run["status"], "succeeded", "{run}\n{}", svc.logs());
+    assert_eq!(run["streams"]["items"]["records"], 2500, "{run}");
+    assert_eq!(run["streams"]["items"]["committed_rows"], 2500, "{run}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_emits_records_a_connector_never_flushed() {
+    unflushed_records_are_committed("python-unflushed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_sdk_emits_records_a_connector_never_flushed() {
+    unflushed_records_are_committed("js-unflushed").await;
+}

@@ -135,6 +135,7 @@ export function exportConnector(impl) {
     },
     sync(request) {
       guard(() => {
+        batchers.length = 0;
         const state = {};
         for (const [stream, value] of request.state) state[stream] = parseJson(`state of ${stream}`, value, 'internal');
         impl.sync({
@@ -144,6 +145,9 @@ export function exportConnector(impl) {
           startedAt: request.startedAt,
           runId: request.runId,
         });
+        // Records a connector pushed and never flushed are emitted, not dropped.
+        for (const batcher of batchers) batcher.flush();
+        batchers.length = 0;
       });
     },
   };
@@ -298,11 +302,20 @@ export function checkpoint(stream, state) {
 }
 
 /** Buffers records per stream, emits every `size` records; `checkpoint` flushes first. */
+/** Every Batcher made since the current `sync` began: flushed when it returns. */
+const batchers = [];
+
+/**
+ * Buffers records per stream and emits a batch every `size` records; `checkpoint` flushes the
+ * stream first. Records still pending when `sync` returns are emitted then (an error there fails
+ * the sync), so a forgotten `flush` loses nothing.
+ */
 export class Batcher {
   constructor(size = 1000) {
     this.size = Math.max(1, size | 0);
     this.pendingByStream = new Map();
     this.emitted = 0;
+    batchers.push(this);
   }
   push(stream, record) {
     let buf = this.pendingByStream.get(stream);

@@ -257,6 +257,7 @@ def export(cls: type) -> type:
 
         def sync(self, request: Any) -> None:
             def run() -> None:
+                _batchers.clear()
                 impl.sync(
                     SyncRequest(
                         config=_parse("config", request.config, "invalid-config"),
@@ -266,6 +267,10 @@ def export(cls: type) -> type:
                         run_id=getattr(request, "run_id", None),
                     )
                 )
+                # Records a connector pushed and never flushed are emitted, not dropped.
+                for batcher in _batchers:
+                    batcher.flush()
+                _batchers.clear()
 
             _guard(run)
 
@@ -451,15 +456,22 @@ def checkpoint(stream: str, state: Any) -> None:
         raise _emit_error(e.value) from None
 
 
+#: Every :class:`Batcher` made since the current ``sync`` began: flushed when it returns.
+_batchers: List["Batcher"] = []
+
+
 class Batcher:
     """Buffers records per stream and emits a batch every ``size`` records; :meth:`checkpoint`
     flushes the stream first, so a state never precedes the records it covers. Call
-    :meth:`flush` at the end of a sync (or use the batcher as a context manager)."""
+    :meth:`flush` at the end of a sync (or use the batcher as a context manager); records still
+    pending when ``sync`` returns are emitted then (an error there fails the sync), so a
+    forgotten flush loses nothing."""
 
     def __init__(self, size: int = 1000) -> None:
         self.size = max(1, size)
         self._pending: Dict[str, List[str]] = {}
         self.emitted = 0
+        _batchers.append(self)
 
     def push(self, stream: str, record: Any) -> None:
         """Adds a record (a dict, or a serialized JSON object); emits the batch when full."""
