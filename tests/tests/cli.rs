@@ -195,3 +195,37 @@ fn run_syncs_a_componentize_py_plugin_into_a_directory() {
         .unwrap();
     assert_eq!((n, last.as_str()), (5, "word-4"));
 }
+
+/// `sluice run` holds a run to `SLUICE_STAGING_RUN_QUOTA_MIB` as the service does (it used the
+/// built-in 4 GiB whatever the setting): a connector that emits without end fails on 2 MiB, with
+/// the service's error code, and the staging directory is left empty.
+#[test]
+fn run_holds_a_connector_to_the_staging_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, r#"{"mode": "disk_fill"}"#).unwrap();
+    let out_dir = dir.path().join("out");
+    let out = Command::new(sluice_bin())
+        .args(["run", "--secret", "token=t", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&out_dir)
+        .arg(plugin("hostile"))
+        .env("SLUICE_STAGING_RUN_QUOTA_MIB", "2")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("staging_quota_exceeded") && stderr.contains("allows 2 MiB"),
+        "{stderr}"
+    );
+    let staged = std::fs::read_dir(out_dir.join(".sluice/staging"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(staged, 0, "staging left behind");
+    assert!(
+        !out_dir.join("local/_runs").exists(),
+        "a failed run committed"
+    );
+}

@@ -42,6 +42,10 @@ pub struct RunArgs {
     /// Non-public address classes the connector may reach: none, loopback, private.
     #[arg(long, default_value = "none")]
     allow_private_addresses: String,
+    /// Records (JSON bytes as emitted) the run may stage, in MiB; past it the run fails
+    /// (`staging_quota_exceeded`), as in the service.
+    #[arg(long, env = "SLUICE_STAGING_RUN_QUOTA_MIB", default_value_t = 4096)]
+    staging_run_quota_mib: u64,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -72,6 +76,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         connection_id: &args.connection_id,
         streams: &args.streams,
         full_refresh: args.full_refresh,
+        run_quota_mib: args.staging_run_quota_mib,
     };
     let outcome = local.sync(&plugin, config, secrets, true).await?;
     print_outcome(&outcome, &args.out, &args.connection_id)
@@ -112,6 +117,8 @@ pub struct LocalSync<'a> {
     pub connection_id: &'a str,
     pub streams: &'a [String],
     pub full_refresh: bool,
+    /// Records (JSON bytes as emitted) the run may stage, in MiB.
+    pub run_quota_mib: u64,
 }
 
 impl LocalSync<'_> {
@@ -144,8 +151,11 @@ impl LocalSync<'_> {
             fence: None,
         };
         let cancel = CancellationToken::new();
+        let mut staging = StagingConfig::new(self.out.join(".sluice").join("staging"));
+        staging.run_quota_bytes = self.run_quota_mib.saturating_mul(1 << 20);
+        staging.disk = sluice_staging::DiskBudget::new(staging.run_quota_bytes);
         let limits = RunLimits {
-            staging: StagingConfig::new(self.out.join(".sluice").join("staging")),
+            staging,
             deadline: Duration::from_secs(24 * 3600),
             cancel: cancel.clone(),
             log_bytes: 64 << 20,

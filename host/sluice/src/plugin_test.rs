@@ -173,6 +173,7 @@ async fn steps(
         connection_id: "test",
         streams: &args.streams,
         full_refresh: args.full_refresh,
+        run_quota_mib: 4096,
     };
     let outcome = match local.sync(plugin, config, secrets, false).await {
         Ok(o) => o,

@@ -163,8 +163,13 @@ fn integer(text: &str) -> Typed<'static> {
 
 /// Microseconds since the epoch of an RFC 3339 date-time (RFC 3339 §5.6; the `time` crate's
 /// parser: any date/time separator, `Z` in either case), of the same without an offset (read as
-/// UTC), or of a full date alone (its midnight UTC).
+/// UTC), or of a full date alone (its midnight UTC). A leap second (`23:59:60`, RFC 3339 §5.7)
+/// is `None`: Parquet and DuckDB timestamps have no 61st second, and the `time` crate would read
+/// it as `23:59:59.999999999`, a value the record did not hold (it stays in `_sluice_errors`).
 pub fn timestamp_micros(s: &str) -> Option<i64> {
+    if s.get(16..19) == Some(":60") {
+        return None;
+    }
     let at = match OffsetDateTime::parse(s, &Rfc3339) {
         Ok(t) => t,
         Err(_) => local_date_time(s)
@@ -310,6 +315,14 @@ mod tests {
         assert_eq!(t("1970-01-02"), Typed::Micros(86_400_000_000));
         assert_eq!(t("1969-12-31T23:59:59.9999995Z"), Typed::Micros(-1));
         assert_eq!(t("not a time"), Typed::Misfit);
+        // A leap second is valid RFC 3339 but no timestamp: kept as it was, not moved.
+        assert_eq!(t("2016-12-31T23:59:60Z"), Typed::Misfit);
+        assert_eq!(t("2016-12-31T23:59:60.5+00:00"), Typed::Misfit);
+        assert_eq!(t("2016-12-31 23:59:60"), Typed::Misfit);
+        assert_eq!(
+            t("2016-12-31T23:59:59Z"),
+            Typed::Micros(1_483_228_799_000_000)
+        );
         assert_eq!(typed("12", Kind::Timestamp), Typed::Misfit);
         assert_eq!(typed("\"1970-01-11\"", Kind::Date), Typed::Days(10));
         assert_eq!(typed("\"1969-12-31\"", Kind::Date), Typed::Days(-1));
