@@ -192,6 +192,12 @@ async fn wrong_credentials_fail_the_run_and_commit_nothing() {
             !msg.contains(sk) && !svc.logs().contains(sk),
             "the secret key never appears"
         );
+        // The sources' own words, not the SDK's Debug dump of its internals.
+        assert!(
+            !msg.contains("ServiceError {") && !msg.contains("raw: Response"),
+            "{msg}"
+        );
+        eprintln!("wrong credentials: {msg}");
     }
     assert!(
         bucket()

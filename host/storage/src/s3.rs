@@ -5,7 +5,6 @@ use std::path::Path;
 use aws_sdk_s3::config::{
     Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use tokio::io::AsyncReadExt;
@@ -111,11 +110,13 @@ impl S3Store {
         for (name, value) in signed.headers() {
             req = req.header(name, value);
         }
+        // Without the URL: it is the signed request (its signature and key id in the query),
+        // replayable until it expires, and the error ends up in the run's status.
         let answer = req
             .body(bytes)
             .send()
             .await
-            .map_err(|e| self.err("PutObject", key, e))?;
+            .map_err(|e| self.err("PutObject", key, e.without_url()))?;
         match answer.status().as_u16() {
             200..=299 => Ok(()),
             409 | 412 => Err(StorageError::Precondition { key: key.into() }),
@@ -150,7 +151,7 @@ impl S3Store {
         StorageError::Backend {
             op,
             url: self.url(key),
-            message: DisplayErrorContext(e).to_string(),
+            message: error_chain(&e),
         }
     }
 
@@ -357,5 +358,58 @@ impl Store for S3Store {
 
     fn url(&self, key: &str) -> String {
         format!("s3://{}/{}", self.bucket, key)
+    }
+}
+
+/// An error and its sources, each by its `Display`, joined with `: ` (a source whose text the
+/// previous one already shows is left out). Not the SDK's `DisplayErrorContext`, which appends
+/// the error's `Debug` form: internal structures, raw responses, unreadable in a run status.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A presigned write that fails to connect says why, never with its signed URL (the
+    /// signature and the access key id are in its query; reqwest's errors print the URL).
+    #[tokio::test]
+    async fn a_failed_presigned_write_does_not_show_its_signed_url() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let store = S3Store::new(S3Target {
+            endpoint: Some(format!("http://127.0.0.1:{port}")),
+            region: "us-east-1".into(),
+            bucket: "b".into(),
+            access_key_id: "AKIDEXAMPLEKEYID".into(),
+            secret_access_key: "wJalrXUtnFEMI".into(),
+            session_token: None,
+        });
+        let cond = Conditional {
+            expect: Expect::Absent,
+            valid_for: Some(std::time::Duration::from_secs(30)),
+        };
+        let e = store
+            .put_if("conn/_state.json", b"{}".to_vec(), &cond)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("s3://b/conn/_state.json"), "{e}");
+        assert!(e.contains("Connection refused"), "{e}");
+        for leak in ["Signature", "AKIDEXAMPLEKEYID", "X-Amz", "Error {", "Os {"] {
+            assert!(!e.contains(leak), "{leak} in {e}");
+        }
     }
 }
