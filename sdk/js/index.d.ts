@@ -128,6 +128,16 @@ export declare class Response {
   nextLink(): string | undefined;
 }
 
+/** How the host's `denied` message begins when the upstream chose the refused destination. */
+export declare const UPSTREAM_DENIED_PREFIX: string;
+
+/**
+ * The error code `fetch` throws for a host `http-error` (`{tag, val}`): `timeout`/`connection`
+ * unreachable, `denied`/`invalid-request` invalid-config except a `denied` for a destination the
+ * upstream chose (a redirect or Link header, message starting `the upstream `): internal.
+ */
+export declare function httpErrorCode(err: { tag: string; val?: unknown }): ErrorCode;
+
 /** Outbound HTTP through the host (which checks, retries, waits out rate limits, injects secrets). */
 export declare function fetch(url: string, options?: FetchOptions): Response;
 

@@ -732,6 +732,7 @@ impl Runtime {
                 run: opts.log_budget,
                 ..self.inner.config.log.clone()
             },
+            last_http_failure: Default::default(),
         }
     }
 
@@ -1061,6 +1062,7 @@ impl Plugin {
     pub async fn validate(&self, config: &Value, opts: CallOptions) -> Result<Value, CallError> {
         let secrets = opts.secrets.clone();
         let state = self.state(config, opts, None, Default::default());
+        let failure = state.last_http_failure.clone();
         let text = config.to_string();
         let code = self.code.load_full();
         let out = self
@@ -1069,7 +1071,7 @@ impl Plugin {
                 Box::pin(async move { p.call_validate(s, &text).await })
             })
             .await?;
-        let account = out.map_err(|e| connector_error(e, &secrets))?;
+        let account = out.map_err(|e| connector_error(e, &secrets, &failure))?;
         let account: Value = serde_json::from_str(&account)
             .map_err(|e| CallError::Contract(format!("validate returned invalid JSON: {e}")))?;
         // The account goes into API answers: no secret may ride along.
@@ -1084,6 +1086,7 @@ impl Plugin {
     ) -> Result<Vec<StreamSpec>, CallError> {
         let secrets = opts.secrets.clone();
         let state = self.state(config, opts, None, Default::default());
+        let failure = state.last_http_failure.clone();
         let text = config.to_string();
         let code = self.code.load_full();
         let out = self
@@ -1092,7 +1095,7 @@ impl Plugin {
                 Box::pin(async move { p.call_discover(s, &text).await })
             })
             .await?;
-        let streams = out.map_err(|e| connector_error(e, &secrets))?;
+        let streams = out.map_err(|e| connector_error(e, &secrets, &failure))?;
         // Stream names and schemas reach run records, storage and logs: redacted first, then
         // checked (a redacted name is no valid stream name).
         streams
@@ -1115,6 +1118,7 @@ impl Plugin {
         let secrets = opts.secrets.clone();
         let streams = req.streams.iter().cloned().collect();
         let state = self.state(&req.config, opts, Some(sink), streams);
+        let failure = state.last_http_failure.clone();
         let wreq = wit::SyncRequest {
             config: req.config.to_string(),
             streams: req.streams,
@@ -1133,7 +1137,7 @@ impl Plugin {
                 Box::pin(async move { p.call_sync(s, &wreq).await })
             })
             .await?;
-        out.map_err(|e| connector_error(e, &secrets))
+        out.map_err(|e| connector_error(e, &secrets, &failure))
     }
 
     /// Instantiates and calls `manifest` (the cheapest full call; used by benchmarks).
@@ -1175,10 +1179,19 @@ fn redact_stream(
     s
 }
 
+/// The plugin's error as the host keeps it: code mapped, message cut and redacted; when the
+/// message speaks of the call's last failed `http.fetch` (`timeout`, `too-large`), the host adds
+/// which request and which limit (see [`crate::host::HttpFailure`]).
 fn connector_error(
-    e: crate::bindings::sluice::connector::types::ConnectorError,
+    mut e: crate::bindings::sluice::connector::types::ConnectorError,
     secrets: &Secrets,
+    failure: &std::sync::Mutex<Option<crate::host::HttpFailure>>,
 ) -> CallError {
+    if let Ok(last) = failure.lock()
+        && let Some(explained) = last.as_ref().and_then(|f| f.explain(&e.message))
+    {
+        e.message = explained;
+    }
     use crate::bindings::sluice::connector::types::ErrorCode as W;
     let code = match e.code {
         W::InvalidCredentials => ErrorCode::InvalidCredentials,
@@ -1295,7 +1308,7 @@ mod tests {
                 code: ErrorCode::Internal,
                 message,
             };
-            match super::connector_error(e, &secrets) {
+            match super::connector_error(e, &secrets, &Default::default()) {
                 crate::CallError::Connector { message, .. } => {
                     assert!(message.len() < limit + 64, "{} bytes", message.len());
                     assert!(message.contains("bytes cut]"), "marked as cut");

@@ -15,10 +15,12 @@ use zeroize::Zeroizing;
 
 use crate::bindings::sluice::connector::{clock, http, log, records, secrets, types};
 use crate::manifest::Manifest;
-use crate::outbound::{Outbound, OutboundError, OutboundRequest, plugin_headers};
+use crate::outbound::{
+    Outbound, OutboundError, OutboundRequest, UPSTREAM_DENIED_PREFIX, plugin_headers, upstream_sent,
+};
 use crate::policy::Destinations;
 use crate::read_ahead::{Lookup, ReadAhead, Sent};
-use crate::redact::Redactor;
+use crate::redact::{Redactor, loggable_url};
 
 /// What one plugin log line costs beyond its message and fields: timestamp, level, plugin,
 /// version, run and connection labels, JSON framing (~250 bytes in the JSON format).
@@ -129,6 +131,66 @@ pub(crate) struct CallState {
     pub deadline: Instant,
     pub labels: CallLabels,
     pub log: LogLimits,
+    /// What the host knows of the call's last `http.fetch`, when it failed in a way the WIT
+    /// error carries no words for (`timeout`, `too-large`): read when the call returns an error.
+    pub last_http_failure: Arc<std::sync::Mutex<Option<HttpFailure>>>,
+}
+
+/// The host's account of a failed `http.fetch` whose WIT error has no message of its own.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct HttpFailure {
+    /// The words an SDK puts in a connector error made from this failure (Rust and JS
+    /// `too-large: N` / `timeout`, Python `TooLarge: N` / `Timeout`).
+    pub markers: [&'static str; 2],
+    /// Which request, and which limit: no query, no credentials.
+    pub detail: String,
+}
+
+impl HttpFailure {
+    /// The account of `e` for `method url` (shown without its query) after `elapsed`, if `e`
+    /// is a failure the WIT error leaves without words.
+    pub(crate) fn of(
+        e: &OutboundError,
+        method: &reqwest::Method,
+        shown_url: &str,
+        request_timeout: std::time::Duration,
+        elapsed: std::time::Duration,
+    ) -> Option<Self> {
+        match e {
+            OutboundError::TooLarge(cap) => Some(Self {
+                markers: ["too-large", "TooLarge"],
+                detail: format!(
+                    "the response of {method} {shown_url} exceeded the {} response cap",
+                    bytes_shown(*cap)
+                ),
+            }),
+            OutboundError::Timeout => Some(Self {
+                markers: ["timeout", "Timeout"],
+                detail: format!(
+                    "{method} {shown_url} got no complete response within the {} s per-attempt \
+                     request timeout; the host gave up after {} s",
+                    request_timeout.as_secs(),
+                    elapsed.as_secs()
+                ),
+            }),
+            _ => None,
+        }
+    }
+
+    /// `message` with this account appended when it speaks of this failure (and lacks it).
+    pub(crate) fn explain(&self, message: &str) -> Option<String> {
+        (self.markers.iter().any(|m| message.contains(m)) && !message.contains(&self.detail))
+            .then(|| format!("{message} ({})", self.detail))
+    }
+}
+
+/// `n` bytes as `32 MiB` when a whole number of MiB, else `n bytes`.
+fn bytes_shown(n: u64) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else {
+        format!("{n} bytes")
+    }
 }
 
 /// How much a plugin may log: per line, per call, and per run (a budget its calls share).
@@ -440,10 +502,43 @@ impl http::Host for HostState {
             self.call.cancel.clone(),
         );
         let sent = Sent::of(&prepared);
+        // Whether the upstream named this URL (the `next` target of its last answer).
+        let from_link = self.read_ahead.is_next(&prepared.url);
+        let method = prepared.method.clone();
+        let shown_url = loggable_url(&prepared.url, &prepared.redactor);
+        let started = Instant::now();
+        if let Ok(mut last) = self.call.last_http_failure.lock() {
+            *last = None;
+        }
         let result = match self.read_ahead.take(prepared).await {
             Lookup::Hit(result) => result,
             Lookup::Miss(prepared) => outbound.fetch(&destinations, *prepared, &cancel).await,
         };
+        let result = match result {
+            Err(OutboundError::Denied(why))
+                if from_link && !why.starts_with(UPSTREAM_DENIED_PREFIX) =>
+            {
+                Err(OutboundError::Denied(upstream_sent(
+                    &format!("named {shown_url} as the next page (Link header)"),
+                    &why,
+                )))
+            }
+            other => other,
+        };
+        if let Err(e) = &result
+            && let Some(failure) = HttpFailure::of(
+                e,
+                &method,
+                &shown_url,
+                outbound.config().request_timeout,
+                started.elapsed(),
+            )
+        {
+            tracing::warn!(plugin = %self.call.manifest.id, "outbound request failed: {}", failure.detail);
+            if let Ok(mut last) = self.call.last_http_failure.lock() {
+                *last = Some(failure);
+            }
+        }
         if let (Some(sent), Ok(resp)) = (&sent, &result) {
             self.read_ahead
                 .after(sent, resp, &outbound, &destinations, &cancel);
@@ -669,6 +764,57 @@ impl log::Host for HostState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_too_large_or_timed_out_fetch_is_explained_in_the_plugins_error() {
+        use std::time::Duration;
+        let big = HttpFailure::of(
+            &OutboundError::TooLarge(32 << 20),
+            &reqwest::Method::GET,
+            "https://api.example.com/items?…",
+            Duration::from_secs(60),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        // The Rust and JS SDKs' words, then Python's.
+        assert_eq!(
+            big.explain("too-large: 33554432").unwrap(),
+            "too-large: 33554432 (the response of GET https://api.example.com/items?… \
+             exceeded the 32 MiB response cap)"
+        );
+        assert!(
+            big.explain("https://api.example.com/items: TooLarge: 33554432")
+                .is_some()
+        );
+        // Another error of the plugin's own is left as it is, and so is one explained already.
+        assert_eq!(big.explain("invalid-config: no such repository"), None);
+        assert_eq!(big.explain(&big.explain("too-large: 1").unwrap()), None);
+        let slow = HttpFailure::of(
+            &OutboundError::Timeout,
+            &reqwest::Method::POST,
+            "http://127.0.0.1:9/graphql",
+            Duration::from_secs(60),
+            Duration::from_secs(305),
+        )
+        .unwrap();
+        assert_eq!(
+            slow.explain("timeout").unwrap(),
+            "timeout (POST http://127.0.0.1:9/graphql got no complete response within the 60 s \
+             per-attempt request timeout; the host gave up after 305 s)"
+        );
+        assert!(
+            HttpFailure::of(
+                &OutboundError::Connection("refused".into()),
+                &reqwest::Method::GET,
+                "http://x/",
+                Duration::from_secs(1),
+                Duration::from_secs(1),
+            )
+            .is_none(),
+            "a connection error carries its own words"
+        );
+        assert_eq!(bytes_shown(1000), "1000 bytes");
+    }
 
     #[test]
     fn redaction() {

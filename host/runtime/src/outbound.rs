@@ -35,7 +35,10 @@ pub struct OutboundConfig {
     /// Redirects followed (each checked like the first request); 0: a redirect is not
     /// followed but returned as the answer, its status for the caller to read.
     pub max_redirects: u32,
-    /// The longest single rate-limit wait; a longer one returns the 429 to the plugin.
+    /// The most time one request may spend waiting on rate limits and retry backoff, all its
+    /// waits together (pacing, `Retry-After`, reset headers, backoff after 5xx and transport
+    /// errors): a wait that would pass it is not made, and the plugin gets the answer (a 429
+    /// stays a 429) or the error at once. So it also caps every single wait.
     pub max_rate_limit_wait: Duration,
     /// Rate-limit waits per request before the response is returned as it is.
     pub max_rate_limit_waits: u32,
@@ -212,7 +215,9 @@ impl Outbound {
     ) -> Result<OutboundResponse, OutboundError> {
         let mut attempt = 0u32;
         let mut rate_waits = 0u32;
+        // One budget for every wait of this request (see `OutboundConfig::max_rate_limit_wait`).
         let max_wait = self.config.max_rate_limit_wait;
+        let mut waited = Duration::ZERO;
         let paced = self.pace_key(&req);
         let metrics = sluice_telemetry::metrics();
         let host = req.url.host_str().unwrap_or("-");
@@ -226,6 +231,7 @@ impl Outbound {
                         _ = tokio::time::sleep(wait) => {}
                         _ = cancel.cancelled() => return Err(OutboundError::Cancelled),
                     }
+                    waited = waited.saturating_add(t.elapsed());
                     metrics.rate_limit_wait(dest.label(), t.elapsed());
                 }
             }
@@ -235,14 +241,17 @@ impl Outbound {
             let wait = match &result {
                 Ok(resp) => {
                     if let Some(wait) = rate_limit_wait(resp, rate_waits) {
-                        if wait > max_wait || rate_waits >= self.config.max_rate_limit_waits {
+                        if waited.saturating_add(wait) > max_wait
+                            || rate_waits >= self.config.max_rate_limit_waits
+                        {
                             tracing::warn!(
                                 status = resp.status,
                                 url = %loggable_url(&req.url, &req.redactor),
                                 wait_s = wait.as_secs(),
+                                waited_s = waited.as_secs(),
                                 max_wait_s = max_wait.as_secs(),
                                 waits = rate_waits,
-                                "rate limit wait too long; returning the response"
+                                "rate limit wait would pass the request's wait budget; returning the response"
                             );
                             return result;
                         }
@@ -262,14 +271,15 @@ impl Outbound {
                     {
                         let wait =
                             retry_after(&resp.headers).unwrap_or_else(|| self.backoff(attempt));
-                        if wait > max_wait {
-                            // The same cap as rate-limit waits: the plugin gets the answer.
+                        if waited.saturating_add(wait) > max_wait {
+                            // The same budget as rate-limit waits: the plugin gets the answer.
                             tracing::warn!(
                                 status = resp.status,
                                 url = %loggable_url(&req.url, &req.redactor),
                                 wait_s = wait.as_secs(),
+                                waited_s = waited.as_secs(),
                                 max_wait_s = max_wait.as_secs(),
-                                "retry-after too long; returning the response"
+                                "retry wait would pass the request's wait budget; returning the response"
                             );
                             return result;
                         }
@@ -294,6 +304,10 @@ impl Outbound {
                         .err()
                         .map(|e| req.redactor.redact_string(e.to_string()))
                         .unwrap_or_default();
+                    if waited.saturating_add(wait) > max_wait {
+                        tracing::warn!(%error, url = %loggable_url(&req.url, &req.redactor), attempt, waited_s = waited.as_secs(), "retry wait would pass the request's wait budget; returning the error");
+                        return result;
+                    }
                     tracing::info!(%error, url = %loggable_url(&req.url, &req.redactor), attempt, "transport error; retrying");
                     wait
                 }
@@ -304,6 +318,7 @@ impl Outbound {
                 _ = tokio::time::sleep(wait) => {}
                 _ = cancel.cancelled() => return Err(OutboundError::Cancelled),
             }
+            waited = waited.saturating_add(t.elapsed());
             if rate_limited {
                 metrics.rate_limit_wait(dest.label(), t.elapsed());
             } else {
@@ -349,9 +364,27 @@ impl Outbound {
         let mut method = req.method.clone();
         let mut body = req.body.clone();
         let first_origin = origin(&url);
-        for _ in 0..=self.config.max_redirects {
-            dest.check_url(&url).map_err(OutboundError::Denied)?;
-            self.check_addresses(&url).await?;
+        for hop in 0..=self.config.max_redirects {
+            let checked = match dest.check_url(&url) {
+                Ok(()) => self.check_addresses(&url).await,
+                Err(why) => Err(OutboundError::Denied(why)),
+            };
+            match checked {
+                Ok(()) => {}
+                // The upstream chose this destination, not the plugin's config: say so.
+                Err(OutboundError::Denied(why)) if hop > 0 => {
+                    return Err(OutboundError::Denied(upstream_sent(
+                        &format!(
+                            "redirected {} {} to {}",
+                            req.method,
+                            loggable_url(&req.url, &req.redactor),
+                            loggable_url(&url, &req.redactor)
+                        ),
+                        &why,
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
             let mut headers = req.headers.clone();
             if origin(&url) == first_origin {
                 headers.extend(req.secret_headers.clone());
@@ -446,6 +479,18 @@ impl Outbound {
         }
         Ok(())
     }
+}
+
+/// How every `denied` message about a destination the upstream chose (a redirect, a `Link`
+/// header) begins. The SDKs read it to tell such a refusal (`internal`: an unexpected answer)
+/// from one of a destination the plugin's config named (`invalid-config`).
+pub const UPSTREAM_DENIED_PREFIX: &str = "the upstream ";
+
+/// The `denied` message for a destination the upstream chose: `what` it did (e.g. `redirected
+/// GET https://a/b to http://169.254.169.254/`) and `why` the host refused it. URLs in `what`
+/// carry no query or credentials (see [`loggable_url`]).
+pub fn upstream_sent(what: &str, why: &str) -> String {
+    format!("{UPSTREAM_DENIED_PREFIX}{what}, which was not followed: {why}")
 }
 
 /// Resolves names for the client and drops addresses the operator did not grant.
@@ -774,6 +819,7 @@ pub fn plugin_headers(pairs: &[(String, String)]) -> Result<HeaderMap, OutboundE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::{AddressGrant, HostRule, OperatorPolicy};
 
     fn resp(status: u16, headers: &[(&str, &str)]) -> OutboundResponse {
         OutboundResponse {
@@ -1013,6 +1059,179 @@ mod tests {
             .map(|i| (format!("x-h-{i}"), "v".to_string()))
             .collect();
         assert_eq!(plugin_headers(&ok).unwrap().len(), MAX_REQUEST_HEADERS);
+    }
+
+    /// An upstream that answers every path the same hostile way, counting the requests.
+    async fn hostile_upstream() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use axum::http::{HeaderMap as H, StatusCode as S};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        async fn answer(
+            axum::extract::State(served): axum::extract::State<Arc<AtomicUsize>>,
+            axum::extract::Path(mode): axum::extract::Path<String>,
+        ) -> (S, H, &'static str) {
+            served.fetch_add(1, Ordering::SeqCst);
+            let mut h = H::new();
+            let status = match mode.as_str() {
+                "ra-1" => {
+                    h.insert("retry-after", "1".parse().unwrap());
+                    S::TOO_MANY_REQUESTS
+                }
+                "ra-date" => {
+                    let at = SystemTime::now() + Duration::from_secs(2);
+                    h.insert("retry-after", httpdate::fmt_http_date(at).parse().unwrap());
+                    S::TOO_MANY_REQUESTS
+                }
+                "ra-negative" => {
+                    h.insert("retry-after", "-3".parse().unwrap());
+                    S::TOO_MANY_REQUESTS
+                }
+                "503-ra-1" => {
+                    h.insert("retry-after", "1".parse().unwrap());
+                    S::SERVICE_UNAVAILABLE
+                }
+                "redirect-meta" => {
+                    h.insert(
+                        "location",
+                        "http://169.254.169.254/latest/meta-data?token=abc"
+                            .parse()
+                            .unwrap(),
+                    );
+                    S::FOUND
+                }
+                _ => S::OK,
+            };
+            (status, h, "{}")
+        }
+        let served = Arc::new(AtomicUsize::new(0));
+        let app = axum::Router::new()
+            .route("/{mode}", axum::routing::get(answer))
+            .with_state(served.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}"), served)
+    }
+
+    fn loopback(base: &str, config: OutboundConfig) -> (Outbound, Destinations) {
+        let policy = OperatorPolicy {
+            allow: OperatorPolicy::parse_allow("*").unwrap(),
+            addresses: AddressGrant::parse("loopback").unwrap(),
+        };
+        let outbound = Outbound::new(policy, config).unwrap();
+        let dest = outbound.destinations(&[HostRule::parse(base).unwrap()], &serde_json::json!({}));
+        (outbound, dest)
+    }
+
+    fn get(url: &str) -> OutboundRequest {
+        OutboundRequest {
+            method: Method::GET,
+            url: Url::parse(url).unwrap(),
+            headers: HeaderMap::new(),
+            secret_headers: HeaderMap::new(),
+            body: None,
+            idempotent: true,
+            redactor: Redactor::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn all_waits_of_one_request_share_one_budget() {
+        use std::sync::atomic::Ordering;
+        let (base, served) = hostile_upstream().await;
+        let budget = Duration::from_millis(2500);
+        let (out, dest) = loopback(
+            &base,
+            OutboundConfig {
+                max_rate_limit_wait: budget,
+                ..OutboundConfig::default()
+            },
+        );
+        let cancel = CancellationToken::new();
+        // (mode, status handed back, most requests the budget allows)
+        for (mode, status, most) in [
+            // 1 s waits: two fit in 2.5 s (twenty did, one request waited 20 s).
+            ("ra-1", 429, 3),
+            // An HTTP date 1–2 s ahead: at most two waits.
+            ("ra-date", 429, 3),
+            // A negative value is no hint: backoff 1 s, then 2 s would pass the budget.
+            ("ra-negative", 429, 2),
+            // A 5xx with Retry-After: the same budget (it was five attempts, four waits).
+            ("503-ra-1", 503, 3),
+        ] {
+            served.store(0, Ordering::SeqCst);
+            let t = Instant::now();
+            let resp = out
+                .fetch(&dest, get(&format!("{base}/{mode}")), &cancel)
+                .await
+                .unwrap();
+            let took = t.elapsed();
+            assert_eq!(resp.status, status, "{mode}");
+            assert!(
+                took < budget + Duration::from_millis(700),
+                "{mode}: the request took {took:?}, past its {budget:?} wait budget"
+            );
+            let n = served.load(Ordering::SeqCst);
+            assert!(n >= 2 && n <= most, "{mode}: {n} requests");
+        }
+        // Transport errors back off within the same budget: a closed port, 0.4 s base (backoffs
+        // of 0.4–0.8, 0.8–1.6, 1.6–3.2, 3.2–6.4 s: 6 s at least without the budget).
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let base = format!("http://127.0.0.1:{port}");
+        let (out, dest) = loopback(
+            &base,
+            OutboundConfig {
+                max_rate_limit_wait: Duration::from_secs(1),
+                backoff_base: Duration::from_millis(400),
+                ..OutboundConfig::default()
+            },
+        );
+        let t = Instant::now();
+        let e = out.fetch(&dest, get(&format!("{base}/x")), &cancel).await;
+        assert!(matches!(e, Err(OutboundError::Connection(_))), "{e:?}");
+        assert!(
+            t.elapsed() < Duration::from_millis(1700),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_redirect_says_the_upstream_sent_it_and_shows_no_query() {
+        let (base, _) = hostile_upstream().await;
+        let (out, dest) = loopback(&base, OutboundConfig::default());
+        let e = out
+            .fetch(
+                &dest,
+                get(&format!("{base}/redirect-meta?api_key=k")),
+                &CancellationToken::new(),
+            )
+            .await;
+        let Err(OutboundError::Denied(why)) = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(
+            why,
+            format!(
+                "the upstream redirected GET {base}/redirect-meta?… to \
+                 http://169.254.169.254/latest/meta-data?…, which was not followed: \
+                 http://169.254.169.254:80 is not declared by the plugin"
+            )
+        );
+        assert!(why.starts_with(UPSTREAM_DENIED_PREFIX));
+        // The plugin's own undeclared destination stays a plain refusal (its config's doing).
+        let e = out
+            .fetch(
+                &dest,
+                get("http://169.254.169.254/latest"),
+                &CancellationToken::new(),
+            )
+            .await;
+        assert!(
+            matches!(&e, Err(OutboundError::Denied(why)) if !why.starts_with(UPSTREAM_DENIED_PREFIX)),
+            "{e:?}"
+        );
     }
 
     #[test]

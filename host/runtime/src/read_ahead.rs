@@ -123,6 +123,11 @@ pub(crate) enum Lookup {
 }
 
 impl ReadAhead {
+    /// Whether `url` is the `next` target the last answer named (so the upstream chose it).
+    pub(crate) fn is_next(&self, url: &Url) -> bool {
+        self.next.as_ref() == Some(url)
+    }
+
     /// Answers `req` from the read-ahead if it is exactly the request read ahead; otherwise
     /// drops any read-ahead (closing its connection) and hands `req` back to be sent.
     pub(crate) async fn take(&mut self, req: OutboundRequest) -> Lookup {

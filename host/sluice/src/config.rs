@@ -73,7 +73,8 @@ pub struct ServeConfig {
     /// Upstream request timeout, in seconds (per attempt).
     #[arg(long, env = "SLUICE_HTTP_TIMEOUT_SECS", default_value_t = 60)]
     pub http_timeout_secs: u64,
-    /// Longest single rate-limit or `Retry-After` wait, in seconds; past it the upstream's
+    /// Most time one upstream request may spend waiting on rate limits and retry backoff, all
+    /// its waits together, in seconds; a wait that would pass it is not made and the upstream's
     /// answer goes to the plugin as it is.
     #[arg(long, env = "SLUICE_MAX_RATE_LIMIT_WAIT_SECS", default_value_t = 900)]
     pub max_rate_limit_wait_secs: u64,

@@ -111,13 +111,23 @@ impl SecretError {
     }
 }
 
+/// How the host's `denied` message begins when the upstream chose the refused destination (a
+/// redirect, a `Link` header) rather than the plugin's config.
+pub const UPSTREAM_DENIED_PREFIX: &str = "the upstream ";
+
 /// `timeout` and `connection` are `unreachable`; `denied` and `invalid-request` are
-/// `invalid-config` (the destination or URL comes from the config); `unknown-secret` is
-/// `invalid-credentials`; `too-large` is `internal`.
+/// `invalid-config` (the destination or URL comes from the config), except a `denied` for a
+/// destination the upstream chose (message starting [`UPSTREAM_DENIED_PREFIX`]: a redirect or
+/// `Link` header to a destination the plugin does not declare), which is `internal` (an
+/// unexpected answer, not the user's config); `unknown-secret` is `invalid-credentials`;
+/// `too-large` is `internal`.
 impl From<HttpError> for ConnectorError {
     fn from(e: HttpError) -> Self {
-        let code = match e {
+        let code = match &e {
             HttpError::Timeout | HttpError::Connection(_) => ErrorCode::Unreachable,
+            HttpError::Denied(why) if why.starts_with(UPSTREAM_DENIED_PREFIX) => {
+                ErrorCode::Internal
+            }
             HttpError::Denied(_) | HttpError::InvalidRequest(_) => ErrorCode::InvalidConfig,
             HttpError::UnknownSecret(_) => ErrorCode::InvalidCredentials,
             HttpError::TooLarge(_) => ErrorCode::Internal,
@@ -144,5 +154,37 @@ impl From<SecretError> for ConnectorError {
 impl From<serde_json::Error> for ConnectorError {
     fn from(e: serde_json::Error) -> Self {
         Self::internal(format!("json: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_of_the_upstreams_choice_is_no_config_error() {
+        let own = ConnectorError::from(HttpError::Denied(
+            "http://169.254.169.254:80 is not declared by the plugin".into(),
+        ));
+        assert_eq!(own.code, ErrorCode::InvalidConfig);
+        let redirect = ConnectorError::from(HttpError::Denied(
+            "the upstream redirected GET https://api.example.com/x to http://169.254.169.254/, \
+             which was not followed: http://169.254.169.254:80 is not declared by the plugin"
+                .into(),
+        ));
+        assert_eq!(redirect.code, ErrorCode::Internal);
+        assert!(
+            redirect
+                .message
+                .starts_with("denied: the upstream redirected GET")
+        );
+        assert_eq!(
+            ConnectorError::from(HttpError::TooLarge(1 << 25)).code,
+            ErrorCode::Internal
+        );
+        assert_eq!(
+            ConnectorError::from(HttpError::Timeout).code,
+            ErrorCode::Unreachable
+        );
     }
 }

@@ -228,6 +228,18 @@ const HTTP_ERRORS = {
   'too-large': 'internal',
 };
 
+/** How the host's `denied` message begins when the upstream chose the refused destination. */
+export const UPSTREAM_DENIED_PREFIX = 'the upstream ';
+
+/**
+ * The error code of an `http-error`: a `denied` for a destination the upstream chose (a redirect
+ * or `Link` header) is `internal`, not the user's config.
+ */
+export function httpErrorCode(err) {
+  if (err.tag === 'denied' && String(err.val).startsWith(UPSTREAM_DENIED_PREFIX)) return 'internal';
+  return HTTP_ERRORS[err.tag] ?? 'internal';
+}
+
 /**
  * Sends a request through the host's `http.fetch`: the host checks the destination, injects
  * `secretHeaders`, follows redirects, retries idempotent requests and waits out rate limits. A
@@ -263,7 +275,7 @@ export function fetch(url, options = {}) {
     const err = payloadOf(e);
     if (err && typeof err === 'object' && 'tag' in err) {
       const detail = err.val === undefined ? '' : `: ${err.val}`;
-      throw new ConnectorError(HTTP_ERRORS[err.tag] ?? 'internal', `${noQuery(target)}: ${err.tag}${detail}`);
+      throw new ConnectorError(httpErrorCode(err), `${noQuery(target)}: ${err.tag}${detail}`);
     }
     throw e;
   }

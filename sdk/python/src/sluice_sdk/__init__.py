@@ -376,8 +376,10 @@ def fetch(
     follows redirects, retries idempotent requests and waits out rate limits. A non-2xx status is
     a :class:`Response` (see :meth:`Response.raise_for_status`); a transport failure is a
     :class:`ConnectorError` (``unreachable`` for timeouts and connection errors,
-    ``invalid-config`` for a denied or malformed destination, ``invalid-credentials`` for an
-    unknown secret, ``internal`` for a body over the host's cap).
+    ``invalid-config`` for a denied or malformed destination, ``internal`` for a destination the
+    upstream chose that the host refused (a redirect or ``Link`` header: the host's message starts
+    ``the upstream``), ``invalid-credentials`` for an unknown secret, ``internal`` for a body over
+    the host's cap).
     """
     from componentize_py_types import Err
     from wit_world.imports import http
@@ -409,6 +411,10 @@ def fetch(
     return Response(status=r.status, headers=list(r.headers), body=bytes(r.body), url=url)
 
 
+#: How the host's ``denied`` message begins when the upstream chose the refused destination.
+UPSTREAM_DENIED_PREFIX = "the upstream "
+
+
 def _http_error(err: Any, url: str) -> ConnectorError:
     kind = type(err).__name__.removeprefix("HttpError_")
     value = getattr(err, "value", None)
@@ -420,6 +426,8 @@ def _http_error(err: Any, url: str) -> ConnectorError:
         "UnknownSecret": "invalid-credentials",
         "TooLarge": "internal",
     }.get(kind, "internal")
+    if kind == "Denied" and str(value).startswith(UPSTREAM_DENIED_PREFIX):
+        code = "internal"  # the upstream's redirect or Link header, not the user's config
     detail = f": {value}" if value is not None else ""
     return ConnectorError(code, f"{_no_query(url)}: {kind}{detail}")
 
