@@ -31,6 +31,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use sluice_sdk::http::{Request, Response};
+use sluice_sdk::paging::LoopGuard;
 use sluice_sdk::records::Batcher;
 use sluice_sdk::{
     Connector, ConnectorError, Manifest, Result, StreamSpec, SyncRequest, Value, json, log,
@@ -272,15 +273,12 @@ fn paginate_bodies(
     mut page: impl FnMut(&[u8]) -> Result<bool>,
 ) -> Result<Option<Response>> {
     let mut next = Some(first);
-    let mut seen = HashSet::new();
+    let mut guard = LoopGuard::new(subject);
+    let mut first_page = true;
     while let Some(request) = next.take() {
-        if !seen.insert(request.url().to_string()) {
-            log::warn(
-                "pagination loops back to a page already read; stopping",
-                &[("subject", subject)],
-            );
-            break;
-        }
+        // A `Link` back to a page already read, or new links to the same records, is an
+        // upstream going round in circles: the run fails instead of reading until its deadline.
+        guard.follow(request.url())?;
         let response = send(request)?;
         if response.status == 409 && message(&response).to_lowercase().contains("empty") {
             break;
@@ -292,10 +290,17 @@ fn paginate_bodies(
             );
             break;
         }
-        if denied_ok && seen.len() == 1 && is_denied(&response) {
+        if denied_ok && first_page && is_denied(&response) {
             return Ok(Some(response));
         }
+        first_page = false;
         let response = check(response, subject)?;
+        let empty = response
+            .body
+            .iter()
+            .filter(|b| !b.is_ascii_whitespace())
+            .eq(b"[]".iter());
+        guard.page(usize::from(!empty), &[&response.body])?;
         if !page(&response.body)? {
             break;
         }
@@ -602,6 +607,7 @@ fn sync_listing(
             continue;
         }
         coverage.read = true;
+        let newest = newest.map(|n| time::clamp_to_now(n, &subject));
         if let Some(newest) = newest
             && since_at.is_none_or(|s| newest > s)
         {

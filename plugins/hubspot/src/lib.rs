@@ -33,6 +33,7 @@ mod time;
 
 use serde::Deserialize;
 use sluice_sdk::http::{Request, Response};
+use sluice_sdk::paging::LoopGuard;
 use sluice_sdk::records::Batcher;
 use sluice_sdk::serde_json::{Map, Value};
 use sluice_sdk::{
@@ -233,11 +234,17 @@ fn results(page: &Value) -> impl Iterator<Item = &Value> {
 struct Pages {
     after: Option<String>,
     done: bool,
+    /// Made on the first page, named for what is listed.
+    guard: Option<LoopGuard>,
 }
 
 impl Pages {
     fn new(after: Option<String>) -> Self {
-        Self { after, done: false }
+        Self {
+            after,
+            done: false,
+            guard: None,
+        }
     }
 
     /// The cursor of the next page (`None`: the first page, or the listing is over).
@@ -245,8 +252,9 @@ impl Pages {
         self.after.as_deref()
     }
 
-    /// The next page, or `None` once the last one was read. A cursor that repeats ends the
-    /// listing with a warning rather than looping.
+    /// The next page, or `None` once the last one was read. A cursor already followed, or a
+    /// page repeating the results of one already read, fails the listing (`internal`): the
+    /// upstream goes round in circles, and the run must not read until its deadline.
     fn next(
         &mut self,
         config: &Config,
@@ -262,12 +270,16 @@ impl Pages {
             all.push(("after", a));
         }
         let page = check(config.get(path, &all)?, what)?;
+        let guard = self.guard.get_or_insert_with(|| LoopGuard::new(what));
+        let ids: Vec<String> = results(&page)
+            .map(|r| r.get("id").map(Value::to_string).unwrap_or_default())
+            .collect();
+        let ends = [ids.first(), ids.last()].map(|i| i.map_or(&[][..], |s| s.as_bytes()));
+        guard.page(ids.len(), &ends)?;
         match page.pointer("/paging/next/after").and_then(Value::as_str) {
-            Some(n) if self.after.as_deref() != Some(n) => self.after = Some(n.to_string()),
-            Some(_) => {
-                log::warn("paging cursor repeats; stopping", &[("what", what)]);
-                self.after = None;
-                self.done = true;
+            Some(n) => {
+                guard.follow(n)?;
+                self.after = Some(n.to_string());
             }
             None => {
                 self.after = None;
@@ -281,7 +293,18 @@ impl Pages {
 /// The object type's properties and HubSpot's clock (`Date`, epoch ms) when it answered.
 fn properties(config: &Config, object: &Object) -> Result<(Vec<Property>, Option<i64>)> {
     let response = config.get(&format!("/crm/v3/properties/{}", object.stream), &[])?;
-    let now = response.header("date").and_then(time::parse_http_date);
+    // Held at the host's clock when later: a `Date` in the future would become the next
+    // window's start, and every later run would skip what is modified until then.
+    let now = response
+        .header("date")
+        .and_then(time::parse_http_date)
+        .map(|ms| {
+            let secs = ms.div_euclid(1000);
+            match sluice_sdk::time::clamp_to_now(secs, "HubSpot's Date header") {
+                held if held < secs => held * 1000,
+                _ => ms,
+            }
+        });
     let body = check(response, &format!("properties of {}", object.stream))?;
     Ok((parse_properties(&body)?, now))
 }

@@ -28,6 +28,7 @@ pub mod graphql;
 
 use serde::Deserialize;
 use sluice_sdk::http::Request;
+use sluice_sdk::paging::LoopGuard;
 use sluice_sdk::records::Batcher;
 use sluice_sdk::serde_json::Value;
 use sluice_sdk::{
@@ -140,6 +141,7 @@ fn sync_stream(
     let mut sweep = state.begin(config.start.as_deref());
     let mut first = graphql::page_size(stream, config.page_cap);
     let (mut pages, mut emitted, mut skipped) = (0u64, 0u64, 0u64);
+    let mut guard = LoopGuard::new(format!("Linear {}", stream.name));
     loop {
         let body = graphql::page_request(
             stream,
@@ -171,6 +173,13 @@ fn sync_stream(
         };
         let page = graphql::page(stream, data)?;
         pages += 1;
+        let node_id = |n: Option<&sluice_sdk::serde_json::Map<String, Value>>| {
+            n.and_then(|n| n.get("id"))
+                .map(Value::to_string)
+                .unwrap_or_default()
+        };
+        let (first_id, last_id) = (node_id(page.nodes.first()), node_id(page.nodes.last()));
+        guard.page(page.nodes.len(), &[first_id.as_bytes(), last_id.as_bytes()])?;
         for node in page.nodes {
             let record = graphql::record(stream, node);
             let id = record.get("id").and_then(Value::as_str).unwrap_or_default();
@@ -182,16 +191,27 @@ fn sync_stream(
                 skipped += 1;
                 continue;
             }
-            sweep.see(id, updated);
+            // A value in the future (a broken clock, a hostile answer) never becomes the
+            // cursor: every later run would skip what is written until then.
+            if !in_the_future(updated, stream.name) {
+                sweep.see(id, updated);
+            }
             out.push(stream.name, &record)?;
             emitted += 1;
         }
-        match page
-            .page_info
-            .end_cursor
-            .filter(|_| page.page_info.has_next_page)
-        {
+        let next = match (page.page_info.has_next_page, page.page_info.end_cursor) {
+            (false, _) => None,
+            (true, Some(next)) => Some(next),
+            (true, None) => {
+                return Err(ConnectorError::internal(format!(
+                    "Linear {}: the answer says there is a next page but gives no endCursor",
+                    stream.name
+                )));
+            }
+        };
+        match next {
             Some(next) => {
+                guard.follow(&next)?;
                 sweep.after = Some(next);
                 out.checkpoint(stream.name, &state.during(&sweep))?;
             }
@@ -212,6 +232,12 @@ fn sync_stream(
         ],
     );
     Ok(())
+}
+
+/// Whether `updated_at` (RFC 3339) is later than the host's clock (logged when it is).
+fn in_the_future(updated_at: &str, stream: &str) -> bool {
+    sluice_sdk::time::parse_iso(updated_at)
+        .is_some_and(|t| sluice_sdk::time::clamp_to_now(t, &format!("Linear {stream}")) < t)
 }
 
 impl Connector for Linear {

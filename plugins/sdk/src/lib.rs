@@ -25,7 +25,8 @@
 //! ```
 //!
 //! Helpers: [`http::Request`] (outbound HTTP, secrets injected by the host),
-//! [`records::Batcher`] (batched emits and checkpoints), [`log`], [`secret`], [`now`] (the
+//! [`records::Batcher`] (batched emits and checkpoints), [`paging::LoopGuard`] (listings that
+//! go round in circles), [`log`], [`secret`], [`now`] (the
 //! host's clock) and [`time`] (ISO 8601 dates).
 //!
 //! The crate targets `sluice:connector@0.2.0` (the current world); the host still serves
@@ -35,6 +36,7 @@ pub mod error;
 pub mod http;
 pub mod log;
 pub mod manifest;
+pub mod paging;
 pub mod records;
 pub mod schema;
 pub mod time;

@@ -117,6 +117,25 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     )
 }
 
+/// `cursor` (seconds since the Unix epoch), or the host's clock now when `cursor` is later.
+///
+/// An incremental cursor taken from upstream data (the newest `updated_at` seen) must not pass
+/// the present: one record dated in the future (a broken clock, a hostile answer) would move
+/// the cursor past every record written until then, and each later run would skip them while
+/// succeeding. Held at now, the future record is only read again (a `since` filter is
+/// inclusive; the primary key deduplicates). Logs a warning naming `subject` when it clamps.
+pub fn clamp_to_now(cursor: i64, subject: &str) -> i64 {
+    let now = i64::try_from(now() / 1000).unwrap_or(i64::MAX);
+    if cursor <= now {
+        return cursor;
+    }
+    crate::log::warn(
+        "a cursor value from the upstream is in the future; held at the host's clock",
+        &[("subject", subject), ("value", &format_iso(cursor))],
+    );
+    now
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,10 +24,11 @@
 
 mod time;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 use sluice_sdk::http::{Request, Response};
+use sluice_sdk::paging::LoopGuard;
 use sluice_sdk::records::Batcher;
 use sluice_sdk::schema::object as schema;
 use sluice_sdk::serde_json::{Map, Value};
@@ -178,6 +179,7 @@ impl Config {
         let now = response
             .header("date")
             .and_then(time::parse_http_date)
+            .map(|t| sluice_sdk::time::clamp_to_now(t, "Slack's Date header"))
             .map(time::ts_of);
         let body = answer(response.json()?).map_err(|body| slack_error("auth.test", &body))?;
         Ok(Auth { body, scopes, now })
@@ -194,7 +196,7 @@ impl Config {
         mut page: impl FnMut(&mut Value) -> Result<bool>,
     ) -> Result<Option<Value>> {
         let mut cursor = String::new();
-        let mut seen = HashSet::new();
+        let mut guard = LoopGuard::new(format!("Slack {method}"));
         loop {
             let mut all = params.to_vec();
             all.push(("limit", &self.limit));
@@ -210,6 +212,8 @@ impl Config {
                     return Err(slack_error(method, &body));
                 }
             };
+            let (count, identity) = page_identity(&body);
+            guard.page(count, &[identity.as_bytes()])?;
             if !page(&mut body)? {
                 return Ok(None);
             }
@@ -220,12 +224,42 @@ impl Config {
             if next.is_empty() {
                 return Ok(None);
             }
-            if !seen.insert(next.to_string()) {
-                log::warn("pagination cursor repeats; stopping", &[("method", method)]);
-                return Ok(None);
-            }
+            // A cursor followed before, or new cursors to the same records: the upstream goes
+            // round in circles, and the run fails instead of reading until its deadline.
+            guard.follow(next)?;
             cursor = next.to_string();
         }
+    }
+}
+
+/// A Slack `ts` cursor, held at the host's clock when it is later
+/// ([`sluice_sdk::time::clamp_to_now`]): a message dated in the future must not make every
+/// later run skip what is posted until then.
+fn clamp_ts(ts: String, subject: &str) -> String {
+    match time::ts_key(&ts) {
+        Some((secs, _)) => match sluice_sdk::time::clamp_to_now(secs, subject) {
+            held if held < secs => time::ts_of(held),
+            _ => ts,
+        },
+        None => ts,
+    }
+}
+
+/// A page's records for [`LoopGuard::page`]: the length of its item array (`channels`,
+/// `members`, `messages`…) and its first and last item.
+fn page_identity(body: &Value) -> (usize, String) {
+    let items = body
+        .as_object()
+        .and_then(|o| o.iter().find_map(|(k, v)| Some((k, v.as_array()?))));
+    match items {
+        Some((key, items)) => {
+            let end = |v: Option<&Value>| v.map(Value::to_string).unwrap_or_default();
+            (
+                items.len(),
+                format!("{key}\n{}\n{}", end(items.first()), end(items.last())),
+            )
+        }
+        None => (0, String::new()),
     }
 }
 
@@ -731,7 +765,9 @@ impl Run<'_> {
         }
         if plan.messages.is_some() {
             if let Some(newest) = newest {
-                self.messages.insert(channel.to_string(), newest);
+                let subject = format!("messages of channel {channel}");
+                self.messages
+                    .insert(channel.to_string(), clamp_ts(newest, &subject));
             }
             if let Some(now) = &self.now {
                 self.seen.insert(channel.to_string(), now.clone());
@@ -790,7 +826,9 @@ impl Run<'_> {
             }
         }
         if let Some(newest) = newest {
-            self.threads.insert(channel.to_string(), newest);
+            let subject = format!("thread replies of channel {channel}");
+            self.threads
+                .insert(channel.to_string(), clamp_ts(newest, &subject));
         }
         self.out
             .checkpoint(THREADS, &json!({ "channels": &self.threads }))
