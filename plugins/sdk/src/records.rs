@@ -19,9 +19,37 @@ use crate::error::{ConnectorError, Result};
 
 pub use raw::EmitError;
 
-/// Emits one batch of serialized JSON objects to `stream` (prefer [`Batcher`]).
+/// Emits one batch of serialized JSON objects to `stream` (prefer [`Batcher`]). A refused
+/// batch's error names the stream and the refused record by its `id` field when it has one
+/// (`stream issues: invalid-record: #3 (id 42): …`): the run fails, and the error is what the
+/// user reads to find the record upstream.
 pub fn emit(stream: &str, records: &[String]) -> Result<()> {
-    raw::emit(stream, records).map_err(ConnectorError::from)
+    raw::emit(stream, records).map_err(|e| {
+        let mut error = ConnectorError::from(e.clone());
+        if let EmitError::InvalidRecord((index, why)) = &e {
+            let id = records
+                .get(*index as usize)
+                .and_then(|r| record_id(r))
+                .map(|id| format!(" (id {id})"))
+                .unwrap_or_default();
+            error.message = format!("stream {stream}: invalid-record: #{index}{id}: {why}");
+        }
+        error
+    })
+}
+
+/// The `id` field of a record as JSON text, when it is a short string or a number.
+fn record_id(record: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Id<'a> {
+        #[serde(borrow)]
+        id: Option<&'a serde_json::value::RawValue>,
+    }
+    if !record.trim_start().starts_with('{') {
+        return None; // serde would read `[2]` as the struct's fields in order
+    }
+    let id = serde_json::from_str::<Id<'_>>(record).ok()?.id?.get();
+    (id.len() <= 64 && !id.starts_with(['{', '[', 'n'])).then(|| id.to_string())
 }
 
 /// Records the state `stream` has reached; it covers every record emitted before (prefer
@@ -145,5 +173,33 @@ impl Batcher {
 impl Drop for Batcher {
     fn drop(&mut self) {
         let _ = self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::record_id;
+
+    #[test]
+    fn a_refused_record_is_named_by_a_short_id() {
+        assert_eq!(
+            record_id(r#"{"id":42,"t":"\ud800"}"#).as_deref(),
+            Some("42")
+        );
+        assert_eq!(
+            record_id(r#"{"t":1,"id":"abc"}"#).as_deref(),
+            Some(r#""abc""#)
+        );
+        for none in [
+            r#"{"id":null}"#,
+            r#"{"x":1}"#,
+            "[2]",
+            r#"{"id":{"a":1}}"#,
+            "{",
+        ] {
+            assert_eq!(record_id(none), None, "{none}");
+        }
+        let long = format!(r#"{{"id":"{}"}}"#, "x".repeat(100));
+        assert_eq!(record_id(&long), None);
     }
 }
