@@ -302,3 +302,102 @@ async fn python_sdk_emits_records_a_connector_never_flushed() {
 async fn js_sdk_emits_records_a_connector_never_flushed() {
     unflushed_records_are_committed("js-unflushed").await;
 }
+
+/// A loopback upstream: `/redirect/…` answers 302 to the cloud metadata address, `/link/…` an
+/// empty page whose `Link` next target is that address, anything else 200 with 40 MiB announced
+/// (past the host's 32 MiB cap; nothing of it is sent).
+async fn misbehaving_upstream() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head);
+                let path = head.split_whitespace().nth(1).unwrap_or("/");
+                let answer = if path.starts_with("/redirect/") {
+                    "HTTP/1.1 302 Found\r\nlocation: http://169.254.169.254/latest/meta-data/?x=1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                } else if path.starts_with("/link/") {
+                    "HTTP/1.1 200 OK\r\nlink: <http://169.254.169.254/latest/meta-data/?page=2>; rel=\"next\"\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n[]"
+                } else {
+                    "HTTP/1.1 200 OK\r\ncontent-length: 41943040\r\nconnection: close\r\n\r\n{}"
+                };
+                let _ = sock.write_all(answer.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// Each SDK's `fetch` error as a connector error: a redirect the upstream sent to a destination
+/// the plugin does not declare is `internal` (an unexpected answer), not `invalid_config` (the
+/// user's config named no such place), and says so, as is a `Link` next target there (a sync
+/// fails with it); a body past the cap says which request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sdk_reports_an_upstreams_redirect_link_and_oversized_body_as_such() {
+    let names = ["rust-issues", "python-issues", "js-issues"];
+    let root = tempfile::tempdir().unwrap();
+    let plugins: PathBuf = root.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for name in names {
+        std::fs::copy(plugin(name), plugins.join(format!("{name}.wasm"))).unwrap();
+    }
+    let s3 = endpoint();
+    let svc = Service::start(&root.path().join("data"), &plugins, &[("S3_ENDPOINT", &s3)]).await;
+    let up = misbehaving_upstream().await;
+    for name in names {
+        let config = |root: &str| json!({"api_url": format!("{up}/{root}"), "repositories": ["acme/repo-0"]});
+        let v = validate(&svc, name, &config("redirect"), "ghp_token").await;
+        assert_eq!(v["error"]["code"], "internal", "{name}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!(
+                "the upstream redirected GET {up}/redirect/user to \
+                 http://169.254.169.254/latest/meta-data/?…, which was not followed: \
+                 http://169.254.169.254:80 is not declared by the plugin"
+            )),
+            "{name}: {v}"
+        );
+        let v = validate(&svc, name, &config("big"), "ghp_token").await;
+        assert_eq!(v["error"]["code"], "internal", "{name}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!(
+                "(the response of GET {up}/big/user exceeded the 32 MiB response cap)"
+            )),
+            "{name}: {v}"
+        );
+        let r = svc
+            .post("/internal/mirror-connections/runs")
+            .json(
+                &json!({"connection_id": format!("{name}-link"), "connector": name,
+                          "config": config("link"), "credentials": {"token": "ghp_token"},
+                          "storage": storage()}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
+        let run = svc.wait_run(&run_id_of(r).await).await;
+        assert_eq!(run["status"], "failed", "{name}: {run}");
+        assert_eq!(run["error"]["code"], "internal", "{name}: {run}");
+        let message = run["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(
+                "the upstream named http://169.254.169.254/latest/meta-data/?… as the next page \
+                 (Link header), which was not followed: http://169.254.169.254:80 is not \
+                 declared by the plugin"
+            ),
+            "{name}: {run}"
+        );
+    }
+}
