@@ -180,9 +180,21 @@ fn init_logging(format: &str, otel: bool) -> Option<sluice_telemetry::otel::Trac
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve(_) | Command::Run(_)) {
+        // Before the runtime's threads exist: they would otherwise get arenas of their own.
+        sluice_runtime::memory::single_arena();
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(cli))
+}
+
+/// Runs the parsed command.
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(cfg) => {
             let format = cli.log_format.as_deref().unwrap_or("json");
