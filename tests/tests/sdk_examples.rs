@@ -143,6 +143,20 @@ async fn sync(
     run
 }
 
+/// A service on the real S3 server with the built components `names` as its plugins (the
+/// directory lives as long as the returned guard).
+async fn service_with(names: &[&str]) -> (tempfile::TempDir, Service) {
+    let root = tempfile::tempdir().unwrap();
+    let plugins: PathBuf = root.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for name in names {
+        std::fs::copy(plugin(name), plugins.join(format!("{name}.wasm"))).unwrap();
+    }
+    let s3 = endpoint();
+    let svc = Service::start(&root.path().join("data"), &plugins, &[("S3_ENDPOINT", &s3)]).await;
+    (root, svc)
+}
+
 /// The newest `updated_at` per repository: the cursor a complete sync checkpoints.
 fn newest(gh: &GithubHandle) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
@@ -167,12 +181,7 @@ async fn example_end_to_end(name: &str) {
         ..Default::default()
     })
     .await;
-    let root = tempfile::tempdir().unwrap();
-    let plugins: PathBuf = root.path().join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::copy(plugin(name), plugins.join(format!("{name}.wasm"))).unwrap();
-    let s3 = endpoint();
-    let svc = Service::start(&root.path().join("data"), &plugins, &[("S3_ENDPOINT", &s3)]).await;
+    let (root, svc) = service_with(&[name]).await;
     // Two repositories of 120 issues, 50 a page: three pages each, followed by `Link`.
     let config =
         json!({"api_url": gh.url, "repositories": ["acme/repo-0", "acme/repo-1"], "page_size": 50});
@@ -271,12 +280,7 @@ async fn js_sdk_example_syncs_incrementally() {
 /// JavaScript dropped them and the run succeeded with 0 rows. 2,500 records cross two of the
 /// batcher's 1,000-record batches and leave 500 pending.
 async fn unflushed_records_are_committed(name: &str) {
-    let root = tempfile::tempdir().unwrap();
-    let plugins: PathBuf = root.path().join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::copy(plugin(name), plugins.join(format!("{name}.wasm"))).unwrap();
-    let s3 = endpoint();
-    let svc = Service::start(&root.path().join("data"), &plugins, &[("S3_ENDPOINT", &s3)]).await;
+    let (_root, svc) = service_with(&[name]).await;
     let r = svc
         .post("/internal/mirror-connections/runs")
         .json(
@@ -345,14 +349,7 @@ async fn misbehaving_upstream() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_sdk_reports_an_upstreams_redirect_link_and_oversized_body_as_such() {
     let names = ["rust-issues", "python-issues", "js-issues"];
-    let root = tempfile::tempdir().unwrap();
-    let plugins: PathBuf = root.path().join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    for name in names {
-        std::fs::copy(plugin(name), plugins.join(format!("{name}.wasm"))).unwrap();
-    }
-    let s3 = endpoint();
-    let svc = Service::start(&root.path().join("data"), &plugins, &[("S3_ENDPOINT", &s3)]).await;
+    let (_root, svc) = service_with(&names).await;
     let up = misbehaving_upstream().await;
     for name in names {
         let config = |root: &str| json!({"api_url": format!("{up}/{root}"), "repositories": ["acme/repo-0"]});
