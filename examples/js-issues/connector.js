@@ -7,7 +7,7 @@
 //
 // Build: `npx sluice-js-build connector.js -o js-issues.wasm` (see docs/sdk-js.md).
 // @ts-check
-import { Batcher, Connector, ConnectorError, bearer, exportConnector, fetch } from 'sluice-connector-sdk';
+import { Batcher, Connector, ConnectorError, LoopGuard, bearer, exportConnector, fetch } from 'sluice-connector-sdk';
 
 const ISSUE = {
   type: 'object',
@@ -91,14 +91,19 @@ class Issues extends Connector {
     for (const repo of config.repositories) {
       const params = { state: 'all', sort: 'updated', direction: 'asc', per_page: config.page_size ?? 100, since: since[repo] };
       let page = fetch(`${api(config)}/repos/${repo}/issues`, { params, secretHeaders: [bearer('token')] });
+      // An upstream whose pages go round in circles fails the run instead of looping.
+      const guard = new LoopGuard(`issues of ${repo}`);
       for (;;) {
-        for (const issue of page.raiseForStatus().json()) {
+        const issues = page.raiseForStatus().json();
+        guard.page(issues.length, String(issues[0]?.id), String(issues[issues.length - 1]?.id));
+        for (const issue of issues) {
           out.push('issues', record(repo, issue));
           if (!since[repo] || issue.updated_at > since[repo]) since[repo] = issue.updated_at;
         }
         out.checkpoint('issues', { since });
         const next = page.nextLink();
         if (!next) break;
+        guard.follow(next);
         page = fetch(next, { secretHeaders: [bearer('token')] });
       }
     }

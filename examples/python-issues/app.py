@@ -8,7 +8,7 @@ after each page, the newest `updated_at` seen per repository: the next run start
 Build: `sluice-py-build app.py -o python-issues.wasm` (see docs/sdk-python.md).
 """
 import sluice_sdk
-from sluice_sdk import Batcher, ConnectorError, Manifest, Secret, Stream, SyncRequest, bearer, fetch
+from sluice_sdk import Batcher, ConnectorError, LoopGuard, Manifest, Secret, Stream, SyncRequest, bearer, fetch
 
 ISSUE = {
     "type": "object",
@@ -66,14 +66,19 @@ class Issues(sluice_sdk.Connector):
                 params["since"] = since[repo]
             url = f"{api(config)}/repos/{repo}/issues"
             page = fetch(url, params=params, secret_headers=[bearer("token")])
+            # An upstream whose pages go round in circles fails the run instead of looping.
+            guard = LoopGuard(f"issues of {repo}")
             while True:
-                for issue in page.raise_for_status().json():
+                issues = page.raise_for_status().json()
+                guard.page(len(issues), page.body)
+                for issue in issues:
                     out.push("issues", record(repo, issue))
                     since[repo] = max(since.get(repo, ""), issue["updated_at"])
                 out.checkpoint("issues", {"since": since})
                 url = page.next_link()
                 if url is None:
                     break
+                guard.follow(url)
                 page = fetch(url, secret_headers=[bearer("token")])
         out.flush()
 

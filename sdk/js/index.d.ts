@@ -159,6 +159,17 @@ export declare class Batcher {
   pending(stream: string): number;
 }
 
+/**
+ * Ends a listing whose paging goes round in circles: `follow(cursor)` before following a cursor,
+ * `page(count, ...identity)` for each page; both throw `ConnectorError('internal', …)` on a loop.
+ */
+export declare class LoopGuard {
+  static readonly MAX_EMPTY_PAGES: number;
+  constructor(subject: string);
+  follow(cursor: string): void;
+  page(count: number, ...identity: string[]): void;
+}
+
 export declare function secret(name: string): string;
 export declare function log(
   level: 'trace' | 'debug' | 'info' | 'warn' | 'error',

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use sluice_sdk::http::Request;
+use sluice_sdk::paging::LoopGuard;
 use sluice_sdk::records::Batcher;
 use sluice_sdk::{
     Connector, ConnectorError, Manifest, Result, StreamSpec, SyncRequest, Value, json, parse_config,
@@ -96,10 +97,15 @@ impl Connector for Issues {
             if let Some(cursor) = since.get(repo) {
                 page = page.query("since", cursor);
             }
+            // An upstream whose pages go round in circles fails the run instead of looping.
+            let mut guard = LoopGuard::new(format!("issues of {repo}"));
             let mut next = Some(page);
             while let Some(request) = next.take() {
+                guard.follow(request.url())?;
                 let response = request.bearer_secret("token").send()?.error_for_status()?;
-                for issue in response.json::<Vec<Value>>()? {
+                let issues = response.json::<Vec<Value>>()?;
+                guard.page(issues.len(), &[&response.body])?;
+                for issue in issues {
                     let updated = issue["updated_at"].as_str().unwrap_or_default().to_string();
                     out.push("issues", &record(repo, &issue))?;
                     if since.get(repo).is_none_or(|s| *s < updated) {

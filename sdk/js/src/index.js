@@ -314,6 +314,65 @@ export function checkpoint(stream, state) {
 }
 
 /** Buffers records per stream, emits every `size` records; `checkpoint` flushes first. */
+/**
+ * Ends a listing whose paging goes round in circles (a broken or hostile upstream): a next-page
+ * cursor or URL already followed, or new cursors that keep bringing the records of a page already
+ * read. Without it a connector re-reads the same records until the run's deadline (hours). Throws
+ * `ConnectorError('internal', …)`: the run fails, nothing of it is committed. The Rust SDK's
+ * `sluice_sdk::paging::LoopGuard` does the same.
+ */
+export class LoopGuard {
+  /** Consecutive pages without a record a listing may answer before it is taken for a loop. */
+  static MAX_EMPTY_PAGES = 20;
+
+  constructor(subject) {
+    this.subject = subject;
+    this.cursors = new Set();
+    this.pages = new Set();
+    this.read = 0;
+    this.empty = 0;
+  }
+
+  /** Call before following `cursor`; throws when this listing followed it already. */
+  follow(cursor) {
+    const key = String(cursor);
+    if (this.cursors.has(key)) this.loop(`its next-page cursor repeats one already followed (after ${this.read} pages)`);
+    this.cursors.add(key);
+  }
+
+  /** Call for each page read: `count` records identified by `identity` (strings). */
+  page(count, ...identity) {
+    this.read += 1;
+    if (count === 0) {
+      this.empty += 1;
+      if (this.empty > LoopGuard.MAX_EMPTY_PAGES) {
+        this.loop(`${this.empty} pages in a row came without a record and still pointed to a next one`);
+      }
+      return;
+    }
+    this.empty = 0;
+    const key = fingerprint([String(count), ...identity.map(String)].join('\n'));
+    if (this.pages.has(key)) this.loop(`page ${this.read} repeats the records of a page already read`);
+    this.pages.add(key);
+  }
+
+  loop(what) {
+    throw new ConnectorError('internal', `${this.subject}: the upstream's paging goes round in circles: ${what}; stopped`);
+  }
+}
+
+/** Two 32-bit FNV-1a hashes (different offset bases) of a string's UTF-16 code units, as hex. */
+function fingerprint(text) {
+  let a = 0x811c9dc5;
+  let b = 0x050c5d1f;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193);
+    b = Math.imul(b ^ c, 0x01000193);
+  }
+  return (a >>> 0).toString(16) + (b >>> 0).toString(16);
+}
+
 /** Every Batcher made since the current `sync` began: flushed when it returns. */
 const batchers = [];
 

@@ -7,7 +7,7 @@
 //   `?since=<newest updated_at seen>` from the committed state on later runs, following
 //   `Link: rel="next"` pages and checkpointing the newest cursor after each page.
 // @ts-check
-import { Batcher, Connector, ConnectorError, exportConnector, fetch } from 'sluice-connector-sdk';
+import { Batcher, Connector, ConnectorError, LoopGuard, exportConnector, fetch } from 'sluice-connector-sdk';
 
 const ITEM = {
   type: 'object',
@@ -68,14 +68,19 @@ class Items extends Connector {
     let since = request.state.items?.since;
     let page = fetch(`${base(request.config)}/items`, { ...API_KEY, params: { since } });
     const out = new Batcher(500);
+    // An API whose pages go round in circles fails the run instead of looping until its deadline.
+    const guard = new LoopGuard('items');
     for (;;) {
-      for (const item of page.raiseForStatus().json()) {
+      const items = page.raiseForStatus().json();
+      guard.page(items.length, String(items[0]?.id), String(items[items.length - 1]?.id));
+      for (const item of items) {
         out.push('items', record(item));
         if (since === undefined || item.updated_at > since) since = item.updated_at;
       }
       if (since !== undefined) out.checkpoint('items', { since });
       const next = page.nextLink();
       if (!next) break;
+      guard.follow(next);
       page = fetch(next, API_KEY);
     }
     out.flush();

@@ -31,6 +31,7 @@ __all__ = [
     "Batcher",
     "Connector",
     "ConnectorError",
+    "LoopGuard",
     "Manifest",
     "Response",
     "Secret",
@@ -462,6 +463,51 @@ def checkpoint(stream: str, state: Any) -> None:
         raw.checkpoint(stream, json.dumps(state))
     except Err as e:
         raise _emit_error(e.value) from None
+
+
+class LoopGuard:
+    """Ends a listing whose paging goes round in circles (a broken or hostile upstream): a
+    next-page cursor or URL already followed, or new cursors that keep bringing the records of a
+    page already read. Without it a connector re-reads the same records until the run's deadline
+    (hours). Raises ``ConnectorError("internal", ...)``: the run fails, nothing of it is
+    committed. The Rust SDK's ``sluice_sdk::paging::LoopGuard`` does the same.
+
+    ``guard.follow(url)`` before following a cursor; ``guard.page(len(items), body)`` for each
+    page (its body when it is only the records, else e.g. the first and last record's keys)."""
+
+    #: Consecutive pages without a record a listing may answer before it is taken for a loop.
+    MAX_EMPTY_PAGES = 20
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        self._cursors: set = set()
+        self._pages: set = set()
+        self._read = 0
+        self._empty = 0
+
+    def follow(self, cursor: str) -> None:
+        """Call before following ``cursor``; raises when this listing followed it already."""
+        key = hash(cursor)
+        if key in self._cursors:
+            self._loop(f"its next-page cursor repeats one already followed (after {self._read} pages)")
+        self._cursors.add(key)
+
+    def page(self, count: int, *identity: Any) -> None:
+        """Call for each page read: ``count`` records identified by ``identity`` (str/bytes)."""
+        self._read += 1
+        if count == 0:
+            self._empty += 1
+            if self._empty > self.MAX_EMPTY_PAGES:
+                self._loop(f"{self._empty} pages in a row came without a record and still pointed to a next one")
+            return
+        self._empty = 0
+        key = hash((count,) + tuple(identity))
+        if key in self._pages:
+            self._loop(f"page {self._read} repeats the records of a page already read")
+        self._pages.add(key)
+
+    def _loop(self, what: str) -> None:
+        raise ConnectorError("internal", f"{self.subject}: the upstream's paging goes round in circles: {what}; stopped")
 
 
 #: Every :class:`Batcher` made since the current ``sync`` began: flushed when it returns.

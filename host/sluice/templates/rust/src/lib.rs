@@ -9,6 +9,7 @@
 
 use serde::Deserialize;
 use sluice_sdk::http::Request;
+use sluice_sdk::paging::LoopGuard;
 use sluice_sdk::records::Batcher;
 use sluice_sdk::{
     Connector, ConnectorError, Manifest, Result, StreamSpec, SyncRequest, Value, json, parse_config,
@@ -79,10 +80,16 @@ impl Connector for Items {
             first = first.query("since", cursor);
         }
         let mut out = Batcher::new(500);
+        // An API whose pages go round in circles fails the run instead of looping until its
+        // deadline.
+        let mut guard = LoopGuard::new("items");
         let mut next = Some(first);
         while let Some(page) = next.take() {
+            guard.follow(page.url())?;
             let response = page.send()?.error_for_status()?;
-            for item in response.json::<Vec<Value>>()? {
+            let items = response.json::<Vec<Value>>()?;
+            guard.page(items.len(), &[&response.body])?;
+            for item in items {
                 let updated = item["updated_at"].as_str().unwrap_or_default().to_string();
                 out.push("items", &record(&item))?;
                 if since.as_ref().is_none_or(|s| *s < updated) {
