@@ -311,35 +311,17 @@ async fn js_sdk_emits_records_a_connector_never_flushed() {
 /// empty page whose `Link` next target is that address, anything else 200 with 40 MiB announced
 /// (past the host's 32 MiB cap; nothing of it is sent).
 async fn misbehaving_upstream() -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&head);
-                let path = head.split_whitespace().nth(1).unwrap_or("/");
-                let answer = if path.starts_with("/redirect/") {
-                    "HTTP/1.1 302 Found\r\nlocation: http://169.254.169.254/latest/meta-data/?x=1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                } else if path.starts_with("/link/") {
-                    "HTTP/1.1 200 OK\r\nlink: <http://169.254.169.254/latest/meta-data/?page=2>; rel=\"next\"\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n[]"
-                } else {
-                    "HTTP/1.1 200 OK\r\ncontent-length: 41943040\r\nconnection: close\r\n\r\n{}"
-                };
-                let _ = sock.write_all(answer.as_bytes()).await;
-                let _ = sock.shutdown().await;
-            });
-        }
-    });
-    format!("http://{addr}")
+    sluice_tests::raw_upstream(|path| {
+        let answer = if path.starts_with("/redirect/") {
+            "HTTP/1.1 302 Found\r\nlocation: http://169.254.169.254/latest/meta-data/?x=1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        } else if path.starts_with("/link/") {
+            "HTTP/1.1 200 OK\r\nlink: <http://169.254.169.254/latest/meta-data/?page=2>; rel=\"next\"\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n[]"
+        } else {
+            "HTTP/1.1 200 OK\r\ncontent-length: 41943040\r\nconnection: close\r\n\r\n{}"
+        };
+        answer.as_bytes().to_vec()
+    })
+    .await
 }
 
 /// Each SDK's `fetch` error as a connector error: a redirect the upstream sent to a destination
