@@ -106,6 +106,16 @@ async fn answer(
                    "response_metadata": {"next_cursor": format!("c{n}")}}),
             &[],
         ),
+        ("slack-null", "auth.test") => json_answer(
+            json!({"ok": true, "user_id": "U1", "team_id": "T1", "team": "t", "user": "u",
+                   "url": "https://t.slack.com/"}),
+            &[],
+        ),
+        // `ok` without the items array: Slack always answers it (empty or not).
+        ("slack-null", "users.list") => json_answer(
+            json!({"ok": true, "members": null, "response_metadata": {"next_cursor": ""}}),
+            &[],
+        ),
         // Linear: GraphQL; teams is the hostile listing, every other root is empty.
         ("linear-spin" | "linear-future", _) => {
             let doc = String::from_utf8_lossy(&body);
@@ -307,4 +317,19 @@ async fn a_future_date_from_the_upstream_never_becomes_the_cursor() {
         .as_i64()
         .unwrap_or(0);
     assert!(synced_to <= now_ms + 60_000, "{state}");
+}
+
+/// An `ok` Slack answer without its items array (`members: null`) was read as an empty
+/// listing: the run succeeded with 0 rows. It is an unexpected response: the run fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ok_answer_without_its_items_fails_the_run() {
+    let root = tempfile::tempdir().unwrap();
+    let up = upstream().await;
+    let svc = service(root.path()).await;
+    let config = json!({"api_url": format!("{up}/slack-null")});
+    let done = run(&svc, "sl", "slack", config, "users").await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["error"]["code"], "internal", "{done}");
+    let message = done["error"]["message"].as_str().unwrap();
+    assert!(message.contains("without a `members` array"), "{message}");
 }

@@ -504,19 +504,40 @@ impl<'a> Access<'a> {
 }
 
 /// The items array of a listing page, taken out of it.
-fn take_items(body: &mut Value, field: &str) -> Vec<Value> {
+fn take_items(body: &mut Value, field: &str) -> Result<Vec<Value>> {
     match body.get_mut(field).map(Value::take) {
-        Some(Value::Array(items)) => items,
-        _ => Vec::new(),
+        Some(Value::Array(items)) => Ok(items),
+        _ => Err(no_items(field)),
     }
 }
 
-/// The items array of a listing page.
-fn items<'a>(body: &'a Value, field: &str) -> &'a [Value] {
+/// The items array of a listing page: an `ok` answer without it is an unexpected response,
+/// not an empty listing (Slack's methods always answer the array, empty or not).
+fn items<'a>(body: &'a Value, field: &str) -> Result<&'a [Value]> {
     body.get(field)
         .and_then(Value::as_array)
         .map(Vec::as_slice)
-        .unwrap_or_default()
+        .ok_or_else(|| no_items(field))
+}
+
+fn no_items(field: &str) -> ConnectorError {
+    ConnectorError::internal(format!(
+        "Slack answered ok without a `{field}` array: an unexpected response"
+    ))
+}
+
+/// Logs the messages of a page skipped for having no `ts` string (they cannot be keyed).
+fn warn_untimed(skipped: u64, method: &str, channel: &str) {
+    if skipped > 0 {
+        log::warn(
+            "messages without a ts string were skipped",
+            &[
+                ("method", method),
+                ("channel", channel),
+                ("count", &skipped.to_string()),
+            ],
+        );
+    }
 }
 
 fn text_of(value: &Value, pointer: &str) -> Value {
@@ -709,8 +730,10 @@ impl Run<'_> {
             &params,
             &["not_in_channel", "channel_not_found", "missing_scope"],
             |body| {
-                for m in take_items(body, "messages") {
+                let mut untimed = 0;
+                for m in take_items(body, "messages")? {
                     let Some(ts) = m.get("ts").and_then(Value::as_str) else {
+                        untimed += 1;
                         continue;
                     };
                     if let Some((from, cursor)) = &plan.threads
@@ -743,6 +766,7 @@ impl Run<'_> {
                         out.push(MESSAGES, &message_record(m, channel))?;
                     }
                 }
+                warn_untimed(untimed, "conversations.history", channel);
                 // The page's records go out with it. The state stays what the last channel
                 // checkpointed until this channel is read (its cursor moves only then), so it
                 // is not serialized again with every page (it grows with the channels read).
@@ -803,8 +827,10 @@ impl Run<'_> {
                 &[("channel", channel), ("ts", parent)],
                 &["thread_not_found", "missing_scope"],
                 |body| {
-                    for m in take_items(body, "messages") {
+                    let mut untimed = 0;
+                    for m in take_items(body, "messages")? {
                         let Some(ts) = m.get("ts").and_then(Value::as_str) else {
+                            untimed += 1;
                             continue;
                         };
                         if ts == parent {
@@ -815,6 +841,7 @@ impl Run<'_> {
                         }
                         out.push(THREADS, &message_record(m, channel))?;
                     }
+                    warn_untimed(untimed, "conversations.replies", channel);
                     Ok(true)
                 },
             )?;
@@ -951,7 +978,7 @@ impl Connector for Slack {
                 not_member = 0;
                 let denied =
                     config.paginate("conversations.list", &params, &["missing_scope"], |body| {
-                        for c in items(body, "channels") {
+                        for c in items(body, "channels")? {
                             if emit_channels {
                                 out.push(CHANNELS, &channel_record(c))?;
                             }
@@ -983,7 +1010,7 @@ impl Connector for Slack {
         if request.selected(USERS) && !run.access.lacks("users:read") {
             let out = &mut run.out;
             let denied = config.paginate("users.list", &[], &["missing_scope"], |body| {
-                for u in items(body, "members") {
+                for u in items(body, "members")? {
                     out.push(USERS, &user_record(u))?;
                 }
                 Ok(true)
