@@ -4,7 +4,8 @@
 #
 # The build stage runs the same scripts as a developer machine (Debian bookworm + rustup's Rust 1.95):
 # install-toolchain.sh (Debian's rustc-web for the wasm plugins, and the test tools it also installs),
-# build-plugins.sh (every component into $SLUICE_PLUGIN_OUT), then the release service.
+# build-plugins.sh (every component into $SLUICE_PLUGIN_OUT), then the service (`dist`: release with
+# whole-program LTO, see Cargo.toml).
 FROM rust:1.95-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends npm curl openssl python3 python3-venv \
  && rm -rf /var/lib/apt/lists/*
@@ -15,9 +16,9 @@ ENV SLUICE_CACHE=/cache CARGO_TARGET_DIR=/cache/target
 # The service links only glibc and libgcc_s (no libduckdb: DuckDB is what reads the Parquet, not
 # what writes it), so nothing but the binary and the plugins leaves this stage.
 RUN bash scripts/install-toolchain.sh && bash scripts/build-plugins.sh \
- && . scripts/env.sh && cargo build --release --locked -p sluice \
+ && . scripts/env.sh && cargo build --profile dist --locked -p sluice \
  && mkdir -p /out/plugins /out/data \
- && cp /cache/target/release/sluice /out/ \
+ && cp /cache/target/dist/sluice /out/ \
  && for f in "$SLUICE_PLUGIN_OUT"/*.wasm; do \
       case "$(basename "$f")" in probe*|synthetic*|hostile*|wrong-world*|extra-import*|bad-manifest*|python-hello*) ;; \
         *) cp "$f" /out/plugins/ ;; esac; \
