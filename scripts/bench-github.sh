@@ -6,6 +6,7 @@
 # fake in the same run; Sluice both as the service and as `sluice run` (one process per sync, as
 # the peers run). Prints wall time, records/s, CPU seconds and peak RSS of each, and the ratios.
 #   scripts/bench-github.sh [issues] [rounds]     SKIP_AIRBYTE=1 / SKIP_TAP=1 leave a peer out
+#   SLUICE_BIN=path/to/sluice runs that binary (the service and `sluice run`), e.g. target/dist/sluice
 # tap-github checks its token against the hard-coded https://api.github.com/rate_limit: it runs
 # behind scripts/bench/connect_proxy.py, a loopback CONNECT proxy that terminates TLS for
 # api.github.com only (a throwaway CA made here, in the temp dir) and relays to the fake.
@@ -48,7 +49,7 @@ mkdir -p "$WORK/plugins" && cp "$SLUICE_PLUGIN_OUT/github.wasm" "$WORK/plugins/"
 PORT=18073; TOKEN=bench-token-0123456789
 CONNECT_SERVICE_TOKEN=$TOKEN PORT=$PORT SLUICE_DATA_DIR=$WORK/data PLUGINS_DIR=$WORK/plugins \
   SLUICE_ALLOW_PRIVATE_ADDRESSES=loopback S3_ENDPOINT=http://127.0.0.1:$S3_PORT RUST_LOG=${RUST_LOG:-warn} \
-  "$CARGO_TARGET_DIR/release/sluice" serve > "$WORK/service.log" 2>&1 &
+  "${SLUICE_BIN:-$CARGO_TARGET_DIR/release/sluice}" serve > "$WORK/service.log" 2>&1 &
 SVC=$!
 PIDS+=($SVC)
 for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.1; done
