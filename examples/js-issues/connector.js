@@ -7,7 +7,7 @@
 //
 // Build: `npx sluice-js-build connector.js -o js-issues.wasm` (see docs/sdk-js.md).
 // @ts-check
-import { Batcher, Connector, ConnectorError, LoopGuard, bearer, exportConnector, fetch } from 'sluice-connector-sdk';
+import { Batcher, Connector, ConnectorError, LoopGuard, bearer, clampToNow, exportConnector, fetch } from 'sluice-connector-sdk';
 
 const ISSUE = {
   type: 'object',
@@ -100,6 +100,9 @@ class Issues extends Connector {
           out.push('issues', record(repo, issue));
           if (!since[repo] || issue.updated_at > since[repo]) since[repo] = issue.updated_at;
         }
+        // An issue dated in the future never becomes the cursor (later runs would skip
+        // everything written until then).
+        if (since[repo]) since[repo] = clampToNow(since[repo], `issues of ${repo}`);
         out.checkpoint('issues', { since });
         const next = page.nextLink();
         if (!next) break;

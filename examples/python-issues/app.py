@@ -8,7 +8,7 @@ after each page, the newest `updated_at` seen per repository: the next run start
 Build: `sluice-py-build app.py -o python-issues.wasm` (see docs/sdk-python.md).
 """
 import sluice_sdk
-from sluice_sdk import Batcher, ConnectorError, LoopGuard, Manifest, Secret, Stream, SyncRequest, bearer, fetch
+from sluice_sdk import Batcher, ConnectorError, LoopGuard, Manifest, Secret, Stream, SyncRequest, bearer, clamp_to_now, fetch
 
 ISSUE = {
     "type": "object",
@@ -74,6 +74,10 @@ class Issues(sluice_sdk.Connector):
                 for issue in issues:
                     out.push("issues", record(repo, issue))
                     since[repo] = max(since.get(repo, ""), issue["updated_at"])
+                # An issue dated in the future never becomes the cursor (later runs would skip
+                # everything written until then).
+                if repo in since:
+                    since[repo] = clamp_to_now(since[repo], f"issues of {repo}")
                 out.checkpoint("issues", {"since": since})
                 url = page.next_link()
                 if url is None:

@@ -170,6 +170,9 @@ export declare class LoopGuard {
   page(count: number, ...identity: string[]): void;
 }
 
+/** `value` (RFC 3339), or now when it is later: an upstream date in the future never becomes a cursor. */
+export declare function clampToNow(value: string, subject: string): string;
+
 export declare function secret(name: string): string;
 export declare function log(
   level: 'trace' | 'debug' | 'info' | 'warn' | 'error',

@@ -8,7 +8,8 @@
 //!   Before, each read until the run's deadline (6 h by default) re-emitting the same records
 //!   and holding a run slot. Now the run fails at once (`internal`, "goes round in circles").
 //! - a record or `Date` in the year 2999: the committed cursor must stay at or before now,
-//!   else every later incremental run skips what is written until then.
+//!   else every later incremental run skips what is written until then (the four connectors
+//!   and the three SDK examples).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -199,11 +200,19 @@ async fn upstream() -> String {
 async fn service(root: &Path) -> Service {
     let plugins = root.join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
-    for name in ["github", "slack", "linear", "hubspot"] {
+    for name in [
+        "github",
+        "slack",
+        "linear",
+        "hubspot",
+        "rust-issues",
+        "python-issues",
+        "js-issues",
+    ] {
         std::fs::copy(plugin(name), plugins.join(format!("{name}.wasm"))).unwrap();
     }
     let storage = root.join("storage");
-    Service::start(
+    let svc = Service::start(
         &root.join("data"),
         &plugins,
         &[
@@ -213,7 +222,22 @@ async fn service(root: &Path) -> Service {
             ("SLUICE_RUN_TIMEOUT_SECS", "120"),
         ],
     )
-    .await
+    .await;
+    // The Python and JavaScript components take a while to compile: wait until all are loaded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        let list = svc.get_json("/internal/connectors").await;
+        let loaded = list["connectors"].as_array().map_or(0, Vec::len);
+        if loaded >= 7 {
+            return svc;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connectors not loaded: {list}\n{}",
+            svc.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 async fn run(
@@ -259,6 +283,25 @@ async fn paging_that_goes_round_in_circles_fails_the_run_at_once() {
         ("slack", "slack-spin", "users", json!({})),
         ("linear", "linear-spin", "teams", json!({})),
         ("hubspot", "hubspot-cycle", "owners", json!({})),
+        // The SDK examples (their SDK's `LoopGuard`), against the same endless GitHub listing.
+        (
+            "rust-issues",
+            "gh-spin",
+            "issues",
+            json!({"repositories": ["o/r"]}),
+        ),
+        (
+            "python-issues",
+            "gh-spin",
+            "issues",
+            json!({"repositories": ["o/r"]}),
+        ),
+        (
+            "js-issues",
+            "gh-spin",
+            "issues",
+            json!({"repositories": ["o/r"]}),
+        ),
     ] {
         let mut config = extra;
         config["api_url"] = json!(format!("{up}/{mode}"));
@@ -297,6 +340,22 @@ async fn a_future_date_from_the_upstream_never_becomes_the_cursor() {
         .unwrap_or_default()
         .to_string();
     assert!(year(&cursor) < 2999 && year(&cursor) >= 2024, "{state}");
+
+    // The SDK examples hold their `since` the same way (their SDK's clamp_to_now).
+    for example in ["rust-issues", "python-issues", "js-issues"] {
+        let config = json!({"api_url": format!("{up}/gh-future"), "repositories": ["o/r"]});
+        let done = run(&svc, example, example, config, "issues").await;
+        assert_eq!(done["status"], "succeeded", "{example}: {done}");
+        let state = committed_state(root.path(), example);
+        let cursor = state["streams"]["issues"]["since"]["o/r"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            year(&cursor) < 2999 && year(&cursor) >= 2024,
+            "{example}: {state}"
+        );
+    }
 
     let config = json!({"api_url": format!("{up}/linear-future")});
     let done = run(&svc, "li", "linear", config, "teams").await;

@@ -112,6 +112,12 @@ impl Connector for Issues {
                         since.insert(repo.clone(), updated);
                     }
                 }
+                // An issue dated in the future never becomes the cursor (later runs would skip
+                // everything written until then).
+                if let Some(cursor) = since.get_mut(repo) {
+                    *cursor =
+                        sluice_sdk::time::clamp_iso_to_now(cursor, &format!("issues of {repo}"));
+                }
                 out.checkpoint("issues", &json!({"since": since}))?;
                 next = response.next_link().map(Request::get);
             }

@@ -136,6 +136,18 @@ pub fn clamp_to_now(cursor: i64, subject: &str) -> i64 {
     now
 }
 
+/// [`clamp_to_now`] for an ISO 8601 cursor (the newest `updated_at` seen): `value` itself, or
+/// now as `YYYY-MM-DDTHH:MM:SSZ` when it is later; a value that does not parse stays as it is.
+pub fn clamp_iso_to_now(value: &str, subject: &str) -> String {
+    match parse_iso(value) {
+        Some(at) => match clamp_to_now(at, subject) {
+            held if held < at => format_iso(held),
+            _ => value.to_string(),
+        },
+        None => value.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -436,3 +436,19 @@ export function log(level, message, fields = {}) {
 export function nowMs() {
   return Date.now();
 }
+
+/**
+ * `value` (an RFC 3339 date-time, the newest `updated_at` seen), or now (`YYYY-MM-DDTHH:MM:SSZ`)
+ * when `value` is later: one record dated in the future (a broken clock, a hostile answer) must
+ * not move an incremental cursor past every record written until then, which each later run
+ * would skip. Held at now, the future record is only read again. Logs a warning naming `subject`
+ * when it clamps; a value that does not parse is returned as it is. The Rust SDK's
+ * `time::clamp_to_now` does the same.
+ */
+export function clampToNow(value, subject) {
+  const at = Date.parse(value);
+  const now = nowMs();
+  if (Number.isNaN(at) || at <= now) return value;
+  log('warn', "a cursor value from the upstream is in the future; held at the host's clock", { subject, value });
+  return new Date(Math.floor(now / 1000) * 1000).toISOString().replace('.000Z', 'Z');
+}

@@ -7,7 +7,7 @@
 //   `?since=<newest updated_at seen>` from the committed state on later runs, following
 //   `Link: rel="next"` pages and checkpointing the newest cursor after each page.
 // @ts-check
-import { Batcher, Connector, ConnectorError, LoopGuard, exportConnector, fetch } from 'sluice-connector-sdk';
+import { Batcher, Connector, ConnectorError, LoopGuard, clampToNow, exportConnector, fetch } from 'sluice-connector-sdk';
 
 const ITEM = {
   type: 'object',
@@ -77,7 +77,11 @@ class Items extends Connector {
         out.push('items', record(item));
         if (since === undefined || item.updated_at > since) since = item.updated_at;
       }
-      if (since !== undefined) out.checkpoint('items', { since });
+      if (since !== undefined) {
+        // An item dated in the future never becomes the cursor.
+        since = clampToNow(since, 'items');
+        out.checkpoint('items', { since });
+      }
       const next = page.nextLink();
       if (!next) break;
       guard.follow(next);

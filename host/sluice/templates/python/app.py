@@ -8,7 +8,7 @@
   `Link: rel="next"` pages and checkpointing the newest cursor after each page.
 """
 import sluice_sdk
-from sluice_sdk import Batcher, ConnectorError, LoopGuard, Manifest, Secret, SecretHeader, Stream, SyncRequest, fetch
+from sluice_sdk import Batcher, ConnectorError, LoopGuard, Manifest, Secret, SecretHeader, Stream, SyncRequest, clamp_to_now, fetch
 
 ITEM = {
     "type": "object",
@@ -62,6 +62,8 @@ class Items(sluice_sdk.Connector):
                 if since is None or item["updated_at"] > since:
                     since = item["updated_at"]
             if since is not None:
+                # An item dated in the future never becomes the cursor.
+                since = clamp_to_now(since, "items")
                 out.checkpoint("items", {"since": since})
             url = page.next_link()
             if url is None:

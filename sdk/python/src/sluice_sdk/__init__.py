@@ -24,6 +24,7 @@ import json
 import sys
 import traceback
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import quote, urljoin
 
@@ -45,6 +46,7 @@ __all__ = [
     "fetch",
     "log",
     "now_ms",
+    "clamp_to_now",
     "secret",
 ]
 
@@ -603,3 +605,27 @@ def now_ms() -> int:
 
         return int(time.time() * 1000)
     return clock.now()
+
+
+def clamp_to_now(value: str, subject: str) -> str:
+    """``value`` (an RFC 3339 date-time, the newest ``updated_at`` seen), or the host's clock
+    now (``YYYY-MM-DDTHH:MM:SSZ``) when ``value`` is later.
+
+    An incremental cursor taken from upstream data must not pass the present: one record dated
+    in the future (a broken clock, a hostile answer) would move the cursor past every record
+    written until then, and each later run would skip them while succeeding. Held at now, the
+    future record is only read again. Logs a warning naming ``subject`` when it clamps; a value
+    that does not parse is returned as it is. The Rust SDK's ``time::clamp_to_now`` does the same.
+    (``datetime`` is imported at the top: componentize-py bundles only what the module imports.)"""
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return value
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=timezone.utc)
+    now = datetime.fromtimestamp(now_ms() // 1000, tz=timezone.utc)
+    if at <= now:
+        return value
+    log("warn", "a cursor value from the upstream is in the future; held at the host's clock",
+        subject=subject, value=value)
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -96,7 +96,9 @@ impl Connector for Items {
                     since = Some(updated);
                 }
             }
-            if let Some(cursor) = &since {
+            if let Some(cursor) = &mut since {
+                // An item dated in the future never becomes the cursor.
+                *cursor = sluice_sdk::time::clamp_iso_to_now(cursor, "items");
                 out.checkpoint("items", &json!({"since": cursor}))?;
             }
             next = response.next_link().map(get);
