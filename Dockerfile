@@ -20,7 +20,7 @@ RUN bash scripts/install-toolchain.sh && bash scripts/build-plugins.sh \
  && mkdir -p /out/plugins /out/data \
  && cp /cache/target/dist/sluice /out/ \
  && for f in "$SLUICE_PLUGIN_OUT"/*.wasm; do \
-      case "$(basename "$f")" in probe*|synthetic*|hostile*|wrong-world*|extra-import*|bad-manifest*|python-hello*) ;; \
+      case "$(basename "$f")" in probe*|synthetic*|hostile*|wrong-world*|extra-import*|bad-manifest*|python-hello*|*-issues.wasm|*-unflushed.wasm) ;; \
         *) cp "$f" /out/plugins/ ;; esac; \
     done \
  && ls /out/plugins/github.wasm /out/plugins/slack.wasm /out/plugins/linear.wasm /out/plugins/hubspot.wasm /out/plugins/http-json.wasm

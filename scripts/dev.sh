@@ -16,7 +16,7 @@ case "$cmd" in
     # The local defaults: plugins from the build output (test guests left out), data under .sluice/.
     mkdir -p .sluice/plugins
     for f in "$SLUICE_PLUGIN_OUT"/*.wasm; do
-      case "$(basename "$f")" in probe*|synthetic*|hostile*|wrong-world*|extra-import*|bad-manifest*|python-hello*|*-issues.wasm) continue ;; esac
+      case "$(basename "$f")" in probe*|synthetic*|hostile*|wrong-world*|extra-import*|bad-manifest*|python-hello*|*-issues.wasm|*-unflushed.wasm) continue ;; esac
       cp -f "$f" .sluice/plugins/
     done
     export CONNECT_SERVICE_TOKEN=${CONNECT_SERVICE_TOKEN:-}
