@@ -749,6 +749,31 @@ async fn admission_conflicts_idempotency_cancel_and_queue() {
         "{body}"
     );
 
+    // `streams: []` would read as "sync nothing" (it synced everything), and a stream named
+    // twice was echoed in the run: both are refused, saying what to do (the field left out, or
+    // null, syncs all).
+    for (streams, says) in [
+        (json!([]), "leave `streams` out to sync all"),
+        (
+            json!(["items", "items"]),
+            "stream \"items\" is named more than once",
+        ),
+    ] {
+        let mut bad = looping("c-streams");
+        bad["streams"] = streams.clone();
+        let r = svc
+            .post("/internal/mirror-connections/runs")
+            .json(&bad)
+            .checked()
+            .await;
+        assert_eq!(r.status(), 422, "{streams}");
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body["detail"].as_str().unwrap().contains(says) && body["code"] == "invalid_request",
+            "{streams}: {body}"
+        );
+    }
+
     let r = svc
         .post("/internal/mirror-connections/runs")
         .json(&looping("c1"))

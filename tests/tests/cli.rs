@@ -229,3 +229,42 @@ fn run_holds_a_connector_to_the_staging_quota() {
         "a failed run committed"
     );
 }
+
+/// `sluice run --stream` is held to the service's rule for `streams`, before the run starts: a
+/// stream named twice is refused naming it, and an unknown stream is refused listing the
+/// connector's streams (it was a failed run, `invalid_config`, after the run had started).
+#[test]
+fn run_refuses_a_repeated_or_unknown_stream_before_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, r#"{"action": "ok"}"#).unwrap();
+    for (streams, says) in [
+        (
+            &["items", "items"][..],
+            r#"--stream: streams: stream "items" is named more than once"#,
+        ),
+        (
+            &["itemz"][..],
+            r#"--stream: streams: unknown stream "itemz"; connector probe has: items"#,
+        ),
+    ] {
+        let out_dir = dir.path().join("out");
+        let mut cmd = Command::new(sluice_bin());
+        cmd.args(["run", "--secret", "token=t", "--config"])
+            .arg(&config)
+            .arg("--out")
+            .arg(&out_dir)
+            .arg(plugin("probe"));
+        for s in streams {
+            cmd.args(["--stream", s]);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{streams:?}: {stderr}");
+        assert!(stderr.contains(says), "{streams:?}: {stderr}");
+        assert!(
+            !stderr.contains("run failed") && !stderr.contains("→"),
+            "refused before the run started: {stderr}"
+        );
+    }
+}

@@ -214,8 +214,10 @@ pub struct CreateRunRequest {
     #[serde(default)]
     #[schema(value_type = BTreeMap<String, String>)]
     pub credentials: Credentials,
-    /// Streams to sync; all when absent or empty.
+    /// Streams to sync, each named once; leave the member out to sync all. An empty list or a
+    /// stream named twice is refused (422).
     #[serde(default)]
+    #[schema(min_items = 1)]
     pub streams: Option<Vec<String>>,
     /// Ignore the committed state and read everything again.
     #[serde(default)]
@@ -255,7 +257,7 @@ pub struct RunAccepted {
         (status = 409, body = ErrorBody, description = "The connection already has an active run (`run_active`)"),
         (status = 413, body = ErrorBody, description = "The body is over 128 KiB (`body_too_large`)"),
         (status = 415, body = ErrorBody, description = "The body is not `application/json` (`unsupported_media_type`)"),
-        (status = 422, body = ErrorBody, description = "Refused before queueing (`invalid_request`: the body does not fit the schema, a credential is missing, the config fails the connector's schema (the detail names its path), an unknown stream, a bad connection_id, storage or Idempotency-Key; `idempotency_key_reused`: the key was used with another request)"),
+        (status = 422, body = ErrorBody, description = "Refused before queueing (`invalid_request`: the body does not fit the schema, a credential is missing, the config fails the connector's schema (the detail names its path), an unknown stream, an empty `streams` list or a stream named twice, a bad connection_id, storage or Idempotency-Key; `idempotency_key_reused`: the key was used with another request)"),
         (status = 503, body = ErrorBody, description = "The run queue is full (`queue_full`), the service is shutting down (`shutting_down`), or (replicated mode) the run database is unavailable (`database_unavailable`); retry after Retry-After",
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
     ))]
@@ -276,6 +278,7 @@ pub async fn create_run(
                 .to_string(),
         ),
     };
+    sluice_runs::manager::check_stream_selection(req.streams.as_deref()).map_err(submit_error)?;
     let record = s
         .runs
         .submit(SubmitRun {

@@ -150,6 +150,37 @@ pub fn check_streams(plugin: &Plugin, streams: &[String]) -> Result<(), SubmitEr
     Ok(())
 }
 
+/// Checks the shape of a stream selection before anything else: `None` (the field left out)
+/// syncs every stream; an empty list is refused (it reads as "sync nothing" but would sync all),
+/// and so is a list that names a stream twice or names the empty string. The API (`streams`)
+/// and `sluice run --stream` share this rule.
+pub fn check_stream_selection(streams: Option<&[String]>) -> Result<(), SubmitError> {
+    let Some(streams) = streams else {
+        return Ok(());
+    };
+    let invalid = |message: String| SubmitError::Invalid {
+        field: "streams".into(),
+        message,
+    };
+    if streams.is_empty() {
+        return Err(invalid(
+            "is empty: name at least one stream, or leave `streams` out to sync all".into(),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for name in streams {
+        if name.is_empty() {
+            return Err(invalid("a stream name is empty".into()));
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(invalid(format!(
+                "stream {name:?} is named more than once; name each stream once"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The largest config accepted, in bytes of JSON. Configs are a few hundred bytes; a request
 /// body may be 1 MiB, but a megabyte of JSON parsed, checked and held by every waiting call or
 /// queued run is tens of MiB each (found by sending 20 at once).

@@ -71,6 +71,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let config = read_config(args.config.as_deref())?;
     let secrets = parse_secrets(&args.secrets)?;
+    check_stream_flags(&plugin, &args.streams)?;
+    check_discovered_streams(&plugin, &args.streams, &config, &secrets).await?;
     let local = LocalSync {
         out: &args.out,
         connection_id: &args.connection_id,
@@ -137,6 +139,7 @@ impl LocalSync<'_> {
             .collect();
         sluice_runs::manager::check_request(plugin, &config, &creds)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        check_stream_flags(plugin, self.streams)?;
         let run_id = uuid::Uuid::now_v7().to_string();
         let spec = RunSpec {
             run_id: run_id.clone(),
@@ -183,6 +186,52 @@ impl LocalSync<'_> {
         };
         outcome.map_err(|e| anyhow::anyhow!("run failed ({}): {e}", e.code()))
     }
+}
+
+/// Refuses a bad `--stream` selection before the run starts, as the service's `POST runs`
+/// does: a name given twice or empty, or one the connector's manifest does not declare (the
+/// error lists the streams it has). No `--stream` selects every stream.
+pub fn check_stream_flags(plugin: &Plugin, streams: &[String]) -> anyhow::Result<()> {
+    if streams.is_empty() {
+        return Ok(());
+    }
+    let refused = |e: sluice_runs::manager::SubmitError| anyhow::anyhow!("--stream: {e}");
+    sluice_runs::manager::check_stream_selection(Some(streams)).map_err(refused)?;
+    sluice_runs::manager::check_streams(plugin, streams).map_err(refused)
+}
+
+/// For a connector whose streams come from its config (its manifest declares none): refuses a
+/// `--stream` that `discover` does not give, before the run starts, listing the ones it gives.
+async fn check_discovered_streams(
+    plugin: &Plugin,
+    streams: &[String],
+    config: &Value,
+    secrets: &[(String, String)],
+) -> anyhow::Result<()> {
+    if streams.is_empty() || !plugin.manifest().streams.is_empty() {
+        return Ok(());
+    }
+    let opts = sluice_runtime::CallOptions {
+        secrets: Secrets::new(secrets.to_vec()),
+        deadline: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let available = plugin
+        .discover(config, opts)
+        .await
+        .map_err(|e| anyhow::anyhow!("discover failed ({}): {e}", e.code()))?;
+    if let Some(name) = streams
+        .iter()
+        .find(|n| !available.iter().any(|s| &s.name == *n))
+    {
+        let names: Vec<&str> = available.iter().map(|s| s.name.as_str()).collect();
+        bail!(
+            "--stream: unknown stream {name:?}; connector {} has: {}",
+            plugin.info().id,
+            names.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Awaits `exec`, drawing a spinner per stream from `progress` every 100 ms.
