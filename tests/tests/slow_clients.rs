@@ -34,6 +34,11 @@ fn open_fds(svc: &Service) -> usize {
         .count()
 }
 
+/// Descriptors process `pid` has open; 0 once it is gone.
+fn open_fds_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
 /// `n` connections that each sent [`PARTIAL_HEAD`], with the time each was opened.
 async fn open_slow(addr: &str, n: usize) -> Vec<(TcpStream, Instant)> {
     let mut conns = Vec::with_capacity(n);
@@ -152,22 +157,31 @@ async fn unfinished_heads_are_closed_after_the_header_timeout_and_health_answers
         took < Duration::from_secs(2),
         "/health took {took:?} next to {N} slow connections"
     );
-    // The kernel completes the handshakes before the service accepts them: give the accept loop
-    // a moment (well inside the 2 s timeout), and allow a few descriptors of start-up (plugin
-    // files, the compile cache) that were open when the baseline was read and closed since.
-    let until = Instant::now() + Duration::from_secs(1);
-    let mut held = open_fds(&svc);
-    while held < baseline + N && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        held = open_fds(&svc);
-    }
-    assert!(
-        held + 8 >= baseline + N,
-        "the service does not hold the slow connections open: {held} descriptors, baseline {baseline}"
-    );
+    // Whether the service holds the connections is shown by when they close: each one no earlier
+    // than the header timeout after it was opened (the service neither refused nor reset it) and
+    // each one by the timeout plus a margin (the service accepted it: the kernel's backlog alone
+    // would keep it open for ever). A count of descriptors right after /health answered only
+    // measured how fast a loaded machine ran the accept loop (CI once saw 58 of 300 after 1 s).
+    let peak = Arc::new(AtomicUsize::new(open_fds(&svc)));
+    let sampler = {
+        let (peak, pid) = (peak.clone(), svc.child.id());
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(open_fds_of(pid), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
 
-    let margin = Duration::from_secs(4);
+    // Generous: a loaded CI machine may accept late; the timeout itself is checked below.
+    let margin = Duration::from_secs(10);
     let closed = close_times(&mut conns, header_timeout + margin).await;
+    sampler.abort();
+    let peak = peak.load(Ordering::Relaxed);
+    assert!(
+        peak > baseline,
+        "the service never held a slow connection: peak {peak} descriptors, baseline {baseline}"
+    );
     for (i, (c, (_, opened))) in closed.iter().zip(&conns).enumerate() {
         let c = c.unwrap_or_else(|| {
             panic!(
@@ -277,9 +291,7 @@ async fn connection_cap_bounds_descriptors_and_health_still_answers() {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                if let Ok(d) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
-                    peak.fetch_max(d.count(), Ordering::Relaxed);
-                }
+                peak.fetch_max(open_fds_of(pid), Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
