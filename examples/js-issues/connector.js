@@ -28,6 +28,7 @@ const ISSUE = {
 
 const CONFIG = {
   type: 'object',
+  additionalProperties: false, // a misnamed field is refused by name, not ignored
   required: ['api_url', 'repositories'],
   properties: {
     api_url: { type: 'string', description: "GitHub's API root, e.g. https://api.github.com" },

@@ -1013,3 +1013,72 @@ async fn the_next_run_of_a_connection_is_accepted_as_soon_as_the_last_one_ended(
         }
     }
 }
+
+/// A misnamed credential or config field is named as unknown, with the field it probably meant
+/// (the user heard only that the real one was missing): at `POST runs` and at `validate`, at the
+/// top of the config and inside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misnamed_credential_or_config_field_is_named_as_unknown() {
+    let root = tempfile::tempdir().unwrap();
+    let svc = start(root.path(), &[]).await;
+    let run = |connector: &str, config: Value, credentials: Value| {
+        json!({"connection_id": "c-misnamed", "connector": connector, "config": config,
+               "credentials": credentials, "storage": storage()})
+    };
+    let cases = [
+        (
+            run(
+                "probe",
+                json!({"action": "ok"}),
+                json!({"api_token": "t0123456789"}),
+            ),
+            r#"credentials.api_token: unknown credential "api_token": connector probe declares no such secret; did you mean "token"? (it declares: token)"#,
+        ),
+        (
+            run(
+                "http-json",
+                json!({"baseurl": "https://orders.example"}),
+                json!({"api_token": "t0123456789"}),
+            ),
+            r#"config: unknown field "baseurl"; did you mean "base_url"? (the connector's schema declares: base_url, next_pointer, streams, validate_path)"#,
+        ),
+        (
+            run(
+                "http-json",
+                json!({"base_url": "https://orders.example", "streams": [{"name": "orders", "paht": "/orders"}]}),
+                json!({"api_token": "t0123456789"}),
+            ),
+            r#"config.streams.0: unknown field "paht"; did you mean "path"?"#,
+        ),
+    ];
+    for (body, says) in &cases {
+        let r = svc
+            .post("/internal/mirror-connections/runs")
+            .json(body)
+            .checked()
+            .await;
+        assert_eq!(r.status(), 422, "{body}");
+        let answer: Value = r.json().await.unwrap();
+        let detail = answer["detail"].as_str().unwrap();
+        assert!(detail.starts_with(says), "{body}: {detail}");
+    }
+    // validate answers the config's mistake the same way (invalid_config).
+    let r = svc
+        .post("/internal/mirror-connections/validate")
+        .json(
+            &json!({"connector": "http-json", "config": {"baseurl": "https://orders.example"},
+                      "credentials": {"api_token": "t0123456789"}}),
+        )
+        .checked()
+        .await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], "invalid_config", "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(r#"unknown field "baseurl"; did you mean "base_url"?"#),
+        "{answer}"
+    );
+}

@@ -268,3 +268,29 @@ fn run_refuses_a_repeated_or_unknown_stream_before_starting() {
         );
     }
 }
+
+/// `sluice run` and `sluice plugin test` name a misnamed credential as unknown, with the one
+/// the connector declares (they said only that `token` was missing, or ran the connector's
+/// own validate on it), before anything runs.
+#[test]
+fn run_and_plugin_test_name_a_misnamed_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let says = r#"credentials.api_token: unknown credential "api_token": connector probe declares no such secret; did you mean "token"?"#;
+    for args in [vec!["run", "--out"], vec!["plugin", "test", "--out"]] {
+        let out = Command::new(sluice_bin())
+            .args(&args)
+            .arg(dir.path().join("out"))
+            .args(["--secret", "api_token=t0123456789"])
+            .arg(plugin("probe"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {text}");
+        assert!(text.contains(says), "{args:?}: {text}");
+        assert!(
+            !text.contains("validate:"),
+            "refused before validate: {text}"
+        );
+    }
+}

@@ -44,7 +44,8 @@ impl Connector for Issues {
             "created_at": {"type": "string", "format": "date-time"},
             "updated_at": {"type": "string", "format": "date-time"},
             "closed_at": {"type": ["string", "null"], "format": "date-time"}}});
-        let config = json!({"type": "object", "required": ["api_url", "repositories"], "properties": {
+        // additionalProperties false: a misnamed field is refused by name, not ignored.
+        let config = json!({"type": "object", "additionalProperties": false, "required": ["api_url", "repositories"], "properties": {
             "api_url": {"type": "string", "description": "GitHub's API root, e.g. https://api.github.com"},
             "repositories": {"type": "array", "items": {"type": "string"}, "minItems": 1},
             "page_size": {"type": "integer", "minimum": 1, "maximum": 100}}});

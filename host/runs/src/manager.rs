@@ -101,6 +101,27 @@ pub fn check_request(
     credentials: &BTreeMap<String, Zeroizing<String>>,
 ) -> Result<(), SubmitError> {
     let m = plugin.manifest();
+    // An unknown name first: a misnamed credential (`api_token` for `token`) is what the user
+    // has to fix, not the required one it leaves missing.
+    for name in credentials.keys() {
+        if m.secret(name).is_none() {
+            let declared: Vec<&str> = m.secrets.iter().map(|s| s.name.as_str()).collect();
+            let missing = m
+                .secrets
+                .iter()
+                .filter(|s| !credentials.contains_key(&s.name))
+                .map(|s| s.name.as_str());
+            return Err(SubmitError::Invalid {
+                field: format!("credentials.{name}"),
+                message: format!(
+                    "unknown credential {name:?}: connector {} declares no such secret{} (it declares: {})",
+                    m.id,
+                    did_you_mean(name, missing),
+                    declared.join(", ")
+                ),
+            });
+        }
+    }
     for s in &m.secrets {
         if s.required && credentials.get(&s.name).is_none_or(|v| v.trim().is_empty()) {
             return Err(SubmitError::Invalid {
@@ -109,20 +130,27 @@ pub fn check_request(
             });
         }
     }
-    for name in credentials.keys() {
-        if m.secret(name).is_none() {
-            let declared: Vec<&str> = m.secrets.iter().map(|s| s.name.as_str()).collect();
-            return Err(SubmitError::Invalid {
-                field: format!("credentials.{name}"),
-                message: format!(
-                    "connector {} declares no secret {name:?} (it declares: {})",
-                    m.id,
-                    declared.join(", ")
-                ),
-            });
-        }
-    }
     check_config(plugin, config)
+}
+
+/// `; did you mean "x"?` for the candidate closest to `name` (by Jaro-Winkler similarity, at
+/// least 0.7, or one containing the other), else nothing.
+fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    let lower = name.to_ascii_lowercase();
+    candidates
+        .into_iter()
+        .map(|c| {
+            let c_lower = c.to_ascii_lowercase();
+            let mut score = strsim::jaro_winkler(&lower, &c_lower);
+            if c_lower.len() >= 3 && (lower.contains(&c_lower) || c_lower.contains(&lower)) {
+                score = score.max(0.9);
+            }
+            (score, c)
+        })
+        .filter(|(score, _)| *score >= 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| format!("; did you mean {c:?}?"))
+        .unwrap_or_default()
 }
 
 /// Checks requested stream names against the streams the connector's manifest declares, so a
@@ -201,19 +229,114 @@ pub fn check_config(plugin: &Plugin, config: &Value) -> Result<(), SubmitError> 
             message: format!("connector config schema is unusable: {e}"),
         }
     })?;
-    if let Some(err) = validator.iter_errors(config).next() {
-        let path = err.instance_path().to_string();
-        let field = if path.is_empty() {
+    let errors: Vec<_> = validator.iter_errors(config).collect();
+    let field_of = |path: String| {
+        if path.is_empty() {
             "config".to_string()
         } else {
             format!("config{}", path.replace('/', "."))
-        };
-        return Err(SubmitError::Invalid {
-            field,
-            message: err.to_string(),
-        });
+        }
+    };
+    let schema = &plugin.manifest().config_schema;
+    // A field the schema does not allow is named first, with the field it probably meant: a
+    // misnamed field (`repos` for `repositories`) also leaves a required one missing, and that
+    // error alone sent the user looking for the wrong mistake.
+    for err in &errors {
+        if let jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } =
+            err.kind()
+        {
+            let schema_path = err.schema_path().to_string();
+            let parent = schema_path
+                .strip_suffix("/additionalProperties")
+                .unwrap_or("");
+            let instance = config.pointer(&err.instance_path().to_string());
+            return Err(SubmitError::Invalid {
+                field: field_of(err.instance_path().to_string()),
+                message: unknown_fields_message(unexpected, declared_at(schema, parent), instance),
+            });
+        }
     }
-    Ok(())
+    let Some(err) = errors.first() else {
+        return Ok(());
+    };
+    let mut message = err.to_string();
+    // The schema allows fields it does not declare (no `additionalProperties: false`): still
+    // name the undeclared ones, which are likely the cause.
+    if let Some(object) = config.as_object() {
+        let declared = declared_at(schema, "");
+        let unknown: Vec<String> = object
+            .keys()
+            .filter(|k| !declared.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        if !declared.is_empty() && !unknown.is_empty() {
+            message = format!(
+                "{message} (and {})",
+                unknown_fields_message(&unknown, declared, Some(config))
+            );
+        }
+    }
+    Err(SubmitError::Invalid {
+        field: field_of(err.instance_path().to_string()),
+        message,
+    })
+}
+
+/// The property names a (sub)schema at `pointer` declares: its `properties`, and those of its
+/// `anyOf`/`oneOf`/`allOf` branches.
+fn declared_at<'s>(schema: &'s Value, pointer: &str) -> Vec<&'s str> {
+    let Some(node) = schema.pointer(pointer) else {
+        return Vec::new();
+    };
+    let mut names: Vec<&str> = Vec::new();
+    let mut add = |n: &'s Value| {
+        if let Some(props) = n.get("properties").and_then(Value::as_object) {
+            for k in props.keys() {
+                if !names.contains(&k.as_str()) {
+                    names.push(k);
+                }
+            }
+        }
+    };
+    add(node);
+    for key in ["anyOf", "oneOf", "allOf"] {
+        for branch in node
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            add(branch);
+        }
+    }
+    names
+}
+
+/// `unknown field "repos"; did you mean "repositories"? (the connector's schema declares: …)`.
+fn unknown_fields_message(
+    unexpected: &[String],
+    declared: Vec<&str>,
+    instance: Option<&Value>,
+) -> String {
+    let absent: Vec<&str> = declared
+        .iter()
+        .copied()
+        .filter(|d| instance.and_then(|i| i.get(d)).is_none())
+        .collect();
+    let named: Vec<String> = unexpected
+        .iter()
+        .map(|u| format!("{u:?}{}", did_you_mean(u, absent.iter().copied())))
+        .collect();
+    format!(
+        "unknown field{} {} (the connector's schema declares: {})",
+        if unexpected.len() == 1 { "" } else { "s" },
+        named.join(", "),
+        if declared.is_empty() {
+            "no fields".to_string()
+        } else {
+            declared.join(", ")
+        }
+    )
 }
 
 /// Where run records live and who admits runs.

@@ -144,6 +144,15 @@ impl Manifest {
                 "config-schema: `type` is not \"object\" (a config is a JSON object)".into(),
             ));
         }
+        if self.config_schema.get("properties").is_some()
+            && self.config_schema.get("additionalProperties") != Some(&Value::Bool(false))
+        {
+            out.push(Finding::warning(
+                "config-schema: no `\"additionalProperties\": false`: a misnamed config field \
+                 is accepted and ignored instead of refused by name"
+                    .into(),
+            ));
+        }
         for s in &self.streams {
             s.lint(&mut out);
         }
@@ -365,7 +374,20 @@ mod tests {
             &["id"],
             Some("updated_at"),
         );
-        assert_eq!(manifest(vec![good], Some(64)).lint(128), vec![]);
+        assert_eq!(manifest(vec![good.clone()], Some(64)).lint(128), vec![]);
+        // A config schema that declares fields but lets others through would ignore a
+        // misnamed one: a warning; with `additionalProperties: false`, nothing.
+        let mut open = manifest(vec![good], Some(64));
+        open.config_schema = serde_json::json!({"type": "object", "properties": {"token": {}}});
+        let findings = open.lint(128);
+        assert!(
+            findings.len() == 1
+                && findings[0].level == Level::Warning
+                && findings[0].message.contains("misnamed config field"),
+            "{findings:?}"
+        );
+        open.config_schema["additionalProperties"] = false.into();
+        assert_eq!(open.lint(128), vec![]);
 
         let bad = stream(
             serde_json::json!({

@@ -144,6 +144,16 @@ async fn steps(
         deadline: Duration::from_secs(120),
         ..CallOptions::default()
     };
+    // The service's checks first (a misnamed credential or config field named as unknown), not
+    // the connector's own reading of what it was given.
+    let creds = secrets
+        .iter()
+        .map(|(k, v)| (k.clone(), zeroize::Zeroizing::new(v.clone())))
+        .collect();
+    if let Err(e) = sluice_runs::manager::check_request(plugin, &config, &creds) {
+        println!("request: refused: {e}");
+        return Ok(false);
+    }
     match plugin.validate(&config, opts()).await {
         Ok(account) => println!("validate: ok {account}"),
         Err(e) => {

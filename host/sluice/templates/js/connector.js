@@ -21,6 +21,7 @@ const ITEM = {
 
 const CONFIG = {
   type: 'object',
+  additionalProperties: false, // a misnamed field is refused by name, not ignored
   required: ['base_url'],
   properties: {
     base_url: { type: 'string', description: 'The API root, e.g. https://api.example.com/v1' },

@@ -21,6 +21,7 @@ ITEM = {
 }
 CONFIG = {
     "type": "object",
+    "additionalProperties": False,  # a misnamed field is refused by name, not ignored
     "required": ["base_url"],
     "properties": {
         "base_url": {"type": "string", "description": "The API root, e.g. https://api.example.com/v1"},

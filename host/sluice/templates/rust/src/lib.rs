@@ -44,7 +44,8 @@ impl Connector for Items {
             "id": {"type": "integer"},
             "name": {"type": ["string", "null"]},
             "updated_at": {"type": "string", "format": "date-time"}}});
-        let config = json!({"type": "object", "required": ["base_url"], "properties": {
+        // additionalProperties false: a misnamed field is refused by name, not ignored.
+        let config = json!({"type": "object", "additionalProperties": false, "required": ["base_url"], "properties": {
             "base_url": {"type": "string", "description": "The API root, e.g. https://api.example.com/v1"}}});
         Manifest::new("{{id}}", "{{id}}", "0.1.0")
             .description("Items of an HTTP API, incrementally on updated_at.")
