@@ -294,3 +294,30 @@ fn run_and_plugin_test_name_a_misnamed_credential() {
         );
     }
 }
+
+/// A loopback destination refused in `sluice run` names the flag that allows it (the service's
+/// variable meant nothing to a CLI user, and the refusal named neither).
+#[test]
+fn run_names_the_flag_that_allows_a_loopback_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        r#"{"base_url": "http://127.0.0.1:9", "streams": [{"name": "orders", "path": "/orders"}]}"#,
+    )
+    .unwrap();
+    let out = Command::new(sluice_bin())
+        .args(["run", "--secret", "api_token=t0123456789", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .arg(plugin("http-json"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("resolves to a loopback address (127.0.0.1); run with --allow-private-addresses loopback to allow it"),
+        "{stderr}"
+    );
+}

@@ -117,6 +117,19 @@ async fn hostile_plugins_are_stopped_and_the_host_keeps_serving() {
             .await
             .unwrap_err();
         assert!(message(&e).starts_with("denied:"), "{url}: {e:?}");
+        // The refusal names the setting that would allow it (the service's variable here), or
+        // says that nothing would.
+        let fix = if url.contains("169.254") {
+            "link-local addresses are never reachable".to_string()
+        } else {
+            let class = if url.contains("10.1.2.3") {
+                "private"
+            } else {
+                "loopback"
+            };
+            format!("set SLUICE_ALLOW_PRIVATE_ADDRESSES={class} to allow it")
+        };
+        assert!(message(&e).contains(&fix), "{url}: {e:?}");
     }
     // Secrets: only declared names, only when supplied.
     let e = p

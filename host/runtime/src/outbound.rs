@@ -50,7 +50,16 @@ pub struct OutboundConfig {
     /// Record every exchange to a cassette, or answer from one with no network (`sluice plugin
     /// test`; see [`crate::cassette`]). `None` in the service.
     pub cassette: Option<Arc<Cassette>>,
+    /// How the operator grants loopback and private addresses, named in a refusal so the user
+    /// knows what to change: [`ADDRESS_SETTING_ENV`] in the service, [`ADDRESS_SETTING_FLAG`]
+    /// in `sluice run` and `sluice plugin test`.
+    pub address_setting: &'static str,
 }
+
+/// The service's setting of the address classes plugins may reach.
+pub const ADDRESS_SETTING_ENV: &str = "SLUICE_ALLOW_PRIVATE_ADDRESSES";
+/// The CLI's flag of the address classes a connector may reach.
+pub const ADDRESS_SETTING_FLAG: &str = "--allow-private-addresses";
 
 impl Default for OutboundConfig {
     fn default() -> Self {
@@ -65,6 +74,7 @@ impl Default for OutboundConfig {
             backoff_base: Duration::from_millis(250),
             hubspot_search_interval: HUBSPOT_SEARCH_INTERVAL,
             cassette: None,
+            address_setting: ADDRESS_SETTING_ENV,
         }
     }
 }
@@ -472,12 +482,35 @@ impl Outbound {
         for ip in ips {
             if let Some(class) = grant.refuses(ip) {
                 return Err(OutboundError::Denied(format!(
-                    "{} resolves to a {class} address ({ip})",
-                    origin(url)
+                    "{} resolves to a {class} address ({ip}){}",
+                    origin(url),
+                    grant_hint(grant, class, self.config.address_setting)
                 )));
             }
         }
         Ok(())
+    }
+}
+
+/// What would let a refused address class through: `; run with --allow-private-addresses
+/// loopback to allow it` (the flag) or `; set SLUICE_ALLOW_PRIVATE_ADDRESSES=loopback …` (the
+/// variable), keeping the classes already granted; link-local (cloud metadata) and
+/// non-routable addresses are never granted.
+fn grant_hint(grant: AddressGrant, class: &str, setting: &str) -> String {
+    let loopback = grant.loopback || class == "loopback";
+    let private = grant.private || class == "private";
+    if class != "loopback" && class != "private" {
+        return format!("; {class} addresses are never reachable");
+    }
+    let value = match (loopback, private) {
+        (true, true) => "loopback,private",
+        (true, false) => "loopback",
+        _ => "private",
+    };
+    if setting.starts_with("--") {
+        format!("; run with {setting} {value} to allow it")
+    } else {
+        format!("; set {setting}={value} to allow it")
     }
 }
 

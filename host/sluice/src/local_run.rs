@@ -58,7 +58,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         // stay in this process while it syncs (the compiled artifact is cached under --out).
         std::env::current_exe().ok(),
         local_policy(&args.allow_private_addresses)?,
-        OutboundConfig::default(),
+        OutboundConfig {
+            address_setting: sluice_runtime::outbound::ADDRESS_SETTING_FLAG,
+            ..OutboundConfig::default()
+        },
     ))?;
     let path = if args.connector.ends_with(".wasm") {
         PathBuf::from(&args.connector)

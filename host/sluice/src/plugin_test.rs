@@ -76,6 +76,7 @@ pub async fn run(args: TestArgs) -> anyhow::Result<bool> {
     };
     let outbound = OutboundConfig {
         cassette: cassette.clone(),
+        address_setting: sluice_runtime::outbound::ADDRESS_SETTING_FLAG,
         ..OutboundConfig::default()
     };
     let rt = crate::runtime(crate::runtime_config(
