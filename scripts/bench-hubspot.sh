@@ -2,12 +2,14 @@
 # Issue 10's HubSpot comparison: sync the `contacts` stream of N contacts (default 50000) from the
 # fake HubSpot (tests/src/bin/fake-hubspot.rs: tests/src/fakes/hubspot.rs, every request checked
 # against HubSpot's OpenAPI descriptions), once with Sluice (release `sluice serve`, hubspot.wasm,
-# committed as Parquet into Garage), once with Airbyte's `source-hubspot` 5.7.0 and once with the
+# committed as Parquet into Garage), once with `sluice run` (one process per sync like the peers,
+# Parquet into a local directory), once with Airbyte's `source-hubspot` 5.7.0 and once with the
 # Singer tap `tap-hubspot` 4.5.0 (singer-io's, the package PyPI has under that name; both from
 # PyPI, records to a file, no destination), on the same fake in the same run. Prints wall time,
 # records/s, CPU seconds, peak RSS and peak anonymous RSS of each (medians of the rounds), and
 # the ratios.
 #   scripts/bench-hubspot.sh [contacts] [rounds]   SKIP_AIRBYTE=1 / SKIP_TAP=1 leave a peer out
+#   SLUICE_BIN=path/to/sluice  runs that binary (the service and `sluice run`), e.g. the dist build
 #   SLUICE_BENCH_S3_PORT   Garage's S3 port (default 3900); SLUICE_BENCH_NO_BUILD=1 uses the
 #                          binaries and plugins already built
 #   FAKE_BIN=path          runs another build of the fake (e.g. an older one, to compare its own CPU)
@@ -17,11 +19,11 @@
 #                          printed as such
 #
 # What each one asks the fake for (a first sync, no state):
-# - Sluice: `POST /crm/v3/objects/contacts/search` (every property, 200 a page, keyset on
-#   hs_object_id; its incremental path is its only path), spaced 200 ms apart by the host
-#   (HubSpot's 5 searches/s), then `GET /crm/v3/objects/contacts?archived=true` (none here).
-#   So 50,000 contacts take at least 250 × 200 ms = 50 s: the pacing, not Sluice, bounds its
-#   records/s (about 1,000/s); the script prints the bound beside the figure.
+# - Sluice (the service and `sluice run`): a first sync is a read of everything, so it pages
+#   `GET /crm/v3/objects/contacts?limit=100&properties=…` (every property) by `after`, then
+#   `GET /crm/v3/objects/contacts?archived=true` (none here); later syncs read the window since
+#   the cursor through `POST …/search`, spaced by the host (HubSpot's ~5 searches/s). The fake's
+#   request counts at the end show which routes were taken.
 # - Airbyte (a first sync is its full-refresh path): `GET /properties/v2/contact/properties`
 #   (legacy, a bare array), `GET /crm/v3/schemas` (custom objects; 403 MISSING_SCOPES here, which
 #   it logs and skips), then `GET /crm/v3/objects/contact?archived=false&associations=contacts,
@@ -90,7 +92,7 @@ PORT=18074; TOKEN=bench-token-0123456789
 CONNECT_SERVICE_TOKEN=$TOKEN PORT=$PORT SLUICE_DATA_DIR=$WORK/data PLUGINS_DIR=$WORK/plugins \
   SLUICE_ALLOW_PRIVATE_ADDRESSES=loopback S3_ENDPOINT=http://127.0.0.1:$S3_PORT RUST_LOG=${RUST_LOG:-warn} \
   SLUICE_HUBSPOT_SEARCH_INTERVAL_MS=$INTERVAL_MS \
-  "$CARGO_TARGET_DIR/release/sluice" serve > "$WORK/service.log" 2>&1 &
+  "${SLUICE_BIN:-$CARGO_TARGET_DIR/release/sluice}" serve > "$WORK/service.log" 2>&1 &
 SVC=$!
 PIDS+=($SVC)
 for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.1; done
@@ -131,6 +133,14 @@ if r["status"] != "succeeded": sys.exit(f"sluice run failed: {r}")
 # The service'"'"'s own clock too: created_at -> finished_at (the harness'"'"'s curl/python polling left out).
 at=lambda k: datetime.fromisoformat(r[k])
 print(r["streams"]["contacts"]["committed_rows"], '"$t1"'-'"$t0"', '"$c1"'-'"$c0"', '"$(cat "$WORK/sluice.anon")"', (at("finished_at") - at("created_at")).total_seconds())'
+}
+
+# --- `sluice run`: one process per sync (as the peers run), the contacts stream into Parquet in
+# a local directory (kept between rounds: it holds the compile cache; --full-refresh each time).
+echo '{"api_url":"'"$URL"'","streams":["contacts"]}' > "$WORK/cli-config.json"
+cli_round() {
+  SLUICE_HUBSPOT_SEARCH_INTERVAL_MS=$INTERVAL_MS cli_run "$WORK/plugins/hubspot.wasm" "$WORK/cli-config.json" \
+    "token=$HS_TOKEN" "$WORK/cli-out" "$WORK" contacts
 }
 
 # --- The proxy for the peers' hard-coded https://api.hubapi.com.
@@ -211,6 +221,7 @@ tap_round() {
 
 # Warm-up, not counted (the service compiles and caches the plugin; the fake's pages warm up).
 sluice_round > /dev/null
+cli_round > /dev/null
 LABEL=""
 [ "$INTERVAL_MS" = 0 ] && LABEL=" [UNPACED: SLUICE_HUBSPOT_SEARCH_INTERVAL_MS=0 and the fake's search limit off; HubSpot allows ~5 searches/s]"
 echo "contacts stream, $CONTACTS contacts served by the fake ($URL), $ROUNDS rounds each, alternating$LABEL"
@@ -223,6 +234,11 @@ for i in $(seq 1 "$ROUNDS"); do
   fake=$(fake_spent "$f0")
   printf 'sluice  round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak anon RSS %.0f MiB  | fake %.2f CPU s | load %s | service clock %.2f s, %.0f records/s\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($anon/1024)")" "$fake" "$(cut -d' ' -f1 /proc/loadavg)" "$svc" "$(python3 -c "print($n/$svc)")"
   echo "sluice $n $wall $cpu 0 $anon $fake $svc" >> "$WORK/results"
+  f0=$(cpu_secs "$FAKE")
+  read -r n wall cpu rss <<< "$(cli_round)"
+  fake=$(fake_spent "$f0")
+  printf 'run     round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak RSS %.0f MiB  | fake %.2f CPU s | load %s\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($rss/1024)")" "$fake" "$(cut -d' ' -f1 /proc/loadavg)"
+  echo "cli $n $wall $cpu $rss 0 $fake" >> "$WORK/results"
   if [ -z "${SKIP_AIRBYTE:-}" ]; then
     f0=$(cpu_secs "$FAKE")
     read -r n wall cpu rss anon <<< "$(airbyte_round)"
@@ -267,11 +283,9 @@ s_rate, s_cpu = med("sluice", 1) / med("sluice", 2), med("sluice", 3)
 s_rss, s_anon = int(sys.argv[2]) / 1024, anon("sluice")
 s_svc = med("sluice", 1) / med("sluice", 7)
 print(f"medians: sluice {s_rate:,.0f} records/s, {s_cpu:.2f} CPU s, peak RSS {s_rss:.0f} MiB (the service, all rounds), peak anon RSS {s_anon:.0f} MiB (sampled every 20 ms); the fake {med('sluice', 6):.2f} CPU s a round")
+c_rate, c_cpu, c_rss = med("cli", 1) / med("cli", 2), med("cli", 3), med("cli", 4) / 1024
+print(f"         sluice run (one process per sync) {c_rate:,.0f} records/s, {c_cpu:.2f} CPU s, peak RSS {c_rss:.0f} MiB")
 print(f"         sluice by the service's own clock (created_at -> finished_at, without the harness's polling): {s_svc:,.0f} records/s")
-if interval > 0:
-    searches = -(-contacts // 200)
-    bound = searches * interval / 1000
-    print(f"         sluice's bound: {searches} searches of 200 spaced {interval} ms = {bound:.1f} s at least, {contacts / bound:,.0f} records/s at most (HubSpot's 5 searches/s)")
 for peer in ("airbyte", "taphubspot"):
     if not any(r[0] == peer for r in rows):
         continue
@@ -280,5 +294,6 @@ for peer in ("airbyte", "taphubspot"):
         print(f"WARNING: {peer} delivered {', '.join(short)} records in some rounds, not {contacts}")
     rate, cpu, rss, p_anon = med(peer, 1) / med(peer, 2), med(peer, 3), med(peer, 4) / 1024, anon(peer)
     print(f"         {peer} {rate:,.0f} records/s, {cpu:.2f} CPU s, peak RSS {rss:.0f} MiB, peak anon RSS {p_anon:.0f} MiB; the fake {med(peer, 6):.2f} CPU s a round")
+    print(f"  sluice run vs {peer}: records/s {c_rate / rate:.1f}x   CPU s {cpu / c_cpu:.1f}x less   peak RSS {c_rss / rss:.2f} of {peer}'s")
     print(f"  sluice vs {peer}: records/s {s_rate / rate:.1f}x (by the service's clock {s_svc / rate:.1f}x)   CPU s {cpu / s_cpu:.1f}x less   peak RSS {s_rss / rss:.2f} of {peer}'s   peak anon RSS {s_anon / p_anon:.2f} of {peer}'s")
 EOF

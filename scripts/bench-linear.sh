@@ -2,11 +2,13 @@
 # Issue 10's Linear comparison: sync the `issues` stream of N issues (default 20000) from the fake
 # Linear (tests/src/bin/fake-linear.rs: every GraphQL document parsed and validated against
 # Linear's published schema, then executed), once with Sluice (release `sluice serve`,
-# linear.wasm, committed as Parquet into Garage) and once with the Singer tap `tap-linear` from
+# linear.wasm, committed as Parquet into Garage), once with `sluice run` (one process per sync
+# like the peer, Parquet into a local directory) and once with the Singer tap `tap-linear` from
 # PyPI (records to a file, no target), on the same fake in the same run, alternating. Prints wall
 # time, records/s, CPU seconds, peak RSS and peak anonymous RSS of each, their medians and ratios.
 #   scripts/bench-linear.sh [issues] [rounds]      SKIP_TAP=1 leaves the peer out
 #   SLUICE_BENCH_S3_PORT=3910 uses (or starts) Garage on that port (default 3900).
+#   SLUICE_BIN=path/to/sluice runs that binary (the service and `sluice run`), e.g. the dist build.
 #   SLUICE_BENCH_NO_BUILD=1 measures the binaries and plugins already built.
 #   FAKE_BIN=path runs another build of the fake (e.g. an older one, to compare its own CPU).
 # Each round prints the CPU seconds the fake spent serving it (from /proc/PID/stat) and the load.
@@ -69,7 +71,7 @@ mkdir -p "$WORK/plugins" && cp "$SLUICE_PLUGIN_OUT/linear.wasm" "$WORK/plugins/"
 PORT=18076; TOKEN=bench-token-0123456789  # its own port: the scripts may run side by side
 CONNECT_SERVICE_TOKEN=$TOKEN PORT=$PORT SLUICE_DATA_DIR=$WORK/data PLUGINS_DIR=$WORK/plugins \
   SLUICE_ALLOW_PRIVATE_ADDRESSES=loopback S3_ENDPOINT=http://127.0.0.1:$S3_PORT RUST_LOG=${RUST_LOG:-warn} \
-  "$CARGO_TARGET_DIR/release/sluice" serve > "$WORK/service.log" 2>&1 &
+  "${SLUICE_BIN:-$CARGO_TARGET_DIR/release/sluice}" serve > "$WORK/service.log" 2>&1 &
 SVC=$!
 PIDS+=($SVC)
 for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.1; done
@@ -112,6 +114,13 @@ at=lambda k: datetime.fromisoformat(r[k])
 print(r["streams"]["issues"]["committed_rows"], '"$t1"'-'"$t0"', '"$c1"'-'"$c0"', '"$(cat "$WORK/sluice.anon")"', (at("finished_at") - at("created_at")).total_seconds())'
 }
 
+# --- `sluice run`: one process per sync (as the peer runs), the issues stream into Parquet in a
+# local directory (kept between rounds: it holds the compile cache; --full-refresh each time).
+echo '{"api_url":"'"$URL"'"}' > "$WORK/cli-config.json"
+cli_round() {
+  cli_run "$WORK/plugins/linear.wasm" "$WORK/cli-config.json" "token=$KEY" "$WORK/cli-out" "$WORK" issues
+}
+
 # --- tap-linear: its one stream (Issues), records to a file. `start_date` is the tap's default.
 cat > "$WORK/tap-config.json" <<EOF
 {"auth_token": "$KEY", "api_url": "$URL/graphql", "start_date": "2010-01-01T00:00:00.000Z"}
@@ -143,6 +152,7 @@ tap_round() {
 
 # Warm-up, not counted: the service compiles linear.wasm once (cached afterwards).
 sluice_round > /dev/null
+cli_round > /dev/null
 echo "issues stream, $ISSUES issues served by the fake Linear ($URL/graphql), $ROUNDS rounds each, alternating"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 : > "$WORK/results"
@@ -152,6 +162,11 @@ for i in $(seq 1 "$ROUNDS"); do
   fake=$(python3 -c "print(round($(cpu_secs "$FAKE") - $f0, 2))")
   printf 'sluice     round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak anon RSS %.0f MiB  | fake %.2f CPU s | load %s | service clock %.2f s, %.0f records/s\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($anon/1024)")" "$fake" "$(cut -d' ' -f1 /proc/loadavg)" "$svc" "$(python3 -c "print($n/$svc)")"
   echo "sluice $n $wall $cpu 0 $anon $fake $svc" >> "$WORK/results"
+  f0=$(cpu_secs "$FAKE")
+  read -r n wall cpu rss <<< "$(cli_round)"
+  fake=$(python3 -c "print(round($(cpu_secs "$FAKE") - $f0, 2))")
+  printf 'sluice run round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak RSS %.0f MiB  | fake %.2f CPU s | load %s\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($rss/1024)")" "$fake" "$(cut -d' ' -f1 /proc/loadavg)"
+  echo "cli $n $wall $cpu $rss 0 $fake" >> "$WORK/results"
   if [ -z "${SKIP_TAP:-}" ]; then
     f0=$(cpu_secs "$FAKE")
     read -r n wall cpu rss anon <<< "$(tap_round)"
@@ -179,6 +194,8 @@ short = sorted({r[1] for r in rows if r[0] == "sluice" and int(r[1]) != int(sys.
 if short:
     print(f"WARNING: sluice committed {', '.join(short)} rows in some rounds, not {sys.argv[3]}")
 print(f"medians: sluice {s_rate:,.0f} records/s, {s_cpu:.2f} CPU s, peak RSS {s_rss:.0f} MiB (the service, all rounds), peak anon RSS {s_anon:.0f} MiB (sampled every 20 ms); the fake {med('sluice', 6):.2f} CPU s a round")
+c_rate, c_cpu, c_rss = med("cli", 1) / med("cli", 2), med("cli", 3), med("cli", 4) / 1024
+print(f"         sluice run (one process per sync) {c_rate:,.0f} records/s, {c_cpu:.2f} CPU s, peak RSS {c_rss:.0f} MiB")
 print(f"         sluice by the service's own clock (created_at -> finished_at, without the harness's polling): {s_svc:,.0f} records/s")
 for peer in ("taplinear",):
     if not any(r[0] == peer for r in rows):
@@ -188,5 +205,6 @@ for peer in ("taplinear",):
         print(f"WARNING: {peer} delivered {', '.join(short)} records in some rounds, not {sys.argv[3]}")
     rate, cpu, rss, p_anon = med(peer, 1) / med(peer, 2), med(peer, 3), med(peer, 4) / 1024, anon(peer)
     print(f"         {peer} {rate:,.0f} records/s, {cpu:.2f} CPU s, peak RSS {rss:.0f} MiB, peak anon RSS {p_anon:.0f} MiB; the fake {med(peer, 6):.2f} CPU s a round")
+    print(f"  sluice run vs {peer}: records/s {c_rate / rate:.1f}x   CPU s {cpu / c_cpu:.1f}x less   peak RSS {c_rss / rss:.2f} of {peer}'s")
     print(f"  sluice vs {peer}: records/s {s_rate / rate:.1f}x (by the service's clock {s_svc / rate:.1f}x)   CPU s {cpu / s_cpu:.1f}x less   peak RSS {s_rss / rss:.2f} of {peer}'s   peak anon RSS {s_anon / p_anon:.2f} of {peer}'s")
 EOF
