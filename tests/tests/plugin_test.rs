@@ -136,6 +136,19 @@ async fn a_recorded_cassette_replays_offline_and_refuses_other_requests() {
         stdout3.contains("not in the cassette: GET") && stdout3.contains("acme/repo-1"),
         "{stdout3}"
     );
+    // The connector's own word for the refusal (`invalid_config`) is not the headline: the
+    // step says which request had no recording and how to record it.
+    let failed_line = stdout3
+        .lines()
+        .find(|l| l.starts_with("validate: failed"))
+        .unwrap_or_default();
+    assert!(
+        failed_line.starts_with("validate: failed: the cassette has no recorded answer for GET")
+            && failed_line.contains("acme/repo-1")
+            && failed_line.contains("record it with --record"),
+        "{stdout3}"
+    );
+    assert!(stdout3.contains("run again with --record"), "{stdout3}");
 }
 
 #[test]

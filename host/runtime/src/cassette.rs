@@ -452,7 +452,7 @@ impl Cassette {
             let what = format!("{} {}", key.method, loggable_url(&req.url, &req.redactor));
             lock(&self.misses).push(what.clone());
             return Some(Err(OutboundError::Denied(format!(
-                "not in the cassette {}: {what}",
+                "not in the cassette {}: {what} (no recorded answer; record it with --record)",
                 self.path.display()
             ))));
         };

@@ -100,7 +100,7 @@ pub async fn run(args: TestArgs) -> anyhow::Result<bool> {
     );
     let config = read_config(args.config.as_deref())?;
     let secrets = parse_secrets(&args.secrets)?;
-    let ok = steps(&args, &plugin, &out, config, secrets).await?;
+    let ok = steps(&args, &plugin, &out, config, secrets, cassette.as_deref()).await?;
     Ok(report_cassette(cassette.as_deref(), ok)? && ok)
 }
 
@@ -139,7 +139,21 @@ async fn steps(
     out: &Path,
     config: serde_json::Value,
     secrets: Vec<(String, String)>,
+    cassette: Option<&Cassette>,
 ) -> anyhow::Result<bool> {
+    // A request the cassette holds no answer for reaches the connector as `denied`, which it
+    // reports in its own words (`invalid_config` for the SDKs): say what really happened.
+    let failed = |step: &str, what: String| {
+        let misses = cassette.map(Cassette::misses).unwrap_or_default();
+        match misses.first() {
+            Some(miss) => println!(
+                "{step}: failed: the cassette has no recorded answer for {miss} (the connector \
+                 reported: {what}); record it with --record against the real API"
+            ),
+            None if what.starts_with('(') => println!("{step}: failed {what}"),
+            None => println!("{step}: failed: {what}"),
+        }
+    };
     let opts = || CallOptions {
         secrets: Secrets::new(secrets.clone()),
         deadline: Duration::from_secs(120),
@@ -158,7 +172,7 @@ async fn steps(
     match plugin.validate(&config, opts()).await {
         Ok(account) => println!("validate: ok {account}"),
         Err(e) => {
-            println!("validate: failed ({}): {e}", e.code());
+            failed("validate", format!("({}): {e}", e.code()));
             return Ok(false);
         }
     }
@@ -175,7 +189,7 @@ async fn steps(
             }
         }
         Err(e) => {
-            println!("discover: failed ({}): {e}", e.code());
+            failed("discover", format!("({}): {e}", e.code()));
             return Ok(false);
         }
     }
@@ -189,7 +203,7 @@ async fn steps(
     let outcome = match local.sync(plugin, config, secrets, false).await {
         Ok(o) => o,
         Err(e) => {
-            println!("sync: failed: {e:#}");
+            failed("sync", format!("{e:#}"));
             return Ok(false);
         }
     };
@@ -291,6 +305,13 @@ fn report_cassette(cassette: Option<&Cassette>, passed: bool) -> anyhow::Result<
     );
     for m in &misses {
         println!("cassette: not in the cassette: {m}");
+    }
+    if !misses.is_empty() {
+        println!(
+            "cassette: {} request(s) had no recorded answer; to record them, run again with \
+             --record (and a real credential) against the real API",
+            misses.len()
+        );
     }
     Ok(misses.is_empty())
 }
