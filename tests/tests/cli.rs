@@ -321,3 +321,61 @@ fn run_names_the_flag_that_allows_a_loopback_destination() {
         "{stderr}"
     );
 }
+
+/// A user's mistake (a missing file, a bad flag value) is one line of error chain, also under
+/// RUST_BACKTRACE=1: no backtrace, no `Caused by:` block (`main` returned the error, which
+/// printed anyhow's debug form with the backtrace).
+#[test]
+fn user_errors_print_the_error_chain_without_a_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let missing = dir.path().join("missing.json");
+    let probe = plugin("probe");
+    let cases: [(Vec<&std::ffi::OsStr>, &str); 3] = [
+        (
+            vec![
+                "run".as_ref(),
+                "--config".as_ref(),
+                missing.as_os_str(),
+                "--out".as_ref(),
+                out_dir.as_os_str(),
+                probe.as_os_str(),
+            ],
+            "Error: reading ",
+        ),
+        (
+            vec![
+                "run".as_ref(),
+                "--allow-private-addresses".as_ref(),
+                "everything".as_ref(),
+                "--out".as_ref(),
+                out_dir.as_os_str(),
+                probe.as_os_str(),
+            ],
+            "Error: unknown address class \"everything\"",
+        ),
+        (
+            vec!["plugin".as_ref(), "inspect".as_ref(), missing.as_os_str()],
+            "Error: ",
+        ),
+    ];
+    for (args, says) in cases {
+        let out = Command::new(sluice_bin())
+            .env("RUST_BACKTRACE", "1")
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.starts_with(says), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{args:?}: one line: {stderr}"
+        );
+        assert!(
+            !stderr.contains("backtrace") && !stderr.contains("Caused by"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

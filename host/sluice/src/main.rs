@@ -180,7 +180,22 @@ fn init_logging(format: &str, otel: bool) -> Option<sluice_telemetry::otel::Trac
     }
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs the command; an error is a user's or the environment's (a bad flag value, a missing
+/// file, a refused setting), printed as its chain on one line (`Error: a: b: c`) and exit 1 —
+/// never with a backtrace, whatever `RUST_BACKTRACE` says (`main` returning the error printed
+/// anyhow's debug form, backtrace included). A panic still prints the standard hook's message
+/// and, with `RUST_BACKTRACE`, its backtrace.
+fn main() -> std::process::ExitCode {
+    match start() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn start() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Serve(_) | Command::Run(_)) {
         // Before the runtime's threads exist: they would otherwise get arenas of their own.
