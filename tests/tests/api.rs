@@ -1082,3 +1082,65 @@ async fn a_misnamed_credential_or_config_field_is_named_as_unknown() {
         "{answer}"
     );
 }
+
+/// The docs page of the bundled connectors, as an analyst reads it: GitHub's `repositories`
+/// and `organization` each say the schema wants one of them (`anyOf`; both read "required:
+/// no"), and a description's `code` is a code span, not escaped backticks (Linear's `auth`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connector_docs_show_any_of_requirements_and_code_spans() {
+    let root = tempfile::tempdir().unwrap();
+    let plugins = root.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for name in ["github", "linear"] {
+        std::fs::copy(plugin(name), plugins.join(format!("{name}.wasm"))).unwrap();
+    }
+    let svc = Service::start(&root.path().join("data"), &plugins, &[]).await;
+    // Both components listed (each is published as it loads).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let listed = svc.get_json("/internal/connectors").await;
+        let ids: Vec<&str> = listed["connectors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["id"].as_str())
+            .collect();
+        if ids.contains(&"github") && ids.contains(&"linear") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{listed}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let page = |id: &str| {
+        let svc = &svc;
+        let id = id.to_string();
+        async move {
+            let r = svc
+                .get(&format!("/internal/connectors/{id}/docs"))
+                .checked()
+                .await;
+            let status = r.status();
+            let body = r.text().await.unwrap();
+            assert_eq!(status, 200, "{id}: {body}");
+            body
+        }
+    };
+    let github = page("github").await;
+    for field in ["repositories", "organization"] {
+        let row = format!(
+            "| `{field}` | {} | at least one of `repositories`, `organization` |",
+            if field == "repositories" {
+                "array"
+            } else {
+                "string"
+            }
+        );
+        assert!(github.contains(&row), "missing {row:?} in:\n{github}");
+    }
+    let linear = page("linear").await;
+    assert!(
+        linear.contains("(a personal API key, `Authorization: <key>`)"),
+        "{linear}"
+    );
+    assert!(!linear.contains("\\`"), "escaped backticks:\n{linear}");
+}

@@ -133,11 +133,6 @@ fn configuration(out: &mut String, schema: &Value) {
     if props.is_empty() {
         return;
     }
-    let required: Vec<&str> = schema
-        .get("required")
-        .and_then(Value::as_array)
-        .map(|r| r.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
     let _ = writeln!(
         out,
         "## Configuration\n\n| field | type | required | description |\n|---|---|---|---|"
@@ -153,11 +148,7 @@ fn configuration(out: &mut String, schema: &Value) {
             _ => String::new(),
         };
         let description = p.get("description").and_then(Value::as_str).unwrap_or("");
-        let yes = if required.contains(&name.as_str()) {
-            "yes"
-        } else {
-            "no"
-        };
+        let yes = requirement(schema, name);
         let _ = writeln!(
             out,
             "| {} | {} | {yes} | {} |",
@@ -167,6 +158,58 @@ fn configuration(out: &mut String, schema: &Value) {
         );
     }
     out.push('\n');
+}
+
+/// The names a (sub)schema's `required` lists.
+fn required_of(schema: &Value) -> Vec<&str> {
+    schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// Whether config field `name` must be given, as the docs' `required` cell says it: `yes`
+/// (the schema's `required`, or every `allOf` branch's), `no`, or, when `anyOf`/`oneOf`
+/// branches require it or others, which alternatives (`one of `repositories`, `organization``):
+/// GitHub's `repositories` read "no" though the schema demands it or `organization`.
+fn requirement(schema: &Value, name: &str) -> String {
+    let branches = |key: &str| -> Vec<&Value> {
+        schema
+            .get(key)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().collect())
+            .unwrap_or_default()
+    };
+    if required_of(schema).contains(&name)
+        || branches("allOf")
+            .iter()
+            .any(|b| required_of(b).contains(&name))
+    {
+        return "yes".into();
+    }
+    for (key, how) in [("anyOf", "at least one of"), ("oneOf", "exactly one of")] {
+        let group = branches(key);
+        // Only a group whose every branch requires something demands a choice.
+        if group.is_empty()
+            || group.iter().any(|b| required_of(b).is_empty())
+            || !group.iter().any(|b| required_of(b).contains(&name))
+        {
+            continue;
+        }
+        let alternatives: Vec<String> = group
+            .iter()
+            .map(|b| {
+                required_of(b)
+                    .iter()
+                    .map(|n| code(n))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            })
+            .collect();
+        return format!("{how} {}", alternatives.join(", "));
+    }
+    "no".into()
 }
 
 fn stream(out: &mut String, s: &CatalogStream, description: &str) {
@@ -232,8 +275,53 @@ fn querying(out: &mut String) {
 }
 
 /// Plugin text as one escaped Markdown paragraph or table cell: no raw HTML, links, headings
-/// or column breaks.
+/// or column breaks. Text between matching backticks (`` `owner/repo` ``) stays a code span,
+/// as its author wrote it (escaped, it showed as \`owner/repo\`); an unmatched backtick is
+/// escaped.
 fn text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find('`') {
+        out.push_str(&escape(&rest[..at]));
+        let run = rest[at..].len() - rest[at..].trim_start_matches('`').len();
+        let after = &rest[at + run..];
+        match closing_run(after, run) {
+            Some(end) if !after[..end].trim().is_empty() => {
+                out.push_str(&code(&after[..end]));
+                rest = &after[end + run..];
+            }
+            _ => {
+                out.push_str(&"\\`".repeat(run));
+                rest = after;
+            }
+        }
+    }
+    out.push_str(&escape(rest));
+    out
+}
+
+/// Where a run of exactly `n` backticks begins in `s` (a code span's end, CommonMark §6.1).
+fn closing_run(s: &str, n: usize) -> Option<usize> {
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'`' {
+            let start = i;
+            while i < bytes.len() && bytes[i] == b'`' {
+                i += 1;
+            }
+            if i - start == n {
+                return Some(start);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    None
+}
+
+/// Plain text with every Markdown-active character escaped.
+fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
         match ch {
@@ -286,9 +374,13 @@ mod tests {
             name: "Acme <script>alert(1)</script>".into(),
             version: "1.2.3".into(),
             description: "Purchase orders | *all* of them".into(),
-            config_schema: json!({"type": "object", "required": ["base_url"], "properties": {
-                "base_url": {"type": "string", "description": "Where the API lives"},
-                "page_size": {"type": ["integer", "null"]}
+            config_schema: json!({"type": "object", "required": ["base_url"],
+                "anyOf": [{"required": ["repositories"]}, {"required": ["organization"]}],
+                "properties": {
+                "base_url": {"type": "string", "description": "Where the API lives, e.g. `https://x/api` (a `|` ``a`b`` `x"},
+                "page_size": {"type": ["integer", "null"]},
+                "repositories": {"type": "array"},
+                "organization": {"type": "string"}
             }}),
             secrets: vec![sluice_runtime::SecretSpec {
                 name: "api_key".into(),
@@ -310,7 +402,11 @@ mod tests {
             "# Acme \\<script\\>alert(1)\\</script\\> (`acme` 1.2.3)",
             "Purchase orders \\| \\*all\\* of them",
             "- `api_key` (required): The analyst's key",
-            "| `base_url` | string | yes | Where the API lives |",
+            // Paired backticks are code spans; a lone one is escaped, a pipe never splits the cell.
+            "| `base_url` | string | yes | Where the API lives, e.g. `https://x/api` (a `\\|` ``a`b`` \\`x |",
+            // anyOf: each alternative says so (it read \"no\").
+            "| `repositories` | array | at least one of `repositories`, `organization` |  |",
+            "| `organization` | string | at least one of `repositories`, `organization` |  |",
             "| `page_size` | integer or null | no |  |",
             "### `orders`",
             "Primary key: `id`. Sync: incremental on `updated_at`.",
