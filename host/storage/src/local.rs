@@ -171,7 +171,58 @@ impl Store for LocalStore {
         }
     }
 
+    /// The object's absolute path, through the root's canonical form (symbolic links and `..`
+    /// resolved once it exists): a catalog's `files` and `view_sql` name the data wherever the
+    /// reader runs, not relative to the service's working directory (`SLUICE_DATA_DIR=.sluice`).
     fn url(&self, key: &str) -> String {
-        self.root.join(key).display().to_string()
+        let root = self
+            .root
+            .canonicalize()
+            .or_else(|_| std::path::absolute(&self.root))
+            .unwrap_or_else(|_| self.root.clone());
+        root.join(key).display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store rooted at a relative path (the service's default `.sluice/storage`) names its
+    /// objects by absolute, canonical path.
+    #[test]
+    fn urls_are_absolute_and_canonical_for_a_relative_root() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().join("real");
+        std::fs::create_dir_all(real.join("bucket")).expect("mkdir");
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).expect("symlink");
+        let cwd = std::env::current_dir().expect("cwd");
+        let relative = pathdiff(dir.path().join("link/bucket"), &cwd);
+        assert!(relative.is_relative(), "{}", relative.display());
+        let url = LocalStore::new(&relative).url("conn/items/run-0.parquet");
+        let want = real
+            .canonicalize()
+            .expect("canonical")
+            .join("bucket/conn/items/run-0.parquet");
+        assert_eq!(url, want.display().to_string());
+        // Before the root exists: still absolute.
+        let later = LocalStore::new("not-yet/there").url("k");
+        assert!(Path::new(&later).is_absolute(), "{later}");
+        assert!(later.ends_with("not-yet/there/k"), "{later}");
+    }
+
+    /// `to` relative to `from` (both absolute), with `..` steps.
+    fn pathdiff(to: PathBuf, from: &Path) -> PathBuf {
+        let to: Vec<_> = to.components().collect();
+        let from: Vec<_> = from.components().collect();
+        let common = to.iter().zip(&from).take_while(|(a, b)| a == b).count();
+        let mut out = PathBuf::new();
+        for _ in common..from.len() {
+            out.push("..");
+        }
+        for c in &to[common..] {
+            out.push(c.as_os_str());
+        }
+        out
     }
 }
