@@ -8,9 +8,9 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
-use serde::de::{MapAccess, Visitor};
+pub use sluice_sdk::fields::Fields;
+use sluice_sdk::fields::RecordWriter;
 use sluice_sdk::schema::object as schema;
-use sluice_sdk::serde_json::value::RawValue;
 use sluice_sdk::serde_json::{Map, Value, json};
 use sluice_sdk::{StreamSpec, serde_json};
 
@@ -235,73 +235,6 @@ pub fn repository(item: Value, repository: &str) -> Value {
     Value::Object(map)
 }
 
-/// The top-level fields of an item, values left as JSON text: reshaping a record this way
-/// costs a scan of the item, not a tree of it (issues are most of a GitHub sync). A page is
-/// read straight into `Vec<Fields>` (one scan of the page), borrowing keys and values from it.
-pub struct Fields<'a>(Vec<(Key<'a>, &'a RawValue)>);
-
-/// An object key: borrowed from the page when it holds no escapes (so it can be written back
-/// between quotes as it is), else unescaped.
-pub struct Key<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an object key")
-            }
-            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_string())))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-impl<'de> Deserialize<'de> for Fields<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Fields<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Fields<'de>, A::Error> {
-                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(48));
-                while let Some(entry) = m.next_entry::<Key<'de>, &'de RawValue>()? {
-                    out.push(entry);
-                }
-                Ok(Fields(out))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
-impl<'a> Fields<'a> {
-    /// The fields of one item given as JSON text.
-    pub fn parse(item: &'a str) -> serde_json::Result<Self> {
-        serde_json::from_str(item)
-    }
-
-    fn get(&self, key: &str) -> Option<&'a RawValue> {
-        self.0.iter().find(|(k, _)| k.0 == key).map(|(_, v)| *v)
-    }
-
-    /// A top-level string field (`None` when absent or null).
-    pub fn str(&self, key: &str) -> serde_json::Result<Option<String>> {
-        match self.get(key) {
-            Some(v) => serde_json::from_str(v.get()),
-            None => Ok(None),
-        }
-    }
-}
-
 /// An `issues` record, or `None` for a pull request (the issues API returns both): the item's
 /// fields without hypermedia links, plus `user_login` and `repository`.
 pub fn issue(fields: Fields<'_>, repository: &str) -> Option<String> {
@@ -320,56 +253,22 @@ pub fn issue(fields: Fields<'_>, repository: &str) -> Option<String> {
         .and_then(|u| u.login);
     // Sized from the fields (a fixed 2 KiB per record made a page of 40,000 tiny issues, 2 MB,
     // take the guest's whole 64 MiB).
-    let size: usize = fields
-        .0
-        .iter()
-        .map(|(k, v)| k.0.len() + v.get().len() + 4)
-        .sum();
-    let mut out = String::with_capacity(size + 64);
-    out.push('{');
-    for (k, v) in &fields.0 {
-        if is_link(&k.0) || k.0 == "user_login" || k.0 == "repository" {
+    let mut out = RecordWriter::with_capacity(fields.text_len() + 64);
+    for (k, v) in fields.iter() {
+        let key = k.as_str();
+        if is_link(key) || key == "user_login" || key == "repository" {
             continue;
         }
-        push_key(&mut out, k);
-        out.push_str(v.get());
-        out.push(',');
+        out.field(k, v);
     }
-    push_field(
-        &mut out,
-        "user_login",
-        &Value::from(login.as_deref()).to_string(),
-    );
-    push_field(&mut out, "repository", &Value::from(repository).to_string());
-    out.pop();
-    out.push('}');
-    Some(out)
+    out.str("user_login", login.as_deref());
+    out.str("repository", Some(repository));
+    Some(out.finish())
 }
 
 /// Hypermedia links are dropped: `url` and `*_url`, except `html_url`.
 fn is_link(key: &str) -> bool {
     key != "html_url" && (key == "url" || key.ends_with("_url"))
-}
-
-/// Appends `"key":` — a borrowed key had no escapes in the page, so it goes back as it was.
-fn push_key(out: &mut String, key: &Key<'_>) {
-    match &key.0 {
-        Cow::Borrowed(k) => {
-            out.push('"');
-            out.push_str(k);
-            out.push('"');
-        }
-        Cow::Owned(k) => out.push_str(&Value::from(k.as_str()).to_string()),
-    }
-    out.push(':');
-}
-
-/// Appends `"key":value,` (the value is JSON text).
-fn push_field(out: &mut String, key: &str, value: &str) {
-    out.push_str(&Value::from(key).to_string());
-    out.push(':');
-    out.push_str(value);
-    out.push(',');
 }
 
 /// A `pull_requests` record; `head` and `base` keep their label, ref, sha and repository name

@@ -6,6 +6,8 @@
 //! schema, `tests/contract/linear/`).
 
 use serde::Deserialize;
+use sluice_sdk::fields::{Fields, RecordWriter};
+use sluice_sdk::serde_json::value::RawValue;
 use sluice_sdk::serde_json::{self, Map, Value, json};
 use sluice_sdk::{ConnectorError, ErrorCode, StreamSpec};
 
@@ -399,9 +401,10 @@ pub struct Extensions {
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct Envelope {
-    #[serde(default)]
-    data: Option<Value>,
+struct Envelope<'a> {
+    /// Borrowed from the answer: a page is read from it without a tree of its nodes.
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
     #[serde(default)]
     errors: Option<Vec<GraphqlError>>,
 }
@@ -470,8 +473,12 @@ pub fn one_line(text: &str) -> String {
 /// complexity, then the first. Without a GraphQL error the status decides (401
 /// `invalid-credentials`, 403 `insufficient-scope`, 429 `rate-limited`, 5xx `unreachable`).
 /// `subject` names what was read, for the message.
-pub fn read_answer(status: u16, body: &[u8], subject: &str) -> Result<Value, Failure> {
-    let envelope: Option<Envelope> = serde_json::from_slice(body).ok();
+pub fn read_answer<'a>(
+    status: u16,
+    body: &'a [u8],
+    subject: &str,
+) -> Result<&'a RawValue, Failure> {
+    let envelope: Option<Envelope<'a>> = serde_json::from_slice(body).ok();
     let errors = envelope
         .as_ref()
         .and_then(|e| e.errors.as_deref())
@@ -514,7 +521,7 @@ pub fn read_answer(status: u16, body: &[u8], subject: &str) -> Result<Value, Fai
     };
     match status {
         200..=299 => match envelope.and_then(|e| e.data) {
-            Some(data) if data.is_object() => Ok(data),
+            Some(data) if data.get().starts_with('{') => Ok(data),
             _ => error(ErrorCode::Internal, "Linear answered no data"),
         },
         401 => error(
@@ -528,11 +535,13 @@ pub fn read_answer(status: u16, body: &[u8], subject: &str) -> Result<Value, Fai
     }
 }
 
-/// One page of a connection: its nodes and where the next one starts.
-#[derive(Debug, Deserialize)]
+/// One page of a connection: its nodes (fields as JSON text, borrowed from the answer) and
+/// where the next one starts.
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Page {
-    pub nodes: Vec<Map<String, Value>>,
+pub struct Page<'a> {
+    #[serde(borrow)]
+    pub nodes: Vec<Fields<'a>>,
     pub page_info: PageInfo,
 }
 
@@ -544,35 +553,37 @@ pub struct PageInfo {
     pub end_cursor: Option<String>,
 }
 
-/// The page of `stream` in an answer's `data` (taken apart: its values move into the page).
-pub fn page(stream: &Stream, data: Value) -> Result<Page, ConnectorError> {
-    let connection = match data {
-        Value::Object(mut data) => data.remove(stream.root),
-        _ => None,
-    }
-    .ok_or_else(|| ConnectorError::internal(format!("Linear's answer has no {}", stream.root)))?;
-    Page::deserialize(connection).map_err(|e| {
+/// The page of `stream` in an answer's `data`.
+pub fn page<'a>(stream: &Stream, data: &'a RawValue) -> Result<Page<'a>, ConnectorError> {
+    let unexpected = |e: serde_json::Error| {
         ConnectorError::internal(format!("unexpected {} page from Linear: {e}", stream.name))
-    })
+    };
+    let connection = Fields::parse(data.get())
+        .map_err(unexpected)?
+        .get(stream.root)
+        .filter(|c| c.get() != "null")
+        .ok_or_else(|| {
+            ConnectorError::internal(format!("Linear's answer has no {}", stream.root))
+        })?;
+    serde_json::from_str(connection.get()).map_err(unexpected)
 }
 
-/// A node as a record: each field under its column; a relation becomes its id (or null), a
-/// missing field null. The node's values move into the record (each field is read once: the
-/// streams' GraphQL field names are distinct).
-pub fn record(stream: &Stream, mut node: Map<String, Value>) -> Map<String, Value> {
-    let mut out = Map::with_capacity(stream.all_fields().count());
+/// A node as a record (JSON object text): each field under its column, as Linear wrote it; a
+/// relation becomes its id (or null); a missing field null.
+pub fn record(stream: &Stream, node: &Fields<'_>) -> String {
+    let mut out = RecordWriter::with_capacity(node.text_len() + 16 * stream.fields.len());
     for field in stream.all_fields() {
-        let value = node.get_mut(field.graphql).map(Value::take);
-        let value = match (field.kind, value) {
-            (Kind::Ref, Some(mut related)) => related
-                .get_mut("id")
-                .map(Value::take)
-                .unwrap_or(Value::Null),
-            (_, value) => value.unwrap_or(Value::Null),
-        };
-        out.insert(field.column.to_string(), value);
+        let value = node.get(field.graphql);
+        match (field.kind, value) {
+            (Kind::Ref, Some(related)) => {
+                let id = Fields::parse(related.get()).ok().and_then(|r| r.get("id"));
+                out.raw(field.column, id.map_or("null", RawValue::get));
+            }
+            (_, Some(value)) => out.raw(field.column, value.get()),
+            (_, None) => out.raw(field.column, "null"),
+        }
     }
-    out
+    out.finish()
 }
 
 /// The stream's declaration: primary key `id`, cursor `updated_at`, a JSON Schema of its
@@ -726,7 +737,7 @@ mod tests {
         assert_eq!(code(200, r#"{"data":null}"#).0, ErrorCode::Internal);
         assert_eq!(code(200, "not json").0, ErrorCode::Internal);
         let data = read_answer(200, br#"{"data":{"issues":{}}}"#, "issues").expect("data");
-        assert_eq!(data, json!({"issues": {}}));
+        assert_eq!(data.get(), r#"{"issues":{}}"#);
     }
 
     #[test]
@@ -742,7 +753,7 @@ mod tests {
 
     #[test]
     fn graphql_field_names_are_distinct_per_stream() {
-        // `record` moves each field's value out of the node: a name read twice would be null.
+        // Each field becomes one column: a name listed twice would make a repeated key.
         for stream in &STREAMS {
             let mut names = std::collections::BTreeSet::new();
             for field in stream.all_fields() {
@@ -758,19 +769,27 @@ mod tests {
 
     #[test]
     fn nodes_become_flat_records() {
-        let node: Map<String, Value> = serde_json::from_value(json!({
+        let node = r#"{
             "id": "i1", "createdAt": "2024-01-01T00:00:00.000Z", "updatedAt": "2024-01-02T00:00:00.000Z",
-            "archivedAt": null, "identifier": "ENG-1", "title": "T", "labelIds": ["l1", "l2"],
-            "team": {"id": "t1"}, "assignee": null, "state": {"id": "s1"}
-        }))
-        .expect("node");
-        let r = record(issues(), node);
+            "archivedAt": null, "identifier": "ENG-1", "title": "T\u00e9", "labelIds": ["l1", "l2"],
+            "team": {"id": "t1", "name": "x"}, "assignee": null, "state": {"id": "s1"},
+            "estimate": 2.50, "project": "not an object", "creator": {"name": "no id"}
+        }"#;
+        let text = record(issues(), &Fields::parse(node).expect("node"));
+        let r: serde_json::Map<String, Value> = serde_json::from_str(&text).expect("a JSON object");
         assert_eq!(r["id"], "i1");
         assert_eq!(r["team_id"], "t1");
         assert_eq!(r["assignee_id"], Value::Null);
         assert_eq!(r["state_id"], "s1");
+        assert_eq!(
+            r["project_id"],
+            Value::Null,
+            "a relation that is not an object"
+        );
+        assert_eq!(r["creator_id"], Value::Null, "a relation without an id");
         assert_eq!(r["label_ids"], json!(["l1", "l2"]));
         assert_eq!(r["updated_at"], "2024-01-02T00:00:00.000Z");
+        assert_eq!(r["title"], "Té");
         assert_eq!(
             r["cycle_id"],
             Value::Null,
@@ -778,6 +797,9 @@ mod tests {
         );
         assert!(!r.contains_key("team"));
         assert_eq!(r.len(), issues().all_fields().count());
+        // Values keep Linear's text: the number is not rewritten, the escape not decoded.
+        assert!(text.contains(r#""estimate":2.50"#), "{text}");
+        assert!(text.contains(r#""title":"T\u00e9""#), "{text}");
         let spec = spec(issues());
         assert_eq!(spec.primary_key, ["id"]);
         assert_eq!(spec.cursor_field.as_deref(), Some("updated_at"));

@@ -27,6 +27,7 @@ pub mod cursor;
 pub mod graphql;
 
 use serde::Deserialize;
+use sluice_sdk::fields::Fields;
 use sluice_sdk::http::Request;
 use sluice_sdk::paging::LoopGuard;
 use sluice_sdk::records::Batcher;
@@ -173,30 +174,30 @@ fn sync_stream(
         };
         let page = graphql::page(stream, data)?;
         pages += 1;
-        let node_id = |n: Option<&sluice_sdk::serde_json::Map<String, Value>>| {
-            n.and_then(|n| n.get("id"))
-                .map(Value::to_string)
-                .unwrap_or_default()
-        };
-        let (first_id, last_id) = (node_id(page.nodes.first()), node_id(page.nodes.last()));
-        guard.page(page.nodes.len(), &[first_id.as_bytes(), last_id.as_bytes()])?;
-        for node in page.nodes {
-            let record = graphql::record(stream, node);
-            let id = record.get("id").and_then(Value::as_str).unwrap_or_default();
-            let updated = record
-                .get("updated_at")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            if state.already_emitted(id, updated) {
+        fn node_id<'a>(n: Option<&Fields<'a>>) -> &'a str {
+            n.and_then(|n| n.get("id")).map_or("", |v| v.get())
+        }
+        guard.page(
+            page.nodes.len(),
+            &[
+                node_id(page.nodes.first()).as_bytes(),
+                node_id(page.nodes.last()).as_bytes(),
+            ],
+        )?;
+        for node in &page.nodes {
+            // Ids and times are strings in Linear's schema; anything else reads as "".
+            let text = |name: &str| node.str(name).ok().flatten().unwrap_or_default();
+            let (id, updated) = (text("id"), text("updatedAt"));
+            if state.already_emitted(&id, &updated) {
                 skipped += 1;
                 continue;
             }
             // A value in the future (a broken clock, a hostile answer) never becomes the
             // cursor: every later run would skip what is written until then.
-            if !in_the_future(updated, stream.name) {
-                sweep.see(id, updated);
+            if !in_the_future(&updated, stream.name) {
+                sweep.see(&id, &updated);
             }
-            out.push(stream.name, &record)?;
+            out.push_json(stream.name, graphql::record(stream, node))?;
             emitted += 1;
         }
         let next = match (page.page_info.has_next_page, page.page_info.end_cursor) {
@@ -273,6 +274,9 @@ impl Connector for Linear {
                 Failure::TooComplex(d) => ConnectorError::internal(d),
             },
         )?;
+        let data: Value = sluice_sdk::serde_json::from_str(data.get()).map_err(|e| {
+            ConnectorError::internal(format!("unexpected answer about the viewer: {e}"))
+        })?;
         let viewer = &data["viewer"];
         let organization = &data["organization"];
         Ok(json!({

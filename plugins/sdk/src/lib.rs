@@ -25,7 +25,8 @@
 //! ```
 //!
 //! Helpers: [`http::Request`] (outbound HTTP, secrets injected by the host),
-//! [`records::Batcher`] (batched emits and checkpoints), [`paging::LoopGuard`] (listings that
+//! [`records::Batcher`] (batched emits and checkpoints), [`fields::Fields`] (reshape items
+//! without a tree of each), [`paging::LoopGuard`] (listings that
 //! go round in circles), [`log`], [`secret`], [`now`] (the
 //! host's clock) and [`time`] (ISO 8601 dates).
 //!
@@ -33,6 +34,7 @@
 //! components built against 0.1.0 by earlier versions of this crate.
 
 pub mod error;
+pub mod fields;
 pub mod http;
 pub mod log;
 pub mod manifest;
