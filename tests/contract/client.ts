@@ -261,7 +261,9 @@ export async function everyRoute(baseUrl: string, token: string): Promise<void> 
       void detail;
     } else {
       const status: Schemas["RunStatus"] = data.status;
-      void status;
+      // true once the cancel of a queued or running run was accepted
+      const cancelRequested: boolean = data.cancel_requested;
+      void [status, cancelRequested];
     }
   }
 

@@ -797,13 +797,23 @@ async fn admission_conflicts_idempotency_cancel_and_queue() {
     assert_eq!(r.status(), 503, "queue full");
     assert!(r.headers().get("retry-after").is_some());
 
+    // Before the cancel nothing is requested; the answer says the cancel was accepted (it
+    // answered the run as `running` and nothing else), and so does the run until it ends.
+    assert_eq!(run_record(&svc, &first).await["cancel_requested"], false);
     let r = svc
         .post(&format!("/internal/mirror-connections/runs/{first}/cancel"))
         .checked()
         .await;
     assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["cancel_requested"], true, "{answer}");
+    assert!(
+        ["running", "cancelled"].contains(&answer["status"].as_str().unwrap()),
+        "{answer}"
+    );
     let done = wait_run(&svc, &first).await;
     assert_eq!(done["status"], "cancelled", "{done}");
+    assert_eq!(done["cancel_requested"], true, "{done}");
     assert!(
         !root
             .path()

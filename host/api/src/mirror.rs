@@ -363,7 +363,7 @@ pub async fn list_runs(
 #[utoipa::path(post, path = "/internal/mirror-connections/runs/{run_id}/cancel", tag = "mirror-connections", operation_id = "cancelRun", security(("token" = [])),
     params(("run_id" = String, Path, description = "`run_id` of `POST /internal/mirror-connections/runs`")),
     responses(
-        (status = 200, body = RunRecord, description = "Cancellation requested (the run ends `cancelled` at its next host call, committing nothing), or the run had already ended: the run as it is now"),
+        (status = 200, body = RunRecord, description = "The run as it is now. A queued or running run: the cancel is accepted, `cancel_requested` is true (the status may still read `running`: the run ends `cancelled` at its next host call, committing nothing). A run that had already ended is unchanged (200 rather than 202 for every case, as before: clients check 200)"),
         (status = 400, body = ErrorBody, description = "The path is not valid UTF-8 once decoded (`bad_path`)"),
         (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"),
         (status = 404, body = ErrorBody, description = "No run with this id (`not_found`)"),

@@ -451,6 +451,7 @@ impl RunManager {
             started_at: None,
             finished_at: None,
             error: None,
+            cancel_requested: false,
             attempts: 0,
             replica: None,
             idempotency_key: req.idempotency_key.clone(),
@@ -872,6 +873,7 @@ impl RunManager {
         let streams = progress.lock().map(|p| p.clone()).unwrap_or_default();
         end_record(&mut record, streams, &result, &cancel);
         record.attempts = attempt;
+        record.cancel_requested |= by_client;
         // Until the lease runs out the claim is ours: keep trying to record the end (the
         // database may be restarting). If it never lands, the reaper retries the run and the
         // next attempt finds its commit in `_state.json`.
@@ -953,10 +955,13 @@ impl RunManager {
     fn with_progress(&self, mut r: RunRecord) -> RunRecord {
         if r.status.is_active()
             && let Ok(a) = self.active.lock()
-            && let Some(p) = a.progress.get(&r.run_id)
-            && let Ok(p) = p.lock()
         {
-            r.streams = p.clone();
+            r.cancel_requested |= a.cancelled_by_client.contains(&r.run_id);
+            if let Some(p) = a.progress.get(&r.run_id)
+                && let Ok(p) = p.lock()
+            {
+                r.streams = p.clone();
+            }
         }
         r
     }
@@ -998,8 +1003,14 @@ impl RunManager {
     /// runs it). Returns its record, or `None` if unknown.
     pub async fn cancel(&self, run_id: &str) -> Result<Option<RunRecord>, DbError> {
         match &self.book {
-            Book::Embedded(_) => {
-                self.cancel_here(run_id, true);
+            Book::Embedded(book) => {
+                if self.cancel_here(run_id, true) {
+                    book.update(run_id, |r| {
+                        if r.status.is_active() {
+                            r.cancel_requested = true;
+                        }
+                    });
+                }
             }
             Book::Shared { queue, .. } => {
                 self.cancel_here(run_id, true);

@@ -84,6 +84,13 @@ pub struct RunRecord {
     #[serde(default)]
     #[schema(required = true)]
     pub replica: Option<String>,
+    /// A client asked to cancel the run (`POST …/cancel`) while it was queued or running: the
+    /// cancel was accepted and the run ends `cancelled` at its next host call (a run that
+    /// finished first keeps its own status). False otherwise, and for records written before
+    /// this member existed.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub cancel_requested: bool,
     /// The `Idempotency-Key` header the run was submitted with; absent without one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,

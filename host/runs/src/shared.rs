@@ -470,7 +470,7 @@ impl SharedQueue {
                     'status', 'cancelled', 'finished_at', $2::text,
                     'error', jsonb_build_object('code', 'cancelled',
                         'message', 'the run was cancelled; nothing of it was committed'))
-                    ELSE record END
+                    ELSE record END || jsonb_build_object('cancel_requested', true)
              WHERE run_id = $1 AND status IN ('queued', 'running')
              RETURNING status",
         )
