@@ -197,6 +197,14 @@ async fn wrong_credentials_fail_the_run_and_commit_nothing() {
             !msg.contains("ServiceError {") && !msg.contains("raw: Response"),
             "{msg}"
         );
+        // S3's code and message as such, not the SDK's metadata form and wrappers
+        // (`service error: unhandled error (AccessDenied): Error { code: "AccessDenied", … }`).
+        assert!(
+            msg.contains("_state.json: AccessDenied: Forbidden")
+                && !msg.contains("Error {")
+                && !msg.contains("unhandled error"),
+            "{msg}"
+        );
         eprintln!("wrong credentials: {msg}");
     }
     assert!(

@@ -364,23 +364,56 @@ impl Store for S3Store {
 /// An error and its sources, each by its `Display`, joined with `: ` (a source whose text the
 /// previous one already shows is left out). Not the SDK's `DisplayErrorContext`, which appends
 /// the error's `Debug` form: internal structures, raw responses, unreadable in a run status.
+/// S3's own error (its `ErrorMetadata`, whose `Display` is a debug form, `Error { code: …,
+/// message: … }`) is shown as `Code: message`, and the SDK's wrappers around it (`service
+/// error`, `unhandled error (Code)`) are left out: `GetObject s3://b/k: AccessDenied: Forbidden`.
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
+    let mut parts: Vec<String> = Vec::new();
+    let mut from_s3 = false;
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = match err.downcast_ref::<aws_sdk_s3::error::ErrorMetadata>() {
+            Some(meta) => {
+                from_s3 = true;
+                match (meta.code(), meta.message()) {
+                    (Some(code), Some(message)) => format!("{code}: {message}"),
+                    (Some(code), None) => code.to_string(),
+                    (None, Some(message)) => message.to_string(),
+                    (None, None) => "an error without code or message".to_string(),
+                }
+            }
+            None => err.to_string(),
+        };
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
         }
-        source = s.source();
+        next = err.source();
     }
-    out
+    if from_s3 {
+        parts.retain(|p| p != "service error" && !p.starts_with("unhandled error ("));
+    }
+    parts.join(": ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An S3 error the SDK does not model (Garage's and AWS's `AccessDenied` on GetObject) reads
+    /// `AccessDenied: Forbidden…`, not `service error: unhandled error (AccessDenied): Error {
+    /// code: "AccessDenied", message: … }`.
+    #[test]
+    fn an_s3_error_reads_as_its_code_and_message() {
+        let meta = aws_sdk_s3::error::ErrorMetadata::builder()
+            .code("AccessDenied")
+            .message("Forbidden: Operation is not allowed for this key.")
+            .build();
+        let e = aws_sdk_s3::operation::get_object::GetObjectError::generic(meta);
+        assert_eq!(
+            error_chain(&e),
+            "AccessDenied: Forbidden: Operation is not allowed for this key."
+        );
+    }
 
     /// A presigned write that fails to connect says why, never with its signed URL (the
     /// signature and the access key id are in its query; reqwest's errors print the URL).
