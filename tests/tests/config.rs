@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 use sluice_tests::{Service, plugin, sluice_bin};
 
-const TOKEN: &str = "config-test-token-0123456789";
+const TOKEN: &str = "config-test-token-0123456789abcdef";
 
 /// `sluice config check` with only `env` (and PATH) in its environment, plus `args`.
 fn check(env: &[(&str, &str)], args: &[&str]) -> (Output, String, String) {
@@ -265,4 +265,43 @@ async fn serve_logs_the_report_and_refuses_what_check_refuses() {
         "{settings}"
     );
     assert!(!logs.contains(&svc.token) && !logs.contains("shared-secret-0123456789"));
+}
+
+/// A short CONNECT_SERVICE_TOKEN is warned about by `config check` (a 1-character one passed
+/// with a quiet line and `ok`): loudly under 16 characters, quietly under 32, with the reason and
+/// the fix; `serve` would still start (existing deployments keep working), and `--strict` makes
+/// the check fail on it.
+#[test]
+fn check_warns_about_a_short_token_and_strict_fails_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let none = memory_max(dir.path(), "max\n");
+    let limit = ["--cgroup-memory-max", none.as_str()];
+    let (out, stdout, _) = check(&[("CONNECT_SERVICE_TOKEN", "x")], &limit);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("WARNING: CONNECT_SERVICE_TOKEN is 1 character: a short shared secret can be guessed; use at least 32 random characters")
+            && stdout.contains("ok: serve would start"),
+        "{stdout}"
+    );
+    let (out, stdout, stderr) = check(
+        &[("CONNECT_SERVICE_TOKEN", "x")],
+        &["--strict", limit[0], limit[1]],
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stderr.contains("--strict: 1 warning(s)") && !stdout.contains("ok:"),
+        "{stderr}"
+    );
+    let (out, stdout, _) = check(&[("CONNECT_SERVICE_TOKEN", "twenty-characters-20")], &limit);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("warning: CONNECT_SERVICE_TOKEN is 20 characters"),
+        "{stdout}"
+    );
+    let (out, stdout, _) = check(
+        &[("CONNECT_SERVICE_TOKEN", TOKEN)],
+        &["--strict", limit[0], limit[1]],
+    );
+    assert!(out.status.success(), "{stdout}");
+    assert!(!stdout.contains("CONNECT_SERVICE_TOKEN is"), "{stdout}");
 }

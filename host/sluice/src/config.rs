@@ -179,6 +179,10 @@ const SERVICE_MIB: u64 = 40;
 /// Without a cgroup limit, the deployment's (the chart's 512 MiB) less a margin, in MiB.
 const ASSUMED_LIMIT_MIB: u64 = 480;
 
+/// The shortest `CONNECT_SERVICE_TOKEN` taken without a warning (`openssl rand -hex 16` is
+/// 32 characters, 128 bits).
+pub const RECOMMENDED_TOKEN_CHARS: usize = 32;
+
 /// A setting that looks wrong but does not stop the service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Warning {
@@ -306,10 +310,17 @@ impl ServeConfig {
         }
         if self.token.trim().is_empty() {
             errors.push("CONNECT_SERVICE_TOKEN must be set".into());
-        } else if self.token.len() < 16 {
-            warnings.push(Warning::quiet(
-                "CONNECT_SERVICE_TOKEN is shorter than 16 characters; use `openssl rand -hex 32`",
-            ));
+        } else if self.token.chars().count() < RECOMMENDED_TOKEN_CHARS {
+            // Not refused: deployments with a short token keep starting. Under 16 characters
+            // the warning is loud (`WARNING:`, error level in `serve`'s log).
+            let n = self.token.chars().count();
+            warnings.push(Warning {
+                loud: n < 16,
+                message: format!(
+                    "CONNECT_SERVICE_TOKEN is {n} character{}: a short shared secret can be guessed; use at least {RECOMMENDED_TOKEN_CHARS} random characters (`openssl rand -hex 32` gives 64). serve starts anyway; `sluice config check --strict` fails on it",
+                    if n == 1 { "" } else { "s" }
+                ),
+            });
         }
         if self.host.is_loopback() && std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
             warnings.push(Warning {

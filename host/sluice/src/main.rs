@@ -58,8 +58,20 @@ enum Command {
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Print the configuration report `serve` logs at startup (every resolved setting, secrets
-    /// masked, warnings) without starting; exits 1 naming each setting `serve` would refuse.
-    Check(Box<ServeConfig>),
+    /// masked, warnings) without starting; exits 1 naming each setting `serve` would refuse
+    /// (and, with `--strict`, when there is any warning, e.g. a short CONNECT_SERVICE_TOKEN).
+    Check(Box<CheckArgs>),
+}
+
+/// `sluice config check`: the service's settings, and how strict the check is.
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// Exit 1 on warnings too (a CONNECT_SERVICE_TOKEN shorter than 32 characters, a loopback
+    /// bind inside Kubernetes…), not only on the settings `serve` refuses.
+    #[arg(long)]
+    strict: bool,
+    #[command(flatten)]
+    cfg: ServeConfig,
 }
 
 #[derive(Subcommand)]
@@ -231,7 +243,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             result
         }
-        Command::Config(ConfigCommand::Check(cfg)) => config_check(&cfg),
+        Command::Config(ConfigCommand::Check(args)) => config_check(&args.cfg, args.strict),
         Command::Plugin(cmd) => {
             if matches!(cmd, PluginCommand::Test(_)) {
                 // The connector's own log lines, as an author needs them while testing.
@@ -286,7 +298,7 @@ fn cli_cache_dir() -> PathBuf {
 }
 
 /// `sluice config check`: the report on stdout, refusals on stderr (exit 1).
-fn config_check(cfg: &ServeConfig) -> anyhow::Result<()> {
+fn config_check(cfg: &ServeConfig, strict: bool) -> anyhow::Result<()> {
     println!("sluice {} configuration", env!("CARGO_PKG_VERSION"));
     for (name, value) in cfg.report() {
         println!("{name}={value}");
@@ -296,6 +308,13 @@ fn config_check(cfg: &ServeConfig) -> anyhow::Result<()> {
             for w in &warnings {
                 let level = if w.loud { "WARNING" } else { "warning" };
                 println!("{level}: {}", w.message);
+            }
+            if strict && !warnings.is_empty() {
+                eprintln!(
+                    "error: --strict: {} warning(s); serve would start, but fix them first",
+                    warnings.len()
+                );
+                std::process::exit(1);
             }
             println!("ok: serve would start with these settings");
             Ok(())
