@@ -27,9 +27,11 @@ case "$cmd" in
     bash scripts/build-plugins.sh >&2
     export GARAGE_BIN="$GARAGE_ROOT/bin/garage"
     GARAGE_DIR=${GARAGE_DIR:-$SLUICE_CACHE/garage-data}
-    bash scripts/garage.sh "$GARAGE_DIR" 3900 >&2
+    # Another port (and GARAGE_DIR) lets two test runs share a machine (S3 on it, RPC +1, admin +2).
+    GARAGE_PORT=${SLUICE_TEST_GARAGE_PORT:-3900}
+    bash scripts/garage.sh "$GARAGE_DIR" "$GARAGE_PORT" >&2
     trap 'bash scripts/garage.sh "$GARAGE_DIR" stop >/dev/null 2>&1 || true' EXIT
-    export SLUICE_TEST_S3_ENDPOINT=http://127.0.0.1:3900
+    export SLUICE_TEST_S3_ENDPOINT=http://127.0.0.1:$GARAGE_PORT
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --quiet -- -D warnings
     # The black-box tests start target/debug/sluice: `cargo test` builds only test harnesses, so the
