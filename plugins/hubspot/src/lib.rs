@@ -32,16 +32,19 @@ mod search;
 mod time;
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
+use sluice_sdk::fields::Fields;
 use sluice_sdk::http::{Request, Response};
 use sluice_sdk::paging::LoopGuard;
 use sluice_sdk::records::Batcher;
+use sluice_sdk::serde_json::value::RawValue;
 use sluice_sdk::serde_json::{Map, Value};
 use sluice_sdk::{
     Connector, ConnectorError, Manifest, Result, StreamSpec, SyncRequest, json, log, parse_config,
 };
 
 use errors::{hubspot_error, is_missing_scopes, missing_scopes};
-use props::{Property, object_schema, parse_properties, record};
+use props::{Columns, Property, Record, object_schema, parse_properties, record};
 use search::{ObjectState, Window, id_after, search_body};
 
 const TOKEN: &str = "token";
@@ -197,11 +200,134 @@ impl Config {
 
 /// The JSON body of a 2xx answer, else the error it means ([`errors::hubspot_error`]).
 fn check(response: Response, what: &str) -> Result<Value> {
+    success(response, what)?.json()
+}
+
+/// A 2xx answer, else the error it means ([`errors::hubspot_error`]).
+fn success(response: Response, what: &str) -> Result<Response> {
     if response.is_success() {
-        return response.json();
+        return Ok(response);
     }
     let body: Value = sluice_sdk::serde_json::from_slice(&response.body).unwrap_or(Value::Null);
     Err(hubspot_error(response.status, &body, what))
+}
+
+/// One page of a list or search answer, read without a tree of its results: each result's
+/// fields as JSON text borrowed from the answer.
+struct Page<T> {
+    /// `results` (an answer without an array there has none; a result that is not an object
+    /// has no fields).
+    items: Vec<T>,
+    /// Whether `paging.next` is there (search: more pages).
+    has_next: bool,
+    /// `paging.next.after` when it is a string (list: the next page's cursor).
+    after: Option<String>,
+}
+
+/// A result as a page holds it.
+trait Item<'a>: Deserialize<'a> {
+    /// A result the one-pass read of the page refused, read as a tree of it reads (`None`:
+    /// left out).
+    fn lenient(text: &'a str) -> Option<Self>;
+    /// Its `id`, JSON text.
+    fn id(&self) -> Option<&'a RawValue>;
+}
+
+impl<'a> Item<'a> for Fields<'a> {
+    fn lenient(text: &'a str) -> Option<Self> {
+        Fields::parse(text).or_else(|_| Fields::parse("{}")).ok()
+    }
+    fn id(&self) -> Option<&'a RawValue> {
+        self.get("id")
+    }
+}
+
+impl<'a> Item<'a> for props::Object<'a> {
+    fn lenient(text: &'a str) -> Option<Self> {
+        Some(props::Object::lenient(text))
+    }
+    fn id(&self) -> Option<&'a RawValue> {
+        self.get("id")
+    }
+}
+
+/// A page as the one-pass read takes it (an error for anything it does not: then the page is
+/// read again, leniently).
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "T: Deserialize<'de>"))]
+struct OnePass<'a, T> {
+    #[serde(default)]
+    results: Option<Vec<T>>,
+    #[serde(borrow, default)]
+    paging: Option<&'a RawValue>,
+}
+
+impl<T> Page<T> {
+    /// Reads an answer's body, in one pass when it has the usual shape. An answer that is
+    /// JSON but not an object is a page without results (as a tree of it reads).
+    fn parse<'a>(body: &'a [u8], what: &str) -> Result<Self>
+    where
+        T: Item<'a>,
+    {
+        let bad = |e: &dyn std::fmt::Display| {
+            ConnectorError::internal(format!("{what}: unexpected response body: {e}"))
+        };
+        let text = std::str::from_utf8(body).map_err(|e| bad(&e))?;
+        let (items, paging) = match sluice_sdk::serde_json::from_str::<OnePass<'a, T>>(text) {
+            Ok(page) => (page.results.unwrap_or_default(), page.paging),
+            Err(_) => Self::lenient(text).map_err(|e| bad(&e))?,
+        };
+        let next = paging
+            .and_then(|p| Fields::parse(p.get()).ok())
+            .and_then(|p| p.get("next"));
+        let after = next
+            .and_then(|n| Fields::parse(n.get()).ok())
+            .and_then(|n| n.get("after"))
+            .and_then(|a| sluice_sdk::serde_json::from_str::<String>(a.get()).ok());
+        Ok(Self {
+            items,
+            has_next: next.is_some(),
+            after,
+        })
+    }
+
+    /// A page the one-pass read refused: its results each as [`Item::lenient`] reads them,
+    /// and its `paging`.
+    #[allow(clippy::type_complexity)]
+    fn lenient<'a>(text: &'a str) -> sluice_sdk::serde_json::Result<(Vec<T>, Option<&'a RawValue>)>
+    where
+        T: Item<'a>,
+    {
+        let page = match Fields::parse(text) {
+            Ok(page) => page,
+            Err(e) => {
+                sluice_sdk::serde_json::from_str::<IgnoredAny>(text).map_err(|_| e)?;
+                return Ok((Vec::new(), None));
+            }
+        };
+        let items = page.get("results").map_or_else(Vec::new, |results| {
+            sluice_sdk::serde_json::from_str::<Vec<&'a RawValue>>(results.get())
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|item| {
+                    sluice_sdk::serde_json::from_str::<T>(item.get())
+                        .ok()
+                        .or_else(|| T::lenient(item.get()))
+                })
+                .collect()
+        });
+        Ok((items, page.get("paging")))
+    }
+}
+
+/// A result's fields as a map of values (owners, associations: few, read whole).
+fn to_map(item: &Fields<'_>) -> Map<String, Value> {
+    item.iter()
+        .map(|(k, v)| {
+            let value = sluice_sdk::serde_json::from_str(v.get()).unwrap_or(Value::Null);
+            (k.as_str().to_string(), value)
+        })
+        .collect()
 }
 
 /// Reads every page of a list endpoint (`results`, next cursor in `paging.next.after`,
@@ -211,23 +337,15 @@ fn list(
     path: &str,
     params: &[(&str, &str)],
     what: &str,
-    mut each: impl FnMut(&Value) -> Result<()>,
+    mut each: impl FnMut(&Fields<'_>) -> Result<()>,
 ) -> Result<()> {
     let mut pages = Pages::new(None);
-    while let Some(page) = pages.next(config, path, params, what)? {
-        for item in results(&page) {
+    while let Some(body) = pages.fetch(config, path, params, what)? {
+        for item in &pages.read::<Fields>(&body, what)?.items {
             each(item)?;
         }
     }
     Ok(())
-}
-
-/// The `results` of a list or search page.
-fn results(page: &Value) -> impl Iterator<Item = &Value> {
-    page.get("results")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
 }
 
 /// The pages of a list endpoint, from a paging cursor (`after`; `None`: the first page).
@@ -252,16 +370,15 @@ impl Pages {
         self.after.as_deref()
     }
 
-    /// The next page, or `None` once the last one was read. A cursor already followed, or a
-    /// page repeating the results of one already read, fails the listing (`internal`): the
-    /// upstream goes round in circles, and the run must not read until its deadline.
-    fn next(
+    /// The body of the next page (read it with [`Pages::read`]), or `None` once the last one
+    /// was read.
+    fn fetch(
         &mut self,
         config: &Config,
         path: &str,
         params: &[(&str, &str)],
         what: &str,
-    ) -> Result<Option<Value>> {
+    ) -> Result<Option<Vec<u8>>> {
         if self.done {
             return Ok(None);
         }
@@ -269,24 +386,35 @@ impl Pages {
         if let Some(a) = &self.after {
             all.push(("after", a));
         }
-        let page = check(config.get(path, &all)?, what)?;
+        Ok(Some(success(config.get(path, &all)?, what)?.body))
+    }
+
+    /// Reads the page [`Pages::fetch`] brought and moves to the next. A cursor already
+    /// followed, or a page repeating the results of one already read, fails the listing
+    /// (`internal`): the upstream goes round in circles, and the run must not read until its
+    /// deadline.
+    fn read<'a, T: Item<'a>>(&mut self, body: &'a [u8], what: &str) -> Result<Page<T>> {
+        let page = Page::<T>::parse(body, what)?;
         let guard = self.guard.get_or_insert_with(|| LoopGuard::new(what));
-        let ids: Vec<String> = results(&page)
-            .map(|r| r.get("id").map(Value::to_string).unwrap_or_default())
-            .collect();
-        let ends = [ids.first(), ids.last()].map(|i| i.map_or(&[][..], |s| s.as_bytes()));
-        guard.page(ids.len(), &ends)?;
-        match page.pointer("/paging/next/after").and_then(Value::as_str) {
+        let id = |item: Option<&T>| {
+            item.and_then(T::id)
+                .map_or(&[][..], |id| id.get().as_bytes())
+        };
+        guard.page(
+            page.items.len(),
+            &[id(page.items.first()), id(page.items.last())],
+        )?;
+        match &page.after {
             Some(n) => {
                 guard.follow(n)?;
-                self.after = Some(n.to_string());
+                self.after = Some(n.clone());
             }
             None => {
                 self.after = None;
                 self.done = true;
             }
         }
-        Ok(Some(page))
+        Ok(page)
     }
 }
 
@@ -441,13 +569,14 @@ impl Run<'_> {
         let path = format!("/crm/v3/objects/{}", object.path);
         let params = [("limit", LIST_LIMIT), ("properties", joined)];
         let mut pages = Pages::new(window.list_after.clone());
+        let columns = Columns::new(properties);
         let (mut newest, mut count) = (None, 0u64);
-        while let Some(page) = pages.next(self.config, &path, &params, &what)? {
+        while let Some(body) = pages.fetch(self.config, &path, &params, &what)? {
             count += 1;
-            for item in results(&page) {
-                let record = record(item, properties);
+            for item in &pages.read::<props::Object>(&body, &what)?.items {
+                let record = record(item, &columns, false);
                 newest = newest_of(newest, &record);
-                self.out.push(object.stream, &record)?;
+                self.out.push_json(object.stream, record.json)?;
             }
             if let Some(after) = pages.after() {
                 window.list_after = Some(after.to_string());
@@ -478,6 +607,7 @@ impl Run<'_> {
             .url(&format!("/crm/v3/objects/{}/search", object.path));
         let mut newest: Option<i64> = None;
         let mut pages = 0u64;
+        let columns = Columns::new(properties);
         loop {
             let body = search_body(object.modified, window, names);
             // Search only reads: the host may send it again after a failure.
@@ -486,25 +616,21 @@ impl Run<'_> {
                 .idempotent()
                 .bearer_secret(TOKEN)
                 .send()?;
-            let page = check(response, &what)?;
+            let body = success(response, &what)?.body;
+            let page = Page::<props::Object>::parse(&body, &what)?;
             pages += 1;
-            let results = page
-                .get("results")
-                .and_then(Value::as_array)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
             let mut last = window.after_id.clone();
-            for object_json in results {
-                let record = record(object_json, properties);
-                if let Some(id) = record.get("id").and_then(Value::as_str)
-                    && last.as_deref().is_none_or(|l| id_after(id, l))
-                {
-                    last = Some(id.to_string());
-                }
+            for item in &page.items {
+                let record = record(item, &columns, false);
                 newest = newest_of(newest, &record);
-                self.out.push(object.stream, &record)?;
+                if let Some(id) = record.id
+                    && last.as_deref().is_none_or(|l| id_after(&id, l))
+                {
+                    last = Some(id);
+                }
+                self.out.push_json(object.stream, record.json)?;
             }
-            let more = page.pointer("/paging/next").is_some() && !results.is_empty();
+            let more = page.has_next && !page.items.is_empty();
             if !more {
                 log::info(
                     "search window read",
@@ -541,30 +667,24 @@ impl Run<'_> {
         let mut newest = state.archived_to;
         let what = format!("archived {}", object.stream);
         let path = format!("/crm/v3/objects/{}", object.path);
-        let out = &mut self.out;
-        list(
-            self.config,
-            &path,
-            &[("limit", LIST_LIMIT), ("archived", "true")],
-            &what,
-            |item| {
-                let mut record = record(item, properties);
-                record.insert("archived".into(), Value::Bool(true));
-                let at = record
-                    .get("archivedAt")
-                    .and_then(Value::as_str)
-                    .and_then(time::parse_ms);
+        let columns = Columns::new(properties);
+        let params = [("limit", LIST_LIMIT), ("archived", "true")];
+        let mut pages = Pages::new(None);
+        while let Some(body) = pages.fetch(self.config, &path, &params, &what)? {
+            for item in &pages.read::<props::Object>(&body, &what)?.items {
+                let record = record(item, &columns, true);
+                let at = record.archived_ms;
                 if let (Some(at), Some(since)) = (at, since)
                     && at < since
                 {
-                    return Ok(());
+                    continue;
                 }
                 if let Some(at) = at {
                     newest = Some(newest.map_or(at, |n| n.max(at)));
                 }
-                out.push(object.stream, &record)
-            },
-        )?;
+                self.out.push_json(object.stream, record.json)?;
+            }
+        }
         state.archived_to = now.or(newest);
         Ok(())
     }
@@ -579,7 +699,7 @@ impl Run<'_> {
                 &[("limit", LIST_LIMIT), ("archived", archived)],
                 "owners",
                 |owner| {
-                    let mut owner = owner.as_object().cloned().unwrap_or_default();
+                    let mut owner = to_map(owner);
                     owner
                         .entry("archived")
                         .or_insert(Value::Bool(archived == "true"));
@@ -624,6 +744,7 @@ impl Run<'_> {
                 &params,
                 "associations",
                 |item| {
+                    let item = to_map(item);
                     let from_id = item.get("id").map(id_text).unwrap_or_default();
                     let Some(assocs) = item.get("associations").and_then(Value::as_object) else {
                         return Ok(());
@@ -656,11 +777,8 @@ impl Run<'_> {
 }
 
 /// The later of `newest` and the record's `updatedAt` (epoch ms).
-fn newest_of(newest: Option<i64>, record: &Map<String, Value>) -> Option<i64> {
-    let at = record
-        .get("updatedAt")
-        .and_then(Value::as_str)
-        .and_then(time::parse_ms);
+fn newest_of(newest: Option<i64>, record: &Record) -> Option<i64> {
+    let at = record.updated_ms;
     match (newest, at) {
         (Some(n), Some(a)) => Some(n.max(a)),
         (n, a) => n.or(a),
@@ -975,6 +1093,48 @@ mod tests {
             Value::Object(row),
             json!({"from_type": "contacts", "from_id": "1", "to_type": "companies", "to_id": "9", "type": "contact_to_company"})
         );
+    }
+
+    #[test]
+    fn pages_are_read_as_a_tree_of_them_read() {
+        let page = Page::<Fields>::parse(
+            br#"{"results":[{"id":"1","id":"2"},{"id":3}],"paging":{"next":{"after":"a\u0062","link":"x"}}}"#,
+            "list",
+        )
+        .expect("a page");
+        assert_eq!(page.items.len(), 2);
+        assert_eq!(page.items[0].get("id").map(|v| v.get()), Some(r#""2""#));
+        assert_eq!(page.items[1].get("id").map(|v| v.get()), Some("3"));
+        assert!(page.has_next);
+        assert_eq!(page.after.as_deref(), Some("ab"));
+        // A result that is not an object has no fields; `next` without a string `after`.
+        let page = Page::<Fields>::parse(
+            br#"{"results":[{"id":"1"},7],"paging":{"next":{"after":1}}}"#,
+            "list",
+        )
+        .expect("a page");
+        assert_eq!(page.items.len(), 2);
+        assert_eq!(page.items[1].iter().count(), 0);
+        assert!(page.has_next && page.after.is_none());
+        // JSON that is not an object, or results that are not an array: no results.
+        for body in [
+            &b"[1]"[..],
+            b"null",
+            br#"{"results":{"id":"1"},"paging":null}"#,
+        ] {
+            let page = Page::<props::Object>::parse(body, "list").expect("a page");
+            assert!(page.items.is_empty() && !page.has_next && page.after.is_none());
+        }
+        let e = Page::<props::Object>::parse(b"{\"results\":[", "list of contacts")
+            .err()
+            .expect("not JSON");
+        assert!(
+            e.message
+                .starts_with("list of contacts: unexpected response body"),
+            "{}",
+            e.message
+        );
+        assert!(Page::<Fields>::parse(&[0xff, b'{'], "list").is_err());
     }
 
     #[test]
