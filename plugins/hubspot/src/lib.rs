@@ -626,7 +626,7 @@ impl Run<'_> {
                 if let Some(id) = record.id
                     && last.as_deref().is_none_or(|l| id_after(&id, l))
                 {
-                    last = Some(id);
+                    last = Some(id.into_owned());
                 }
                 self.out.push_json(object.stream, record.json)?;
             }
@@ -777,7 +777,7 @@ impl Run<'_> {
 }
 
 /// The later of `newest` and the record's `updatedAt` (epoch ms).
-fn newest_of(newest: Option<i64>, record: &Record) -> Option<i64> {
+fn newest_of(newest: Option<i64>, record: &Record<'_>) -> Option<i64> {
     let at = record.updated_ms;
     match (newest, at) {
         (Some(n), Some(a)) => Some(n.max(a)),

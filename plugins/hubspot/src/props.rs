@@ -87,6 +87,11 @@ impl Kind {
         }
         let kept = Cow::Borrowed(text);
         match self {
+            // A plain decimal is written as it is (what `Number` would write of it).
+            Kind::Number if is_plain_decimal(trimmed) => match value {
+                Cow::Borrowed(v) => Cow::Borrowed(v.trim()),
+                Cow::Owned(_) => Cow::Owned(trimmed.to_string()),
+            },
             Kind::Number => trimmed
                 .parse::<Number>()
                 .map_or(kept, |n| Cow::Owned(n.to_string())),
@@ -113,6 +118,18 @@ impl Kind {
         let raw = RawValue::from_string(raw.to_string()).expect("JSON");
         sluice_sdk::serde_json::from_str(&self.typed(&raw)).expect("typed text is JSON")
     }
+}
+
+/// Whether `text` is `-?(0|[1-9][0-9]*)(\.[0-9]+)?`: a JSON number without an exponent, which
+/// `Number` keeps as it is.
+fn is_plain_decimal(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let (int, frac) = match digits.split_once('.') {
+        Some((int, frac)) => (int, Some(frac)),
+        None => (digits, None),
+    };
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    all_digits(int) && (int == "0" || !int.starts_with('0')) && frac.is_none_or(all_digits)
 }
 
 /// The text of a JSON string (`text` is JSON): borrowed when it holds no escape; `None` when
@@ -367,11 +384,11 @@ impl<'p> Columns<'p> {
 
 /// A record's JSON text and what a sync reads of it.
 #[derive(Debug)]
-pub struct Record {
+pub struct Record<'a> {
     /// The record: a JSON object.
     pub json: String,
     /// Its `id` as text (HubSpot sends a string; a number is written as its text).
-    pub id: Option<String>,
+    pub id: Option<Cow<'a, str>>,
     /// Its `updatedAt`, epoch ms.
     pub updated_ms: Option<i64>,
     /// Its `archivedAt`, epoch ms.
@@ -391,7 +408,7 @@ type Entry<'v> = (&'v str, &'v str, Option<Kind>, &'v RawValue);
 /// Written field by field from the object's text, with the keys and values a map of the
 /// object would hold: each key once, in byte order; of a key given twice (by HubSpot, or two
 /// properties with one column), the value of the last (of the property whose name sorts last).
-pub fn record(object: &Object<'_>, columns: &Columns<'_>, archived: bool) -> Record {
+pub fn record<'a>(object: &Object<'a>, columns: &Columns<'_>, archived: bool) -> Record<'a> {
     let properties = columns.properties;
     let mut slots: Vec<Option<&RawValue>> = vec![None; properties.len()];
     let mut unknown: Vec<(String, &str, &RawValue)> = Vec::new();
@@ -434,13 +451,22 @@ pub fn record(object: &Object<'_>, columns: &Columns<'_>, archived: bool) -> Rec
     let mut out = RecordWriter::with_capacity(
         text_len(&object.fields) + text_len(&object.properties) + 8 * entries.len(),
     );
-    let mut fields = OBJECT_FIELDS_SORTED.iter().peekable();
-    let write_field = |out: &mut RecordWriter, field: &str| {
+    // The object's own fields, by their place in OBJECT_FIELDS_SORTED (of a key given twice,
+    // the last).
+    let mut own: [Option<&RawValue>; 5] = [None; 5];
+    for (key, raw) in &object.fields {
+        if let Some(i) = OBJECT_FIELDS_SORTED.iter().position(|f| f == key) {
+            own[i] = Some(*raw);
+        }
+    }
+    let mut fields = OBJECT_FIELDS_SORTED.iter().zip(own).peekable();
+    let write_field = |out: &mut RecordWriter, (field, raw): (&&str, Option<&RawValue>)| {
+        let field: &str = field;
         if field == "archived" && archived {
             out.raw(field, "true");
             return;
         }
-        let Some(raw) = object.get(field) else {
+        let Some(raw) = raw else {
             return;
         };
         match (field, number_text(raw)) {
@@ -455,7 +481,7 @@ pub fn record(object: &Object<'_>, columns: &Columns<'_>, archived: bool) -> Rec
         if entries.peek().is_some_and(|next| next.0 == column) {
             continue;
         }
-        while let Some(field) = fields.next_if(|f| **f < column) {
+        while let Some(field) = fields.next_if(|(f, _)| **f < column) {
             write_field(&mut out, field);
         }
         match kind {
@@ -467,21 +493,16 @@ pub fn record(object: &Object<'_>, columns: &Columns<'_>, archived: bool) -> Rec
         write_field(&mut out, field);
     }
 
-    let time = |field: &str| {
-        object
-            .get(field)
-            .and_then(|v| string_of(v.get()))
+    let [_, archived_at, _, id, updated_at] = own;
+    let time = |v: Option<&RawValue>| {
+        v.and_then(|v| string_of(v.get()))
             .and_then(|t| parse_ms(&t))
     };
     Record {
         json: out.finish(),
-        id: object.get("id").and_then(|v| {
-            string_of(v.get())
-                .map(Cow::into_owned)
-                .or_else(|| number_text(v))
-        }),
-        updated_ms: time("updatedAt"),
-        archived_ms: time("archivedAt"),
+        id: id.and_then(|v| string_of(v.get()).or_else(|| number_text(v).map(Cow::Owned))),
+        updated_ms: time(updated_at),
+        archived_ms: time(archived_at),
     }
 }
 
@@ -675,7 +696,7 @@ mod tests {
     }
 
     /// `object` (JSON text) written by [`record`] and by the map it was made as before.
-    fn both(object: &str, properties: &[Property], archived: bool) -> (Record, String) {
+    fn both<'a>(object: &'a str, properties: &[Property], archived: bool) -> (Record<'a>, String) {
         let columns = Columns::new(properties);
         let written = record(&Object::lenient(object), &columns, archived);
         // The one-pass read, where it reads the object, writes the same record.
@@ -713,6 +734,13 @@ mod tests {
             // Numbers: an id sent as a number, a number that is not one, a huge one, exponents.
             r#"{"id":18446744073709551616,"properties":{"amount":"18446744073709551616.000","email":"12","closed":"maybe","born":"2024-05-01","seen":"nope"}}"#,
             r#"{"id":1E3,"properties":{"amount":"1E3","Zed":"1e-2"}}"#,
+            r#"{"id":"14","properties":{"amount":"-0.50"}}"#,
+            r#"{"id":"15","properties":{"amount":"007"}}"#,
+            r#"{"id":"16","properties":{"amount":" 42 "}}"#,
+            r#"{"id":"17","properties":{"amount":"1."}}"#,
+            r#"{"id":"18","properties":{"amount":".5"}}"#,
+            r#"{"id":"19","properties":{"amount":"-"}}"#,
+            r#"{"id":"20","properties":{"amount":"\t4\u0032.5 "}}"#,
             r#"{"id":"5","properties":{"amount":"12 apples","email":17.50,"Zed":true,"closed":{"b":1, "a":[1, 2]}}}"#,
             // Unknown properties: one clashing with an object field, one with a known column,
             // one upper case (sorts before every lower-case key).
@@ -749,6 +777,19 @@ mod tests {
                     "{case}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn plain_decimals_are_what_a_number_writes() {
+        for text in ["0", "-0", "17", "-17.250", "0.5", "18446744073709551616.0"] {
+            assert!(is_plain_decimal(text), "{text}");
+            assert_eq!(text.parse::<Number>().expect("a number").to_string(), text);
+        }
+        for text in [
+            "", "-", "007", "1.", ".5", "1e3", "1E3", "+1", "1 ", "0x1", "1.2.3", "--1",
+        ] {
+            assert!(!is_plain_decimal(text), "{text}");
         }
     }
 

@@ -1,22 +1,19 @@
 //! HubSpot's instants: ISO 8601 with milliseconds in JSON (`2024-05-01T10:00:00.123Z`), epoch
 //! milliseconds in search filters, and the HTTP `Date` header (seconds).
 
-use sluice_sdk::time::{format_iso, num, parse_iso};
+use sluice_sdk::time::{format_iso, parse_iso};
 
 /// Epoch milliseconds of an ISO 8601 date-time, keeping up to three fraction digits
 /// (`2024-05-01T10:00:00.123Z` → 1714557600123). `None` if it does not parse.
 pub fn parse_ms(text: &str) -> Option<i64> {
     let secs = parse_iso(text)?;
-    let fraction = text
-        .split_once(['.', ','])
-        .map(|(_, rest)| {
-            rest.chars()
-                .take_while(char::is_ascii_digit)
-                .collect::<String>()
-        })
-        .unwrap_or_default();
-    let millis = format!("{fraction:0<3}");
-    let millis = num(&millis[..3]).unwrap_or(0);
+    // The first three fraction digits, padded with zeros (`.1` is 100 ms).
+    let fraction = text.split_once(['.', ',']).map_or("", |(_, rest)| rest);
+    let mut millis = 0;
+    let mut digits = fraction.bytes().take_while(u8::is_ascii_digit);
+    for _ in 0..3 {
+        millis = millis * 10 + digits.next().map_or(0, |d| i64::from(d - b'0'));
+    }
     Some(secs * 1000 + millis)
 }
 
@@ -60,6 +57,11 @@ mod tests {
             Some(1_700_000_000_123)
         );
         assert_eq!(parse_ms("2023-11-14T22:13:20.1Z"), Some(1_700_000_000_100));
+        assert_eq!(parse_ms("2023-11-14T22:13:20.12Z"), Some(1_700_000_000_120));
+        assert_eq!(
+            parse_ms("2023-11-14T22:13:20.009Z"),
+            Some(1_700_000_000_009)
+        );
         assert_eq!(parse_ms("2023-11-14T22:13:20Z"), Some(1_700_000_000_000));
         assert_eq!(
             parse_ms("2023-11-14T22:13:20.123456Z"),
