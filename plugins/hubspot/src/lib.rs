@@ -293,7 +293,6 @@ impl<T> Page<T> {
 
     /// A page the one-pass read refused: its results each as [`Item::lenient`] reads them,
     /// and its `paging`.
-    #[allow(clippy::type_complexity)]
     fn lenient<'a>(text: &'a str) -> sluice_sdk::serde_json::Result<(Vec<T>, Option<&'a RawValue>)>
     where
         T: Item<'a>,
