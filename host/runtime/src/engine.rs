@@ -1096,6 +1096,8 @@ impl Plugin {
             })
             .await?;
         let streams = out.map_err(|e| connector_error(e, &secrets, &failure))?;
+        crate::manifest::check_discovered(&streams)
+            .map_err(|e| CallError::Contract(secrets.redact(&e.to_string())))?;
         // Stream names and schemas reach run records, storage and logs: redacted first, then
         // checked (a redacted name is no valid stream name).
         streams

@@ -10,6 +10,22 @@ use crate::bindings::exports::sluice::connector::connector as wit;
 use crate::bindings::sluice::connector::types as wit_types;
 use crate::policy::HostRule;
 
+/// Most streams one connector may declare, in its manifest or in one `discover` answer. Each
+/// stream is a directory, a view and a Parquet writer in every run: 5,000 made a run's commit
+/// take 24 s and 20,000 took a 512 MiB pod (an outside attack, session 11).
+pub const MAX_STREAMS: usize = 1_000;
+
+/// Most text a manifest may hold in all (names, descriptions, schemas, hosts), in bytes. The
+/// host keeps every loaded manifest and `GET /internal/connectors` answers them all: twelve
+/// small files whose manifests held 40 MiB descriptions took a 512 MiB pod at rest, on every
+/// restart (an outside attack, session 11). The bundled connectors' manifests are well under
+/// 100 KiB.
+pub const MAX_MANIFEST_BYTES: usize = 1 << 20;
+
+/// Most text the streams of one `discover` answer may hold in all, in bytes (a config's streams
+/// reach run records, `_schema.json` and the listing of a connection).
+pub const MAX_DISCOVER_BYTES: usize = 8 << 20;
+
 /// Why a manifest was refused.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid manifest: {0}")]
@@ -51,6 +67,19 @@ impl Manifest {
     /// Checks and converts the manifest a plugin returned. Every problem is reported (joined
     /// by `; `), not only the first.
     pub fn from_wit(m: wit::ConnectorManifest) -> Result<Self, ManifestError> {
+        // Sized before anything is parsed: a huge schema is refused without building its tree.
+        let size = m.id.len()
+            + m.name.len()
+            + m.version.len()
+            + m.description.len()
+            + m.config_schema.len()
+            + m.secrets
+                .iter()
+                .map(|s| s.name.len() + s.description.len())
+                .sum::<usize>()
+            + m.hosts.iter().map(String::len).sum::<usize>()
+            + streams_text(&m.streams);
+        check_size("the manifest", m.streams.len(), size, MAX_MANIFEST_BYTES)?;
         let mut problems = Vec::new();
         if !is_connector_id(&m.id) {
             problems.push(format!("id {:?} must match [a-z][a-z0-9-]{{0,62}}", m.id));
@@ -287,6 +316,54 @@ impl StreamSpec {
     }
 }
 
+/// Bytes of text in `streams` (names, descriptions, keys, schemas).
+fn streams_text(streams: &[wit_types::StreamSpec]) -> usize {
+    streams
+        .iter()
+        .map(|s| {
+            s.name.len()
+                + s.description.len()
+                + s.json_schema.len()
+                + s.primary_key.iter().map(String::len).sum::<usize>()
+                + s.cursor_field.as_ref().map_or(0, String::len)
+        })
+        .sum()
+}
+
+/// Refuses `what` when it declares more than [`MAX_STREAMS`] streams or holds more than
+/// `max_bytes` of text.
+fn check_size(
+    what: &str,
+    streams: usize,
+    bytes: usize,
+    max_bytes: usize,
+) -> Result<(), ManifestError> {
+    if streams > MAX_STREAMS {
+        return Err(ManifestError(format!(
+            "{what} declares {streams} streams; at most {MAX_STREAMS} are allowed"
+        )));
+    }
+    if bytes > max_bytes {
+        return Err(ManifestError(format!(
+            "{what} holds {} KiB of names, descriptions and schemas; at most {} KiB are allowed",
+            bytes.div_ceil(1024),
+            max_bytes / 1024
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the size of a `discover` answer before its streams are read: at most
+/// [`MAX_STREAMS`] streams and [`MAX_DISCOVER_BYTES`] of text.
+pub fn check_discovered(streams: &[wit_types::StreamSpec]) -> Result<(), ManifestError> {
+    check_size(
+        "the discover answer",
+        streams.len(),
+        streams_text(streams),
+        MAX_DISCOVER_BYTES,
+    )
+}
+
 fn parse_schema(what: &str, text: &str) -> Result<Value, ManifestError> {
     let value: Value = serde_json::from_str(text)
         .map_err(|e| ManifestError(format!("{what} is not JSON: {e}")))?;
@@ -365,6 +442,65 @@ mod tests {
             streams,
             memory_mib,
         }
+    }
+
+    fn wit_stream(name: String, description: String) -> wit_types::StreamSpec {
+        wit_types::StreamSpec {
+            name,
+            description,
+            primary_key: vec![],
+            cursor_field: None,
+            json_schema: r#"{"type":"object"}"#.into(),
+        }
+    }
+
+    fn wit_manifest(
+        description: String,
+        streams: Vec<wit_types::StreamSpec>,
+    ) -> wit::ConnectorManifest {
+        wit::ConnectorManifest {
+            id: "acme".into(),
+            name: "Acme".into(),
+            version: "1.0.0".into(),
+            description,
+            config_schema: r#"{"type":"object"}"#.into(),
+            secrets: vec![],
+            hosts: vec![],
+            streams,
+            memory_mib: None,
+        }
+    }
+
+    #[test]
+    fn manifests_and_discover_answers_are_bounded() {
+        let streams = |n: usize| {
+            (0..n)
+                .map(|i| wit_stream(format!("s{i}"), String::new()))
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            Manifest::from_wit(wit_manifest("x".repeat(64 << 10), streams(MAX_STREAMS))).is_ok()
+        );
+        let e = Manifest::from_wit(wit_manifest("x".repeat(40 << 20), streams(1)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at most 1024 KiB are allowed"), "{e}");
+        assert!(e.contains("40961 KiB"), "{e}");
+        let e = Manifest::from_wit(wit_manifest(String::new(), streams(MAX_STREAMS + 1)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("declares 1001 streams; at most 1000"), "{e}");
+        // A big schema counts (not only descriptions).
+        let mut wide = streams(1);
+        wide[0].json_schema = format!(
+            r#"{{"type":"object","description":"{}"}}"#,
+            "y".repeat(2 << 20)
+        );
+        assert!(Manifest::from_wit(wit_manifest(String::new(), wide.clone())).is_err());
+        assert!(check_discovered(&wide).is_ok(), "discover allows more text");
+        assert!(check_discovered(&streams(MAX_STREAMS + 1)).is_err());
+        wide[0].description = "z".repeat(MAX_DISCOVER_BYTES);
+        assert!(check_discovered(&wide).is_err());
     }
 
     #[test]
