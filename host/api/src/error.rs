@@ -130,9 +130,30 @@ impl From<QueryRejection> for ApiError {
 }
 
 /// A deserialization message without the values it quotes: serde echoes the offending string
-/// (`invalid type: string "…", expected a map`), and the string may be a credential a client
-/// sent in the wrong shape. Field names (quoted with backticks) stay.
+/// (`invalid type: string "…", expected a map`) or scalar (`invalid type: integer `…``), and it
+/// may be a credential a client sent in the wrong shape. Field names (`unknown field `x``) stay.
 fn without_values(message: &str) -> String {
+    without_scalars(&without_strings(message))
+}
+
+/// serde's `Unexpected` scalars: `integer `5``, `floating point `1.5``, `boolean `true``,
+/// `character `c`` (serde `de::Unexpected`'s Display) lose what is between the backticks.
+fn without_scalars(message: &str) -> String {
+    let mut out = message.to_string();
+    for kind in ["integer `", "floating point `", "boolean `", "character `"] {
+        let mut from = 0;
+        while let Some(at) = out[from..].find(kind).map(|i| from + i + kind.len()) {
+            let Some(end) = out[at..].find('`').map(|i| at + i) else {
+                break;
+            };
+            out.replace_range(at..end, "…");
+            from = at + "…".len() + 1;
+        }
+    }
+    out
+}
+
+fn without_strings(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut in_value = false;
     for c in message.chars() {
@@ -180,5 +201,25 @@ mod tests {
             super::without_values("unknown field `x`"),
             "unknown field `x`"
         );
+        // A credential sent as a number (an outside attack, session 11, echoed it).
+        let m = "credentials.token: invalid type: integer `12345678901234`, expected a string at line 1 column 9";
+        assert_eq!(
+            super::without_values(m),
+            "credentials.token: invalid type: integer `…`, expected a string at line 1 column 9"
+        );
+        for m in [
+            "invalid type: floating point `3.25`, expected a string",
+            "invalid type: boolean `true`, expected a string",
+            "invalid type: character `Z`, expected a string",
+        ] {
+            let out = super::without_values(m);
+            assert!(
+                out.contains("`…`")
+                    && !out.contains("3.25")
+                    && !out.contains("true`")
+                    && !out.contains("`Z`"),
+                "{out}"
+            );
+        }
     }
 }

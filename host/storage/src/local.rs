@@ -43,8 +43,13 @@ async fn write_atomic(
     if let Some(dir) = dest.parent() {
         tokio::fs::create_dir_all(dir).await.map_err(io(dir))?;
     }
+    // One name per write, not per process: concurrent writes of one key (two schema-syncs of a
+    // connection) each rename their own file; with one name per process one write's rename took
+    // the other's file away (an outside attack, session 11: 6 of 8 concurrent schema-syncs failed).
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dest.with_file_name(format!(
-        ".{}.tmp{}",
+        ".{}.tmp{}-{n}",
         dest.file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("object"),
@@ -186,6 +191,8 @@ impl Store for LocalStore {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     /// A store rooted at a relative path (the service's default `.sluice/storage`) names its
@@ -209,6 +216,39 @@ mod tests {
         let later = LocalStore::new("not-yet/there").url("k");
         assert!(Path::new(&later).is_absolute(), "{later}");
         assert!(later.ends_with("not-yet/there/k"), "{later}");
+    }
+
+    /// Concurrent writes of one key all succeed and leave one of them whole (a temp name per
+    /// process made all but one fail: the first rename took the others' file away).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writes_of_one_key_all_succeed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(LocalStore::new(dir.path()));
+        let writes: Vec<_> = (0..16u8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .put_bytes("conn/_schema.json", vec![i; 64 << 10])
+                        .await
+                })
+            })
+            .collect();
+        for w in writes {
+            w.await.expect("join").expect("every write succeeds");
+        }
+        let got = store
+            .get_bytes("conn/_schema.json")
+            .await
+            .expect("read")
+            .expect("written");
+        assert_eq!(got.len(), 64 << 10);
+        assert!(got.iter().all(|b| *b == got[0]), "one write whole");
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("conn"))
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(left, ["_schema.json"], "no temp file left");
     }
 
     /// `to` relative to `from` (both absolute), with `..` steps.
