@@ -901,6 +901,11 @@ async fn a_run_in_flight_when_the_service_dies_is_reported_failed() {
     let r: Value = run_record(&svc, &run_id).await;
     assert_eq!(r["status"], "failed", "{r}");
     assert_eq!(r["error"]["code"], "interrupted");
+    // Whether it committed is told by _state.json, not claimed (a kill after _state.json was
+    // written left a committed run that said it "committed nothing").
+    let message = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("_state.json names it"), "{message}");
+    assert!(!message.contains("committed nothing"), "{message}");
     // What the killed process staged is removed at start (it would hold disk outside quotas).
     assert!(!staging.join(&run_id).exists(), "stale staging left behind");
     // The connection is free again.

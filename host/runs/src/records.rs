@@ -101,6 +101,9 @@ pub struct RunRecord {
     pub request_sha256: Option<String>,
 }
 
+/// The error of a run that was in flight when the service stopped.
+pub const INTERRUPTED_MESSAGE: &str = "the service stopped while this run was in flight; it committed only if its connection's _state.json names it (a stop during the commit can leave it committed), and nothing of it otherwise";
+
 /// Persisted run records, with an in-memory index.
 pub struct RunBook {
     dir: PathBuf,
@@ -109,7 +112,11 @@ pub struct RunBook {
 
 impl RunBook {
     /// Loads every record under `dir`. Runs that were queued or running when the service
-    /// stopped are marked failed: nothing of them was committed after the restart.
+    /// stopped are marked failed (`interrupted`). Whether such a run committed is not known
+    /// here (the storage credentials came with its request): a process killed between writing
+    /// `_state.json` and this record left a committed run behind (an outside attack, session
+    /// 11: the record said it "committed nothing" while `_state.json` named it), so the message
+    /// points at `_state.json`, the one place that says.
     pub fn open(dir: impl Into<PathBuf>) -> std::io::Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
@@ -130,7 +137,7 @@ impl RunBook {
                         r.finished_at = Some(crate::now_rfc3339());
                         r.error = Some(RunErrorInfo {
                             code: "interrupted".into(),
-                            message: "the service stopped while this run was in flight; it committed nothing (its connection's _state.json is unchanged)".into(),
+                            message: INTERRUPTED_MESSAGE.into(),
                         });
                         interrupted.push(r.clone());
                     }
