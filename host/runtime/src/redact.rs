@@ -2,7 +2,7 @@
 //! a log line, an API answer, a run record, a stored manifest or an error.
 //!
 //! A secret is looked for in the forms a plugin can carry it out in without the host noticing:
-//! as is, JSON-escaped, percent-encoded (RFC 3986 with upper- or lower-case hex, JavaScript's
+//! as is, lower- and upper-cased, hex-encoded (either case), JSON-escaped, percent-encoded (RFC 3986 with upper- or lower-case hex, JavaScript's
 //! `encodeURIComponent`, and the `application/x-www-form-urlencoded` form), and base64 (RFC 4648 standard and URL-safe
 //! alphabets, at each of the three byte alignments it can have inside a longer encoded
 //! string, e.g. `Basic base64(user:secret)`). Values shorter than [`MIN_SECRET_LEN`] bytes are
@@ -131,8 +131,13 @@ impl Redactor {
 /// The forms of `secret` a plugin could hide it in (see the module doc).
 fn encodings(secret: &str) -> Vec<String> {
     let mut out = vec![secret.to_string()];
-    // URL hosts are lower-cased by parsers, and a percent-encoded secret may be decoded by one.
+    // URL hosts are lower-cased by parsers, and a percent-encoded secret may be decoded by one;
+    // upper case and hex are the next cheapest disguises (an outside attack, session 11, got
+    // both through a validate answer, a run error and the log).
     out.push(secret.to_lowercase());
+    out.push(secret.to_uppercase());
+    out.push(hex::encode(secret));
+    out.push(hex::encode_upper(secret));
     if let Ok(decoded) = percent_encoding::percent_decode_str(secret).decode_utf8() {
         out.push(decoded.into_owned());
     }
@@ -327,6 +332,16 @@ mod tests {
             "Zq8Kw3%2bXv%2fJp%26T-y~Rb".to_string(),
         ] {
             assert!(r.redact(&text).contains(MASK), "not masked: {text}");
+        }
+        for text in [
+            secret.to_uppercase(),
+            hex::encode(secret),
+            hex::encode_upper(secret),
+        ] {
+            assert!(
+                r.redact(&format!("x {text} y")).contains(MASK),
+                "not masked: {text}"
+            );
         }
         let pct = Redactor::new(["sec%41ret_pct_value"]);
         assert!(pct.redact("secAret_pct_value").contains(MASK));
