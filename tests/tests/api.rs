@@ -929,6 +929,10 @@ async fn sigterm_cancels_runs_past_the_grace_period_and_exits() {
     )
     .unwrap();
     assert_eq!(record["status"], "cancelled", "{record}");
+    // Nobody asked for this cancel: the record says the shutdown stopped the run.
+    assert_eq!(record["cancel_requested"], false, "{record}");
+    let message = record["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("the service shut down"), "{message}");
 }
 
 /// Issue 15.2: numbers pass through a connector byte for byte — no round trip through f64 —

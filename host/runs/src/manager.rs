@@ -635,7 +635,13 @@ impl RunManager {
         // of `active`: a client that sees `succeeded` and submits the connection's next run at
         // once is never answered 409 (`submit` checks `by_connection` under the same lock).
         let mut active = self.active.lock().ok();
-        let record = book.update(&run_id, |r| end_record(r, streams, &result, &cancel));
+        let by_client = active
+            .as_ref()
+            .is_some_and(|a| a.cancelled_by_client.contains(&run_id));
+        let shutdown = self.closing.load(Ordering::Acquire) && !by_client;
+        let record = book.update(&run_id, |r| {
+            end_record(r, streams, &result, &cancel, shutdown)
+        });
         if let Some(a) = active.as_mut() {
             if let Some(r) = &record {
                 a.by_connection.remove(&r.connection_id);
@@ -871,7 +877,8 @@ impl RunManager {
             }
         }
         let streams = progress.lock().map(|p| p.clone()).unwrap_or_default();
-        end_record(&mut record, streams, &result, &cancel);
+        // A shutdown hands the run back above: a cancel reaching here came from a client.
+        end_record(&mut record, streams, &result, &cancel, false);
         record.attempts = attempt;
         record.cancel_requested |= by_client;
         // Until the lease runs out the claim is ours: keep trying to record the end (the
@@ -1096,11 +1103,15 @@ fn run_span(r: &RunRecord) -> tracing::Span {
 }
 
 /// A run's record at its end: status, counters, and why it failed or was cancelled.
+/// Ends `r` with `result`. `shutdown`: the service is stopping and no client asked for the
+/// cancel, so a cancelled run says the shutdown stopped it (it said "the run was cancelled",
+/// and nobody had: an outside attack, session 11).
 fn end_record(
     r: &mut RunRecord,
     streams: BTreeMap<String, pipeline::StreamStats>,
     result: &Result<pipeline::RunOutcome, RunError>,
     cancel: &CancellationToken,
+    shutdown: bool,
 ) {
     r.finished_at = Some(crate::now_rfc3339());
     r.streams = streams;
@@ -1119,7 +1130,11 @@ fn end_record(
             r.status = RunStatus::Cancelled;
             r.error = Some(RunErrorInfo {
                 code: "cancelled".into(),
-                message: "the run was cancelled; nothing of it was committed".into(),
+                message: if shutdown {
+                    "the service shut down before the run ended (SIGTERM, past SLUICE_SHUTDOWN_GRACE_SECS); nothing of it was committed".into()
+                } else {
+                    "the run was cancelled; nothing of it was committed".into()
+                },
             });
         }
         Err(e) => {
