@@ -326,3 +326,98 @@ async fn a_cached_optimized_artifact_is_used_directly() {
     assert!(second.info().compiled_from_cache);
     second.call_manifest().await.unwrap();
 }
+
+/// Children of `parent` that are compiling a plugin (`sluice plugin compile`).
+fn compile_children(parent: u32) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            ppid == Some(parent)
+                && args.contains(&&b"plugin"[..])
+                && args.contains(&&b"compile"[..])
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_interpreter_components_compile_one_child_at_a_time() {
+    let root = tempfile::tempdir().unwrap();
+    let plugins = root.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let svc = Service::start(&root.path().join("data"), &plugins, &[]).await;
+    copy_atomic(&plugin("python-hello"), &plugins.join("python-hello.wasm"));
+    copy_atomic(&plugin("js-issues"), &plugins.join("js-issues.wasm"));
+    // Both on optimized code: their four compiles (baseline, then optimized) are done.
+    let pid = svc.child.id();
+    let (mut most, mut seen) = (0, 0);
+    let t = Instant::now();
+    loop {
+        let n = compile_children(pid);
+        most = most.max(n);
+        seen += usize::from(n > 0);
+        let mut done = 0;
+        for id in ["python-hello", "js-issues"] {
+            if listed(&svc, id)
+                .await
+                .is_some_and(|c| c["tier"] == "optimized")
+            {
+                done += 1;
+            }
+        }
+        if done == 2 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(600),
+            "not both optimized: {}",
+            svc.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(seen > 0, "no compile child was ever seen");
+    assert_eq!(most, 1, "compile children at once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compile_over_its_memory_limit_is_refused_naming_the_setting() {
+    let root = tempfile::tempdir().unwrap();
+    let plugins = root.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let svc = Service::start(
+        &root.path().join("data"),
+        &plugins,
+        &[("SLUICE_COMPILE_MEMORY_MIB", "64")],
+    )
+    .await;
+    copy_atomic(&plugin("python-hello"), &plugins.join("python-hello.wasm"));
+    let error = eventually("the load fails", Duration::from_secs(300), || async {
+        let list = svc.get_json("/internal/connectors").await;
+        list["failures"]
+            .as_array()?
+            .iter()
+            .find(|f| {
+                f["file"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("python-hello.wasm"))
+            })
+            .map(|f| f["error"].as_str().unwrap_or_default().to_string())
+    })
+    .await;
+    assert!(
+        error.contains("needed more than 64 MiB") && error.contains("SLUICE_COMPILE_MEMORY_MIB"),
+        "{error}"
+    );
+    assert!(listed(&svc, "python-hello").await.is_none());
+    // The service itself is unharmed.
+    assert_eq!(svc.get_json("/health").await["status"], "ok");
+}

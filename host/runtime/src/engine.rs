@@ -41,12 +41,17 @@ pub(crate) const MAX_CORE_INSTANCES: usize = 64;
 pub(crate) const MAX_MEMORIES: usize = 4;
 /// Most tables one component may define.
 pub(crate) const MAX_TABLES: usize = 16;
-/// Compiles that may run at once (each already uses every core it can).
+/// First loads that may be compiling or waiting for the compiler at once; the compiles
+/// themselves run one at a time (`Inner::compiling`).
 const COMPILE_SLOTS: usize = 2;
 /// The compile cache's default cap, MiB (`SLUICE_COMPILE_CACHE_MIB`): an interpreter
 /// component's optimized artifact is ~35 MiB, its baseline one ~45 MiB. Below the chart's 1 GiB
 /// cache volume, with room for the scratch files of compiles under way.
 pub const DEFAULT_COMPILE_CACHE_MIB: u64 = 768;
+/// The default cap of a compile child's data memory, MiB (`SLUICE_COMPILE_MEMORY_MIB`): the
+/// optimized compile of python-issues.wasm (19 MB, componentize-py) needed at most 384 MiB of
+/// `RLIMIT_DATA`, js-issues.wasm (12 MB) 384-416 (`prlimit --data`, 2 cores); plus a margin.
+pub const DEFAULT_COMPILE_MEMORY_MIB: u32 = 512;
 
 /// Operator settings for the runtime.
 #[derive(Debug, Clone)]
@@ -77,6 +82,10 @@ pub struct RuntimeConfig {
     /// (see [`Runtime::precompile`]). Keeps the compiler's memory and code pages out of the
     /// service, and a compiler crash out of it. `None`: compile in this process.
     pub compiler: Option<PathBuf>,
+    /// The most data memory a compile child may map, in MiB (`RLIMIT_DATA`: heap and private
+    /// writable mappings); past it the compile fails and the plugin is refused with an error
+    /// that names `SLUICE_COMPILE_MEMORY_MIB`. 0: no limit.
+    pub compile_memory_mib: u32,
     pub policy: OperatorPolicy,
     pub outbound: OutboundConfig,
     /// When set, a plugin file loads only with a `{file}.minisig` signature by one of these
@@ -106,6 +115,7 @@ impl RuntimeConfig {
             log: crate::host::LogLimits::default(),
             perf_map: false,
             compiler: None,
+            compile_memory_mib: DEFAULT_COMPILE_MEMORY_MIB,
             policy: OperatorPolicy::default(),
             outbound: OutboundConfig::default(),
             trusted_keys: None,
@@ -177,7 +187,12 @@ pub fn compile_artifact(
     bytes: &[u8],
 ) -> Result<Vec<u8>, LoadError> {
     let compile = |e: wasmtime::Error| LoadError::Compile(format!("{e:#}"));
-    Engine::new(&engine_config(config, tier))
+    // Instances are never made here: no pool of slots (its stacks are data memory that would
+    // count against the child's limit). The allocator is not part of an artifact's
+    // compatibility (wasmtime checks target, flags, tunables and features).
+    let mut wc = engine_config(config, tier);
+    wc.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+    Engine::new(&wc)
         .map_err(compile)?
         .precompile_component(bytes)
         .map_err(compile)
@@ -213,6 +228,10 @@ struct Inner {
     compile_slots: tokio::sync::Semaphore,
     /// One background optimizing compile at a time.
     optimize_slot: tokio::sync::Semaphore,
+    /// Held by every compile (baseline and optimized, first loads and background, in a child
+    /// or in this process) while it runs: one compile at a time in the process, so compilers'
+    /// memory (hundreds of MiB for an interpreter component) never adds up.
+    compiling: std::sync::Mutex<()>,
     /// Artifacts in use: never collected.
     leases: Arc<Leases>,
     /// Makes the scratch file names of concurrent compiles distinct.
@@ -249,6 +268,7 @@ impl Runtime {
                 memory_budget: tokio::sync::Semaphore::new(config.memory_budget_mib.max(1) as usize),
                 compile_slots: tokio::sync::Semaphore::new(COMPILE_SLOTS),
                 optimize_slot: tokio::sync::Semaphore::new(1),
+                compiling: std::sync::Mutex::new(()),
                 leases: Arc::new(Leases::default()),
                 scratch_seq: AtomicU64::new(0),
                 config,
@@ -454,6 +474,12 @@ impl Runtime {
         let engine = &te.engine;
         // Taken before the file exists: no collection removes it before it is loaded.
         let lease = self.inner.leases.take(&path);
+        // The one compile of the process at a time (a panicked holder left nothing to repair).
+        let one_at_a_time = self
+            .inner
+            .compiling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let component = if let Some(exe) = &self.inner.config.compiler {
             self.compile_in_child(exe, bytes, &path, tier, background)?;
             // SAFETY: written just now by a process with this engine's settings; a mismatch is
@@ -490,6 +516,7 @@ impl Runtime {
                 }
             }
         };
+        drop(one_at_a_time);
         crate::memory::release_freed();
         self.collect_cache(None);
         Ok(Loaded {
@@ -620,6 +647,9 @@ impl Runtime {
                 // (with RUST_BACKTRACE=1 inherited, that line was `NN: _start`).
                 .env("RUST_BACKTRACE", "0")
                 .env("RUST_LIB_BACKTRACE", "0")
+                // Fewer malloc arenas: less data memory mapped for the same work (counts
+                // against the data limit below).
+                .env("MALLOC_ARENA_MAX", "2")
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(stderr);
@@ -627,15 +657,27 @@ impl Runtime {
                 // wasmtime compiles functions in parallel on rayon's pool: half the cores.
                 let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
                 cmd.env("RAYON_NUM_THREADS", (cores / 2).max(1).to_string());
-                use std::os::unix::process::CommandExt as _;
-                // SAFETY: setpriority is a plain system call (async-signal-safe), as the
-                // pre_exec closure requires; it touches no memory of the parent.
-                unsafe {
-                    cmd.pre_exec(|| {
+            }
+            let data_limit = u64::from(config.compile_memory_mib) << 20;
+            use std::os::unix::process::CommandExt as _;
+            // SAFETY: setpriority and setrlimit are plain system calls (async-signal-safe), as
+            // the pre_exec closure requires; the closure only reads two copied integers.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if background {
                         libc::setpriority(libc::PRIO_PROCESS, 0, 10);
-                        Ok(())
-                    });
-                }
+                    }
+                    if data_limit > 0 {
+                        let limit = libc::rlimit {
+                            rlim_cur: data_limit as libc::rlim_t,
+                            rlim_max: data_limit as libc::rlim_t,
+                        };
+                        if libc::setrlimit(libc::RLIMIT_DATA, &limit) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
             }
             let mut child = cmd.spawn()?;
             wait_or_kill(&mut child, timeout)
@@ -652,12 +694,19 @@ impl Runtime {
         };
         if !status.success() {
             let _ = std::fs::remove_file(&output);
+            let all = why.as_str();
             let why = why
                 .lines()
                 .rfind(|l| !l.trim().is_empty())
                 .unwrap_or("")
                 .trim();
             let why = why.strip_prefix("Error: ").unwrap_or(why);
+            if config.compile_memory_mib > 0 && out_of_memory(&status, all) {
+                return Err(LoadError::Compile(format!(
+                    "compiler process ({tier}, {status}): the compile needed more than {} MiB of memory (SLUICE_COMPILE_MEMORY_MIB); the plugin is refused",
+                    config.compile_memory_mib
+                )));
+            }
             return Err(LoadError::Compile(format!(
                 "compiler process ({tier}, {status}): {why}"
             )));
@@ -871,6 +920,16 @@ impl Runtime {
             CallError::Trap(secrets.redact(&msg))
         })
     }
+}
+
+/// Whether a failed compile child ran out of its data limit: Rust's allocation failure aborts
+/// (`memory allocation of N bytes failed`, SIGABRT); a failed mmap comes back as ENOMEM.
+fn out_of_memory(status: &std::process::ExitStatus, stderr: &str) -> bool {
+    use std::os::unix::process::ExitStatusExt as _;
+    stderr.contains("memory allocation of")
+        || stderr.contains("Cannot allocate memory")
+        || stderr.contains("out of memory")
+        || status.signal() == Some(libc::SIGABRT)
 }
 
 /// Waits for `child` up to `timeout`; kills it past that (`Ok(None)`).
@@ -1319,5 +1378,99 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    /// A stand-in compiler: records whether another compile child was running when it started
+    /// (`overlap`), how many ran (`runs`) and its limits (`limits`), then fails as `fail` says.
+    fn fake_compiler(dir: &std::path::Path, fail: &str) -> std::path::PathBuf {
+        let exe = dir.join("fake-compiler");
+        let d = dir.display();
+        std::fs::write(
+            &exe,
+            format!(
+                "#!/bin/sh\n\
+                 mkdir '{d}/running' 2>/dev/null || touch '{d}/overlap'\n\
+                 echo run >> '{d}/runs'\n\
+                 cat /proc/self/limits > '{d}/limits'\n\
+                 sleep 0.4\n\
+                 rmdir '{d}/running' 2>/dev/null\n\
+                 {fail}\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        exe
+    }
+
+    /// Bytes that pass the component header check, distinct per `n` (distinct sha256).
+    fn component_bytes(n: u8) -> Vec<u8> {
+        let mut b = vec![0, b'a', b's', b'm', 0x0d, 0x00, 0x01, 0x00];
+        b.extend(std::iter::repeat_n(n, 1 << 20));
+        b
+    }
+
+    fn runtime_with(compiler: std::path::PathBuf, dir: &std::path::Path) -> super::Runtime {
+        let mut rc = super::RuntimeConfig::new(dir.join("cache"));
+        rc.compiler = Some(compiler);
+        rc.tiered = true;
+        rc.max_concurrent_calls = 2;
+        rc.compile_memory_mib = 100;
+        super::Runtime::new(rc).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_loads_never_run_two_compile_children_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = fake_compiler(dir.path(), "echo 'Error: no artifact' >&2; exit 1");
+        let rt = runtime_with(exe, dir.path());
+        let (a, b) = tokio::join!(
+            rt.load_bytes(component_bytes(1), None),
+            rt.load_bytes(component_bytes(2), None)
+        );
+        for r in [a, b] {
+            let e = r
+                .err()
+                .expect("the stand-in compiler makes no artifact")
+                .to_string();
+            assert!(e.contains("no artifact"), "{e}");
+        }
+        let runs = std::fs::read_to_string(dir.path().join("runs")).unwrap();
+        // Each load: baseline, then optimized after the baseline failure.
+        assert_eq!(runs.lines().count(), 4, "{runs}");
+        assert!(
+            !dir.path().join("overlap").exists(),
+            "two compile children ran at once"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_compile_child_has_a_data_limit_and_its_oom_names_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = fake_compiler(
+            dir.path(),
+            "echo 'memory allocation of 2097152 bytes failed' >&2; kill -ABRT $$",
+        );
+        let rt = runtime_with(exe, dir.path());
+        let e = rt
+            .load_bytes(component_bytes(3), None)
+            .await
+            .err()
+            .expect("the stand-in compiler aborts")
+            .to_string();
+        assert!(
+            e.contains("needed more than 100 MiB") && e.contains("SLUICE_COMPILE_MEMORY_MIB"),
+            "{e}"
+        );
+        let limits = std::fs::read_to_string(dir.path().join("limits")).unwrap();
+        let data = limits
+            .lines()
+            .find(|l| l.starts_with("Max data size"))
+            .unwrap();
+        let bytes = (100u64 << 20).to_string();
+        assert_eq!(
+            data.split_whitespace().filter(|w| *w == bytes).count(),
+            2,
+            "{data}"
+        );
     }
 }

@@ -102,6 +102,11 @@ pub struct ServeConfig {
     /// A plugin whose compile takes longer is refused, in seconds.
     #[arg(long, env = "SLUICE_COMPILE_TIMEOUT_SECS", default_value_t = 60)]
     pub compile_timeout_secs: u64,
+    /// The most data memory (RLIMIT_DATA: heap and private writable mappings) a compile child
+    /// may map, in MiB; a plugin whose compile needs more is refused with an error naming this
+    /// setting. 0: no limit. One compile child runs at a time.
+    #[arg(long, env = "SLUICE_COMPILE_MEMORY_MIB", default_value_t = sluice_runtime::DEFAULT_COMPILE_MEMORY_MIB)]
+    pub compile_memory_mib: u32,
     /// The most the compile cache (`SLUICE_DATA_DIR/cache`) may hold, in MiB: past it the least
     /// recently used artifacts not in use by a loaded plugin are removed.
     #[arg(long, env = "SLUICE_COMPILE_CACHE_MIB", default_value_t = sluice_runtime::DEFAULT_COMPILE_CACHE_MIB)]
@@ -466,6 +471,7 @@ impl ServeConfig {
         rc.memory_budget_mib = self.plugin_memory_budget_mib;
         rc.max_plugin_bytes = self.max_plugin_mib << 20;
         rc.compile_timeout = std::time::Duration::from_secs(self.compile_timeout_secs);
+        rc.compile_memory_mib = self.compile_memory_mib;
         rc.cache_max_bytes = self.compile_cache_mib.saturating_mul(1 << 20);
         // The service publishes first loads on baseline code and optimizes in the background.
         rc.tiered = true;
@@ -582,6 +588,10 @@ impl ServeConfig {
             (
                 "SLUICE_COMPILE_TIMEOUT_SECS",
                 self.compile_timeout_secs.to_string(),
+            ),
+            (
+                "SLUICE_COMPILE_MEMORY_MIB",
+                self.compile_memory_mib.to_string(),
             ),
             (
                 "SLUICE_COMPILE_CACHE_MIB",
