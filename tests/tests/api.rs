@@ -913,6 +913,57 @@ async fn a_run_in_flight_when_the_service_dies_is_reported_failed() {
     assert_eq!(r.status(), 202);
 }
 
+/// A process killed after its commit reached `_state.json` but before the run's record was
+/// saved left a committed run recorded as running; at the next start it is looked up in
+/// `_state.json` (local storage needs no request credentials) and recorded `succeeded` with
+/// its manifest's counts (it said "interrupted … committed nothing": an outside attack).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_after_its_commit_is_found_committed_at_the_next_start() {
+    let root = tempfile::tempdir().unwrap();
+    let mut svc = start(root.path(), &[]).await;
+    let r = svc.post("/internal/mirror-connections/runs").json(&json!({"connection_id": "c1", "connector": "probe", "config": {"count": 7}, "credentials": {"token": "t"}, "storage": storage()})).checked().await;
+    let run_id = run_id_of(r).await;
+    let done = wait_run(&svc, &run_id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    svc.signal("KILL");
+    // The record as the killed process left it: still running, no counts.
+    let path = root.path().join(format!("data/runs/{run_id}.json"));
+    let mut record: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    record["status"] = json!("running");
+    record["finished_at"] = Value::Null;
+    record["streams"] = json!({});
+    std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+    // A second record, of a run that never committed, stays interrupted.
+    let mut other = record.clone();
+    other["run_id"] = json!("run-never-committed");
+    std::fs::write(
+        root.path().join("data/runs/run-never-committed.json"),
+        serde_json::to_vec(&other).unwrap(),
+    )
+    .unwrap();
+    let svc = Service::start(&root.path().join("data"), &root.path().join("plugins"), &[]).await;
+    let r = run_record(&svc, &run_id).await;
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert!(r["error"].is_null(), "{r}");
+    let rows: u64 = r["streams"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|s| s["committed_rows"].as_u64().unwrap())
+        .sum();
+    let before: u64 = done["streams"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|s| s["committed_rows"].as_u64().unwrap())
+        .sum();
+    assert_eq!(rows, before, "{r}");
+    assert!(rows > 0, "{done}");
+    let o = run_record(&svc, "run-never-committed").await;
+    assert_eq!(o["status"], "failed", "{o}");
+    assert_eq!(o["error"]["code"], "interrupted", "{o}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_cancels_runs_past_the_grace_period_and_exits() {
     let root = tempfile::tempdir().unwrap();

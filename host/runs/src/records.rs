@@ -101,6 +101,33 @@ pub struct RunRecord {
     pub request_sha256: Option<String>,
 }
 
+/// The manifest of the commit of run `r`, when its connection's `_state.json` names one (read
+/// without credentials of the request: `None` when the store cannot be opened or read).
+async fn committed_manifest(
+    r: &RunRecord,
+    backend: &crate::target::Backend,
+) -> Option<sluice_storage::commit::RunManifest> {
+    use sluice_storage::commit;
+    let spec = crate::target::StorageSpec {
+        bucket: r.bucket.clone(),
+        prefix: r.prefix.clone(),
+        access_key_id: None,
+        secret_access_key: None,
+        session_token: None,
+        region: None,
+    };
+    let store = spec.open(backend).ok()?;
+    let layout = commit::Layout::new(&r.prefix, &r.connection_id).ok()?;
+    let state = commit::read_state(store.as_ref(), &layout).await.ok()?;
+    let id = state
+        .runs
+        .iter()
+        .find(|c| commit::is_attempt_of(c, &r.run_id))?;
+    commit::read_manifest(store.as_ref(), &layout, id)
+        .await
+        .ok()
+}
+
 /// The error of a run that was in flight when the service stopped.
 pub const INTERRUPTED_MESSAGE: &str = "the service stopped while this run was in flight; it committed only if its connection's _state.json names it (a stop during the commit can leave it committed), and nothing of it otherwise";
 
@@ -108,15 +135,17 @@ pub const INTERRUPTED_MESSAGE: &str = "the service stopped while this run was in
 pub struct RunBook {
     dir: PathBuf,
     runs: RwLock<HashMap<String, RunRecord>>,
+    /// Runs [`RunBook::open`] found in flight and marked `interrupted`.
+    interrupted: Vec<String>,
 }
 
 impl RunBook {
     /// Loads every record under `dir`. Runs that were queued or running when the service
     /// stopped are marked failed (`interrupted`). Whether such a run committed is not known
-    /// here (the storage credentials came with its request): a process killed between writing
-    /// `_state.json` and this record left a committed run behind (an outside attack, session
-    /// 11: the record said it "committed nothing" while `_state.json` named it), so the message
-    /// points at `_state.json`, the one place that says.
+    /// here: a process killed between writing `_state.json` and this record left a committed
+    /// run behind (an outside attack, session 11: the record said it "committed nothing" while
+    /// `_state.json` named it), so the message points at `_state.json`, the one place that
+    /// says, and [`RunBook::reconcile_interrupted`] looks there where it can.
     pub fn open(dir: impl Into<PathBuf>) -> std::io::Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
@@ -151,6 +180,7 @@ impl RunBook {
         let book = Self {
             dir,
             runs: RwLock::new(runs),
+            interrupted: interrupted.iter().map(|r| r.run_id.clone()).collect(),
         };
         for r in interrupted {
             tracing::warn!(run_id = %r.run_id, connection_id = %r.connection_id, "run was in flight at the last stop; marked failed");
@@ -161,6 +191,45 @@ impl RunBook {
 
     pub fn get(&self, run_id: &str) -> Option<RunRecord> {
         self.runs.read().ok()?.get(run_id).cloned()
+    }
+
+    /// Looks up each run [`RunBook::open`] marked `interrupted` in its connection's
+    /// `_state.json`, where `backend` can be read without the run's request (local storage,
+    /// or S3 credentials in the service's environment): a run the state names committed
+    /// before the process died (after `_state.json` was written, before this record was), so
+    /// it becomes `succeeded` with the counts of its `_runs/{run_id}.json` (an outside attack,
+    /// session 11, killed the process there). Runs it cannot look up keep `interrupted`.
+    /// Returns how many became `succeeded`.
+    pub async fn reconcile_interrupted(&self, backend: &crate::target::Backend) -> usize {
+        let mut found = 0;
+        for run_id in &self.interrupted {
+            let Some(r) = self.get(run_id) else { continue };
+            let committed = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                committed_manifest(&r, backend),
+            )
+            .await;
+            let Ok(Some(manifest)) = committed else {
+                continue;
+            };
+            let updated = self.update(run_id, |r| {
+                r.status = RunStatus::Succeeded;
+                r.error = None;
+                r.finished_at = Some(manifest.finished_at.clone());
+                for (name, m) in &manifest.streams {
+                    let s = r.streams.entry(name.clone()).or_default();
+                    s.records = m.records;
+                    s.bytes = m.bytes;
+                    s.files = m.files.len() as u64;
+                    s.committed_rows = m.files.iter().map(|f| f.rows).sum();
+                }
+            });
+            if updated.is_some() {
+                tracing::info!(run_id = %run_id, "a run in flight at the last stop had committed (_state.json names it): recorded succeeded");
+                found += 1;
+            }
+        }
+        found
     }
 
     /// Runs, newest first, optionally of one connection.

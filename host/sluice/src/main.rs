@@ -431,9 +431,10 @@ async fn serve(cfg: ServeConfig, warnings: Vec<config::Warning>) -> anyhow::Resu
 /// else local files.
 async fn run_book(cfg: &config::ServeConfig) -> anyhow::Result<Book> {
     let Some(url) = &cfg.database_url else {
-        return Ok(Book::Embedded(
-            RunBook::open(cfg.data_dir.join("runs")).context("opening run records")?,
-        ));
+        let book = RunBook::open(cfg.data_dir.join("runs")).context("opening run records")?;
+        // A run killed after its commit reached _state.json is recorded as what it was.
+        book.reconcile_interrupted(&cfg.backend()?).await;
+        return Ok(Book::Embedded(book));
     };
     let key = sluice_runs::sealed::SealKey::from_hex(cfg.run_secrets_key.as_deref().unwrap_or(""))?;
     let replica = cfg.replica_id();
