@@ -135,7 +135,7 @@ pub const INTERRUPTED_MESSAGE: &str = "the service stopped while this run was in
 pub struct RunBook {
     dir: PathBuf,
     runs: RwLock<HashMap<String, RunRecord>>,
-    /// Runs [`RunBook::open`] found in flight and marked `interrupted`.
+    /// Runs [`RunBook::open`] found running (not only queued) and marked `interrupted`.
     interrupted: Vec<String>,
 }
 
@@ -151,6 +151,7 @@ impl RunBook {
         std::fs::create_dir_all(&dir)?;
         let mut runs = HashMap::new();
         let mut interrupted = Vec::new();
+        let mut started = Vec::new();
         for entry in std::fs::read_dir(&dir)?.filter_map(Result::ok) {
             let path = entry.path();
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
@@ -161,6 +162,10 @@ impl RunBook {
             };
             match serde_json::from_slice::<RunRecord>(&bytes) {
                 Ok(mut r) => {
+                    // Only a run that had started can have reached its commit.
+                    if r.status == RunStatus::Running {
+                        started.push(r.run_id.clone());
+                    }
                     if r.status.is_active() {
                         r.status = RunStatus::Failed;
                         r.finished_at = Some(crate::now_rfc3339());
@@ -180,7 +185,7 @@ impl RunBook {
         let book = Self {
             dir,
             runs: RwLock::new(runs),
-            interrupted: interrupted.iter().map(|r| r.run_id.clone()).collect(),
+            interrupted: started,
         };
         for r in interrupted {
             tracing::warn!(run_id = %r.run_id, connection_id = %r.connection_id, "run was in flight at the last stop; marked failed");
