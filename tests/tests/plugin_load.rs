@@ -421,3 +421,56 @@ async fn a_compile_over_its_memory_limit_is_refused_naming_the_setting() {
     // The service itself is unharmed.
     assert_eq!(svc.get_json("/health").await["status"], "ok");
 }
+
+/// A file whose id another file already provides, then overwritten with bytes that do not
+/// load: its failure names the load error, not only the duplicate id (an outside storm left
+/// "already provided" shown for a file that held garbage by then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_that_stops_loading_reports_its_load_error() {
+    let root = tempfile::tempdir().unwrap();
+    let plugins = root.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    copy_atomic(&plugin("probe"), &plugins.join("a-probe.wasm"));
+    copy_atomic(&plugin("probe"), &plugins.join("b-probe.wasm"));
+    let svc = Service::start(&root.path().join("data"), &plugins, &[]).await;
+    let failure_of = |file: &'static str| {
+        let svc = &svc;
+        move || async move {
+            let list = svc.get_json("/internal/connectors").await;
+            list["failures"]
+                .as_array()?
+                .iter()
+                .find(|f| f["file"].as_str().is_some_and(|p| p.ends_with(file)))
+                .map(|f| f["error"].as_str().unwrap_or_default().to_string())
+        }
+    };
+    let first = eventually(
+        "the duplicate is reported",
+        Duration::from_secs(120),
+        failure_of("b-probe.wasm"),
+    )
+    .await;
+    assert!(first.contains("already provided by"), "{first}");
+    std::fs::write(plugins.join("b-probe.wasm.tmp-copy"), b"not a component").unwrap();
+    std::fs::rename(
+        plugins.join("b-probe.wasm.tmp-copy"),
+        plugins.join("b-probe.wasm"),
+    )
+    .unwrap();
+    let error = eventually(
+        "the load error is reported",
+        Duration::from_secs(120),
+        || async {
+            failure_of("b-probe.wasm")()
+                .await
+                .filter(|e| !e.starts_with("connector id"))
+        },
+    )
+    .await;
+    assert!(error.contains("component"), "{error}");
+    assert!(error.contains("already provided by"), "{error}");
+    assert!(
+        listed(&svc, "probe").await.is_some(),
+        "a-probe.wasm still serves"
+    );
+}

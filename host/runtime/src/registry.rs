@@ -227,12 +227,20 @@ fn build_snapshot(files: BTreeMap<PathBuf, FileState>) -> Snapshot {
         if let Some(plugin) = &state.plugin {
             let id = plugin.info().id.clone();
             if let Some(first) = owner.get(&id) {
+                // A file that failed to reload keeps its last good version, and that version's
+                // id is taken: the reload's own error is what the file's owner needs (a storm
+                // left "already provided" shown for a file that held garbage by then).
+                let duplicate = format!(
+                    "connector id {id:?} is already provided by {}",
+                    first.display()
+                );
+                let error = match &state.error {
+                    Some(e) => format!("{e} (its last good version is not served: {duplicate})"),
+                    None => duplicate,
+                };
                 failures.push(LoadFailure {
                     file: path.clone(),
-                    error: format!(
-                        "connector id {id:?} is already provided by {}",
-                        first.display()
-                    ),
+                    error,
                     serving: None,
                 });
                 continue;
