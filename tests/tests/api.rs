@@ -945,18 +945,15 @@ async fn a_run_killed_after_its_commit_is_found_committed_at_the_next_start() {
     let r = run_record(&svc, &run_id).await;
     assert_eq!(r["status"], "succeeded", "{r}");
     assert!(r["error"].is_null(), "{r}");
-    let rows: u64 = r["streams"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|s| s["committed_rows"].as_u64().unwrap())
-        .sum();
-    let before: u64 = done["streams"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|s| s["committed_rows"].as_u64().unwrap())
-        .sum();
+    let committed_rows = |run: &Value| -> u64 {
+        run["streams"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|s| s["committed_rows"].as_u64().unwrap())
+            .sum()
+    };
+    let (rows, before) = (committed_rows(&r), committed_rows(&done));
     assert_eq!(rows, before, "{r}");
     assert!(rows > 0, "{done}");
     let o = run_record(&svc, "run-never-committed").await;
