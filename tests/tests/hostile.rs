@@ -640,49 +640,6 @@ async fn components_with_too_many_memories_are_refused_at_load() {
     assert!(e.to_string().contains("not a Sluice connector"), "{e}");
 }
 
-/// The global memory budget: a call waits for its share within its deadline, and gets it when
-/// an earlier call gives it back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_wait_for_their_share_of_the_memory_budget() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = sluice_runtime::RuntimeConfig::new(dir.path());
-    cfg.default_memory_mib = 32;
-    cfg.max_memory_mib = 32;
-    cfg.memory_budget_mib = 48; // one 32 MiB call at a time
-    let rt = sluice_runtime::Runtime::new(cfg).unwrap();
-    let p = rt.load_file(&plugin("probe")).await.unwrap();
-    let opts = |ms: u64| sluice_runtime::CallOptions {
-        deadline: Duration::from_millis(ms),
-        secrets: sluice_runtime::Secrets::new([("token".to_string(), SECRET.to_string())]),
-        ..Default::default()
-    };
-    let spinning = tokio::spawn({
-        let p = p.clone();
-        let o = opts(600);
-        async move { p.validate(&json!({"action": "loop"}), o).await }
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // Too short a deadline to outwait the spinner: refused at its own deadline.
-    let t = Instant::now();
-    let e = p
-        .validate(&json!({"action": "ok"}), opts(200))
-        .await
-        .unwrap_err();
-    assert!(matches!(e, sluice_runtime::CallError::Deadline(_)), "{e}");
-    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
-    // Long enough: it runs once the spinner's share is back.
-    let t = Instant::now();
-    p.validate(&json!({"action": "ok"}), opts(3000))
-        .await
-        .unwrap();
-    let waited = t.elapsed();
-    assert!(
-        waited >= Duration::from_millis(150),
-        "did not wait: {waited:?}"
-    );
-    assert!(spinning.await.unwrap().is_err());
-}
-
 /// Twenty runs at once with the default budgets: all commit, and the service's high-water mark
 /// stays under 400 MiB (the 512 MiB pod keeps headroom). Plugin memory and DuckDB conversions
 /// are budgeted globally, so more runs mean more waiting, not more memory.

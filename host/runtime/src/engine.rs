@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -53,6 +53,12 @@ pub const DEFAULT_COMPILE_CACHE_MIB: u64 = 768;
 /// `RLIMIT_DATA`, js-issues.wasm (12 MB) 384-416 (`prlimit --data`, 2 cores); plus a margin.
 pub const DEFAULT_COMPILE_MEMORY_MIB: u32 = 512;
 
+/// How long a growth of a call that already holds part of the plugin memory budget waits for
+/// more before it is refused ([`RuntimeConfig::memory_growth_wait`]): long enough for a short
+/// call (a `validate`, a `discover`) to end and give its memory back, short enough that two calls
+/// that each wait for the other's memory fail fast.
+pub const DEFAULT_MEMORY_GROWTH_WAIT: Duration = Duration::from_secs(5);
+
 /// Operator settings for the runtime.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -65,10 +71,14 @@ pub struct RuntimeConfig {
     /// Plugin calls running at once; more wait for a slot (within their deadline). Sizes the
     /// pooling allocator's slots.
     pub max_concurrent_calls: u32,
-    /// Linear memory and tables (in MiB) that all plugin calls together may hold. A call
-    /// reserves its own limit from it before it starts and waits, within its deadline, while
-    /// the budget is taken; a call's limit is capped at the budget.
+    /// Linear memory and tables (in MiB) that all plugin calls together may hold. A call takes
+    /// from it what its memories and tables grow to (the initial pages of its component
+    /// included), not its limit, and gives it back when it ends; a call's limit is capped at
+    /// the budget. See [`crate::budget`] for the waits when it is short.
     pub memory_budget_mib: u32,
+    /// How long a growth may wait for the budget when the call already holds part of it;
+    /// past that the growth is refused and the call fails with [`CallError::MemoryBudget`].
+    pub memory_growth_wait: Duration,
     /// Plugin files larger than this are refused before they are read, in bytes.
     pub max_plugin_bytes: u64,
     /// A compile in the child process that takes longer is killed and the plugin refused.
@@ -110,6 +120,7 @@ impl RuntimeConfig {
             default_memory_mib: 64,
             max_concurrent_calls: 32,
             memory_budget_mib: 192,
+            memory_growth_wait: DEFAULT_MEMORY_GROWTH_WAIT,
             max_plugin_bytes: 64 << 20,
             compile_timeout: Duration::from_secs(60),
             log: crate::host::LogLimits::default(),
@@ -205,6 +216,10 @@ struct Code {
     tier: Tier,
     /// Keeps the artifact from collection while the code may run.
     _lease: Lease,
+    /// Bytes of memories and tables an instance of this code starts with (its initial pages),
+    /// measured at each instantiation; 0 until the first. A call reserves it from the memory
+    /// budget in one step before it instantiates (see `call_unmeasured`).
+    initial_bytes: AtomicUsize,
 }
 
 /// A component loaded from an artifact of `tier`.
@@ -222,8 +237,8 @@ struct Inner {
     config: RuntimeConfig,
     /// One permit per pooled instance slot.
     call_slots: tokio::sync::Semaphore,
-    /// One permit per MiB of [`RuntimeConfig::memory_budget_mib`].
-    memory_budget: tokio::sync::Semaphore,
+    /// [`RuntimeConfig::memory_budget_mib`], taken as calls' memories grow.
+    memory_budget: Arc<crate::budget::MemoryBudget>,
     /// One permit per compile allowed at once.
     compile_slots: tokio::sync::Semaphore,
     /// One background optimizing compile at a time.
@@ -265,7 +280,10 @@ impl Runtime {
                 baseline,
                 outbound,
                 call_slots: tokio::sync::Semaphore::new(config.max_concurrent_calls.max(1) as usize),
-                memory_budget: tokio::sync::Semaphore::new(config.memory_budget_mib.max(1) as usize),
+                memory_budget: crate::budget::MemoryBudget::new(
+                    config.memory_budget_mib,
+                    config.memory_growth_wait,
+                ),
                 compile_slots: tokio::sync::Semaphore::new(COMPILE_SLOTS),
                 optimize_slot: tokio::sync::Semaphore::new(1),
                 compiling: std::sync::Mutex::new(()),
@@ -278,6 +296,12 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.inner.config
+    }
+
+    /// Bytes of the plugin memory budget that calls hold now: the linear memories and tables
+    /// of the calls under way (whole 64 KiB pages), 0 when none runs.
+    pub fn plugin_memory_in_use_bytes(&self) -> u64 {
+        self.inner.memory_budget.in_use_bytes()
     }
 
     /// Loads a plugin file: read, check, compile (or reuse the cache), link, read its manifest.
@@ -397,6 +421,7 @@ impl Runtime {
             engine: te.engine.clone(),
             tier: loaded.tier,
             _lease: loaded.lease,
+            initial_bytes: AtomicUsize::new(0),
         })
     }
 
@@ -850,11 +875,20 @@ impl Runtime {
         let deadline = state.deadline;
         let budget = deadline.saturating_duration_since(Instant::now());
         let cancel = state.cancel.clone();
-        // Its share of the global memory budget, then a pooled slot; waiting for either counts
-        // against the call's deadline.
+        // The global memory budget is taken as the store's memories and tables grow (the async
+        // limiter, `crate::budget`) and given back when the store is dropped: a call holds what
+        // it uses, not its limit. The pages its component starts with are reserved first, in
+        // one step, holding nothing while it waits (so two instantiations never each hold a
+        // memory the other waits for); then a pooled slot. Both waits count against the call's
+        // deadline.
+        let mut share = self.inner.memory_budget.share(deadline);
+        let initial = code
+            .initial_bytes
+            .load(Ordering::Relaxed)
+            .min((memory_mib as usize) << 20);
         let closed = |_| CallError::Host("runtime closed".into());
-        let _memory = tokio::select! {
-            permit = self.inner.memory_budget.acquire_many(memory_mib) => permit.map_err(closed)?,
+        tokio::select! {
+            r = share.cover(initial) => r.map_err(|e| CallError::MemoryBudget(e.to_string()))?,
             _ = tokio::time::sleep_until(deadline.into()) => return Err(CallError::Deadline(budget)),
             _ = cancel.cancelled() => return Err(CallError::Cancelled),
         };
@@ -865,9 +899,9 @@ impl Runtime {
         };
         let mut store = Store::new(
             &code.engine,
-            HostState::new(state, (memory_mib as usize) << 20),
+            HostState::new(state, (memory_mib as usize) << 20, Some(share)),
         );
-        store.limiter(|s| &mut s.limits);
+        store.limiter_async(|s| &mut s.limits);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|ctx| {
             let call = &ctx.data().call;
@@ -881,6 +915,8 @@ impl Runtime {
         });
         let run = async {
             let plugin = code.pre.instantiate_async(&mut store).await?;
+            code.initial_bytes
+                .fetch_max(store.data().limits.used(), Ordering::Relaxed);
             f(&plugin, &mut store).await
         };
         // The epoch callback stops a busy guest; this also bounds time spent in host calls.
@@ -907,6 +943,10 @@ impl Runtime {
                 Some(Stop::MemoryLimit) => {
                     tracing::warn!(plugin = %store.data().call.manifest.id, limit_mib = memory_mib, "plugin hit its memory limit");
                     return CallError::MemoryLimit(memory_mib as u64);
+                }
+                Some(Stop::MemoryBudget(m)) => {
+                    tracing::warn!(plugin = %store.data().call.manifest.id, "plugin memory growth refused: {m}");
+                    return CallError::MemoryBudget(m.clone());
                 }
                 Some(Stop::Contract(m)) => return CallError::Contract(secrets.redact(m)),
                 Some(Stop::Host(m)) => return CallError::Host(secrets.redact(m)),

@@ -41,6 +41,10 @@ pub enum CallError {
     /// The plugin tried to grow its memory past its limit and was stopped.
     #[error("plugin exceeded its memory limit of {0} MiB")]
     MemoryLimit(u64),
+    /// A growth of the plugin's memory was refused because the memory budget all plugin calls
+    /// share (`SLUICE_PLUGIN_MEMORY_BUDGET_MIB`) stayed short; the message says by how much.
+    #[error("{0}")]
+    MemoryBudget(String),
     /// The call was cancelled by the caller.
     #[error("cancelled")]
     Cancelled,
@@ -62,6 +66,7 @@ impl CallError {
             Self::Connector { code, .. } => code.as_str(),
             Self::Deadline(_) => "deadline_exceeded",
             Self::MemoryLimit(_) => "memory_limit",
+            Self::MemoryBudget(_) => "memory_budget",
             Self::Cancelled => "cancelled",
             Self::Trap(_) => "plugin_trap",
             Self::Contract(_) => "plugin_contract",

@@ -14,6 +14,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use zeroize::Zeroizing;
 
 use crate::bindings::sluice::connector::{clock, http, log, records, secrets, types};
+use crate::budget::Share;
 use crate::manifest::Manifest;
 use crate::outbound::{
     Outbound, OutboundError, OutboundRequest, UPSTREAM_DENIED_PREFIX, plugin_headers, upstream_sent,
@@ -105,6 +106,9 @@ pub(crate) enum Stop {
     Cancelled,
     #[error("memory limit exceeded")]
     MemoryLimit,
+    /// The global plugin memory budget could not cover a growth in time.
+    #[error("{0}")]
+    MemoryBudget(String),
     #[error("{0}")]
     Contract(String),
     #[error("{0}")]
@@ -287,10 +291,11 @@ impl Wasi {
 }
 
 impl HostState {
-    pub fn new(call: CallState, memory_bytes: usize) -> Self {
+    /// `share`: the call's part of the global memory budget, taken as its memories grow.
+    pub fn new(call: CallState, memory_bytes: usize, share: Option<Share>) -> Self {
         Self {
             call,
-            limits: MemoryLimits::new(memory_bytes),
+            limits: MemoryLimits::new(memory_bytes, share),
             log_use: LogUse::default(),
             wasi: None,
             read_ahead: ReadAhead::default(),
@@ -398,66 +403,79 @@ pub(crate) fn truncate(s: &str, max: usize) -> Cow<'_, str> {
 
 /// Caps what one call's store may hold over *all* its linear memories and tables together
 /// (a component can have several core instances, each with its own memory); going past the
-/// cap traps with [`Stop::MemoryLimit`].
+/// cap traps with [`Stop::MemoryLimit`]. What the store holds is also taken from the global
+/// plugin memory budget as it grows (see [`crate::budget`]); a growth the budget cannot cover
+/// in time traps with [`Stop::MemoryBudget`].
 pub(crate) struct MemoryLimits {
     pub max_bytes: usize,
     /// Bytes of every memory and table of the store (tables at [`TABLE_ELEMENT_BYTES`] each).
     used: usize,
     /// The most `used` has been.
     pub peak: usize,
+    /// This store's part of the global budget (given back when the store is dropped); `None`
+    /// in unit tests of the per-call cap alone.
+    share: Option<Share>,
 }
 
 /// What a table element is counted as (a function reference in wasmtime is at most this).
 pub(crate) const TABLE_ELEMENT_BYTES: usize = 16;
 
 impl MemoryLimits {
-    pub fn new(max_bytes: usize) -> Self {
+    pub fn new(max_bytes: usize, share: Option<Share>) -> Self {
         Self {
             max_bytes,
             used: 0,
             peak: 0,
+            share,
         }
     }
 
-    /// Accounts a growth from `current` to `desired` bytes; false if it would pass the cap.
-    fn grow(&mut self, current: usize, desired: usize) -> bool {
+    /// Bytes of every memory and table of the store now.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
+    /// Accounts a growth of one memory or table from `current` to `desired` bytes: refused
+    /// past the call's cap, then taken from the global budget (which may wait).
+    async fn grow(&mut self, current: usize, desired: usize) -> wasmtime::Result<bool> {
         let total = self.used.saturating_sub(current).saturating_add(desired);
         if total > self.max_bytes {
-            return false;
+            return Err(wasmtime::Error::new(Stop::MemoryLimit));
+        }
+        if let Some(share) = &mut self.share {
+            share
+                .cover(total)
+                .await
+                .map_err(|e| wasmtime::Error::new(Stop::MemoryBudget(e.to_string())))?;
         }
         self.used = total;
         self.peak = self.peak.max(total);
-        true
+        Ok(true)
     }
 }
 
-impl wasmtime::ResourceLimiter for MemoryLimits {
-    fn memory_growing(
+#[async_trait::async_trait]
+impl wasmtime::ResourceLimiterAsync for MemoryLimits {
+    async fn memory_growing(
         &mut self,
         current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if !self.grow(current, desired) {
-            return Err(wasmtime::Error::new(Stop::MemoryLimit));
-        }
-        Ok(true)
+        self.grow(current, desired).await
     }
 
-    fn table_growing(
+    async fn table_growing(
         &mut self,
         current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let (current, desired) = (
+        self.grow(
             current.saturating_mul(TABLE_ELEMENT_BYTES),
             desired.saturating_mul(TABLE_ELEMENT_BYTES),
-        );
-        if !self.grow(current, desired) {
-            return Err(wasmtime::Error::new(Stop::MemoryLimit));
-        }
-        Ok(true)
+        )
+        .await
     }
 
     fn instances(&self) -> usize {
@@ -826,23 +844,53 @@ mod tests {
         assert!(!format!("{s:?}").contains("supersecret"));
     }
 
-    #[test]
-    fn the_memory_budget_covers_every_memory_and_table_of_a_store() {
-        let mut m = MemoryLimits::new(100 << 20);
+    #[tokio::test]
+    async fn the_memory_budget_covers_every_memory_and_table_of_a_store() {
+        async fn grow(m: &mut MemoryLimits, current: usize, desired: usize) -> bool {
+            m.grow(current, desired).await.is_ok_and(|grown| grown)
+        }
+        let mut m = MemoryLimits::new(100 << 20, None);
         // Two memories of 40 MiB fit; a third does not, though each alone is under the cap.
-        assert!(m.grow(0, 40 << 20));
-        assert!(m.grow(0, 40 << 20));
-        assert!(!m.grow(0, 40 << 20));
+        assert!(grow(&mut m, 0, 40 << 20).await);
+        assert!(grow(&mut m, 0, 40 << 20).await);
+        assert!(!grow(&mut m, 0, 40 << 20).await);
         // Growing one memory counts only the difference.
-        assert!(m.grow(40 << 20, 50 << 20));
-        assert!(!m.grow(50 << 20, 61 << 20));
+        assert!(grow(&mut m, 40 << 20, 50 << 20).await);
+        assert!(!grow(&mut m, 50 << 20, 61 << 20).await);
         // Tables are counted in the same budget.
-        use wasmtime::ResourceLimiter;
-        assert!(m.table_growing(0, 1000, None).unwrap());
+        use wasmtime::ResourceLimiterAsync;
+        assert!(m.table_growing(0, 1000, None).await.unwrap());
         assert!(
             m.table_growing(0, (10 << 20) / TABLE_ELEMENT_BYTES, None)
+                .await
                 .is_err()
         );
+    }
+
+    /// The per-call cap is checked before the global budget: a growth past the cap is the
+    /// call's own limit even when the budget is short too, and a refused growth takes nothing.
+    #[tokio::test]
+    async fn the_per_call_cap_comes_before_the_global_budget() {
+        use std::time::{Duration, Instant};
+        let budget = crate::budget::MemoryBudget::new(8, Duration::from_millis(50));
+        let far = Instant::now() + Duration::from_secs(60);
+        let mut m = MemoryLimits::new(6 << 20, Some(budget.share(far)));
+        let mut other = budget.share(far);
+        other.cover(4 << 20).await.unwrap();
+        assert!(m.grow(0, 4 << 20).await.unwrap());
+        let e = m.grow(4 << 20, 7 << 20).await.unwrap_err();
+        assert!(
+            matches!(e.downcast_ref::<Stop>(), Some(Stop::MemoryLimit)),
+            "{e}"
+        );
+        let e = m.grow(4 << 20, 5 << 20).await.unwrap_err();
+        assert!(
+            matches!(e.downcast_ref::<Stop>(), Some(Stop::MemoryBudget(msg)) if msg.contains("SLUICE_PLUGIN_MEMORY_BUDGET_MIB")),
+            "{e}"
+        );
+        assert_eq!(budget.in_use_bytes(), 8 << 20);
+        drop(m);
+        assert_eq!(budget.in_use_bytes(), 4 << 20);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`registry`]: the plugin directory, loaded at start and hot-reloaded.
 
 mod bindings;
+mod budget;
 mod cache;
 pub mod cassette;
 mod engine;
@@ -23,8 +24,8 @@ pub mod signing;
 pub use bindings::{WIT_PACKAGE, WIT_VERSION};
 pub use cache::{CacheStats, Tier};
 pub use engine::{
-    CallOptions, DEFAULT_COMPILE_CACHE_MIB, DEFAULT_COMPILE_MEMORY_MIB, Plugin, PluginInfo,
-    Runtime, RuntimeConfig, SyncRequest, compile_artifact,
+    CallOptions, DEFAULT_COMPILE_CACHE_MIB, DEFAULT_COMPILE_MEMORY_MIB, DEFAULT_MEMORY_GROWTH_WAIT,
+    Plugin, PluginInfo, Runtime, RuntimeConfig, SyncRequest, compile_artifact,
 };
 pub use error::{CallError, ErrorCode, LoadError};
 pub use host::{CallLabels, LogBudget, LogLimits, RecordSink, Secrets, SinkError};

@@ -1,7 +1,8 @@
 //! A connector for the host's tests: every call does what its config asks.
 //!
 //! `validate` dispatches on `config.action` (default `ok`): `ok`, `loop`, `hog`, `panic`,
-//! `fetch`, `secret`, `log`, `clock` (the host's clock, `clock.now`). `sync` emits `count`
+//! `fetch`, `secret`, `log`, `clock` (the host's clock, `clock.now`), `grow` (holds `mib` MiB,
+//! touched, then does `fetch` when `url` is given, else `ok`). `sync` emits `count`
 //! records to stream `items`; see [`SyncConfig`].
 
 use std::hint::black_box;
@@ -62,7 +63,8 @@ impl Connector for Probe {
                 "$schema": "https://json-schema.org/draft/2020-12/schema",
                 "type": "object",
                 "properties": {
-                    "action": {"enum": ["ok", "loop", "hog", "panic", "fetch", "secret", "log", "clock"]},
+                    "action": {"enum": ["ok", "loop", "hog", "panic", "fetch", "secret", "log", "clock", "grow"]},
+                    "mib": {"type": "integer", "minimum": 0},
                     "url": {"type": "string"},
                     "inject": {"type": "boolean"},
                     "secret": {"type": "string"},
@@ -127,6 +129,15 @@ impl Connector for Probe {
                 Ok(json!({}))
             }
             "clock" => Ok(json!({"now_ms": sluice_sdk::now()})),
+            "grow" => {
+                let mib = config.get("mib").and_then(Value::as_u64).unwrap_or(0);
+                let held: Vec<Vec<u8>> = (0..mib).map(|_| touched_mib()).collect();
+                let mut rest = config.clone();
+                rest["action"] = json!(if text("url").is_some() { "fetch" } else { "ok" });
+                let answer = Self::validate(rest);
+                black_box(&held);
+                answer
+            }
             other => Err(ConnectorError::invalid_config(format!(
                 "unknown action {other:?}"
             ))),
@@ -201,11 +212,16 @@ fn spin() -> ! {
 fn hog() -> ! {
     let mut chunks: Vec<Vec<u8>> = Vec::new();
     loop {
-        let mut chunk = vec![0u8; 1 << 20];
-        for byte in chunk.iter_mut().step_by(4096) {
-            *byte = 1;
-        }
-        chunks.push(black_box(chunk));
+        chunks.push(touched_mib());
         black_box(&chunks);
     }
+}
+
+/// 1 MiB, every page written.
+fn touched_mib() -> Vec<u8> {
+    let mut chunk = vec![0u8; 1 << 20];
+    for byte in chunk.iter_mut().step_by(4096) {
+        *byte = 1;
+    }
+    black_box(chunk)
 }
