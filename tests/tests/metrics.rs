@@ -149,9 +149,10 @@ async fn counters_equal_the_runs_figures_and_the_route_needs_the_token() {
             ),
         );
     let addr = serve(app).await;
+    // Columns not inferred: `discover` would GET each path too, and the counts below are the sync's.
     let config = json!({"base_url": format!("http://{addr}"), "streams": [
-        {"name": "orders", "path": "/orders", "records_pointer": "/items"},
-        {"name": "customers", "path": "/customers", "records_pointer": "/items"},
+        {"name": "orders", "path": "/orders", "records_pointer": "/items", "infer_schema": false},
+        {"name": "customers", "path": "/customers", "records_pointer": "/items", "infer_schema": false},
     ]});
     let r = svc
         .post("/internal/mirror-connections/runs")

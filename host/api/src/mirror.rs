@@ -183,6 +183,7 @@ pub async fn validate(
     let opts = CallOptions {
         secrets: secrets(&req.credentials),
         deadline: s.call_deadline,
+        deadline_setting: Some("SLUICE_CALL_TIMEOUT_SECS"),
         ..Default::default()
     };
     Ok(match p.validate(&req.config, opts).await {
@@ -450,6 +451,7 @@ pub async fn schema_sync(
             let opts = CallOptions {
                 secrets: secrets(&req.credentials),
                 deadline: s.call_deadline,
+                deadline_setting: Some("SLUICE_CALL_TIMEOUT_SECS"),
                 ..Default::default()
             };
             p.discover(config, opts).await.map_err(|e| {

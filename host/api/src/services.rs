@@ -467,6 +467,7 @@ pub async fn docs(
         Some(p) => {
             let opts = CallOptions {
                 deadline: s.call_deadline,
+                deadline_setting: Some("SLUICE_CALL_TIMEOUT_SECS"),
                 ..Default::default()
             };
             // Discover gets the service's config and no credentials; a connector that needs

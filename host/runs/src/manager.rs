@@ -33,6 +33,9 @@ pub struct ManagerConfig {
     /// Runs that may wait for a slot; beyond that, submissions are refused.
     pub max_queued_runs: usize,
     pub run_deadline: Duration,
+    /// Limit of the `discover` that checks config-defined stream names at admission
+    /// (`SLUICE_CALL_TIMEOUT_SECS`).
+    pub call_deadline: Duration,
     /// Bytes of plugin log one run may write (all its calls together).
     pub run_log_bytes: u64,
     pub staging: StagingConfig,
@@ -133,6 +136,54 @@ pub fn check_request(
     check_config(plugin, config)
 }
 
+/// For a connector whose manifest declares no streams (they come from the config, e.g.
+/// `http-json`), checks requested stream names against what `discover` gives for this config,
+/// within `deadline` (`SLUICE_CALL_TIMEOUT_SECS`), so an unknown stream is a 422 at submit as
+/// for every other connector. A `discover` that fails (an upstream down) is no verdict: the
+/// run is admitted and its own `discover` reports the failure.
+pub async fn check_discovered_streams(
+    plugin: &Plugin,
+    config: &Value,
+    credentials: &BTreeMap<String, Zeroizing<String>>,
+    streams: &[String],
+    deadline: Duration,
+) -> Result<(), SubmitError> {
+    if streams.is_empty() || !plugin.manifest().streams.is_empty() {
+        return Ok(());
+    }
+    let opts = sluice_runtime::CallOptions {
+        secrets: Secrets::new(credentials.iter().map(|(k, v)| (k.clone(), v.to_string()))),
+        deadline,
+        deadline_setting: Some("SLUICE_CALL_TIMEOUT_SECS"),
+        ..Default::default()
+    };
+    let available = match plugin.discover(config, opts).await {
+        Ok(available) => available,
+        Err(e) => {
+            tracing::info!(connector = %plugin.manifest().id, "stream names not checked at admission: discover failed: {e}");
+            return Ok(());
+        }
+    };
+    match streams
+        .iter()
+        .find(|name| !available.iter().any(|s| &s.name == *name))
+    {
+        None => Ok(()),
+        Some(name) => {
+            let names: Vec<&str> = available.iter().map(|s| s.name.as_str()).collect();
+            Err(SubmitError::Invalid {
+                field: "streams".into(),
+                message: format!(
+                    "unknown stream {name:?}; connector {} has, for this config: {}{}",
+                    plugin.manifest().id,
+                    if names.is_empty() { "no stream" } else { "" },
+                    names.join(", ")
+                ),
+            })
+        }
+    }
+}
+
 /// `; did you mean "x"?` for the candidate closest to `name` (by Jaro-Winkler similarity, at
 /// least 0.7, or one containing the other), else nothing.
 fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
@@ -155,8 +206,8 @@ fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -
 
 /// Checks requested stream names against the streams the connector's manifest declares, so a
 /// typo is a 422 at submit rather than a failed run later. Connectors whose streams come from
-/// the config alone (an empty manifest list, e.g. `http-json`) are checked against `discover`
-/// when the run starts.
+/// the config alone (an empty manifest list, e.g. `http-json`) are checked by
+/// [`check_discovered_streams`].
 pub fn check_streams(plugin: &Plugin, streams: &[String]) -> Result<(), SubmitError> {
     let declared = &plugin.manifest().streams;
     if declared.is_empty() {
@@ -427,6 +478,14 @@ impl RunManager {
             .ok_or_else(|| SubmitError::UnknownConnector(req.connector.clone()))?;
         check_request(&plugin, &req.config, &req.credentials)?;
         check_streams(&plugin, &req.streams)?;
+        check_discovered_streams(
+            &plugin,
+            &req.config,
+            &req.credentials,
+            &req.streams,
+            self.config.call_deadline,
+        )
+        .await?;
         let layout = layout_of(&req.storage, &req.connection_id)?;
         let store = req
             .storage
@@ -435,7 +494,6 @@ impl RunManager {
                 field: "storage".into(),
                 message: m,
             })?;
-        // Stream names are checked against `discover` when the run starts (streams may depend on the config).
         let record = RunRecord {
             run_id: uuid::Uuid::now_v7().to_string(),
             connection_id: req.connection_id.clone(),

@@ -240,6 +240,7 @@ pub async fn execute(
             connection_id: Some(spec.connection_id.clone()),
         },
         log_budget: Some(LogBudget::new(limits.log_bytes)),
+        deadline_setting: Some("SLUICE_RUN_TIMEOUT_SECS"),
     };
     let streams = select_streams(plugin, &spec, &opts).await?;
     let (previous, previous_tag) = commit::read_state_tagged(spec.store.as_ref(), &spec.layout)

@@ -807,6 +807,8 @@ impl Runtime {
                 ..self.inner.config.log.clone()
             },
             last_http_failure: Default::default(),
+            deadline_setting: opts.deadline_setting,
+            in_flight: Default::default(),
         }
     }
 
@@ -875,6 +877,14 @@ impl Runtime {
         let deadline = state.deadline;
         let budget = deadline.saturating_duration_since(Instant::now());
         let cancel = state.cancel.clone();
+        let (setting, in_flight) = (state.deadline_setting, state.in_flight.clone());
+        let late = move || {
+            CallError::Deadline(crate::DeadlineExceeded {
+                budget,
+                setting,
+                waiting_for: in_flight.lock().ok().and_then(|r| r.clone()),
+            })
+        };
         // The global memory budget is taken as the store's memories and tables grow (the async
         // limiter, `crate::budget`) and given back when the store is dropped: a call holds what
         // it uses, not its limit. The pages its component starts with are reserved first, in
@@ -889,12 +899,12 @@ impl Runtime {
         let closed = |_| CallError::Host("runtime closed".into());
         tokio::select! {
             r = share.cover(initial) => r.map_err(|e| CallError::MemoryBudget(e.to_string()))?,
-            _ = tokio::time::sleep_until(deadline.into()) => return Err(CallError::Deadline(budget)),
+            _ = tokio::time::sleep_until(deadline.into()) => return Err(late()),
             _ = cancel.cancelled() => return Err(CallError::Cancelled),
         };
         let _slot = tokio::select! {
             permit = self.inner.call_slots.acquire() => permit.map_err(closed)?,
-            _ = tokio::time::sleep_until(deadline.into()) => return Err(CallError::Deadline(budget)),
+            _ = tokio::time::sleep_until(deadline.into()) => return Err(late()),
             _ = cancel.cancelled() => return Err(CallError::Cancelled),
         };
         let mut store = Store::new(
@@ -933,12 +943,12 @@ impl Runtime {
             "plugin call ended"
         );
         let Some(result) = outcome else {
-            return Err(CallError::Deadline(budget));
+            return Err(late());
         };
         let secrets = &store.data().call.secrets;
         result.map_err(|e| {
             match e.downcast_ref::<Stop>() {
-                Some(Stop::Deadline) => return CallError::Deadline(budget),
+                Some(Stop::Deadline) => return late(),
                 Some(Stop::Cancelled) => return CallError::Cancelled,
                 Some(Stop::MemoryLimit) => {
                     tracing::warn!(plugin = %store.data().call.manifest.id, limit_mib = memory_mib, "plugin hit its memory limit");
@@ -1053,6 +1063,9 @@ pub struct CallOptions {
     pub labels: CallLabels,
     /// The log budget of the run this call belongs to (shared by its calls), if any.
     pub log_budget: Option<Arc<crate::host::LogBudget>>,
+    /// The operator setting `deadline` comes from (`SLUICE_CALL_TIMEOUT_SECS`), named when the
+    /// call runs past it.
+    pub deadline_setting: Option<&'static str>,
 }
 
 impl Default for CallOptions {
@@ -1063,6 +1076,7 @@ impl Default for CallOptions {
             cancel: CancellationToken::new(),
             labels: CallLabels::default(),
             log_budget: None,
+            deadline_setting: None,
         }
     }
 }

@@ -36,8 +36,8 @@ pub enum CallError {
     #[error("{message}")]
     Connector { code: ErrorCode, message: String },
     /// The call ran past its wall-clock deadline and was stopped.
-    #[error("plugin exceeded its deadline of {0:?}")]
-    Deadline(Duration),
+    #[error("{0}")]
+    Deadline(DeadlineExceeded),
     /// The plugin tried to grow its memory past its limit and was stopped.
     #[error("plugin exceeded its memory limit of {0} MiB")]
     MemoryLimit(u64),
@@ -75,6 +75,50 @@ impl CallError {
     }
 }
 
+/// A call stopped at its deadline: how long it had, the operator setting that gave it (when
+/// the caller named one) and the upstream request it was waiting for, if any (no query).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadlineExceeded {
+    /// The call's whole budget.
+    pub budget: Duration,
+    /// The setting the budget comes from, e.g. `SLUICE_CALL_TIMEOUT_SECS`.
+    pub setting: Option<&'static str>,
+    /// `GET https://h/x?…`: the `http.fetch` under way when the deadline passed.
+    pub waiting_for: Option<String>,
+}
+
+impl std::fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "plugin call exceeded its deadline of {}",
+            rounded(self.budget)
+        )?;
+        if let Some(setting) = self.setting {
+            write!(f, " ({setting})")?;
+        }
+        match &self.waiting_for {
+            Some(request) => write!(f, "; it was waiting for the upstream's answer to {request}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A budget as people write it: whole seconds from 10 s on, else tenths (`30 s`, `1.5 s`).
+/// A budget is measured from when the call was set up, so it reads `29.99999s` unrounded.
+fn rounded(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms >= 10_000 {
+        format!("{} s", (ms + 500) / 1000)
+    } else {
+        let tenths = (ms + 50) / 100;
+        match tenths % 10 {
+            0 => format!("{} s", tenths / 10),
+            t => format!("{}.{t} s", tenths / 10),
+        }
+    }
+}
+
 /// Why a plugin file could not be loaded.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LoadError {
@@ -97,4 +141,28 @@ pub enum LoadError {
     /// `SLUICE_TRUSTED_KEYS` is set and the file's signature is missing or not accepted.
     #[error("signature: {0}")]
     Signature(#[from] crate::signing::SignatureError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Newcomer finding 4: "plugin exceeded its deadline of 29.999991277s" named neither the
+    /// setting nor the request.
+    #[test]
+    fn a_deadline_is_rounded_and_names_its_setting_and_request() {
+        let e = CallError::Deadline(DeadlineExceeded {
+            budget: Duration::from_nanos(29_999_991_277),
+            setting: Some("SLUICE_CALL_TIMEOUT_SECS"),
+            waiting_for: Some("GET http://127.0.0.1:9/slow".into()),
+        });
+        assert_eq!(
+            e.to_string(),
+            "plugin call exceeded its deadline of 30 s (SLUICE_CALL_TIMEOUT_SECS); it was \
+             waiting for the upstream's answer to GET http://127.0.0.1:9/slow"
+        );
+        assert_eq!(rounded(Duration::from_millis(1_499)), "1.5 s");
+        assert_eq!(rounded(Duration::from_millis(4_999)), "5 s");
+        assert_eq!(rounded(Duration::from_millis(40)), "0 s");
+    }
 }

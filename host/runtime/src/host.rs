@@ -138,6 +138,10 @@ pub(crate) struct CallState {
     /// What the host knows of the call's last `http.fetch`, when it failed in a way the WIT
     /// error carries no words for (`timeout`, `too-large`): read when the call returns an error.
     pub last_http_failure: Arc<std::sync::Mutex<Option<HttpFailure>>>,
+    /// The operator setting the deadline comes from, for the deadline's message.
+    pub deadline_setting: Option<&'static str>,
+    /// `METHOD url` (no query) of the `http.fetch` under way, for the deadline's message.
+    pub in_flight: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// The host's account of a failed `http.fetch` whose WIT error has no message of its own.
@@ -528,10 +532,16 @@ impl http::Host for HostState {
         if let Ok(mut last) = self.call.last_http_failure.lock() {
             *last = None;
         }
+        if let Ok(mut now) = self.call.in_flight.lock() {
+            *now = Some(format!("{method} {shown_url}"));
+        }
         let result = match self.read_ahead.take(prepared).await {
             Lookup::Hit(result) => result,
             Lookup::Miss(prepared) => outbound.fetch(&destinations, *prepared, &cancel).await,
         };
+        if let Ok(mut now) = self.call.in_flight.lock() {
+            *now = None;
+        }
         let result = match result {
             Err(OutboundError::Denied(why))
                 if from_link && !why.starts_with(UPSTREAM_DENIED_PREFIX) =>

@@ -27,7 +27,7 @@ pub use engine::{
     CallOptions, DEFAULT_COMPILE_CACHE_MIB, DEFAULT_COMPILE_MEMORY_MIB, DEFAULT_MEMORY_GROWTH_WAIT,
     Plugin, PluginInfo, Runtime, RuntimeConfig, SyncRequest, compile_artifact,
 };
-pub use error::{CallError, ErrorCode, LoadError};
+pub use error::{CallError, DeadlineExceeded, ErrorCode, LoadError};
 pub use host::{CallLabels, LogBudget, LogLimits, RecordSink, Secrets, SinkError};
 pub use manifest::{Manifest, SecretSpec, StreamSpec};
 pub use tokio_util::sync::CancellationToken;

@@ -371,6 +371,7 @@ async fn serve(cfg: ServeConfig, warnings: Vec<config::Warning>) -> anyhow::Resu
             max_concurrent_runs: cfg.max_concurrent_runs,
             max_queued_runs: cfg.max_queued_runs,
             run_deadline: Duration::from_secs(cfg.run_timeout_secs),
+            call_deadline: Duration::from_secs(cfg.call_timeout_secs),
             run_log_bytes: cfg.plugin_log_run_kib << 10,
             staging,
             backend: cfg.backend()?,

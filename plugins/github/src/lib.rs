@@ -81,9 +81,7 @@ impl Config {
         let raw: RawConfig = parse_config(config)?;
         let invalid = |m: String| Err(ConnectorError::invalid_config(m));
         let api = raw.api_url.as_deref().unwrap_or(DEFAULT_API_URL);
-        if !(api.starts_with("https://") || api.starts_with("http://")) {
-            return invalid(format!("api_url {api:?} must be an http(s) URL"));
-        }
+        sluice_sdk::http::check_base_url("api_url", api)?;
         let mut repositories: Vec<String> = Vec::new();
         for repo in &raw.repositories {
             let repo = repo.trim();
@@ -1042,6 +1040,8 @@ mod tests {
             json!({"repositories": ["nope"]}),
             json!({"repositories": ["o/r"], "start_date": "soon"}),
             json!({"repositories": ["o/r"], "api_url": "ftp://x"}),
+            json!({"repositories": ["o/r"], "api_url": "https://ghe.example/api/v3?x=1"}),
+            json!({"repositories": ["o/r"], "api_url": "https://ghe.example/api/v3#f"}),
             json!({"organization": "a/b"}),
             json!({"repositories": ["o/r"], "extra": 1}),
         ] {

@@ -147,9 +147,7 @@ impl Config {
         let raw: RawConfig = parse_config(config)?;
         let invalid = |m: String| Err(ConnectorError::invalid_config(m));
         let api = raw.api_url.as_deref().unwrap_or(DEFAULT_API_URL);
-        if !(api.starts_with("https://") || api.starts_with("http://")) {
-            return invalid(format!("api_url {api:?} must be an http(s) URL"));
-        }
+        sluice_sdk::http::check_base_url("api_url", api)?;
         let start = match raw.start_date.as_deref() {
             None => None,
             Some(s) => match time::parse_ms(s) {
@@ -1055,6 +1053,8 @@ mod tests {
         assert_eq!(c.streams, ["deals"]);
         for bad in [
             json!({"api_url": "api.hubapi.com"}),
+            json!({"api_url": "https://api.hubapi.com/?hapikey=x"}),
+            json!({"api_url": "https://api.hubapi.com/#f"}),
             json!({"start_date": "soon"}),
             json!({"lookback_seconds": 90000}),
             json!({"streams": ["emails"]}),

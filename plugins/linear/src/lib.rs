@@ -96,9 +96,7 @@ impl Config {
         let raw: RawConfig = parse_config(config)?;
         let invalid = |m: String| Err(ConnectorError::invalid_config(m));
         let api = raw.api_url.as_deref().unwrap_or(DEFAULT_API_URL);
-        if !(api.starts_with("https://") || api.starts_with("http://")) {
-            return invalid(format!("api_url {api:?} must be an http(s) URL"));
-        }
+        sluice_sdk::http::check_base_url("api_url", api)?;
         if let Some(start) = &raw.start_date
             && cursor::instant(start).is_none()
         {
@@ -357,6 +355,8 @@ mod tests {
         assert_eq!(c.page_cap, 10);
         for bad in [
             json!({"api_url": "ftp://x"}),
+            json!({"api_url": "https://api.linear.app?x=1"}),
+            json!({"api_url": "https://api.linear.app#f"}),
             json!({"token_type": "bearer"}),
             json!({"page_size": 0}),
             json!({"page_size": 251}),

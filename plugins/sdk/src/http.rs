@@ -214,12 +214,17 @@ impl Response {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    /// The body deserialized from JSON; an `internal` error if it does not fit `T`.
+    /// The body deserialized from JSON; an `internal` error (an unexpected answer of the
+    /// upstream) if it does not fit `T`, naming the URL (no query) and the content type, e.g.
+    /// `the upstream's answer to https://h/x is not the JSON expected (content-type
+    /// text/html): expected value at line 1 column 1`.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_slice(&self.body).map_err(|e| {
+            let content_type = self.header("content-type").unwrap_or("none");
             ConnectorError::internal(format!(
-                "{}: unexpected response body: {e}",
-                redact(&self.url)
+                "the upstream's answer to {} is not the JSON expected (content-type {}): {e}",
+                redact(&self.url),
+                one_line(content_type, 80)
             ))
         })
     }
@@ -369,8 +374,82 @@ fn remove_dot_segments(path: &str) -> String {
     }
 }
 
+/// Checks a configured base URL (`field` names the config field, e.g. `base_url`): an
+/// `http://` or `https://` URL with a host and no userinfo, query or fragment — a base is
+/// joined with paths, so `https://h/?key=…` or `https://h/x#f` would build wrong URLs, and a
+/// credential belongs in a secret. The message quotes the URL only up to the offending part,
+/// so a key in a query never reaches an error.
+pub fn check_base_url(field: &str, url: &str) -> Result<()> {
+    let invalid = |why: String| Err(ConnectorError::invalid_config(format!("{field}: {why}")));
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        let shown: String = url.chars().take(12).collect();
+        return invalid(format!(
+            "must be an http:// or https:// URL (it starts {shown:?})"
+        ));
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    if authority.contains('@') {
+        return invalid(
+            "must not carry credentials (user:password@): give them as the connector's secret"
+                .into(),
+        );
+    }
+    if authority.is_empty() {
+        return invalid("has no host".into());
+    }
+    if let Some(i) = url.find(['?', '#']) {
+        let (what, hint) = if url[i..].starts_with('?') {
+            (
+                "a query",
+                "a credential belongs in the connector's secret, other parameters in the paths",
+            )
+        } else {
+            ("a fragment", "a fragment is never sent to a server")
+        };
+        return invalid(format!(
+            "must not have {what} ({:?} is followed by {:?}…): it is joined with paths, \
+             which would build wrong URLs; {hint}",
+            &url[..i],
+            &url[i..i + 1]
+        ));
+    }
+    Ok(())
+}
+
+/// The origin (`scheme://host[:port]`, lowercase scheme and host, default port left out) of an
+/// absolute URL, without userinfo; `None` when `url` is not absolute `http(s)`.
+pub fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    if host_port.is_empty() {
+        return None;
+    }
+    let mut host_port = host_port.to_ascii_lowercase();
+    let default = if scheme == "https" { ":443" } else { ":80" };
+    if let Some(stripped) = host_port.strip_suffix(default) {
+        host_port = stripped.to_string();
+    }
+    Some(format!("{scheme}://{host_port}"))
+}
+
+/// `s` on one line, at most `max` characters (an upstream's header may hold anything).
+fn one_line(s: &str, max: usize) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(max)
+        .collect()
+}
+
 /// The URL without userinfo, query and fragment: safe to put in an error message.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     let url = url.split(['?', '#']).next().unwrap_or(url);
     match url.split_once("://") {
         Some((scheme, rest)) => {
@@ -399,6 +478,39 @@ pub fn percent_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base_urls_with_a_query_fragment_or_credentials_are_refused() {
+        assert!(check_base_url("base_url", "https://h.example/api").is_ok());
+        assert!(check_base_url("base_url", "http://h:9711/").is_ok());
+        let q = check_base_url("base_url", "http://h:9711/?apikey=s3cret").unwrap_err();
+        assert!(q.message.contains("must not have a query"), "{}", q.message);
+        assert!(!q.message.contains("s3cret"), "{}", q.message);
+        let f = check_base_url("api_url", "http://h:9711/x#frag").unwrap_err();
+        assert!(
+            f.message.starts_with("api_url: must not have a fragment"),
+            "{}",
+            f.message
+        );
+        let u = check_base_url("base_url", "https://me:pw@h/").unwrap_err();
+        assert!(!u.message.contains("pw"), "{}", u.message);
+        assert!(check_base_url("base_url", "ftp://h").is_err());
+        assert!(check_base_url("base_url", "https:///x").is_err());
+    }
+
+    #[test]
+    fn origins() {
+        assert_eq!(
+            origin("HTTPS://H.example:443/a?b").as_deref(),
+            Some("https://h.example")
+        );
+        assert_eq!(
+            origin("http://u:p@h:9711/x").as_deref(),
+            Some("http://h:9711")
+        );
+        assert_eq!(origin("ftp://h/"), None);
+        assert_eq!(origin("/relative"), None);
+    }
 
     #[test]
     fn links() {

@@ -85,9 +85,7 @@ impl Config {
         let raw: RawConfig = parse_config(config)?;
         let invalid = |m: String| Err(ConnectorError::invalid_config(m));
         let api = raw.api_url.as_deref().unwrap_or(DEFAULT_API_URL);
-        if !(api.starts_with("https://") || api.starts_with("http://")) {
-            return invalid(format!("api_url {api:?} must be an http(s) URL"));
-        }
+        sluice_sdk::http::check_base_url("api_url", api)?;
         let types = raw
             .channel_types
             .as_deref()
@@ -1214,6 +1212,8 @@ mod tests {
             json!({"channel_types": "public_channel,dm"}),
             json!({"page_limit": 0}),
             json!({"api_url": "slack.com"}),
+            json!({"api_url": "https://slack.com/api?x=1"}),
+            json!({"api_url": "https://slack.com/api#f"}),
             json!({"start_date": "nope"}),
             json!({"unknown": true}),
         ] {
