@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sluice_storage::Store;
-use sluice_tests::fakes::internal_service::{Faults, ReferenceService};
+use sluice_tests::fakes::internal_service::{BadAnswer, Faults, ReferenceService};
 use sluice_tests::s3::{AK, BUCKET, SK, endpoint, unique_prefix};
 use sluice_tests::{Service, free_port, plugin, run_id_of, sluice_bin};
 
@@ -199,7 +199,22 @@ async fn connect_sync_disconnect_end_to_end() {
     let key = conn["api_key"].as_str().unwrap().to_string();
     let token_id = conn["token_id"].as_str().unwrap().to_string();
     assert_eq!(conn["env"]["PO_API_KEY"], key.as_str());
-    assert_eq!(conn["env"]["PO_API_URL"], format!("{}/", reference.url));
+    // The base URL as the operator wrote it: `$PO_API_URL/api/me` must not be `…//api/me`.
+    assert_eq!(conn["env"]["PO_API_URL"], reference.url.as_str());
+    let me = reqwest::Client::new()
+        .get(format!(
+            "{}/api/me",
+            conn["env"]["PO_API_URL"].as_str().unwrap()
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        me.status(),
+        200,
+        "the exported URL joins as the analyst joins it"
+    );
     let expires = time::OffsetDateTime::parse(
         conn["expires_at"].as_str().unwrap(),
         &time::format_description::well_known::Rfc3339,
@@ -429,6 +444,24 @@ async fn upstream_failures_map_to_statuses() {
     .await;
     let other_secret =
         ReferenceService::start("a-different-secret-0123456789", 1, Faults::default()).await;
+    let accepted = ReferenceService::start(
+        &secret,
+        1,
+        Faults {
+            exchange_status: Some(202),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let sso = ReferenceService::start(
+        &secret,
+        1,
+        Faults {
+            exchange_answer: Some(BadAnswer::Html),
+            ..Faults::default()
+        },
+    )
+    .await;
     let down = format!("http://127.0.0.1:{}", free_port());
     let mut faults = Faults::default();
     faults
@@ -447,6 +480,8 @@ async fn upstream_failures_map_to_statuses() {
         entry("wrong-secret", &other_secret.url),
         entry("down", &down),
         entry("no-secret", &good.url),
+        entry("accepted", &accepted.url),
+        entry("sso", &sso.url),
     ];
     let secrets = [
         ("SC_SECRET_MOVED", secret.as_str()),
@@ -456,6 +491,8 @@ async fn upstream_failures_map_to_statuses() {
         ("SC_SECRET_MALFORMED", &secret),
         ("SC_SECRET_WRONG_SECRET", &secret),
         ("SC_SECRET_DOWN", &secret),
+        ("SC_SECRET_ACCEPTED", &secret),
+        ("SC_SECRET_SSO", &secret),
     ];
     let s = start(
         &entries,
@@ -510,6 +547,10 @@ async fn upstream_failures_map_to_statuses() {
             "invalid_request",
         ),
         ("failing", user.clone(), 502, "service_error"),
+        // A 2xx that is not 200/201 is not the protocol's success, whatever it holds.
+        ("accepted", user.clone(), 502, "service_bad_answer"),
+        // A 200 that is a login page (a proxy in front of the service) is no token.
+        ("sso", user.clone(), 502, "service_bad_answer"),
         // A 307 is the service's answer, not followed: the exchange is sent once, to it only.
         ("moved", user.clone(), 502, "service_error"),
         ("slow", user.clone(), 504, "service_timeout"),
@@ -526,10 +567,42 @@ async fn upstream_failures_map_to_statuses() {
         );
         assert!(body["detail"].is_string(), "{body}");
     }
+    // The service's refusal reaches the backend as it said it: the user's email is not a secret
+    // the service holds (it came from the backend), so it is not redacted ("user [redacted] is
+    // disabled" told nobody which user).
+    let (st, body) = json_of(
+        connect("good", json!({"user_email": "mallory@corp.example"}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(st, 403, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.ends_with("user mallory@corp.example is disabled")),
+        "{body}"
+    );
     // The token exchange was sent once, not retried.
     assert_eq!(failing.exchanges(), 1);
     assert_eq!(slow.exchanges(), 1);
     assert_eq!(moved.exchanges(), 1, "sent once, the redirect not followed");
+    assert_eq!(good.exchanges(), 2, "the refused user's two exchanges only");
+    // A redirect says it was not followed, and where it pointed.
+    let (st, body) = json_of(connect("moved", user.clone()).await.unwrap()).await;
+    assert_eq!(
+        (st, body["code"].as_str()),
+        (502, Some("service_error")),
+        "{body}"
+    );
+    let detail = body["detail"].as_str().unwrap_or("");
+    assert!(
+        detail.contains(&format!(
+            "HTTP 307, a redirect to {}/api/internal/token-exchange; redirects are not followed",
+            good.url
+        )),
+        "{body}"
+    );
     // The malformed answer named a token: it is revoked.
     let issued = malformed.issued();
     assert_eq!(issued.len(), 1);
@@ -630,6 +703,9 @@ async fn health_states() {
     let mut faults = Faults::default();
     faults.apply("health-not-json").unwrap();
     let plain = ReferenceService::start(&secret, 1, faults).await;
+    let mut faults = Faults::default();
+    faults.apply("health-answers=html").unwrap();
+    let sso = ReferenceService::start(&secret, 1, faults).await;
     // A redirect is an answer, never followed (the target gets nothing, not even the secret).
     let mut faults = Faults::default();
     faults
@@ -645,6 +721,7 @@ async fn health_states() {
             entry("unset", &up.url),
             entry("plain", &plain.url),
             entry("moved", &moved.url),
+            entry("sso", &sso.url),
         ],
         &[
             ("SC_SECRET_UP", &secret),
@@ -653,6 +730,7 @@ async fn health_states() {
             ("SC_SECRET_DOWN", &secret),
             ("SC_SECRET_PLAIN", &secret),
             ("SC_SECRET_MOVED", &secret),
+            ("SC_SECRET_SSO", &secret),
         ],
         &[("SLUICE_SERVICE_TIMEOUT_SECS", "1")],
         false,
@@ -667,6 +745,7 @@ async fn health_states() {
         ("unset", "secret_missing", Value::Null),
         ("plain", "error", json!(200)),
         ("moved", "error", json!(307)),
+        ("sso", "error", json!(200)),
     ] {
         let t = Instant::now();
         let (st, h) = json_of(
@@ -679,6 +758,15 @@ async fn health_states() {
         assert_eq!(st, 200, "{h}");
         assert_eq!(h["state"], state, "{id}: {h}");
         assert_eq!(h["http_status"], http, "{id}: {h}");
+        let detail = h["detail"].as_str().unwrap_or("");
+        match id {
+            "moved" => assert!(detail.contains("redirects are not followed"), "{h}"),
+            "sso" => assert!(
+                detail.contains("text/html") && detail.contains("login page"),
+                "{h}"
+            ),
+            _ => {}
+        }
         if state == "up" {
             assert!(h["latency_ms"].as_u64().unwrap() < 1000, "{h}");
         }
@@ -707,6 +795,115 @@ async fn health_states() {
     .await;
     assert_eq!((st, body["code"].clone()), (404, json!("not_found")));
     assert_absent("the service log", &svc.logs(), &[&secret]);
+}
+
+/// A revoke is done only when the service answers the protocol's 200 `{"status": "ok"}`: a 200
+/// that is a single sign-on login page (a proxy in front of the service), `{"status":
+/// "error"}`, `{}`, nothing or text is a 502 `service_bad_answer`, the token stays tracked and
+/// the key still works; once the service answers properly, the same disconnect revokes it. A
+/// redirect is a `service_error` that says it was not followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_is_done_only_when_the_service_answers_ok() {
+    let secret = secret("revoke-ok");
+    let po = ReferenceService::start(&secret, 1, Faults::default()).await;
+    let s = start(
+        &[entry("po", &po.url)],
+        &[("SC_SECRET_PO", &secret)],
+        &[],
+        false,
+    )
+    .await;
+    let svc = &s.svc;
+    let (st, conn) = post_json(
+        svc,
+        "/internal/services/po/connect",
+        &json!({"user_email": "john@corp.example"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{conn}");
+    let token_id = conn["token_id"].as_str().unwrap().to_string();
+    let key = conn["api_key"].as_str().unwrap().to_string();
+    let active = || async {
+        let (_, one) = json_of(svc.get("/internal/services/po").send().await.unwrap()).await;
+        one["active_tokens"].as_u64().unwrap()
+    };
+    let key_works = || async {
+        reqwest::Client::new()
+            .get(format!("{}/api/me", po.url))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+    };
+    assert_eq!(active().await, 1);
+    let revoke_body = json!({"token_id": token_id});
+    let disconnect = || post_json(svc, "/internal/services/po/disconnect", &revoke_body);
+    for (bad, says) in [
+        (BadAnswer::Html, "text/html body"),
+        (BadAnswer::StatusError, "JSON with \"status\": \"error\""),
+        (BadAnswer::NoStatus, "JSON without `status`"),
+        (BadAnswer::Empty, "an empty body"),
+        (BadAnswer::Text, "text/plain body of 2 bytes, not JSON"),
+    ] {
+        po.set_faults(Faults {
+            revoke_answer: Some(bad),
+            ..Faults::default()
+        });
+        let (st, body) = disconnect().await;
+        assert_eq!(
+            (st, body["code"].as_str()),
+            (502, Some("service_bad_answer")),
+            "{bad:?}: {body}"
+        );
+        let detail = body["detail"].as_str().unwrap_or("");
+        assert!(
+            detail.contains("token-revoke answer is not the protocol's") && detail.contains(says),
+            "{bad:?}: {body}"
+        );
+        if bad == BadAnswer::Html {
+            assert!(detail.contains("a login page"), "{body}");
+        }
+        assert_eq!(active().await, 1, "{bad:?}: the token stays tracked");
+        assert!(!po.issued()[&token_id].revoked);
+        assert!(key_works().await, "{bad:?}: the key still works");
+    }
+    // A redirect: not followed, and said so.
+    po.set_faults(Faults {
+        redirect_to: Some(format!("{}/sso/login?next=/revoke", po.url)),
+        ..Faults::default()
+    });
+    let (st, body) = disconnect().await;
+    assert_eq!(
+        (st, body["code"].as_str()),
+        (502, Some("service_error")),
+        "{body}"
+    );
+    let detail = body["detail"].as_str().unwrap_or("");
+    assert!(
+        detail.contains(&format!("HTTP 307, a redirect to {}/sso/login;", po.url))
+            && detail.contains("redirects are not followed"),
+        "the query is left out: {body}"
+    );
+    assert_eq!(active().await, 1);
+    // Each failure is audited as one.
+    let failed = audit_events(svc)
+        .into_iter()
+        .filter(|e| e["action"] == "disconnect" && e["outcome"] == "failed")
+        .count();
+    assert_eq!(failed, 6);
+
+    // The service answers properly again: the retry revokes the token.
+    po.set_faults(Faults::default());
+    let (st, body) = disconnect().await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["status"], "revoked");
+    assert_eq!(body["known_to_service"], true);
+    assert!(po.issued()[&token_id].revoked);
+    assert!(!key_works().await, "the key is refused once revoked");
+    assert_eq!(active().await, 0);
+    assert_absent("the service log", &svc.logs(), &[&secret, &key]);
 }
 
 /// Polls the registry answer until `pred` holds (hot reload is debounced and asynchronous).
@@ -960,6 +1157,11 @@ async fn conformance_check_passes_the_reference_and_names_what_broke() {
         ("no-auth-accepted", "wrong_secret_rejected"),
         ("token-id-is-key", "exchange"),
         ("health-not-json", "health"),
+        ("health-answers=html", "health"),
+        // A revoke answered 200 without {"status": "ok"} is no revoke (Sluice answers it 502).
+        ("revoke-answers=html", "revoke"),
+        ("revoke-answers=status-error", "revoke"),
+        ("revoke-answers=empty", "revoke_idempotent"),
     ] {
         let mut faults = Faults::default();
         faults.apply(fault).unwrap();
@@ -972,11 +1174,14 @@ async fn conformance_check_passes_the_reference_and_names_what_broke() {
             out.contains(failing),
             "{fault}: the failure names the check: {out}"
         );
-        // Even a key the check refused is revoked before it ends.
-        assert!(
-            broken.issued().values().all(|t| t.revoked),
-            "{fault}: a test key left live"
-        );
+        // Even a key the check refused is revoked before it ends (a service whose revoke
+        // does nothing is the exception: the check says so).
+        if !fault.starts_with("revoke-answers") {
+            assert!(
+                broken.issued().values().all(|t| t.revoked),
+                "{fault}: a test key left live"
+            );
+        }
     }
 
     // A wrong secret on the checker's side fails at once, naming the checks.

@@ -230,7 +230,8 @@ pub struct ConnectResponse {
     #[schema(format = DateTime)]
     pub expires_at: String,
     /// Variables for the analyst's environment: each of the service's `env` names → the key,
-    /// and `url_env` → the base URL.
+    /// and `url_env` → the base URL without a trailing `/` (`$PO_API_URL/api/me` is then a
+    /// well-formed URL).
     #[schema(value_type = BTreeMap<String, String>)]
     pub env: BTreeMap<String, Zeroizing<String>>,
 }
@@ -251,7 +252,7 @@ pub struct DisconnectResponse {
     pub token_id: String,
     /// Always `revoked`.
     pub status: String,
-    /// False when the service did not know the token (it answered 404).
+    /// False when the service did not know the token (it answered 404 with a JSON object).
     pub known_to_service: bool,
 }
 
@@ -324,7 +325,7 @@ pub async fn get_one(
         (status = 413, body = ErrorBody, description = "The body is larger than 128 KiB (`body_too_large`)"),
         (status = 415, body = ErrorBody, description = "The body is not declared as JSON (`unsupported_media_type`)"),
         (status = 422, body = ErrorBody, description = "Not an email, ttl_days out of 1–3650, or an unknown member (`invalid_request`)"),
-        (status = 502, body = ErrorBody, description = "The service is unreachable (`service_unreachable`), forbidden by the outbound policy (`service_denied`), refused the shared secret (`service_secret_rejected`), failed (`service_error`) or answered something that is not a token (`service_bad_answer`; a token it named is revoked)"),
+        (status = 502, body = ErrorBody, description = "The service is unreachable (`service_unreachable`), forbidden by the outbound policy (`service_denied`), refused the shared secret (`service_secret_rejected`), failed or redirected (`service_error`; redirects are not followed) or answered something that is not a token (`service_bad_answer`: not a 200/201 with `api_key`, `token_id` and `expires_at`; a token it named is revoked)"),
         (status = 503, body = ErrorBody, description = "Sluice has no usable SC_SECRET_<ID> for the service (`shared_secret_missing`)"),
         (status = 504, body = ErrorBody, description = "The service did not answer in time (`service_timeout`); it may have issued a key"),
     ))]
@@ -345,7 +346,7 @@ pub async fn connect(
         .map(|name| (name.clone(), c.api_key.clone()))
         .collect();
     if let Some(name) = &c.service.url_env {
-        env.insert(name.clone(), Zeroizing::new(c.service.base_url.to_string()));
+        env.insert(name.clone(), Zeroizing::new(c.service.exported_url()));
     }
     // The answer holds the key: no cache on the way may keep it (RFC 9111 §5.2.2.5).
     Ok((
@@ -371,7 +372,7 @@ pub async fn connect(
         (status = 413, body = ErrorBody, description = "The body is larger than 128 KiB (`body_too_large`)"),
         (status = 415, body = ErrorBody, description = "The body is not declared as JSON (`unsupported_media_type`)"),
         (status = 422, body = ErrorBody, description = "token_id is not 1–256 printable ASCII characters, or an unknown member (`invalid_request`)"),
-        (status = 502, body = ErrorBody, description = "The service is unreachable (`service_unreachable`), forbidden (`service_denied`), refused the shared secret (`service_secret_rejected`) or failed (`service_error`); the token may still be valid"),
+        (status = 502, body = ErrorBody, description = "The service is unreachable (`service_unreachable`), forbidden (`service_denied`), refused the shared secret (`service_secret_rejected`), failed or redirected (`service_error`; redirects are not followed), or answered something that is not the protocol's 200 `{\"status\": \"ok\"}` (`service_bad_answer`: e.g. an HTML login page or `{\"status\": \"error\"}`, also a 404 that is not JSON, or over 1 MiB); the token may still be valid and stays tracked: retry"),
         (status = 503, body = ErrorBody, description = "Sluice has no usable SC_SECRET_<ID> for the service (`shared_secret_missing`)"),
         (status = 504, body = ErrorBody, description = "The service did not answer in time (`service_timeout`); retry"),
     ))]

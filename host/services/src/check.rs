@@ -3,14 +3,17 @@
 //!
 //! Checks, in order (a check whose input an earlier failure took away is skipped, which fails
 //! the run too):
-//! 1. `health` — `GET health` with the secret answers 2xx.
+//! 1. `health` — `GET health` with the secret answers 2xx with `{"status": "ok"}`.
 //! 2. `wrong_secret_rejected` — exchange, revoke and health with a wrong secret answer 401.
 //! 3. `exchange` — an exchange answers 200/201 with `api_key`, `token_id`, `expires_at`.
 //! 4. `ttl_honoured` — `expires_at` is the asked `ttl_days` after the request (± 1 hour),
 //!    for 30 days and for 1 day.
 //! 5. `key_accepted` — the data API (`GET {probe_path}`) accepts the key (2xx).
-//! 6. `revoke` — revoking the token answers 2xx.
-//! 7. `revoke_idempotent` — revoking it again answers 2xx too.
+//! 6. `revoke` — revoking the token answers 2xx with `{"status": "ok"}`.
+//! 7. `revoke_idempotent` — revoking it again answers the same.
+//!
+//! Every answer is held to the success shape Sluice holds it to (`protocol`); a redirect is
+//! reported as one, never followed.
 //! 8. `revoked_key_rejected` — the data API refuses the revoked key (401 or 403).
 
 use std::time::Instant;
@@ -135,9 +138,20 @@ impl Run<'_> {
             )
             .await?;
         if !matches!(r.status, 200 | 201) {
+            // What a 2xx named is revoked before reporting, as Sluice does.
+            if (200..300).contains(&r.status) {
+                let expected = protocol::Expected {
+                    secret: self.target.secret.expose(),
+                    ttl_days: None,
+                };
+                let m = protocol::unexpected_success(r.status, &r.body, sent_at, &expected);
+                if let Some(token_id) = &m.token_id {
+                    let _ = self.revoke(token_id).await;
+                }
+            }
             return Err(format!(
-                "token-exchange answered HTTP {}, expected 200",
-                r.status
+                "token-exchange answered {}, expected 200",
+                protocol::describe_status(r.status, r.location.as_deref())
             ));
         }
         let expected = protocol::Expected {
@@ -164,17 +178,15 @@ impl Run<'_> {
             .map_err(|e| format!("{path}: {e}"))
     }
 
-    async fn revoke(&self, token_id: &str) -> Result<u16, String> {
+    async fn revoke(&self, token_id: &str) -> Result<Reply, String> {
         let body = RevokeRequest { token_id };
-        Ok(self
-            .call(
-                self.target.secret.expose(),
-                Method::POST,
-                REVOKE_PATH,
-                Some(&body),
-            )
-            .await?
-            .status)
+        self.call(
+            self.target.secret.expose(),
+            Method::POST,
+            REVOKE_PATH,
+            Some(&body),
+        )
+        .await
     }
 
     async fn probe(&self, key: &str) -> Result<u16, String> {
@@ -183,6 +195,24 @@ impl Run<'_> {
             .call(key, Method::GET, &path, None::<&()>)
             .await?
             .status)
+    }
+}
+
+/// A revoke's answer as the checker reports it: 2xx with `{"status": "ok"}` passes.
+fn revoke_ok(r: &Reply, what: &str) -> Result<String, String> {
+    if (200..300).contains(&r.status) && protocol::is_ok_body(&r.body) {
+        Ok(format!("HTTP {}", r.status))
+    } else if (200..300).contains(&r.status) {
+        Err(format!(
+            "{what} answered HTTP {} without {{\"status\": \"ok\"}}: {}; Sluice reports such a revoke failed (502 service_bad_answer)",
+            r.status,
+            protocol::describe_answer(r.content_type.as_deref(), &r.body)
+        ))
+    } else {
+        Err(format!(
+            "{what} answered {}, expected 200",
+            protocol::describe_status(r.status, r.location.as_deref())
+        ))
     }
 }
 
@@ -213,10 +243,14 @@ pub async fn run(client: &ServiceClient, target: &CheckTarget) -> Report {
             Ok(format!("HTTP {}", r.status))
         }
         Ok(r) if (200..300).contains(&r.status) => Err(format!(
-            "health answered HTTP {} without {{\"status\": \"ok\"}}",
-            r.status
+            "health answered HTTP {} without {{\"status\": \"ok\"}}: {}",
+            r.status,
+            protocol::describe_answer(r.content_type.as_deref(), &r.body)
         )),
-        Ok(r) => Err(format!("health answered HTTP {}, expected 200", r.status)),
+        Ok(r) => Err(format!(
+            "health answered {}, expected 200",
+            protocol::describe_status(r.status, r.location.as_deref())
+        )),
         Err(e) => Err(e),
     };
     run.record("health", t, r);
@@ -259,7 +293,10 @@ pub async fn run(client: &ServiceClient, target: &CheckTarget) -> Report {
         match r {
             Ok(r) if r.status == 401 => seen.push(format!("{name} 401")),
             Ok(r) => {
-                bad.push(format!("{name} answered HTTP {}, expected 401", r.status));
+                bad.push(format!(
+                    "{name} answered {}, expected 401",
+                    protocol::describe_status(r.status, r.location.as_deref())
+                ));
                 if name.starts_with("token-exchange") && (200..300).contains(&r.status) {
                     let expected = protocol::Expected {
                         secret: target.secret.expose(),
@@ -337,21 +374,17 @@ pub async fn run(client: &ServiceClient, target: &CheckTarget) -> Report {
     let key_works = run.record("key_accepted", t, r);
 
     let t = Instant::now();
-    let r = match run.revoke(&token.token_id).await {
-        Ok(s) if (200..300).contains(&s) => Ok(format!("HTTP {s}")),
-        Ok(s) => Err(format!("token-revoke answered HTTP {s}, expected 200")),
-        Err(e) => Err(e),
-    };
+    let r = run
+        .revoke(&token.token_id)
+        .await
+        .and_then(|r| revoke_ok(&r, "token-revoke"));
     let revoked = run.record("revoke", t, r);
 
     let t = Instant::now();
-    let r = match run.revoke(&token.token_id).await {
-        Ok(s) if (200..300).contains(&s) => Ok(format!("HTTP {s}")),
-        Ok(s) => Err(format!(
-            "a second token-revoke of the same token answered HTTP {s}, expected 200"
-        )),
-        Err(e) => Err(e),
-    };
+    let r = run
+        .revoke(&token.token_id)
+        .await
+        .and_then(|r| revoke_ok(&r, "a second token-revoke of the same token"));
     run.record("revoke_idempotent", t, r);
 
     if !(revoked && key_works) {

@@ -42,6 +42,11 @@ pub enum TransportError {
 pub struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
+    /// The `Content-Type` header, if any (to describe an answer that is not the protocol's).
+    pub content_type: Option<String>,
+    /// A redirect's `Location`, without credentials, query or fragment (redirects are answers,
+    /// never followed).
+    pub location: Option<String>,
     /// From sending to the last body byte (all attempts).
     pub elapsed: Duration,
 }
@@ -58,8 +63,25 @@ pub enum UpstreamError {
     UserRefused(String),
     #[error("the service answered HTTP {0}")]
     Status(u16),
+    /// A 3xx: not followed (the secret goes to `base_url` only).
+    #[error("the service answered {}", protocol::describe_status(*.status, .location.as_deref()))]
+    Redirect {
+        status: u16,
+        location: Option<String>,
+    },
     #[error("the service's answer is not a token: {}", .0.reason)]
     Malformed(Malformed),
+    /// A `token-revoke` (or other `{"status": "ok"}` call) answered something that is not its
+    /// success shape: nothing is known to have been done.
+    #[error(
+        "the service's {call} answer is not the protocol's {{\"status\": \"ok\"}}: HTTP {status}, {what}"
+    )]
+    NotOk {
+        call: &'static str,
+        status: u16,
+        /// [`protocol::describe_answer`] of the body.
+        what: String,
+    },
 }
 
 impl UpstreamError {
@@ -72,8 +94,8 @@ impl UpstreamError {
             Self::Transport(TransportError::TooLarge(_)) => "service_bad_answer",
             Self::SecretRejected => "service_secret_rejected",
             Self::UserRefused(_) => "user_refused",
-            Self::Status(_) => "service_error",
-            Self::Malformed(_) => "service_bad_answer",
+            Self::Status(_) | Self::Redirect { .. } => "service_error",
+            Self::Malformed(_) | Self::NotOk { .. } => "service_bad_answer",
         }
     }
 }
@@ -81,17 +103,37 @@ impl UpstreamError {
 /// What a revoke found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Revoked {
-    /// 2xx: revoked now or before (the protocol's idempotent answer).
+    /// 2xx with `{"status": "ok"}`: revoked now or before (the protocol's idempotent answer).
     Ok,
-    /// 404: the service does not know the token (treated as revoked; the checker flags it).
+    /// 404 with a JSON object (the service's own error answer): the service does not know the
+    /// token (treated as revoked; the checker flags it). A 404 of anything else (an HTML page
+    /// of a proxy or a wrong `base_url`) is an error.
     Unknown,
+}
+
+/// A redirect's target as an error message may show it: resolved against the request's URL,
+/// without credentials, query or fragment (a login page's `?next=…` or a token); `None` when
+/// it is not a URL.
+fn shown_location(request: &Url, location: &str) -> Option<String> {
+    let mut url = request.join(location).ok()?;
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.set_query(None);
+    url.set_fragment(None);
+    Some(
+        url.to_string()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(300)
+            .collect(),
+    )
 }
 
 /// How a health probe went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthState {
-    /// 2xx.
+    /// 2xx with `{"status": "ok"}`.
     Up,
     /// Connection refused, reset, DNS failure.
     Unreachable,
@@ -101,7 +143,8 @@ pub enum HealthState {
     Timeout,
     /// The operator's outbound policy forbids the destination.
     Denied,
-    /// Another status or an oversized answer.
+    /// Another status (a redirect included: not followed), a 2xx without `{"status": "ok"}`,
+    /// or an oversized answer.
     Error,
     /// Sluice has no usable shared secret for the service (nothing was sent).
     SecretMissing,
@@ -228,6 +271,7 @@ impl ServiceClient {
             }
             None => None,
         };
+        let req_url = url.clone();
         let req = OutboundRequest {
             method,
             url,
@@ -259,9 +303,22 @@ impl ServiceClient {
             }
             Ok(Ok(r)) => r,
         };
+        let header = |name: &str| {
+            resp.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        let content_type = header("content-type");
+        // The service chose the location: the secret is masked in it like in any other text.
+        let location = header("location")
+            .and_then(|l| shown_location(&req_url, &l))
+            .map(|l| redactor.redact_string(l));
         Ok(Reply {
             status: resp.status,
             body: resp.body,
+            content_type,
+            location,
             elapsed: started.elapsed(),
         })
     }
@@ -296,11 +353,23 @@ impl ServiceClient {
         match r.status {
             200 | 201 => protocol::parse_issued(&r.body, sent_at, &expected)
                 .map_err(UpstreamError::Malformed),
+            // Another 2xx is not the protocol's success, whatever it holds; a token it names
+            // is revoked by the caller.
+            s @ 202..=299 => Err(UpstreamError::Malformed(protocol::unexpected_success(
+                s, &r.body, sent_at, &expected,
+            ))),
+            s @ 300..=399 => Err(UpstreamError::Redirect {
+                status: s,
+                location: r.location,
+            }),
             401 => Err(UpstreamError::SecretRejected),
             403 => {
-                // The secret in any case the service may have turned it into.
+                // What the service holds and must not reach the backend: the shared secret,
+                // in any case the service may have turned it into (the redactor also masks its
+                // encoded forms). The user's email is not one: the backend sent it, and a
+                // refusal that names the user ("user … is disabled") goes back as written.
                 let s = secret.expose();
-                let redactor = Redactor::new([s, &s.to_uppercase(), &s.to_lowercase(), user_email]);
+                let redactor = Redactor::new([s, &s.to_uppercase(), &s.to_lowercase()]);
                 Err(UpstreamError::UserRefused(protocol::reason_of(
                     &r.body,
                     |t| redactor.redact_string(t),
@@ -310,7 +379,9 @@ impl ServiceClient {
         }
     }
 
-    /// `token-revoke`: idempotent, so retried on 5xx and connection errors.
+    /// `token-revoke`: idempotent, so retried on 5xx and connection errors. Only a 2xx with
+    /// `{"status": "ok"}` is a revoke (and a 404 with a JSON object, [`Revoked::Unknown`]);
+    /// any other answer is an error, so the caller keeps the token to revoke again.
     pub async fn revoke(
         &self,
         base_url: &Url,
@@ -329,8 +400,17 @@ impl ServiceClient {
             )
             .await?;
         match r.status {
-            200..=299 => Ok(Revoked::Ok),
-            404 => Ok(Revoked::Unknown),
+            200..=299 if protocol::is_ok_body(&r.body) => Ok(Revoked::Ok),
+            404 if protocol::is_json_object(&r.body) => Ok(Revoked::Unknown),
+            s @ (200..=299 | 404) => Err(UpstreamError::NotOk {
+                call: "token-revoke",
+                status: s,
+                what: protocol::describe_answer(r.content_type.as_deref(), &r.body),
+            }),
+            s @ 300..=399 => Err(UpstreamError::Redirect {
+                status: s,
+                location: r.location,
+            }),
             401 => Err(UpstreamError::SecretRejected),
             s => Err(UpstreamError::Status(s)),
         }
@@ -368,7 +448,11 @@ impl ServiceClient {
                         HealthState::Error,
                         ms,
                         Some(r.status),
-                        "the service answered 2xx without {\"status\": \"ok\"}".into(),
+                        format!(
+                            "the service answered HTTP {} without {{\"status\": \"ok\"}}: {}",
+                            r.status,
+                            protocol::describe_answer(r.content_type.as_deref(), &r.body)
+                        ),
                     ),
                     401 => report(
                         HealthState::BadSecret,
@@ -380,7 +464,10 @@ impl ServiceClient {
                         HealthState::Error,
                         ms,
                         Some(s),
-                        format!("the service answered HTTP {s}"),
+                        format!(
+                            "the service answered {}",
+                            protocol::describe_status(s, r.location.as_deref())
+                        ),
                     ),
                 }
             }

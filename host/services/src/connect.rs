@@ -68,7 +68,8 @@ impl std::fmt::Debug for Connection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Disconnected {
     pub token_id: String,
-    /// False when the service did not know the token (404): nothing was left to revoke.
+    /// False when the service did not know the token (404 with a JSON object): nothing was
+    /// left to revoke.
     pub known_to_service: bool,
 }
 
@@ -231,7 +232,9 @@ impl Services {
         })
     }
 
-    /// Revokes a token; revoking one already revoked (or unknown to the service) succeeds.
+    /// Revokes a token; revoking one already revoked (or unknown to the service) succeeds. An
+    /// answer that is not the protocol's success (see [`ServiceClient::revoke`]) is an error
+    /// and the token stays tracked, so that a retry revokes it.
     pub async fn disconnect(&self, id: &str, token_id: &str) -> Result<Disconnected, ServiceError> {
         let known = self
             .registry

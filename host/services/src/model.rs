@@ -141,7 +141,7 @@ pub struct Service {
     pub connector: ConnectorRef,
     /// Variables the key is exported under for the analyst, e.g. `PO_API_KEY`.
     pub env: Vec<String>,
-    /// A variable the base URL is exported under, if any.
+    /// A variable the base URL is exported under, if any ([`Service::exported_url`]).
     pub url_env: Option<String>,
     /// Lifetime of an issued key when the connect request names none, in days.
     pub ttl_days: u32,
@@ -157,6 +157,14 @@ impl Service {
     /// The shared secret, if the environment provides a usable one.
     pub fn secret(&self) -> Option<&SharedSecret> {
         self.secret.as_ref().ok()
+    }
+
+    /// The base URL as the analyst's `url_env` variable holds it: without the trailing `/`
+    /// that [`check_base_url`] adds for joining (`https://po.corp.example`, not
+    /// `https://po.corp.example/`), so that `$PO_API_URL/api/me` is the path the service
+    /// serves, not `//api/me`.
+    pub fn exported_url(&self) -> String {
+        self.base_url.as_str().trim_end_matches('/').to_string()
     }
 }
 
@@ -415,6 +423,7 @@ services:
         .unwrap();
         let po = &s["purchase-orders"];
         assert_eq!(po.base_url.as_str(), "http://po.corp.example/base/");
+        assert_eq!(po.exported_url(), "http://po.corp.example/base");
         assert_eq!(po.ttl_days, DEFAULT_TTL_DAYS);
         assert_eq!(po.connector.id, "http-json");
         assert_eq!(

@@ -8,6 +8,11 @@
 //! - `POST {base}/api/internal/token-revoke` `{token_id}` → 200 `{status: "ok"}`, also for a
 //!   token already revoked or unknown (idempotent); 401 wrong secret.
 //! - `GET {base}/api/internal/health` → 200 `{status: "ok"}`; 401 wrong secret.
+//!
+//! Every answer is held to its success shape: an exchange's 200/201 must be a token
+//! ([`parse_issued`]), a revoke's or a health probe's 2xx must be `{"status": "ok"}`
+//! ([`is_ok_body`]); anything else (an HTML login page answered 200 by a proxy, `{"status":
+//! "error"}`, an empty body) is not a success. Redirects are answers, never followed.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -178,10 +183,101 @@ pub fn parse_issued(
     })
 }
 
-/// Whether a body is the protocol's `{"status": "ok"}` (other members allowed).
+/// Whether a body is the protocol's `{"status": "ok"}` (other members allowed): the success
+/// shape of `token-revoke` and `health`. A 2xx answer of any other body (a single sign-on login
+/// page a proxy answers 200 with, `{"status": "error"}`, nothing) is not a success.
 pub fn is_ok_body(body: &[u8]) -> bool {
     serde_json::from_slice::<Value>(body)
         .is_ok_and(|v| v.get("status").and_then(Value::as_str) == Some("ok"))
+}
+
+/// Whether a body is a JSON object: what the service's own error answers are (the protocol's
+/// `Error`), as opposed to an HTML page or text from something in front of it.
+pub fn is_json_object(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body).is_ok_and(|v| v.is_object())
+}
+
+/// What an answer's body is, in words, for an error message: its media type and shape, never
+/// its text (it may hold a key or the secret). E.g. `a text/html body of 5120 bytes, not JSON
+/// (a login page or a proxy's page in front of the service?)`, `JSON with "status": "error"`.
+pub fn describe_answer(content_type: Option<&str>, body: &[u8]) -> String {
+    let media = content_type
+        .and_then(|c| c.split(';').next())
+        .map(|c| c.trim().to_ascii_lowercase())
+        .filter(|c| {
+            !c.is_empty()
+                && c.len() <= 100
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/.+-_".contains(&b))
+        });
+    let json = serde_json::from_slice::<Value>(body);
+    let shape = match (&json, body.is_empty()) {
+        (_, true) => "an empty body".to_string(),
+        (Ok(Value::Object(m)), _) => match m.get("status") {
+            Some(Value::String(s))
+                if s.len() <= 32
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+            {
+                format!("JSON with \"status\": {s:?}")
+            }
+            Some(_) => "JSON whose `status` is not \"ok\"".to_string(),
+            None => "JSON without `status`".to_string(),
+        },
+        (Ok(_), _) => "JSON that is not an object".to_string(),
+        (Err(_), _) => format!(
+            "a {}body of {} bytes, not JSON",
+            media
+                .as_deref()
+                .map(|m| format!("{m} "))
+                .unwrap_or_default(),
+            body.len()
+        ),
+    };
+    let html = media.as_deref() == Some("text/html")
+        || (json.is_err() && body.trim_ascii_start().starts_with(b"<"));
+    if html {
+        format!("{shape} (a login page or a proxy's page in front of the service?)")
+    } else {
+        shape
+    }
+}
+
+/// The words for an answer of `status` that the protocol has no meaning for; a redirect says
+/// it is not followed (Sluice sends the protocol to `base_url` only: a redirect to a login page
+/// or another host would carry the shared secret there), and where it pointed (`location`,
+/// without its query).
+pub fn describe_status(status: u16, location: Option<&str>) -> String {
+    if (300..400).contains(&status) {
+        let to = location.map(|l| format!(" to {l}")).unwrap_or_default();
+        format!(
+            "HTTP {status}, a redirect{to}; redirects are not followed: set the service's base_url to the address that answers the protocol"
+        )
+    } else {
+        format!("HTTP {status}")
+    }
+}
+
+/// The reason a `token-exchange` answered a 2xx other than 200/201: not the protocol's success.
+/// The token such an answer names (if it looks like one) is kept so the caller can revoke it.
+pub fn unexpected_success(
+    status: u16,
+    body: &[u8],
+    now: OffsetDateTime,
+    expected: &Expected<'_>,
+) -> Malformed {
+    let said = format!("HTTP {status}; the protocol answers 200 (or 201) with the token");
+    match parse_issued(body, now, expected) {
+        Ok(t) => Malformed {
+            reason: said,
+            token_id: Some(t.token_id),
+            token_id_is_secret: false,
+        },
+        Err(m) => Malformed {
+            reason: format!("{said}, and {}", m.reason),
+            ..m
+        },
+    }
 }
 
 /// A short human reason from an error body (`detail`, `message` or `error`): `redact` runs on
@@ -245,6 +341,81 @@ mod tests {
             assert_eq!(e.token_id.as_deref(), token, "{}", String::from_utf8_lossy(body));
             assert!(!e.reason.contains("k1234567"));
         }
+    }
+
+    #[test]
+    fn answers_that_are_not_the_success_shape_are_described_never_quoted() {
+        assert!(is_ok_body(br#"{"status":"ok","extra":1}"#));
+        for bad in [
+            &b"<html>ok</html>"[..],
+            br#"{"status":"error"}"#,
+            b"",
+            b"{}",
+            b"OK",
+        ] {
+            assert!(!is_ok_body(bad), "{}", String::from_utf8_lossy(bad));
+        }
+        let page = b"<!doctype html><form>pk_live_secret</form>";
+        let d = describe_answer(Some("text/html; charset=utf-8"), page);
+        assert!(
+            d.starts_with("a text/html body of 42 bytes, not JSON") && d.contains("login page"),
+            "{d}"
+        );
+        assert!(!d.contains("pk_live"), "the body is never quoted: {d}");
+        // Without a content type an HTML-looking body is still called a page.
+        assert!(describe_answer(None, b"  <html>").contains("login page"));
+        assert_eq!(
+            describe_answer(
+                Some("application/json"),
+                br#"{"status":"error","detail":"x"}"#
+            ),
+            r#"JSON with "status": "error""#
+        );
+        // A status that is not a plain word is not echoed (it could be anything).
+        assert_eq!(
+            describe_answer(None, br#"{"status":"sk live 123 with spaces"}"#),
+            "JSON whose `status` is not \"ok\""
+        );
+        assert_eq!(describe_answer(None, b"{}"), "JSON without `status`");
+        assert_eq!(describe_answer(None, b"[]"), "JSON that is not an object");
+        assert_eq!(describe_answer(Some("text/plain"), b""), "an empty body");
+        assert_eq!(
+            describe_answer(Some("text/plain\r\nx: y"), b"OK"),
+            "a body of 2 bytes, not JSON",
+            "a content type that is not a plain token is left out"
+        );
+        assert!(
+            is_json_object(br#"{"detail":"no such token"}"#) && !is_json_object(b"<h1>404</h1>")
+        );
+    }
+
+    #[test]
+    fn redirects_say_they_are_not_followed() {
+        let d = describe_status(302, Some("https://sso.corp.example/login"));
+        assert!(
+            d.starts_with(
+                "HTTP 302, a redirect to https://sso.corp.example/login; redirects are not followed"
+            ),
+            "{d}"
+        );
+        assert_eq!(describe_status(500, None), "HTTP 500");
+    }
+
+    #[test]
+    fn an_exchange_answered_with_another_2xx_keeps_its_token_to_revoke() {
+        let ok = br#"{"api_key":"pk_live_0123456789","token_id":"tok_9","expires_at":"2999-01-01T00:00:00Z"}"#;
+        let m = unexpected_success(202, ok, now(), &ANY);
+        assert_eq!(m.token_id.as_deref(), Some("tok_9"));
+        assert!(
+            m.reason.starts_with("HTTP 202;") && !m.reason.contains("pk_live"),
+            "{m:?}"
+        );
+        let m = unexpected_success(204, b"", now(), &ANY);
+        assert_eq!(m.token_id, None);
+        assert!(
+            m.reason.contains("HTTP 204") && m.reason.contains("not JSON"),
+            "{m:?}"
+        );
     }
 
     #[test]

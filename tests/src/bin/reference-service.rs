@@ -24,7 +24,9 @@ struct Args {
     /// A way to misbehave, repeatable: wrong-secret-status=CODE, ignore-ttl,
     /// revoke-not-idempotent, revoked-key-works, slow-health=MS, slow-exchange=MS,
     /// malformed-exchange, exchange-status=CODE, refuse-user=EMAIL, no-auth-accepted,
-    /// token-id-is-key, refusal-echoes-secret.
+    /// token-id-is-key, refusal-echoes-secret, redirect-to=URL, health-not-json,
+    /// revoke-answers=KIND, exchange-answers=KIND, health-answers=KIND (a 200 that is not the
+    /// protocol's answer; KIND: html, status-error, no-status, empty, text).
     #[arg(long = "fault", value_name = "NAME[=VALUE]")]
     faults: Vec<String>,
 }

@@ -65,6 +65,64 @@ pub struct Faults {
     pub redirect_to: Option<String>,
     /// `health` answers 200 with a plain-text `OK` instead of `{"status": "ok"}`.
     pub health_not_json: bool,
+    /// `token-revoke` answers 200 with this instead of `{"status": "ok"}`, and revokes nothing
+    /// (a single sign-on proxy in front of the service, or a service that failed).
+    pub revoke_answer: Option<BadAnswer>,
+    /// `token-exchange` answers 200 with this instead of a token, and issues nothing.
+    pub exchange_answer: Option<BadAnswer>,
+    /// `health` answers 200 with this instead of `{"status": "ok"}`.
+    pub health_answer: Option<BadAnswer>,
+}
+
+/// A 200 answer that is not the protocol's success shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadAnswer {
+    /// A `text/html` single sign-on login page.
+    Html,
+    /// `{"status": "error", "detail": …}`.
+    StatusError,
+    /// `{}`: JSON without `status`.
+    NoStatus,
+    /// No body at all.
+    Empty,
+    /// `OK` as `text/plain`.
+    Text,
+}
+
+impl BadAnswer {
+    /// Parses `html`, `status-error`, `no-status`, `empty` or `text`.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        Ok(match name {
+            "html" => Self::Html,
+            "status-error" => Self::StatusError,
+            "no-status" => Self::NoStatus,
+            "empty" => Self::Empty,
+            "text" => Self::Text,
+            _ => {
+                return Err(format!(
+                    "{name:?}: expected html, status-error, no-status, empty or text"
+                ));
+            }
+        })
+    }
+
+    /// The 200 answer.
+    pub fn response(self) -> Response {
+        use axum::http::header::CONTENT_TYPE;
+        match self {
+            Self::Html => (
+                [(CONTENT_TYPE, "text/html; charset=utf-8")],
+                "<!doctype html><html><head><title>Sign in</title></head><body><form action=\"/sso/login\" method=\"post\"><input name=\"user\"></form></body></html>",
+            )
+                .into_response(),
+            Self::StatusError => {
+                axum::Json(json!({"status": "error", "detail": "the request failed"})).into_response()
+            }
+            Self::NoStatus => axum::Json(json!({})).into_response(),
+            Self::Empty => StatusCode::OK.into_response(),
+            Self::Text => ([(CONTENT_TYPE, "text/plain")], "OK").into_response(),
+        }
+    }
 }
 
 impl Faults {
@@ -72,7 +130,9 @@ impl Faults {
     /// `ignore-ttl`, `revoke-not-idempotent`, `revoked-key-works`, `slow-health=MS`,
     /// `slow-exchange=MS`, `malformed-exchange`, `exchange-status=500`, `refuse-user=EMAIL`,
     /// `no-auth-accepted`, `token-id-is-key`, `refusal-echoes-secret`, `redirect-to=URL`,
-    /// `health-not-json`.
+    /// `health-not-json`, and `revoke-answers=KIND`, `exchange-answers=KIND`,
+    /// `health-answers=KIND` with a [`BadAnswer`] kind (`html`, `status-error`, `no-status`,
+    /// `empty`, `text`).
     pub fn apply(&mut self, spec: &str) -> Result<(), String> {
         let (name, value) = spec.split_once('=').unwrap_or((spec, ""));
         let num = || {
@@ -95,6 +155,9 @@ impl Faults {
             "refusal-echoes-secret" => self.refusal_echoes_secret = true,
             "redirect-to" => self.redirect_to = Some(value.to_string()),
             "health-not-json" => self.health_not_json = true,
+            "revoke-answers" => self.revoke_answer = Some(BadAnswer::parse(value)?),
+            "exchange-answers" => self.exchange_answer = Some(BadAnswer::parse(value)?),
+            "health-answers" => self.health_answer = Some(BadAnswer::parse(value)?),
             _ => return Err(format!("unknown fault {name:?}")),
         }
         Ok(())
@@ -113,7 +176,8 @@ pub struct Issued {
 
 struct Inner {
     secret: String,
-    faults: Faults,
+    /// Changed while serving by [`ReferenceService::set_faults`].
+    faults: std::sync::RwLock<Faults>,
     orders: Vec<Value>,
     base: String,
     tokens: Mutex<HashMap<String, Issued>>,
@@ -152,7 +216,7 @@ impl ReferenceService {
         let url = format!("http://{addr}");
         let inner = Arc::new(Inner {
             secret: secret.to_string(),
-            faults,
+            faults: std::sync::RwLock::new(faults),
             orders: purchase_orders(orders),
             base: url.clone(),
             tokens: Mutex::new(HashMap::new()),
@@ -168,6 +232,11 @@ impl ReferenceService {
             let _ = axum::serve(listener, app).await;
         });
         Self { url, addr, inner }
+    }
+
+    /// Misbehaves as `faults` say from now on (e.g. a proxy in front of it is fixed).
+    pub fn set_faults(&self, faults: Faults) {
+        *self.inner.faults.write().unwrap() = faults;
     }
 
     /// The purchase orders the data API serves (what a full sync brings).
@@ -190,6 +259,12 @@ impl ReferenceService {
 
     pub fn data_requests(&self) -> u64 {
         self.inner.data_requests.load(Ordering::Relaxed)
+    }
+}
+
+impl Inner {
+    fn faults(&self) -> Faults {
+        self.faults.read().unwrap().clone()
     }
 }
 
@@ -258,14 +333,14 @@ impl IntoResponse for Refusal {
 
 /// `Err` with the answer for a missing or wrong shared secret.
 fn require_secret(s: &Inner, headers: &HeaderMap) -> Result<(), Refusal> {
+    let f = s.faults();
     if bearer(headers) == Some(s.secret.as_str()) {
         return Ok(());
     }
-    if s.faults.no_auth_accepted && headers.get("authorization").is_none() {
+    if f.no_auth_accepted && headers.get("authorization").is_none() {
         return Ok(());
     }
-    let status = s
-        .faults
+    let status = f
         .wrong_secret_status
         .and_then(|c| StatusCode::from_u16(c).ok())
         .unwrap_or(StatusCode::UNAUTHORIZED);
@@ -274,6 +349,7 @@ fn require_secret(s: &Inner, headers: &HeaderMap) -> Result<(), Refusal> {
 
 /// The token of a valid issued key, or the 401.
 fn require_key(s: &Inner, headers: &HeaderMap) -> Result<Issued, Refusal> {
+    let f = s.faults();
     s.data_requests.fetch_add(1, Ordering::Relaxed);
     let key = bearer(headers).ok_or(Refusal(StatusCode::UNAUTHORIZED, "no API key"))?;
     let tokens = s.tokens.lock().unwrap();
@@ -281,7 +357,7 @@ fn require_key(s: &Inner, headers: &HeaderMap) -> Result<Issued, Refusal> {
         .values()
         .find(|t| t.api_key == key)
         .ok_or(Refusal(StatusCode::UNAUTHORIZED, "unknown API key"))?;
-    if t.revoked && !s.faults.revoked_key_works {
+    if t.revoked && !f.revoked_key_works {
         return Err(Refusal(StatusCode::UNAUTHORIZED, "revoked API key"));
     }
     if t.expires_at <= OffsetDateTime::now_utc() {
@@ -294,11 +370,15 @@ async fn exchange(State(s): State<Arc<Inner>>, headers: HeaderMap, body: String)
     if let Err(r) = require_secret(&s, &headers) {
         return r.into_response();
     }
+    let f = s.faults();
     s.exchanges.fetch_add(1, Ordering::Relaxed);
-    if let Some(to) = &s.faults.redirect_to {
+    if let Some(to) = &f.redirect_to {
         return redirect(to);
     }
-    if let Some(code) = s.faults.exchange_status {
+    if let Some(bad) = f.exchange_answer {
+        return bad.response();
+    }
+    if let Some(code) = f.exchange_status {
         return error(
             StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             "exchange failed",
@@ -316,17 +396,15 @@ async fn exchange(State(s): State<Arc<Inner>>, headers: HeaderMap, body: String)
             "user_email and ttl_days (1-3650) are required",
         );
     };
-    if s.faults.refused_users.iter().any(|u| u == email) {
-        if s.faults.refusal_echoes_secret {
+    if f.refused_users.iter().any(|u| u == email) {
+        if f.refusal_echoes_secret {
             let detail = format!("{} {}", "p".repeat(175), s.secret);
             return error(StatusCode::FORBIDDEN, &detail);
         }
-        return error(
-            StatusCode::FORBIDDEN,
-            "user has no access to purchase orders",
-        );
+        // Names the user, as services do ("user … is disabled"): not a secret.
+        return error(StatusCode::FORBIDDEN, &format!("user {email} is disabled"));
     }
-    let ttl = if s.faults.ignore_ttl { 90 } else { ttl };
+    let ttl = if f.ignore_ttl { 90 } else { ttl };
     let (token_id, api_key) = {
         let mut rng = s.rng.lock().unwrap();
         (
@@ -334,7 +412,7 @@ async fn exchange(State(s): State<Arc<Inner>>, headers: HeaderMap, body: String)
             format!("po_live_{:016x}{:016x}", rng.next_u64(), rng.next_u64()),
         )
     };
-    let token_id = if s.faults.token_id_is_key {
+    let token_id = if f.token_id_is_key {
         api_key.clone()
     } else {
         token_id
@@ -350,11 +428,11 @@ async fn exchange(State(s): State<Arc<Inner>>, headers: HeaderMap, body: String)
             revoked: false,
         },
     );
-    if let Some(d) = s.faults.exchange_delay {
+    if let Some(d) = f.exchange_delay {
         tokio::time::sleep(d).await;
     }
     let expires = expires_at.format(&Rfc3339).unwrap();
-    if s.faults.malformed_exchange {
+    if f.malformed_exchange {
         return axum::Json(json!({"status": "ok", "token_id": token_id, "expires_at": expires}))
             .into_response();
     }
@@ -368,18 +446,25 @@ async fn revoke(State(s): State<Arc<Inner>>, headers: HeaderMap, body: String) -
     if let Err(r) = require_secret(&s, &headers) {
         return r.into_response();
     }
+    let f = s.faults();
     s.revokes.fetch_add(1, Ordering::Relaxed);
+    if let Some(to) = &f.redirect_to {
+        return redirect(to);
+    }
     let Some(token_id) = serde_json::from_str::<Value>(&body)
         .ok()
         .and_then(|v| v["token_id"].as_str().map(str::to_string))
     else {
         return error(StatusCode::BAD_REQUEST, "token_id is required");
     };
+    if let Some(bad) = f.revoke_answer {
+        return bad.response();
+    }
     let mut tokens = s.tokens.lock().unwrap();
     let live = tokens.get_mut(&token_id).filter(|t| !t.revoked);
     match live {
         Some(t) => t.revoked = true,
-        None if s.faults.revoke_not_idempotent => {
+        None if f.revoke_not_idempotent => {
             return error(StatusCode::NOT_FOUND, "no such live token");
         }
         None => {}
@@ -391,14 +476,18 @@ async fn health(State(s): State<Arc<Inner>>, headers: HeaderMap) -> Response {
     if let Err(r) = require_secret(&s, &headers) {
         return r.into_response();
     }
-    if let Some(d) = s.faults.health_delay {
+    let f = s.faults();
+    if let Some(d) = f.health_delay {
         tokio::time::sleep(d).await;
     }
-    if let Some(to) = &s.faults.redirect_to {
+    if let Some(to) = &f.redirect_to {
         return redirect(to);
     }
-    if s.faults.health_not_json {
+    if f.health_not_json {
         return "OK".into_response();
+    }
+    if let Some(bad) = f.health_answer {
+        return bad.response();
     }
     axum::Json(json!({"status": "ok"})).into_response()
 }
