@@ -305,3 +305,142 @@ fn check_warns_about_a_short_token_and_strict_fails_on_it() {
     assert!(out.status.success(), "{stdout}");
     assert!(!stdout.contains("CONNECT_SERVICE_TOKEN is"), "{stdout}");
 }
+
+/// The quick start's example token passes the check it would be checked by: README's
+/// `CONNECT_SERVICE_TOKEN=…` of `scripts/dev.sh serve` draws no short-token warning.
+#[test]
+fn the_readme_example_token_passes_its_own_check() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let token = readme
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("CONNECT_SERVICE_TOKEN=")
+                .filter(|rest| rest.contains("scripts/dev.sh serve"))
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the quick start's serve line")
+        .to_string();
+    assert!(
+        readme.contains(&format!("x-connect-service-token: {token}")),
+        "the quick start's curl sends the same token"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let none = memory_max(dir.path(), "max\n");
+    let (out, stdout, stderr) = check(
+        &[("CONNECT_SERVICE_TOKEN", &token)],
+        &["--cgroup-memory-max", &none],
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(!stdout.contains("CONNECT_SERVICE_TOKEN is"), "{stdout}");
+}
+
+/// `config check` loads `SERVICES_FILE` as `serve` does (the registry's own load): a file no
+/// version of which loads — missing, not YAML, an entry `serve` refuses — is an error (exit 1:
+/// `serve` would start but answer /ready 503 `services_registry_not_loaded`), and a service whose
+/// `SC_SECRET_<ID>` is unset or too short (`serve` answers its connect 503
+/// `shared_secret_missing`) a warning, which `--strict` fails on. It said "ok: serve would start"
+/// for all of them.
+#[test]
+fn check_loads_the_services_file_as_serve_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let none = memory_max(dir.path(), "max\n");
+    let limit = ["--cgroup-memory-max", none.as_str()];
+    let strict = ["--strict", limit[0], limit[1]];
+    let good = dir.path().join("services.yaml");
+    std::fs::write(
+        &good,
+        "services: [{id: po, name: PO, base_url: 'http://po.corp.example', connector: {kind: wasm, id: po}, env: [PO_API_KEY]}]\n",
+    )
+    .unwrap();
+    let good = good.display().to_string();
+    let unparsable = dir.path().join("broken.yaml");
+    std::fs::write(&unparsable, "services: [{").unwrap();
+    let unparsable = unparsable.display().to_string();
+    let refused = dir.path().join("refused.yaml");
+    std::fs::write(
+        &refused,
+        "services: [{id: po, name: PO, base_url: 'ftp://po.corp.example', connector: {kind: wasm, id: po}, env: [PO_API_KEY]}]\n",
+    )
+    .unwrap();
+    let refused = refused.display().to_string();
+    let secret = "po-shared-secret-0123456789abcdef";
+
+    for (file, says) in [
+        (
+            "/nonexistent/services.yaml",
+            "cannot read /nonexistent/services.yaml",
+        ),
+        (unparsable.as_str(), "not a valid registry document"),
+        (refused.as_str(), "services[0] (po): base_url"),
+    ] {
+        for args in [&limit[..], &strict[..]] {
+            let (out, stdout, stderr) = check(
+                &[
+                    ("CONNECT_SERVICE_TOKEN", TOKEN),
+                    ("SERVICES_FILE", file),
+                    ("SC_SECRET_PO", secret),
+                ],
+                args,
+            );
+            assert_eq!(out.status.code(), Some(1), "{file}: {stdout}{stderr}");
+            assert!(
+                stderr.contains(&format!("error: SERVICES_FILE={file}: "))
+                    && stderr.contains(says)
+                    && stderr.contains("/ready 503 services_registry_not_loaded"),
+                "{file}: {stderr}"
+            );
+            assert!(!stdout.contains("ok: serve would start"), "{stdout}");
+        }
+    }
+    // A refused setting and the file are both reported.
+    let (out, _, stderr) = check(
+        &[
+            ("CONNECT_SERVICE_TOKEN", TOKEN),
+            ("SERVICES_FILE", "/nonexistent/services.yaml"),
+            ("SLUICE_MAX_CONCURRENT_RUNS", "0"),
+        ],
+        &limit,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("SLUICE_MAX_CONCURRENT_RUNS") && stderr.contains("SERVICES_FILE="),
+        "{stderr}"
+    );
+
+    // The secrets: too short, then unset, are warnings (serve loads the file and warns).
+    for (env, says) in [
+        (
+            Some("short"),
+            "warning: service po (SERVICES_FILE): no usable shared secret: SC_SECRET_PO is shorter than 16 characters",
+        ),
+        (
+            None,
+            "warning: service po (SERVICES_FILE): no usable shared secret: SC_SECRET_PO is not set",
+        ),
+    ] {
+        let mut vars = vec![("CONNECT_SERVICE_TOKEN", TOKEN), ("SERVICES_FILE", &good)];
+        vars.extend(env.map(|v| ("SC_SECRET_PO", v)));
+        let (out, stdout, stderr) = check(&vars, &limit);
+        assert!(out.status.success(), "{stdout}{stderr}");
+        assert!(
+            stdout.contains(says) && stdout.contains("ok: serve would start"),
+            "{stdout}"
+        );
+        let (out, stdout, stderr) = check(&vars, &strict);
+        assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+        assert!(stderr.contains("--strict: 1 warning(s)"), "{stderr}");
+    }
+    // A good file and secret: nothing to say, and the secret is not shown.
+    let (out, stdout, stderr) = check(
+        &[
+            ("CONNECT_SERVICE_TOKEN", TOKEN),
+            ("SERVICES_FILE", &good),
+            ("SC_SECRET_PO", secret),
+        ],
+        &strict,
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(!stdout.contains("service po"), "{stdout}");
+    assert!(!stdout.contains(secret) && !stderr.contains(secret));
+}

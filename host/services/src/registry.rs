@@ -93,23 +93,13 @@ impl ServiceRegistry {
         };
         let old = self.current.load_full();
         let now = OffsetDateTime::now_utc();
-        // One byte past the cap is enough to refuse the file (`model::parse`) without
-        // reading a huge one whole.
-        let result = read_capped(path, model::MAX_FILE_BYTES as u64 + 1)
-            .map_err(|e| RegistryError::Read {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })
-            .and_then(|bytes| {
-                let sha = hex::encode(Sha256::digest(&bytes));
-                if old.sha256.as_deref() == Some(sha.as_str()) && old.failure.is_none() {
-                    return Ok(None);
-                }
-                let text = String::from_utf8(bytes)
-                    .map_err(|_| RegistryError::Parse("the file is not UTF-8".into()))?;
-                let services = model::parse(&text, SharedSecret::from_env)?;
-                Ok(Some((sha, services)))
-            });
+        let result = read_file(path).and_then(|bytes| {
+            let sha = hex::encode(Sha256::digest(&bytes));
+            if old.sha256.as_deref() == Some(sha.as_str()) && old.failure.is_none() {
+                return Ok(None);
+            }
+            Ok(Some((sha, parse_file(bytes)?)))
+        });
         let next = match result {
             Ok(None) => return,
             Ok(Some((sha, services))) => {
@@ -119,10 +109,8 @@ impl ServiceRegistry {
                     services = services.len(),
                     "service registry loaded"
                 );
-                for s in services.values() {
-                    if let Err(reason) = &s.secret {
-                        tracing::warn!(service = %s.id, "no usable shared secret: {reason}");
-                    }
+                for (id, reason) in secret_problems(&services) {
+                    tracing::warn!(service = %id, "no usable shared secret: {reason}");
                 }
                 Snapshot {
                     services,
@@ -201,6 +189,40 @@ impl ServiceRegistry {
             }
         })))
     }
+}
+
+/// The checks `serve` runs on `SERVICES_FILE`, for `sluice config check`: the file read,
+/// parsed and checked with the shared secrets of this environment, exactly as a (re)load does
+/// ([`read_file`], [`parse_file`]). `Err`: `serve` would load no version of it (no services,
+/// and `/ready` answers 503 `services_registry_not_loaded` until a good one is written).
+pub fn check_file(path: &Path) -> Result<BTreeMap<String, Arc<Service>>, RegistryError> {
+    parse_file(read_file(path)?)
+}
+
+/// The services of a loaded file that have no usable shared secret (`SC_SECRET_<ID>` unset,
+/// shorter than 16 characters, …), with the reason: `serve` logs each as a warning and answers
+/// their connect and disconnect 503 `shared_secret_missing`.
+pub fn secret_problems(services: &BTreeMap<String, Arc<Service>>) -> Vec<(String, String)> {
+    services
+        .values()
+        .filter_map(|s| s.secret.as_ref().err().map(|r| (s.id.clone(), r.clone())))
+        .collect()
+}
+
+/// The file's bytes, at most one past the size cap: enough for [`model::parse`] to refuse a
+/// larger file without reading a huge one whole.
+fn read_file(path: &Path) -> Result<Vec<u8>, RegistryError> {
+    read_capped(path, model::MAX_FILE_BYTES as u64 + 1).map_err(|e| RegistryError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// The file's bytes checked into services, the secrets read from the environment.
+fn parse_file(bytes: Vec<u8>) -> Result<BTreeMap<String, Arc<Service>>, RegistryError> {
+    let text = String::from_utf8(bytes)
+        .map_err(|_| RegistryError::Parse("the file is not UTF-8".into()))?;
+    model::parse(&text, SharedSecret::from_env)
 }
 
 /// The first `limit` bytes of the file at `path`.

@@ -449,6 +449,33 @@ impl ServeConfig {
         }
     }
 
+    /// What `serve` would make of `SERVICES_FILE` and the shared secrets of its services, by the
+    /// registry's own load ([`sluice_services::registry::check_file`], the function every load
+    /// and reload of `serve` runs). `Err`: no version of the file would load — `serve` starts,
+    /// but without services and with `/ready` answering 503 `services_registry_not_loaded` until
+    /// the file is fixed. `Ok`: a warning for each service without a usable `SC_SECRET_<ID>`
+    /// (`serve` logs the same one; the service's connect and disconnect answer 503
+    /// `shared_secret_missing`).
+    pub fn services_check(&self) -> Result<Vec<Warning>, String> {
+        let Some(file) = &self.services_file else {
+            return Ok(Vec::new());
+        };
+        let services = sluice_services::registry::check_file(file).map_err(|e| {
+            format!(
+                "SERVICES_FILE={}: {e}; serve would start without services and answer /ready 503 services_registry_not_loaded until the file loads",
+                file.display()
+            )
+        })?;
+        Ok(sluice_services::registry::secret_problems(&services)
+            .into_iter()
+            .map(|(id, reason)| {
+                Warning::quiet(format!(
+                    "service {id} (SERVICES_FILE): no usable shared secret: {reason}; serve loads it, and its connect and disconnect answer 503 shared_secret_missing"
+                ))
+            })
+            .collect())
+    }
+
     /// Memory the settings allow the process to reach in the worst case, in MiB.
     /// `SLUICE_TRUSTED_KEYS` parsed (`None`: unset, unsigned plugins load). The error never
     /// holds the value.

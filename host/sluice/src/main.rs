@@ -209,6 +209,9 @@ fn main() -> std::process::ExitCode {
 
 fn start() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        quiet_on_broken_pipe();
+    }
     if matches!(cli.command, Command::Serve(_) | Command::Run(_)) {
         // Before the runtime's threads exist: they would otherwise get arenas of their own.
         sluice_runtime::memory::single_arena();
@@ -218,6 +221,39 @@ fn start() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?
         .block_on(run(cli))
+}
+
+/// The Unix errno of a write to a pipe (or socket) whose reader is gone: 32 on Linux, macOS and
+/// the BSDs.
+const EPIPE: i32 = 32;
+
+/// Makes a command whose reader went away (`sluice service check … | head`) end quietly, as a C
+/// tool that SIGPIPE kills does: exit status 141 (128 + SIGPIPE, what a shell shows for such a
+/// tool), nothing on stderr. Rust starts with SIGPIPE ignored, so a write to the closed pipe
+/// fails with EPIPE and `println!` panics ("failed printing to stdout: Broken pipe (os error
+/// 32)", with a backtrace under RUST_BACKTRACE); this panic hook turns that panic, and only it,
+/// into the quiet exit, for every subcommand and every `print!` at once. Restoring SIGPIPE's
+/// default action instead (what many CLIs do) would also kill the process, silently, when a
+/// *socket* write fails with EPIPE: `writev` on a TCP connection the peer reset, which hyper
+/// uses for the requests of `run`, `plugin test` and `service check`. `serve` keeps the default
+/// hook: a broken stdout must not stop the service (its log writer ignores write errors).
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if is_broken_pipe_print(info.payload_as_str().unwrap_or("")) {
+            std::process::exit(141);
+        }
+        default(info)
+    }));
+}
+
+/// Whether a panic message is std's for a `print!`/`eprint!` to a closed pipe
+/// (`failed printing to stdout: Broken pipe (os error 32)`).
+fn is_broken_pipe_print(message: &str) -> bool {
+    let epipe = std::io::Error::from_raw_os_error(EPIPE).to_string();
+    (message.starts_with("failed printing to stdout")
+        || message.starts_with("failed printing to stderr"))
+        && message.ends_with(&epipe)
 }
 
 /// Runs the parsed command.
@@ -297,17 +333,29 @@ fn cli_cache_dir() -> PathBuf {
         .join("sluice")
 }
 
-/// `sluice config check`: the report on stdout, refusals on stderr (exit 1).
+/// `sluice config check`: the report on stdout, refusals on stderr (exit 1). `SERVICES_FILE`
+/// and the services' shared secrets are checked by the registry's own load, as `serve` loads
+/// them: a file no version of which would load is an error (exit 1: `serve` would start but
+/// never be ready), a service without a usable secret a warning.
 fn config_check(cfg: &ServeConfig, strict: bool) -> anyhow::Result<()> {
     println!("sluice {} configuration", env!("CARGO_PKG_VERSION"));
     for (name, value) in cfg.report() {
         println!("{name}={value}");
     }
+    let (services_error, services_warnings) = match cfg.services_check() {
+        Ok(w) => (None, w),
+        Err(e) => (Some(e), Vec::new()),
+    };
     match cfg.check() {
-        Ok(warnings) => {
+        Ok(mut warnings) => {
+            warnings.extend(services_warnings);
             for w in &warnings {
                 let level = if w.loud { "WARNING" } else { "warning" };
                 println!("{level}: {}", w.message);
+            }
+            if let Some(e) = services_error {
+                eprintln!("error: {e}");
+                std::process::exit(1);
             }
             if strict && !warnings.is_empty() {
                 eprintln!(
@@ -320,7 +368,12 @@ fn config_check(cfg: &ServeConfig, strict: bool) -> anyhow::Result<()> {
             Ok(())
         }
         Err(e) => {
-            for line in e.to_string().lines() {
+            for line in e
+                .to_string()
+                .lines()
+                .map(str::to_string)
+                .chain(services_error)
+            {
                 eprintln!("error: {line}");
             }
             std::process::exit(1);

@@ -6,13 +6,23 @@
 //! client that leaves archived issues out (Linear's default) and one that asks for them
 //! (`includeArchived: true`) read the same ISSUES issues.
 
+use clap::Parser;
 use sluice_tests::fakes::linear::{FakeLinear, LinearConfig};
+
+#[derive(Parser)]
+#[command(about = "The tests' fake Linear GraphQL API, standalone (Linear's schema is built in)")]
+struct Args {
+    /// Issues across the teams.
+    #[arg(default_value_t = 20_000)]
+    issues: usize,
+    /// Teams.
+    #[arg(default_value_t = 3)]
+    teams: usize,
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let issues: usize = args.next().as_deref().unwrap_or("20000").parse()?;
-    let teams: usize = args.next().as_deref().unwrap_or("3").parse()?;
+    let Args { issues, teams } = Args::parse();
     let fake = FakeLinear::start(LinearConfig {
         issues,
         teams,

@@ -10,14 +10,30 @@
 //! short of the limit while more remains, as Slack's may be. `RATE_LIMIT_EVERY` N > 0 answers
 //! every Nth request 429 `ratelimited` with `Retry-After: 1`; 0 (the default) never does.
 
+use clap::Parser;
 use sluice_tests::fakes::slack::{FakeSlack, SlackConfig};
+
+#[derive(Parser)]
+#[command(about = "The tests' fake Slack Web API, standalone")]
+struct Args {
+    /// Channels (every third private, the last archived).
+    #[arg(default_value_t = 200)]
+    channels: usize,
+    /// Top-level messages in each channel.
+    #[arg(default_value_t = 500)]
+    messages_per_channel: usize,
+    /// Answer every Nth request 429 `ratelimited` with `Retry-After: 1` (0: never).
+    #[arg(default_value_t = 0)]
+    rate_limit_every: u64,
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let channels: usize = args.next().as_deref().unwrap_or("200").parse()?;
-    let per_channel: usize = args.next().as_deref().unwrap_or("500").parse()?;
-    let rate_limit_every: u64 = args.next().as_deref().unwrap_or("0").parse()?;
+    let Args {
+        channels,
+        messages_per_channel: per_channel,
+        rate_limit_every,
+    } = Args::parse();
     let fake = FakeSlack::start(SlackConfig {
         channels,
         messages: channels * per_channel,

@@ -572,11 +572,22 @@ fn json_with_array(before: &str, array: &str, members: &[Arc<str>], rest: &str) 
 /// Starts fake HubSpot servers.
 pub struct FakeHubspot;
 
-/// The descriptions the fake checks requests against, with the documented overlay: search
-/// `sorts` items may be `{propertyName, direction}` objects (the search guide's form).
+/// Where HubSpot's OpenAPI descriptions are by default: `tests/contract/hubspot` of the source
+/// tree this crate was built from (a binary copied elsewhere is told another place:
+/// `fake-hubspot --contracts DIR`).
+pub const HUBSPOT_CONTRACT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contract/hubspot");
+
+/// The descriptions in [`HUBSPOT_CONTRACT_DIR`] ([`hubspot_contract_in`]); panics when they are
+/// missing (the tests run in the source tree).
 pub fn hubspot_contract() -> OpenApi {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contract/hubspot");
-    OpenApi::load(&dir, |doc| {
+    hubspot_contract_in(std::path::Path::new(HUBSPOT_CONTRACT_DIR))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The descriptions in `dir` the fake checks requests against, with the documented overlay:
+/// search `sorts` items may be `{propertyName, direction}` objects (the search guide's form).
+pub fn hubspot_contract_in(dir: &std::path::Path) -> Result<OpenApi, String> {
+    OpenApi::try_load(dir, |doc| {
         if let Some(sorts) =
             doc.pointer_mut("/components/schemas/PublicObjectSearchRequest/properties/sorts/items")
         {
@@ -590,8 +601,14 @@ pub fn hubspot_contract() -> OpenApi {
 }
 
 impl FakeHubspot {
-    /// Generates the data set and serves it on 127.0.0.1 (an ephemeral port).
+    /// Generates the data set and serves it on 127.0.0.1 (an ephemeral port), checking requests
+    /// against [`hubspot_contract`].
     pub async fn start(config: HubspotConfig) -> HubspotHandle {
+        Self::start_with_contract(config, hubspot_contract()).await
+    }
+
+    /// [`FakeHubspot::start`] with the descriptions read elsewhere ([`hubspot_contract_in`]).
+    pub async fn start_with_contract(config: HubspotConfig, contract: OpenApi) -> HubspotHandle {
         let knobs = Arc::new(Knobs::default());
         let counters = Arc::new(Counters::default());
         let data = HubspotDataset::generate(&config);
@@ -603,7 +620,7 @@ impl FakeHubspot {
         let shared = Arc::new(Shared {
             data: RwLock::new(data),
             grants: RwLock::new(grants),
-            contract: hubspot_contract(),
+            contract,
             violations: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
             searches: Mutex::new(BTreeMap::new()),

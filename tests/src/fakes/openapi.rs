@@ -85,18 +85,34 @@ fn coerce(value: &str, schema: &Value) -> Value {
 }
 
 impl OpenApi {
-    /// Reads every `*.json` description in `dir`, after applying `overlay` to each document.
+    /// Reads every `*.json` description in `dir`, after applying `overlay` to each document;
+    /// panics when [`OpenApi::try_load`] fails (the tests' own copy is always there).
     pub fn load(dir: &Path, overlay: impl Fn(&mut Value)) -> Self {
+        Self::try_load(dir, overlay).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Reads every `*.json` description in `dir`, after applying `overlay` to each document.
+    /// `Err` names the directory or file and why: missing, unreadable, no description in it,
+    /// not JSON.
+    pub fn try_load(dir: &Path, overlay: impl Fn(&mut Value)) -> Result<Self, String> {
         let mut ops = Vec::new();
         let mut files: Vec<_> = std::fs::read_dir(dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map_err(|e| format!("{}: {e}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "json"))
             .collect();
+        if files.is_empty() {
+            return Err(format!(
+                "{}: no OpenAPI description (*.json) in it",
+                dir.display()
+            ));
+        }
         files.sort();
         for file in files {
-            let text = std::fs::read_to_string(&file).expect("read a description");
-            let mut doc: Value = serde_json::from_str(&text).expect("a JSON description");
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let mut doc: Value = serde_json::from_str(&text)
+                .map_err(|e| format!("{}: not JSON: {e}", file.display()))?;
             overlay(&mut doc);
             if let Some(components) = doc.get_mut("components") {
                 close_objects(components);
@@ -119,7 +135,7 @@ impl OpenApi {
                 }
             }
         }
-        Self { ops }
+        Ok(Self { ops })
     }
 
     fn operation(
