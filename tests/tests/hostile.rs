@@ -671,6 +671,71 @@ async fn twenty_concurrent_runs_fit_the_pod() {
     assert!(hwm < 400, "peak RSS {hwm} MiB");
 }
 
+/// helper-30's F6: a connector that declares 20,000 columns and fills every one, two runs at
+/// once. Parsing each 50-record batch into its columns and writing 20,000-column row groups
+/// are long stretches that do not yield; on the HTTP runtime's one worker thread (what Tokio
+/// gives a pod with a 500m CPU limit; `TOKIO_WORKER_THREADS=1` here) they kept `/health`
+/// waiting (1.36 s in the pod; tens of seconds in a debug build). Runs are on the work
+/// runtime's threads now, at a lower priority: every probe answers within 5 s (generous: a
+/// probe takes milliseconds; the slowest of 570 beside two such runs, load average 20-56 on 2
+/// cores, took 1.6 s), while both runs commit all their rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_of_20000_columns_leave_the_probes_fast() {
+    let root = tempfile::tempdir().unwrap();
+    let svc = Service::start(
+        &root.path().join("data"),
+        &plugins_dir(root.path()),
+        &[("TOKIO_WORKER_THREADS", "1"), ("RUST_LOG", "warn")],
+    )
+    .await;
+    let config = json!({"mode": "wide", "n": 20_000, "records": 100});
+    let runs = [
+        start_run(&svc, "wide-a", "hostile", config.clone()).await,
+        start_run(&svc, "wide-b", "hostile", config).await,
+    ];
+    // As a kubelet probes: a new connection each time.
+    let probe = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let (mut slowest, mut probes) = (Duration::ZERO, 0);
+    let mut done = Vec::new();
+    while done.len() < runs.len() {
+        let t = Instant::now();
+        let r = probe
+            .get(format!("{}/health", svc.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.text().await.unwrap(), r#"{"status":"ok"}"#);
+        slowest = slowest.max(t.elapsed());
+        probes += 1;
+        done.clear();
+        for run in &runs {
+            let st = svc.run_status(run).await;
+            if st["status"] != "queued" && st["status"] != "running" {
+                done.push(st);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for st in &done {
+        assert_eq!(st["status"], "succeeded", "{st}");
+        assert_eq!(st["streams"]["items"]["committed_rows"], 100, "{st}");
+    }
+    println!("/health beside two runs of 20,000 columns: slowest of {probes} probes {slowest:?}");
+    assert!(
+        probes >= 10,
+        "the runs ended before the probes could see them ({probes} probes)"
+    );
+    assert!(
+        slowest < Duration::from_secs(5),
+        "/health took {slowest:?} beside two runs of 20,000 columns"
+    );
+}
+
 /// A slow compile is cut at the compile deadline and delays no other plugin; a file over the
 /// size cap is refused before it is read. (The 18 MB componentize-py component stands in for a
 /// compile bomb: cold, it takes seconds to compile.)

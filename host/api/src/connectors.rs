@@ -239,13 +239,18 @@ pub async fn docs(
         .registry
         .get(&id)
         .ok_or_else(|| ApiError::not_found(format!("unknown connector {id:?}")))?;
-    let m = p.manifest();
-    let streams: Vec<_> = m
-        .streams
-        .iter()
-        .map(sluice_runs::catalog::planned_stream)
-        .collect();
-    Ok(markdown(sluice_runs::docs::connector_markdown(m, &streams)))
+    // Off the HTTP threads: the page grows with the manifest's columns.
+    let page = crate::off_http(async move {
+        let m = p.manifest();
+        let streams: Vec<_> = m
+            .streams
+            .iter()
+            .map(sluice_runs::catalog::planned_stream)
+            .collect();
+        sluice_runs::docs::connector_markdown(m, &streams)
+    })
+    .await;
+    Ok(markdown(page))
 }
 
 /// A Markdown page as an answer (`text/markdown; charset=utf-8`, RFC 7763).

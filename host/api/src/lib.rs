@@ -117,3 +117,20 @@ pub fn router(state: AppState) -> Router {
 }
 
 pub use openapi::document as openapi_document;
+
+/// Runs `work` on the work runtime ([`sluice_runtime::work`]) and waits for it: a handler's
+/// plugin call and what it computes from the answer (a discover of 20,000 columns, its catalog
+/// and docs page) never hold the threads that answer `/health` and `/ready`. A panic in `work`
+/// goes on in the handler, as if it had run there.
+pub(crate) async fn off_http<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    match sluice_runtime::work::spawn(work).await {
+        Ok(v) => v,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Only a runtime shutdown cancels a task, and the work runtime never shuts down.
+            Err(e) => panic!("work task ended without its answer: {e}"),
+        },
+    }
+}

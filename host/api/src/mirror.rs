@@ -186,15 +186,18 @@ pub async fn validate(
         deadline_setting: Some("SLUICE_CALL_TIMEOUT_SECS"),
         ..Default::default()
     };
-    Ok(match p.validate(&req.config, opts).await {
-        Ok(account) => Json(ValidateResponse::Valid(Validated {
-            valid: true,
-            account,
-        })),
-        Err(CallError::Connector { code, message }) => invalid(code.as_str(), message),
-        Err(e @ CallError::Deadline(_)) => invalid("unreachable", e.to_string()),
-        Err(e) => invalid("internal", format!("connector failed: {e}")),
-    })
+    let config = req.config;
+    Ok(
+        match crate::off_http(async move { p.validate(&config, opts).await }).await {
+            Ok(account) => Json(ValidateResponse::Valid(Validated {
+                valid: true,
+                account,
+            })),
+            Err(CallError::Connector { code, message }) => invalid(code.as_str(), message),
+            Err(e @ CallError::Deadline(_)) => invalid("unreachable", e.to_string()),
+            Err(e) => invalid("internal", format!("connector failed: {e}")),
+        },
+    )
 }
 
 /// `POST runs` body.
@@ -444,35 +447,46 @@ pub async fn schema_sync(
         .storage
         .open(&s.runs.config().backend)
         .map_err(|m| ApiError::unprocessable(format!("storage: {m}")))?;
-    let discovered = match &req.config {
-        None => p.manifest().streams.clone(),
-        Some(config) => {
-            check_config(&p, config).map_err(|e| ApiError::unprocessable(e.to_string()))?;
-            let opts = CallOptions {
-                secrets: secrets(&req.credentials),
-                deadline: s.call_deadline,
-                deadline_setting: Some("SLUICE_CALL_TIMEOUT_SECS"),
-                ..Default::default()
-            };
-            p.discover(config, opts).await.map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "connector_error",
-                    format!("discover failed: {e}"),
-                )
-            })?
-        }
-    };
-    let catalog = catalog::schema_sync(store.as_ref(), &layout, &req.connection_id, &discovered)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "storage_error", e.to_string()))?;
-    let readme = match &service {
-        None => sluice_runs::docs::connector_markdown(p.manifest(), &catalog.streams),
-        Some(svc) => crate::services::page(svc, Some((p.manifest(), &catalog.streams))),
-    };
-    store
-        .put_bytes(&layout.readme_key(), readme.into_bytes())
-        .await
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "storage_error", e.to_string()))?;
-    Ok(Json(catalog))
+    if let Some(config) = &req.config {
+        check_config(&p, config).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    }
+    let deadline = s.call_deadline;
+    // The discover, the catalog and the page grow with the connector's columns: off the HTTP
+    // threads.
+    crate::off_http(async move {
+        let discovered = match &req.config {
+            None => p.manifest().streams.clone(),
+            Some(config) => {
+                let opts = CallOptions {
+                    secrets: secrets(&req.credentials),
+                    deadline,
+                    deadline_setting: Some("SLUICE_CALL_TIMEOUT_SECS"),
+                    ..Default::default()
+                };
+                p.discover(config, opts).await.map_err(|e| {
+                    ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "connector_error",
+                        format!("discover failed: {e}"),
+                    )
+                })?
+            }
+        };
+        let catalog =
+            catalog::schema_sync(store.as_ref(), &layout, &req.connection_id, &discovered)
+                .await
+                .map_err(|e| {
+                    ApiError::new(StatusCode::BAD_GATEWAY, "storage_error", e.to_string())
+                })?;
+        let readme = match &service {
+            None => sluice_runs::docs::connector_markdown(p.manifest(), &catalog.streams),
+            Some(svc) => crate::services::page(svc, Some((p.manifest(), &catalog.streams))),
+        };
+        store
+            .put_bytes(&layout.readme_key(), readme.into_bytes())
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "storage_error", e.to_string()))?;
+        Ok(Json(catalog))
+    })
+    .await
 }

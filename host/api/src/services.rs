@@ -471,17 +471,21 @@ pub async fn docs(
                 deadline_setting: Some("SLUICE_CALL_TIMEOUT_SECS"),
                 ..Default::default()
             };
-            // Discover gets the service's config and no credentials; a connector that needs
-            // them to list its streams falls back to the streams its manifest declares.
-            let specs = match p.discover(&svc.connector.config, opts).await {
-                Ok(specs) => specs,
-                Err(e) => {
-                    tracing::debug!(service = %svc.id, error = %e, "discover failed; the docs list the manifest's streams");
-                    p.manifest().streams.clone()
-                }
-            };
-            let streams: Vec<CatalogStream> = specs.iter().map(planned_stream).collect();
-            page(&svc, Some((p.manifest(), &streams)))
+            // Off the HTTP threads: the discover and the page grow with the connector's columns.
+            crate::off_http(async move {
+                // Discover gets the service's config and no credentials; a connector that needs
+                // them to list its streams falls back to the streams its manifest declares.
+                let specs = match p.discover(&svc.connector.config, opts).await {
+                    Ok(specs) => specs,
+                    Err(e) => {
+                        tracing::debug!(service = %svc.id, error = %e, "discover failed; the docs list the manifest's streams");
+                        p.manifest().streams.clone()
+                    }
+                };
+                let streams: Vec<CatalogStream> = specs.iter().map(planned_stream).collect();
+                page(&svc, Some((p.manifest(), &streams)))
+            })
+            .await
         }
     };
     Ok(crate::connectors::markdown(body))

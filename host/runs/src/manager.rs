@@ -712,8 +712,9 @@ impl RunManager {
         }
     }
 
-    /// Runs the pipeline as its own task: a panic anywhere in it (a bug, or input nobody
-    /// foresaw) ends this run as `failed`, and the run's staging is removed either way.
+    /// Runs the pipeline as its own task on the work runtime ([`sluice_runtime::work`]): a panic
+    /// anywhere in it (a bug, or input nobody foresaw) ends this run as `failed`, and the run's
+    /// staging is removed either way.
     async fn execute_guarded(
         &self,
         plugin: &Plugin,
@@ -729,11 +730,11 @@ impl RunManager {
             cancel: cancel.clone(),
             log_bytes: self.config.run_log_bytes,
         };
-        let task = tokio::spawn({
+        // On the work runtime: the plugin's calls and the staging of its batches never hold the
+        // threads that answer the probes (a run's task may compute for long stretches).
+        let task = sluice_runtime::work::spawn({
             let (plugin, progress) = (plugin.clone(), progress.clone());
-            tracing::Instrument::in_current_span(async move {
-                pipeline::execute(&plugin, spec, limits, progress).await
-            })
+            async move { pipeline::execute(&plugin, spec, limits, progress).await }
         });
         let result = match task.await {
             Ok(r) => r,

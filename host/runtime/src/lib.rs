@@ -20,6 +20,7 @@ mod read_ahead;
 pub mod redact;
 pub mod registry;
 pub mod signing;
+pub mod work;
 
 pub use bindings::{WIT_PACKAGE, WIT_VERSION};
 pub use cache::{CacheStats, Tier};

@@ -14,6 +14,7 @@
 //! | `memory_fill` | grows a vector by 1 MiB steps, touching every page, until the host traps it |
 //! | `spin` | a busy loop, never returns |
 //! | `bad_batch` | `sync` emits `{"id":1}`, then the batch `[{"id":2}, [2]]` (refused: its 2nd record is no object) and ignores the error, then `{"id":3}`, and succeeds |
+//! | `wide` | `discover` → `items` with `id` and `n` (20000) string columns `c0`, `c1`, …; `sync` emits `records` (400) records that fill every column with `"v"`, 50 per batch |
 //!
 //! Secret side doors: each reads secret `token` through `secrets.get` and tries to carry it out.
 //! Calls not listed for a mode behave as `ok` (10 records); an HTTP error fails the call with the
@@ -48,8 +49,9 @@ use sluice_sdk::{
 };
 
 const STREAM: &str = "items";
-const MODES: [&str; 17] = [
+const MODES: [&str; 18] = [
     "ok",
+    "wide",
     "bad_batch",
     "many_headers",
     "log_flood",
@@ -77,6 +79,7 @@ struct Config {
     url: Option<String>,
     n: Option<u64>,
     bytes: Option<usize>,
+    records: Option<u64>,
 }
 
 impl Config {
@@ -113,7 +116,8 @@ impl Connector for Hostile {
                     "mode": {"type": "string"},
                     "url": {"type": "string"},
                     "n": {"type": "integer", "minimum": 0},
-                    "bytes": {"type": "integer", "minimum": 0}
+                    "bytes": {"type": "integer", "minimum": 0},
+                    "records": {"type": "integer", "minimum": 0}
                 }
             }))
             .secret("token", "The secret every side door tries to leak.", true)
@@ -147,6 +151,7 @@ impl Connector for Hostile {
                 Ok(vec![stream])
             }
             "secret_schema" | "secret_all" => Ok(vec![secret_schema(&token()?)]),
+            "wide" => Ok(vec![wide_schema(config.n.unwrap_or(WIDE_COLUMNS))]),
             _ => Ok(Self::manifest().streams),
         }
     }
@@ -157,6 +162,10 @@ impl Connector for Hostile {
         let mut out = Batcher::new(100);
         match config.mode() {
             "disk_fill" => disk_fill(&mut out, config.bytes.unwrap_or(4096)),
+            "wide" => wide_records(
+                config.n.unwrap_or(WIDE_COLUMNS),
+                config.records.unwrap_or(400),
+            ),
             "bad_batch" => {
                 let one = |id: u32| json!({ "id": id, "blob": "x" }).to_string();
                 sluice_sdk::records::emit(STREAM, &[one(1)])?;
@@ -203,6 +212,33 @@ fn items() -> StreamSpec {
                 "blob": {"type": "string"}
             }
         }))
+}
+
+/// Columns of mode `wide` unless `n` says.
+const WIDE_COLUMNS: u64 = 20_000;
+
+/// `items` with `id` and `columns` string columns `c0`, `c1`, ….
+fn wide_schema(columns: u64) -> StreamSpec {
+    let mut properties = serde_json::Map::new();
+    properties.insert("id".into(), json!({"type": "integer"}));
+    for k in 0..columns {
+        properties.insert(format!("c{k}"), json!({"type": "string"}));
+    }
+    items().json_schema(&json!({"type": "object", "properties": properties}))
+}
+
+/// `records` records of `items` with every one of the `columns` columns set, 50 per batch.
+fn wide_records(columns: u64, records: u64) -> Result<()> {
+    let mut out = Batcher::new(50);
+    use std::fmt::Write as _;
+    let mut fields = String::new();
+    for k in 0..columns {
+        let _ = write!(fields, r#","c{k}":"v""#);
+    }
+    for id in 1..=records {
+        out.push_json(STREAM, format!(r#"{{"id":{id}{fields}}}"#))?;
+    }
+    out.checkpoint(STREAM, &json!({"cursor": records}))
 }
 
 /// `items` with the secret in its description and all over its schema.
