@@ -454,11 +454,13 @@ async fn every_printing_command_ends_quietly_when_its_reader_is_gone() {
             "run",
             vec![
                 "run".into(),
+                "--secret".into(),
+                "token=t".into(),
                 "--config".into(),
                 path(&config),
                 "--out".into(),
                 path(&dir.path().join("out")),
-                path(&plugin("python-hello")),
+                path(&plugin("probe")),
             ],
         ),
     ];
@@ -466,8 +468,7 @@ async fn every_printing_command_ends_quietly_when_its_reader_is_gone() {
         let mut cmd = Command::new(&bin);
         cmd.args(&args)
             .env("CONNECT_SERVICE_TOKEN", "epipe-test-token-0123456789abcdef")
-            .env("SC_EPIPE_SECRET", secret)
-            .env("XDG_CACHE_HOME", dir.path().join("cache"));
+            .env("SC_EPIPE_SECRET", secret);
         let (code, stderr) = tokio::task::spawn_blocking(move || with_reader_gone(&mut cmd))
             .await
             .unwrap();

@@ -58,8 +58,9 @@ enum Command {
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Print the configuration report `serve` logs at startup (every resolved setting, secrets
-    /// masked, warnings) without starting; exits 1 naming each setting `serve` would refuse
-    /// (and, with `--strict`, when there is any warning, e.g. a short CONNECT_SERVICE_TOKEN).
+    /// masked, warnings) without starting; exits 1 naming each setting `serve` would refuse or a
+    /// SERVICES_FILE it could not load (and, with `--strict`, when there is any warning, e.g. a
+    /// short CONNECT_SERVICE_TOKEN or a service without a usable SC_SECRET_<ID>).
     Check(Box<CheckArgs>),
 }
 
