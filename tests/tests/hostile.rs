@@ -688,7 +688,8 @@ async fn runs_of_20000_columns_leave_the_probes_fast() {
         &[("TOKIO_WORKER_THREADS", "1"), ("RUST_LOG", "warn")],
     )
     .await;
-    let config = json!({"mode": "wide", "n": 20_000, "records": 100});
+    // The attack's input: with 100 records a run, the old service stalled no probe past 0.2 s.
+    let config = json!({"mode": "wide", "n": 20_000, "records": 400});
     let runs = [
         start_run(&svc, "wide-a", "hostile", config.clone()).await,
         start_run(&svc, "wide-b", "hostile", config).await,
@@ -723,7 +724,7 @@ async fn runs_of_20000_columns_leave_the_probes_fast() {
     }
     for st in &done {
         assert_eq!(st["status"], "succeeded", "{st}");
-        assert_eq!(st["streams"]["items"]["committed_rows"], 100, "{st}");
+        assert_eq!(st["streams"]["items"]["committed_rows"], 400, "{st}");
     }
     println!("/health beside two runs of 20,000 columns: slowest of {probes} probes {slowest:?}");
     assert!(
