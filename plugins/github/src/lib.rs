@@ -388,7 +388,8 @@ impl Listing {
                     self.stream()
                 ))
             })?;
-            let items: Vec<schema::Fields<'_>> = serde_json::from_str(text).map_err(bad)?;
+            // Found, not checked: the host checks every record it is given in full.
+            let items = sluice_sdk::fields::scan_objects(text).map_err(bad)?;
             return items
                 .into_iter()
                 .map(|fields| Self::shape_issue(fields, repo).map_err(bad))
@@ -408,7 +409,7 @@ impl Listing {
         };
         match self {
             Listing::Issues => {
-                Self::shape_issue(schema::Fields::parse(item.get()).map_err(bad)?, repo)
+                Self::shape_issue(schema::Scanned::parse(item.get()).map_err(bad)?, repo)
                     .map_err(bad)
             }
             _ => {
@@ -419,7 +420,7 @@ impl Listing {
     }
 
     fn shape_issue(
-        fields: schema::Fields<'_>,
+        fields: schema::Scanned<'_>,
         repo: &str,
     ) -> serde_json::Result<(Option<i64>, Option<String>)> {
         let updated = fields.str("updated_at")?;
@@ -433,7 +434,7 @@ impl Listing {
     ) -> serde_json::Result<(Option<i64>, Option<String>)> {
         let (at, record): (&str, fn(Value, &str) -> Value) = match self {
             Listing::Issues => {
-                return Self::shape_issue(schema::Fields::parse(&item.to_string())?, repo);
+                return Self::shape_issue(schema::Scanned::parse(&item.to_string())?, repo);
             }
             Listing::PullRequests => ("/updated_at", schema::pull_request),
             Listing::Commits => ("/commit/committer/date", schema::commit),
