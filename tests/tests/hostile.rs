@@ -785,7 +785,7 @@ async fn slow_compiles_and_huge_files_are_refused_without_delaying_others() {
     assert!(
         v["failures"]
             .to_string()
-            .contains("at most 1048576 are accepted"),
+            .contains("at most 1048576 bytes are accepted (SLUICE_MAX_PLUGIN_MIB)"),
         "{v}"
     );
     assert!(v["connectors"].to_string().contains("\"probe\""), "{v}");

@@ -18,7 +18,16 @@ fn copy_atomic(from: &Path, to: &Path) {
 
 /// The pid of a child of `parent` whose command line has all of `words`.
 fn child_with(parent: u32, words: &[&str]) -> Option<u32> {
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+    children_with(parent, words).first().copied()
+}
+
+/// The pids of the children of `parent` whose command lines have all of `words`.
+fn children_with(parent: u32, words: &[&str]) -> Vec<u32> {
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for e in dir.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
@@ -36,10 +45,10 @@ fn child_with(parent: u32, words: &[&str]) -> Option<u32> {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
         if words.iter().all(|w| args.contains(&w.as_bytes())) {
-            return Some(pid);
+            found.push(pid);
         }
     }
-    None
+    found
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -329,24 +338,7 @@ async fn a_cached_optimized_artifact_is_used_directly() {
 
 /// Children of `parent` that are compiling a plugin (`sluice plugin compile`).
 fn compile_children(parent: u32) -> usize {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|p| p.parse::<u32>().ok());
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            ppid == Some(parent)
-                && args.contains(&&b"plugin"[..])
-                && args.contains(&&b"compile"[..])
-        })
-        .count()
+    children_with(parent, &["plugin", "compile"]).len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -473,4 +465,96 @@ async fn a_duplicate_that_stops_loading_reports_its_load_error() {
         listed(&svc, "probe").await.is_some(),
         "a-probe.wasm still serves"
     );
+}
+
+/// A compile child killed from outside (SIGKILL: in a pod, the kernel's out-of-memory killer,
+/// which the child volunteers for with `oom_score_adj` 1000) is not the file's fault: the
+/// load is listed as interrupted and tried again without the file changing, and an
+/// interrupted optimizing compile is tried again while the plugin serves on baseline code.
+/// Before, the plugin stayed failed until its file changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compile_killed_from_outside_is_tried_again() {
+    let root = tempfile::tempdir().unwrap();
+    let plugins = root.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let svc = Service::start(&root.path().join("data"), &plugins, &[]).await;
+    let pid = svc.child.id();
+    copy_atomic(&plugin("python-hello"), &plugins.join("python-hello.wasm"));
+
+    let baseline = eventually(
+        "the baseline compile starts",
+        Duration::from_secs(120),
+        || async { child_with(pid, &["compile", "--tier", "baseline"]) },
+    )
+    .await;
+    let adj = std::fs::read_to_string(format!("/proc/{baseline}/oom_score_adj")).unwrap();
+    assert_eq!(
+        adj.trim(),
+        "1000",
+        "the compiler is the OOM killer's first choice"
+    );
+    signal(baseline, "KILL");
+    let error = eventually(
+        "the interrupted load is listed",
+        Duration::from_secs(60),
+        || async {
+            let list = svc.get_json("/internal/connectors").await;
+            list["failures"]
+                .as_array()?
+                .iter()
+                .find(|f| {
+                    f["file"]
+                        .as_str()
+                        .is_some_and(|p| p.ends_with("python-hello.wasm"))
+                })
+                .map(|f| f["error"].as_str().unwrap_or_default().to_string())
+        },
+    )
+    .await;
+    assert!(
+        error.contains("compile interrupted")
+            && error.contains("SIGKILL")
+            && error.contains("out-of-memory killer")
+            && error.contains("try 1; trying again in 15 s"),
+        "{error}"
+    );
+    // The same bytes load on the retry (the file is untouched).
+    eventually("loaded on the retry", Duration::from_secs(300), || {
+        listed(&svc, "python-hello")
+    })
+    .await;
+
+    let optimized = eventually(
+        "the optimizing compile starts",
+        Duration::from_secs(300),
+        || async { child_with(pid, &["compile", "--tier", "optimized"]) },
+    )
+    .await;
+    signal(optimized, "KILL");
+    eventually(
+        "the interruption is logged",
+        Duration::from_secs(60),
+        || async {
+            svc.logs()
+                .contains(
+                    "optimizing compile interrupted; the plugin serves on baseline code meanwhile",
+                )
+                .then_some(())
+        },
+    )
+    .await;
+    let entry = listed(&svc, "python-hello").await.unwrap();
+    assert_eq!(entry["tier"], "baseline", "{entry}");
+    eventually(
+        "optimized on the retry",
+        Duration::from_secs(600),
+        || async {
+            listed(&svc, "python-hello")
+                .await
+                .filter(|c| c["tier"] == "optimized")
+        },
+    )
+    .await;
+    let failures = svc.get_json("/internal/connectors").await["failures"].clone();
+    assert_eq!(failures, json!([]), "{}", svc.logs());
 }

@@ -472,6 +472,8 @@ impl Runtime {
         if self.inner.baseline.is_some() {
             match self.compile(bytes, sha256, Tier::Baseline, false) {
                 Ok(l) => return Ok((l, false)),
+                // Killed for want of memory: Cranelift would need more, now; try again later.
+                Err(e) if e.is_transient() => return Err(e),
                 Err(e) => tracing::warn!(
                     sha256,
                     "baseline compile (Winch) failed; compiling optimized code instead: {e}"
@@ -554,7 +556,9 @@ impl Runtime {
     /// Compiles the optimized code of a plugin loaded on baseline code in the background and
     /// swaps it in when ready: calls that started keep their instance, new calls get the
     /// optimized one. One such compile at a time; skipped when the plugin was dropped
-    /// (replaced or removed) before its turn.
+    /// (replaced or removed) before its turn. An interrupted compile ([`LoadError::Interrupted`]:
+    /// the kernel's out-of-memory killer) is tried again after [`retry_delay`], at most
+    /// [`OPTIMIZE_ATTEMPTS`] times; meanwhile, and after, the plugin serves on baseline code.
     fn optimize_later(
         &self,
         code: Weak<ArcSwap<Code>>,
@@ -564,43 +568,81 @@ impl Runtime {
     ) {
         let this = self.clone();
         tokio::spawn(async move {
-            let Ok(_slot) = this.inner.optimize_slot.acquire().await else {
-                return;
-            };
-            if code.strong_count() == 0 {
-                tracing::debug!(sha256, "plugin dropped before its optimizing compile");
-                return;
-            }
-            let started = Instant::now();
-            let rt = this.clone();
-            let sha = sha256.clone();
-            let result = tokio::task::spawn_blocking(move || {
-                let loaded = match rt.cached(&sha, Tier::Optimized) {
-                    Some(l) => l,
-                    None => rt.compile(&bytes, &sha, Tier::Optimized, true)?,
+            for attempt in 1..=OPTIMIZE_ATTEMPTS {
+                let Some(e) = this.optimize_once(&code, &bytes, &sha256, world).await else {
+                    return;
                 };
-                rt.link(loaded, world)
-            })
-            .await
-            .map_err(|e| LoadError::Compile(e.to_string()))
-            .and_then(|r| r);
-            let compile_ms = started.elapsed().as_secs_f64() * 1e3;
-            match (result, code.upgrade()) {
-                (Ok(optimized), Some(code)) => {
-                    code.store(Arc::new(optimized));
-                    tracing::info!(sha256, compile_ms, "plugin optimized code swapped in");
-                }
-                (Ok(_), None) => {
-                    tracing::debug!(sha256, "plugin dropped during its optimizing compile");
-                }
-                (Err(e), _) => {
+                if attempt == OPTIMIZE_ATTEMPTS {
                     tracing::warn!(
                         sha256,
-                        "optimizing compile failed; the plugin stays on baseline code: {e}"
+                        attempt,
+                        "optimizing compile failed again; the plugin stays on baseline code: {e}"
                     );
+                    return;
                 }
+                let wait = retry_delay(attempt);
+                tracing::warn!(
+                    sha256,
+                    attempt,
+                    retry_in_s = wait.as_secs(),
+                    "optimizing compile interrupted; the plugin serves on baseline code meanwhile: {e}"
+                );
+                tokio::time::sleep(wait).await;
             }
         });
+    }
+
+    /// One optimizing compile of [`Runtime::optimize_later`]; `Some` when it is worth another try.
+    async fn optimize_once(
+        &self,
+        code: &Weak<ArcSwap<Code>>,
+        bytes: &Arc<Vec<u8>>,
+        sha256: &str,
+        world: crate::bindings::World,
+    ) -> Option<LoadError> {
+        let Ok(_slot) = self.inner.optimize_slot.acquire().await else {
+            return None;
+        };
+        if code.strong_count() == 0 {
+            tracing::debug!(sha256, "plugin dropped before its optimizing compile");
+            return None;
+        }
+        let started = Instant::now();
+        let rt = self.clone();
+        let (sha, bytes) = (sha256.to_string(), bytes.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            let loaded = match rt.cached(&sha, Tier::Optimized) {
+                Some(l) => l,
+                None => rt.compile(&bytes, &sha, Tier::Optimized, true)?,
+            };
+            rt.link(loaded, world)
+        })
+        .await
+        .map_err(|e| LoadError::Compile(e.to_string()))
+        .and_then(|r| r);
+        let compile_ms = started.elapsed().as_secs_f64() * 1e3;
+        match (result, code.upgrade()) {
+            (Ok(optimized), Some(code)) => {
+                // The same component starts with the same pages, whatever compiled it.
+                let initial = code.load().initial_bytes.load(Ordering::Relaxed);
+                optimized.initial_bytes.store(initial, Ordering::Relaxed);
+                code.store(Arc::new(optimized));
+                tracing::info!(sha256, compile_ms, "plugin optimized code swapped in");
+                None
+            }
+            (Ok(_), None) => {
+                tracing::debug!(sha256, "plugin dropped during its optimizing compile");
+                None
+            }
+            (Err(e), _) if e.is_transient() => Some(e),
+            (Err(e), _) => {
+                tracing::warn!(
+                    sha256,
+                    "optimizing compile failed; the plugin stays on baseline code: {e}"
+                );
+                None
+            }
+        }
     }
 
     /// Collects the compile cache (see [`crate::cache`]): with `present` (the sha256 of every
@@ -692,6 +734,14 @@ impl Runtime {
                     if background {
                         libc::setpriority(libc::PRIO_PROCESS, 0, 10);
                     }
+                    // The kernel's out-of-memory killer takes the compiler first, never the
+                    // service beside it (raising one's own score needs no privilege; without
+                    // /proc the default scoring stays).
+                    let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
+                    if fd >= 0 {
+                        libc::write(fd, b"1000".as_ptr().cast(), 4);
+                        libc::close(fd);
+                    }
                     if data_limit > 0 {
                         let limit = libc::rlimit {
                             rlim_cur: data_limit as libc::rlim_t,
@@ -726,6 +776,11 @@ impl Runtime {
                 .unwrap_or("")
                 .trim();
             let why = why.strip_prefix("Error: ").unwrap_or(why);
+            if killed_from_outside(&status) {
+                return Err(LoadError::Interrupted(format!(
+                    "the {tier} compiler process was killed ({status}), most likely by the kernel's out-of-memory killer: the container was short of memory while it compiled"
+                )));
+            }
             if config.compile_memory_mib > 0 && out_of_memory(&status, all) {
                 return Err(LoadError::Compile(format!(
                     "compiler process ({tier}, {status}): the compile needed more than {} MiB of memory (SLUICE_COMPILE_MEMORY_MIB); the plugin is refused",
@@ -980,6 +1035,24 @@ fn out_of_memory(status: &std::process::ExitStatus, stderr: &str) -> bool {
         || stderr.contains("Cannot allocate memory")
         || stderr.contains("out of memory")
         || status.signal() == Some(libc::SIGABRT)
+}
+
+/// Most optimizing compiles of one plugin version that [`Runtime::optimize_later`] starts when
+/// they keep being interrupted.
+pub(crate) const OPTIMIZE_ATTEMPTS: u32 = 3;
+
+/// How long to wait before trying an interrupted compile again, after `attempt` tries: 15 s,
+/// doubling, at most 5 minutes (the container's memory is short; give it time to recover).
+pub(crate) fn retry_delay(attempt: u32) -> Duration {
+    let secs = 15u64.saturating_mul(1 << attempt.saturating_sub(1).min(5));
+    Duration::from_secs(secs.min(300))
+}
+
+/// Whether a compile child died of SIGKILL, which the host sends only past the timeout (and
+/// that case never gets here): the kernel's out-of-memory killer, or an operator.
+fn killed_from_outside(status: &std::process::ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt as _;
+    status.signal() == Some(libc::SIGKILL)
 }
 
 /// Waits for `child` up to `timeout`; kills it past that (`Ok(None)`).

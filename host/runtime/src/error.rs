@@ -124,7 +124,9 @@ fn rounded(d: Duration) -> String {
 pub enum LoadError {
     #[error("cannot read {0}")]
     Io(String),
-    #[error("plugin file is {size} bytes; at most {max} are accepted (SLUICE_MAX_PLUGIN_BYTES)")]
+    #[error(
+        "plugin file is {size} bytes; at most {max} bytes are accepted (SLUICE_MAX_PLUGIN_MIB)"
+    )]
     TooLarge { size: u64, max: u64 },
     #[error("not a WebAssembly component: {0}")]
     NotComponent(String),
@@ -134,6 +136,12 @@ pub enum LoadError {
     UndeclaredImport(String),
     #[error("compile failed: {0}")]
     Compile(String),
+    /// The compiler process was killed by a signal the host did not send — in a container,
+    /// the kernel's out-of-memory killer (the child volunteers as its first victim). Unlike
+    /// the other errors this says nothing about the file: the registry tries it again later
+    /// ([`LoadError::is_transient`]).
+    #[error("compile interrupted: {0}")]
+    Interrupted(String),
     #[error("link failed: {0}")]
     Link(String),
     #[error("{0}")]
@@ -141,6 +149,14 @@ pub enum LoadError {
     /// `SLUICE_TRUSTED_KEYS` is set and the file's signature is missing or not accepted.
     #[error("signature: {0}")]
     Signature(#[from] crate::signing::SignatureError),
+}
+
+impl LoadError {
+    /// Whether loading the same bytes again may succeed: only an interrupted compile
+    /// ([`LoadError::Interrupted`]); every other error repeats until the file changes.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Interrupted(_))
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use notify::Watcher;
@@ -64,6 +64,24 @@ struct FileState {
     stamp: (FileStamp, Option<FileStamp>),
     plugin: Option<Plugin>,
     error: Option<String>,
+    /// Set when the last load was interrupted ([`crate::LoadError::is_transient`]): the same
+    /// bytes are loaded again at `at` although the file did not change.
+    retry: Option<Retry>,
+}
+
+/// The next try of a file whose compile was interrupted.
+#[derive(Clone, Copy)]
+struct Retry {
+    at: Instant,
+    /// Tries so far of these bytes (1 after the first interrupted load).
+    attempt: u32,
+}
+
+impl FileState {
+    /// Whether the file must be loaded again: it changed, or an interrupted load is due.
+    fn needs_load(&self, stamp: &(FileStamp, Option<FileStamp>), now: Instant) -> bool {
+        self.stamp != *stamp || self.retry.is_some_and(|r| r.at <= now)
+    }
 }
 
 /// The set of loaded plugins, kept in step with a directory.
@@ -135,7 +153,7 @@ impl Registry {
             };
             let previous = old.files.get(&path).cloned();
             if let Some(prev) = &previous
-                && prev.stamp == stamp
+                && !prev.needs_load(&stamp, Instant::now())
             {
                 files.insert(path, prev.clone());
                 continue;
@@ -163,15 +181,18 @@ impl Registry {
                         stamp,
                         plugin: Some(plugin),
                         error: None,
+                        retry: None,
                     }
                 }
                 Err(e) => {
                     sluice_telemetry::metrics().plugin_load_failed();
                     tracing::warn!(file = %path.display(), "plugin failed to load: {e}");
+                    let (retry, error) = retry_after(&e, previous.as_ref(), &stamp);
                     FileState {
                         stamp,
                         plugin: previous.and_then(|p| p.plugin),
-                        error: Some(e.to_string()),
+                        error: Some(error),
+                        retry,
                     }
                 }
             };
@@ -189,6 +210,16 @@ impl Registry {
         let _ = tokio::task::spawn_blocking(move || runtime.collect_cache(Some(&present))).await;
     }
 
+    /// When the earliest interrupted load is due to be tried again, if any.
+    fn next_retry(&self) -> Option<Instant> {
+        self.current
+            .load()
+            .files
+            .values()
+            .filter_map(|f| f.retry.map(|r| r.at))
+            .min()
+    }
+
     /// Watches the directory and rescans on changes (debounced) until the registry is dropped.
     pub fn watch(self: &Arc<Self>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -203,7 +234,15 @@ impl Registry {
         Ok(tokio::spawn(async move {
             let _watcher = watcher;
             loop {
-                let got = tokio::time::timeout(SAFETY_RESCAN, rx.recv()).await;
+                let Some(registry) = weak.upgrade() else {
+                    return;
+                };
+                let wait = registry.next_retry().map_or(SAFETY_RESCAN, |at| {
+                    at.saturating_duration_since(Instant::now())
+                        .min(SAFETY_RESCAN)
+                });
+                drop(registry);
+                let got = tokio::time::timeout(wait, rx.recv()).await;
                 if matches!(got, Ok(None)) {
                     return;
                 }
@@ -217,6 +256,27 @@ impl Registry {
             }
         }))
     }
+}
+
+/// The retry of a failed load and the error to show: an interrupted compile
+/// ([`crate::LoadError::is_transient`]) is tried again after [`crate::engine::retry_delay`],
+/// counting the tries of the same bytes; any other error waits for the file to change.
+fn retry_after(
+    e: &crate::LoadError,
+    previous: Option<&FileState>,
+    stamp: &(FileStamp, Option<FileStamp>),
+) -> (Option<Retry>, String) {
+    if !e.is_transient() {
+        return (None, e.to_string());
+    }
+    let attempt = previous
+        .filter(|p| p.stamp == *stamp)
+        .and_then(|p| p.retry)
+        .map_or(1, |r| r.attempt.saturating_add(1));
+    let wait = crate::engine::retry_delay(attempt);
+    let error = format!("{e} (try {attempt}; trying again in {} s)", wait.as_secs());
+    let at = Instant::now() + wait;
+    (Some(Retry { at, attempt }), error)
 }
 
 fn build_snapshot(files: BTreeMap<PathBuf, FileState>) -> Snapshot {
