@@ -1212,3 +1212,122 @@ async fn connector_docs_show_any_of_requirements_and_code_spans() {
     );
     assert!(!linear.contains("\\`"), "escaped backticks:\n{linear}");
 }
+
+/// A stream read in full replaces its table: rows the upstream deleted leave the catalog's
+/// files and `view_sql` (a newcomer's 130 invoices, then 1, still showed 130). Read in full:
+/// a stream its connector never checkpoints (http-json without a cursor), or any stream of a
+/// `full_refresh` run. And a connection's data belongs to the connector that committed it: a
+/// schema-sync or a run of another connector on it is refused, the catalog left as it was (a
+/// GitHub schema-sync used to overwrite an http-json connection's `_schema.json`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_read_replaces_the_table_and_a_connection_keeps_its_connector() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let root = tempfile::tempdir().unwrap();
+    let svc = start(root.path(), &[]).await;
+    let svc = &svc;
+    let live = Arc::new(AtomicUsize::new(130));
+    let upstream = live.clone();
+    let app = Router::new().route(
+        "/invoices",
+        get(move || {
+            let n = upstream.load(Ordering::SeqCst);
+            async move {
+                let items: Vec<Value> =
+                    (1..=n).map(|i| json!({"id": i, "total": i * 10})).collect();
+                axum::Json(json!({ "items": items }))
+            }
+        }),
+    );
+    let base = format!("http://{}", serve(app).await);
+    let config = json!({"base_url": base, "streams": [{"name": "invoices", "path": "/invoices", "records_pointer": "/items", "primary_key": ["id"]}]});
+    let sync = |connector: &'static str, connection: &'static str, config: Value, full: bool| {
+        let secret = if connector == "probe" {
+            "token"
+        } else {
+            "api_token"
+        };
+        let body = json!({"connection_id": connection, "connector": connector, "config": config,
+            "credentials": {secret: "t"}, "full_refresh": full, "storage": storage()});
+        async move {
+            let r = svc
+                .post("/internal/mirror-connections/runs")
+                .json(&body)
+                .checked()
+                .await;
+            assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+            wait_run(svc, &run_id_of(r).await).await
+        }
+    };
+    let catalog_of = |connector: &'static str, connection: &'static str| {
+        let body =
+            json!({"connection_id": connection, "connector": connector, "storage": storage()});
+        async move {
+            let r = svc
+                .post("/internal/mirror-connections/schema-sync")
+                .json(&body)
+                .checked()
+                .await;
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let view_count = |catalog: &Value, stream: &str| -> (i64, usize) {
+        let s = catalog["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == stream)
+            .unwrap();
+        let db = duckdb::Connection::open_in_memory().unwrap();
+        db.execute_batch(s["view_sql"].as_str().unwrap()).unwrap();
+        let n: i64 = db
+            .query_row(&format!("SELECT count(*) FROM {stream}"), [], |r| r.get(0))
+            .unwrap();
+        (n, s["files"].as_array().unwrap().len())
+    };
+
+    let run = sync("http-json", "inv", config.clone(), false).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    live.store(1, Ordering::SeqCst);
+    let run = sync("http-json", "inv", config.clone(), false).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let (status, catalog) = catalog_of("http-json", "inv").await;
+    assert_eq!(status, 200, "{catalog}");
+    assert_eq!(view_count(&catalog, "invoices"), (1, 1), "{catalog}");
+
+    // Another connector on the same connection: refused, nothing overwritten.
+    let (status, refused) = catalog_of("probe", "inv").await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(r#"committed by connector "http-json", not "probe""#),
+        "{refused}"
+    );
+    let run = sync("probe", "inv", json!({"count": 5}), false).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["error"]["code"], "invalid_config", "{run}");
+    assert!(
+        run["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(r#"committed by connector "http-json""#),
+        "{run}"
+    );
+    let (_, again) = catalog_of("http-json", "inv").await;
+    assert_eq!(view_count(&again, "invoices"), (1, 1), "{again}");
+
+    // An incremental stream keeps its rows across runs; a full_refresh run replaces them.
+    let run = sync("probe", "nums", json!({"count": 300}), false).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let run = sync("probe", "nums", json!({"count": 20}), false).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let (_, catalog) = catalog_of("probe", "nums").await;
+    assert_eq!(view_count(&catalog, "items"), (320, 2), "{catalog}");
+    let run = sync("probe", "nums", json!({"count": 50}), true).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let (_, catalog) = catalog_of("probe", "nums").await;
+    assert_eq!(view_count(&catalog, "items"), (50, 1), "{catalog}");
+}

@@ -424,7 +424,7 @@ pub struct SchemaSyncRequest {
         (status = 404, body = ErrorBody, description = "Unknown connector or service (`not_found`)"),
         (status = 413, body = ErrorBody, description = "The body is over 128 KiB (`body_too_large`)"),
         (status = 415, body = ErrorBody, description = "The body is not `application/json` (`unsupported_media_type`)"),
-        (status = 422, body = ErrorBody, description = "The body does not fit the schema, a bad connection_id or storage, the config fails the connector's schema, or the service is synced by another connector or with another config (`invalid_request`)"),
+        (status = 422, body = ErrorBody, description = "The body does not fit the schema, a bad connection_id or storage, the config fails the connector's schema, or the service is synced by another connector or with another config, or the connection's data was committed by another connector (`invalid_request`)"),
         (status = 502, body = ErrorBody, description = "Storage (`storage_error`) or the connector's discover (`connector_error`) failed"),
     ))]
 pub async fn schema_sync(
@@ -472,12 +472,20 @@ pub async fn schema_sync(
                 })?
             }
         };
-        let catalog =
-            catalog::schema_sync(store.as_ref(), &layout, &req.connection_id, &discovered)
-                .await
-                .map_err(|e| {
-                    ApiError::new(StatusCode::BAD_GATEWAY, "storage_error", e.to_string())
-                })?;
+        let catalog = catalog::schema_sync(
+            store.as_ref(),
+            &layout,
+            &req.connection_id,
+            &req.connector,
+            &discovered,
+        )
+        .await
+        .map_err(|e| match e {
+            catalog::CatalogError::OtherConnector(m) => ApiError::unprocessable(m),
+            catalog::CatalogError::Storage(e) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "storage_error", e.to_string())
+            }
+        })?;
         let readme = match &service {
             None => sluice_runs::docs::connector_markdown(p.manifest(), &catalog.streams),
             Some(svc) => crate::services::page(svc, Some((p.manifest(), &catalog.streams))),

@@ -1,6 +1,6 @@
 //! The schema catalog of a connection: what storage committed, as tables the backend can query.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use sluice_runtime::StreamSpec;
@@ -35,18 +35,56 @@ pub struct Catalog {
     pub streams: Vec<CatalogStream>,
 }
 
-/// Builds the catalog from committed runs (plus `discovered` streams with no data yet) and
-/// writes it to `_schema.json` next to the data.
+/// Why a schema-sync wrote no catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// Reading the committed runs or writing `_schema.json` failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The connection's data was committed by another connector (see
+    /// [`crate::pipeline::check_same_connector`]); nothing was written.
+    #[error("{0}")]
+    OtherConnector(String),
+}
+
+/// Builds the catalog of `connector`'s connection from committed runs (plus `discovered`
+/// streams with no data yet) and writes it to `_schema.json` next to the data.
+///
+/// A stream's table is made of the files since the last run that read it in full: a run that
+/// was handed no state for it — a `full_refresh` run, or one after runs that never
+/// checkpointed the stream (a stream synced in full every time) —, replayed from the manifests
+/// exactly as the pipeline hands state in and [`commit::commit_run`] keeps it. A connector
+/// given no state reads the stream from the start, so rows the upstream deleted leave the table
+/// at the next full read instead of staying forever; older files stay in storage, unreferenced
+/// by the catalog.
 pub async fn schema_sync(
     store: &dyn Store,
     layout: &Layout,
     connection_id: &str,
+    connector: &str,
     discovered: &[StreamSpec],
-) -> Result<Catalog, StorageError> {
+) -> Result<Catalog, CatalogError> {
     let state = commit::read_state(store, layout).await?;
+    crate::pipeline::check_same_connector(&state, connector, connection_id)
+        .map_err(|e| CatalogError::OtherConnector(e.to_string()))?;
     let mut streams: BTreeMap<String, CatalogStream> = BTreeMap::new();
+    // Streams with a committed state before the run at hand (what it was handed).
+    let mut with_state: BTreeSet<String> = BTreeSet::new();
     for run_id in &state.runs {
         let m = commit::read_manifest(store, layout, run_id).await?;
+        let full_reads: BTreeSet<String> = m
+            .streams
+            .keys()
+            .filter(|name| m.full_refresh || !with_state.contains(*name))
+            .cloned()
+            .collect();
+        for (name, s) in &m.streams {
+            if s.state.is_some() {
+                with_state.insert(name.clone());
+            } else if m.full_refresh {
+                with_state.remove(name);
+            }
+        }
         for (name, s) in m.streams {
             let entry = streams
                 .entry(name.clone())
@@ -59,6 +97,12 @@ pub async fn schema_sync(
                     files: vec![],
                     view_sql: None,
                 });
+            if full_reads.contains(&name) {
+                // A full read: the table is what it read, from here on.
+                entry.columns.clear();
+                entry.files.clear();
+                entry.row_count = 0;
+            }
             // The latest run's schema describes the table; older files are read by name.
             entry.columns = merge_columns(&entry.columns, &s.columns);
             entry.primary_key = s.primary_key;

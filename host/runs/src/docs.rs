@@ -232,11 +232,12 @@ fn stream(out: &mut String, s: &CatalogStream, description: &str) {
     };
     let _ = writeln!(out, "Primary key: {key}. Sync: {sync}.");
     if s.row_count > 0 {
+        let files = s.files.len();
         let _ = writeln!(
             out,
-            "Committed: {} rows in {} Parquet files.",
+            "Committed: {} rows in {files} Parquet file{}.",
             s.row_count,
-            s.files.len()
+            if files == 1 { "" } else { "s" }
         );
     }
     let _ = writeln!(out, "\n| column | type | nullable |\n|---|---|---|");
@@ -265,11 +266,14 @@ fn querying(out: &mut String) {
         "## Querying with DuckDB\n\n\
          Each run writes `{{prefix}}/{{connection_id}}/{{stream}}/{{run_id}}-{{part}}.parquet`; only the \
          files named by the runs listed in `_state.json` are committed, and `_schema.json` lists \
-         them per stream with a `view_sql` that keeps the latest version of each row. Every row \
+         them per stream with a `view_sql` that keeps the latest version of each row (a stream \
+         read in full — by a `full_refresh` run, or one its connector does not sync \
+         incrementally — lists only the files of its latest full read, so rows deleted upstream \
+         leave it). Every row \
          also has `_sluice_run_id`, `_sluice_extracted_at` (the run's start), `_sluice_seq` (order \
          of emission), `_sluice_extra` (fields the schema does not declare, as JSON) and \
          `_sluice_errors` (values that did not fit their column, as JSON).\n\n\
-         ```sql\nINSTALL httpfs; LOAD httpfs;  -- for s3:// files\n\
+         ```sql\nINSTALL httpfs; LOAD httpfs;  -- for s3:// files (INSTALL downloads the extension once)\n\
          SELECT count(*) FROM read_parquet(['<files from _schema.json>'], union_by_name = true);\n```\n"
     );
 }

@@ -221,6 +221,23 @@ async fn select_streams(
     Ok(out)
 }
 
+/// A connection's data belongs to the connector that committed it: its stream states and
+/// tables mean nothing to another one (a GitHub run would be handed `http-json`'s cursors and
+/// its tables mixed into the catalog). Sync another connector under another `connection_id`.
+pub fn check_same_connector(
+    committed: &CommittedState,
+    connector: &str,
+    connection_id: &str,
+) -> Result<(), RunError> {
+    match &committed.connector {
+        Some(c) if c.id != connector => Err(RunError::Invalid(format!(
+            "connection {connection_id:?} holds data committed by connector {:?}, not {connector:?}; sync {connector:?} under another connection_id",
+            c.id
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Runs a sync and commits it. On any error nothing of it becomes visible.
 pub async fn execute(
     plugin: &Plugin,
@@ -249,6 +266,7 @@ pub async fn execute(
     if let Some(done) = already_committed(&spec, &previous, &progress).await? {
         return Ok(done);
     }
+    check_same_connector(&previous, &plugin.info().id, &spec.connection_id)?;
     let state: Vec<(String, Value)> = if spec.full_refresh {
         vec![]
     } else {
