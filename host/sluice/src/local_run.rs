@@ -49,9 +49,10 @@ pub struct RunArgs {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let work = args.out.join(".sluice");
+    // The compile cache is the user's, as for `sluice plugin`: the output directory holds only
+    // what a bucket would.
     let rt = crate::runtime(crate::runtime_config(
-        &work.join("cache"),
+        &crate::cli_cache_dir(),
         256,
         4,
         // Compile out of process, as `serve` does: the compiler's memory and code pages never
@@ -305,10 +306,13 @@ async fn find_plugin(
     if direct.is_file() {
         return Ok(direct);
     }
-    for entry in std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(Result::ok)
-    {
+    let entries = std::fs::read_dir(dir).with_context(|| {
+        format!(
+            "connector {id:?}: cannot read the plugin directory {} (give a .wasm file, or the directory with --plugins-dir or PLUGINS_DIR)",
+            dir.display()
+        )
+    })?;
+    for entry in entries.filter_map(Result::ok) {
         let p = entry.path();
         if p.extension().is_some_and(|e| e == "wasm")
             && let Ok(plugin) = rt.load_file(&p).await
