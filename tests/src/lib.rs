@@ -124,9 +124,13 @@ impl Service {
         }
     }
 
+    /// Waits until `/ready` (the first plugin scan done: every file compiled, one compile at a
+    /// time in the whole service). Generous, not a speed check: a fresh data directory compiles
+    /// every plugin, and seven of them with the interpreter components took over 60 s under a
+    /// cold CI's load (3 services of one test binary compiling at once on 2 cores).
     pub async fn wait_ready(&self) {
         let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             if let Ok(r) = client.get(format!("{}/ready", self.base)).send().await
                 && r.status() == 200
