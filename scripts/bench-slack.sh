@@ -2,12 +2,14 @@
 # Issue 10's Slack comparison (not measured before): the messages of C channels × M messages
 # (default 200 × 500 = 100,000) from the fake Slack (tests/src/bin/fake-slack.rs), once with
 # Sluice (release `sluice serve`, slack.wasm, the `messages` stream committed as Parquet into
-# Garage) and once with Airbyte's `source-slack` 3.0.0 from PyPI (its `channel_messages`
+# Garage), once with `sluice run` (one process per sync like the peer, Parquet into a local
+# directory) and once with Airbyte's `source-slack` 3.0.0 from PyPI (its `channel_messages`
 # stream, records to a file, no destination), on the same fake in the same run, alternating.
 # Prints wall time, records/s, CPU seconds, peak RSS and peak anonymous RSS of each, their
 # medians and ratios.
 #   scripts/bench-slack.sh [channels] [messages_per_channel] [rounds]   SKIP_AIRBYTE=1 leaves the peer out
 #   SLUICE_BENCH_S3_PORT=3910 uses (or starts) Garage on that port (default 3900).
+#   SLUICE_BIN=path/to/sluice runs that binary (the service and `sluice run`), e.g. the dist build.
 #   SLUICE_BENCH_NO_BUILD=1 measures the binaries and plugins already built.
 #   FAKE_BIN=path runs another build of the fake (e.g. an older one, to compare its own CPU).
 # Each round prints the CPU seconds the fake spent serving it (from /proc/PID/stat) and the load.
@@ -87,7 +89,7 @@ mkdir -p "$WORK/plugins" && cp "$SLUICE_PLUGIN_OUT/slack.wasm" "$WORK/plugins/"
 PORT=18075; TOKEN=bench-token-0123456789
 CONNECT_SERVICE_TOKEN=$TOKEN PORT=$PORT SLUICE_DATA_DIR=$WORK/data PLUGINS_DIR=$WORK/plugins \
   SLUICE_ALLOW_PRIVATE_ADDRESSES=loopback S3_ENDPOINT=http://127.0.0.1:$S3_PORT RUST_LOG=${RUST_LOG:-warn} \
-  "$CARGO_TARGET_DIR/release/sluice" serve > "$WORK/service.log" 2>&1 &
+  "${SLUICE_BIN:-$CARGO_TARGET_DIR/release/sluice}" serve > "$WORK/service.log" 2>&1 &
 SVC=$!
 PIDS+=($SVC)
 for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.1; done
@@ -128,6 +130,13 @@ if r["status"] != "succeeded": sys.exit(f"sluice run failed: {r}")
 # The service'"'"'s own clock too: created_at -> finished_at (the harness'"'"'s curl/python polling left out).
 at=lambda k: datetime.fromisoformat(r[k])
 print(r["streams"]["messages"]["committed_rows"], '"$t1"'-'"$t0"', '"$c1"'-'"$c0"', '"$(cat "$WORK/sluice.anon")"', (at("finished_at") - at("created_at")).total_seconds())'
+}
+
+# --- `sluice run`: one process per sync (as the peer runs), the messages stream into Parquet in
+# a local directory (kept between rounds: it holds the compile cache; --full-refresh each time).
+echo '{"api_url":"'"$URL"'"}' > "$WORK/cli-config.json"
+cli_round() {
+  cli_run "$WORK/plugins/slack.wasm" "$WORK/cli-config.json" "token=$SLACK_TOKEN" "$WORK/cli-out" "$WORK" messages
 }
 
 # --- Airbyte: source-slack read, channel_messages only, records to a file, through the proxy.
@@ -180,6 +189,7 @@ airbyte_round() {
 
 # Warm-up, not counted: the service compiles slack.wasm once (cached afterwards).
 sluice_round > /dev/null
+cli_round > /dev/null
 echo "messages of $CHANNELS channels × $PER_CHANNEL = $MESSAGES messages served by the fake Slack ($URL), $ROUNDS rounds each, alternating"
 if [ "$RATE_LIMIT_EVERY" = 0 ]; then echo "fake rate limits: OFF (no 429s)"; else echo "fake rate limits: every ${RATE_LIMIT_EVERY}th request 429 + Retry-After: 1"; fi
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -190,6 +200,11 @@ for i in $(seq 1 "$ROUNDS"); do
   fake=$(python3 -c "print(round($(cpu_secs "$FAKE") - $f0, 2))")
   printf 'sluice   round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak anon RSS %.0f MiB  | fake %.2f CPU s | load %s | service clock %.2f s, %.0f records/s\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($anon/1024)")" "$fake" "$(cut -d' ' -f1 /proc/loadavg)" "$svc" "$(python3 -c "print($n/$svc)")"
   echo "sluice $n $wall $cpu 0 $anon $fake $svc" >> "$WORK/results"
+  f0=$(cpu_secs "$FAKE")
+  read -r n wall cpu rss <<< "$(cli_round)"
+  fake=$(python3 -c "print(round($(cpu_secs "$FAKE") - $f0, 2))")
+  printf 'run      round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak RSS %.0f MiB  | fake %.2f CPU s | load %s\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($rss/1024)")" "$fake" "$(cut -d' ' -f1 /proc/loadavg)"
+  echo "cli $n $wall $cpu $rss 0 $fake" >> "$WORK/results"
   if [ -z "${SKIP_AIRBYTE:-}" ]; then
     f0=$(cpu_secs "$FAKE")
     read -r n wall cpu rss anon <<< "$(airbyte_round)"
@@ -222,6 +237,11 @@ short = sorted({r[1] for r in rows if r[0] == "sluice" and int(r[1]) != int(sys.
 if short:
     print(f"WARNING: sluice committed {', '.join(short)} rows in some rounds, not {sys.argv[3]}")
 print(f"medians: sluice {s_rate:,.0f} records/s, {s_cpu:.2f} CPU s, peak RSS {s_rss:.0f} MiB (the service, all rounds), peak anon RSS {s_anon:.0f} MiB (sampled every 20 ms); the fake {med('sluice', 6):.2f} CPU s a round")
+short = sorted({r[1] for r in rows if r[0] == "cli" and int(r[1]) != int(sys.argv[3])})
+if short:
+    print(f"WARNING: sluice run committed {', '.join(short)} rows in some rounds, not {sys.argv[3]}")
+c_rate, c_cpu, c_rss = med("cli", 1) / med("cli", 2), med("cli", 3), med("cli", 4) / 1024
+print(f"         sluice run (one process per sync) {c_rate:,.0f} records/s, {c_cpu:.2f} CPU s, peak RSS {c_rss:.0f} MiB")
 print(f"         sluice by the service's own clock (created_at -> finished_at, without the harness's polling): {s_svc:,.0f} records/s")
 for peer in ("airbyte",):
     if not any(r[0] == peer for r in rows):
@@ -231,5 +251,6 @@ for peer in ("airbyte",):
         print(f"WARNING: {peer} delivered {', '.join(short)} records in some rounds, not {sys.argv[3]}")
     rate, cpu, rss, p_anon = med(peer, 1) / med(peer, 2), med(peer, 3), med(peer, 4) / 1024, anon(peer)
     print(f"         {peer} {rate:,.0f} records/s, {cpu:.2f} CPU s, peak RSS {rss:.0f} MiB, peak anon RSS {p_anon:.0f} MiB; the fake {med(peer, 6):.2f} CPU s a round")
+    print(f"  sluice run vs {peer}: records/s {c_rate / rate:.1f}x   CPU s {cpu / c_cpu:.1f}x less   peak RSS {c_rss / rss:.2f} of {peer}'s")
     print(f"  sluice vs {peer}: records/s {s_rate / rate:.1f}x (by the service's clock {s_svc / rate:.1f}x)   CPU s {cpu / s_cpu:.1f}x less   peak RSS {s_rss / rss:.2f} of {peer}'s   peak anon RSS {s_anon / p_anon:.2f} of {peer}'s")
 EOF

@@ -348,8 +348,10 @@ pub async fn execute(
         .map_err(|e| RunError::Staging(e.to_string()))?;
     check_strict(&staged.streams)?;
 
-    // The sync's batches and row groups are freed: give that back before the uploads.
+    // The sync's batches and row groups are freed: give that back before the uploads, and
+    // the code pages the sync touched that the uploads do not run.
     sluice_runtime::memory::release_freed();
+    sluice_runtime::memory::release_code_pages();
     let t_parquet = std::time::Instant::now();
     let states = states.lock().map(|s| s.clone()).unwrap_or_default();
     let mut uploads = Vec::new();

@@ -46,6 +46,10 @@ pub struct RunArgs {
     /// (`staging_quota_exceeded`), as in the service.
     #[arg(long, env = "SLUICE_STAGING_RUN_QUOTA_MIB", default_value_t = 4096)]
     staging_run_quota_mib: u64,
+    /// Emitted JSON the run buffers before writing it as Parquet row groups, in MiB (all its
+    /// streams together; also the most one row group holds), as in the service.
+    #[arg(long, env = "SLUICE_STAGING_BUFFER_MIB", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    staging_buffer_mib: u32,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -83,7 +87,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         streams: &args.streams,
         full_refresh: args.full_refresh,
         run_quota_mib: args.staging_run_quota_mib,
+        buffer_mib: args.staging_buffer_mib,
     };
+    // What starting up touched of the binary's code (most of it) need not stay mapped.
+    sluice_runtime::memory::release_code_pages();
     let outcome = local.sync(&plugin, config, secrets, true).await?;
     print_outcome(&outcome, &args.out, &args.connection_id)
 }
@@ -125,6 +132,8 @@ pub struct LocalSync<'a> {
     pub full_refresh: bool,
     /// Records (JSON bytes as emitted) the run may stage, in MiB.
     pub run_quota_mib: u64,
+    /// Emitted JSON buffered before it becomes row groups, in MiB (`SLUICE_STAGING_BUFFER_MIB`).
+    pub buffer_mib: u32,
 }
 
 impl LocalSync<'_> {
@@ -161,6 +170,8 @@ impl LocalSync<'_> {
         let mut staging = StagingConfig::new(self.out.join(".sluice").join("staging"));
         staging.run_quota_bytes = self.run_quota_mib.saturating_mul(1 << 20);
         staging.disk = sluice_staging::DiskBudget::new(staging.run_quota_bytes);
+        staging.run_buffer_bytes = (self.buffer_mib as usize) << 20;
+        staging.row_group_bytes = staging.run_buffer_bytes;
         let limits = RunLimits {
             staging,
             deadline: Duration::from_secs(24 * 3600),

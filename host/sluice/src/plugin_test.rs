@@ -199,6 +199,7 @@ async fn steps(
         streams: &args.streams,
         full_refresh: args.full_refresh,
         run_quota_mib: 4096,
+        buffer_mib: 4,
     };
     let outcome = match local.sync(plugin, config, secrets, false).await {
         Ok(o) => o,
