@@ -157,7 +157,22 @@ pub async fn check_discovered_streams(
         deadline_setting: Some("SLUICE_CALL_TIMEOUT_SECS"),
         ..Default::default()
     };
-    let available = match plugin.discover(config, opts).await {
+    // On the work runtime, as every plugin call: never on the threads that answer the probes.
+    let discovered = sluice_runtime::work::spawn({
+        let (plugin, config) = (plugin.clone(), config.clone());
+        async move { plugin.discover(&config, opts).await }
+    })
+    .await;
+    let discovered = match discovered {
+        Ok(d) => d,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => Err(sluice_runtime::CallError::Host(format!(
+                "the discover task ended without its answer: {e}"
+            ))),
+        },
+    };
+    let available = match discovered {
         Ok(available) => available,
         Err(e) => {
             tracing::info!(connector = %plugin.manifest().id, "stream names not checked at admission: discover failed: {e}");
