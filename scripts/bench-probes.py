@@ -44,6 +44,8 @@ def free_port():
 
 
 class Service:
+    started = []
+
     def __init__(self, binary, env, pod):
         self.port = free_port()
         self.dir = tempfile.TemporaryDirectory(prefix="bench-probes-")
@@ -80,6 +82,7 @@ class Service:
         self.proc = subprocess.Popen(
             [binary, "serve"], env=full_env, stdout=subprocess.DEVNULL, stderr=self.log, preexec_fn=pre
         )
+        Service.started.append(self)
         deadline = time.time() + 120
         while time.time() < deadline:
             try:
@@ -235,10 +238,21 @@ def main():
     a = ap.parse_args()
     print(f"binary {a.bin}{' (pod: 500m CPU, 1 Tokio worker)' if a.pod else ''}; load average {os.getloadavg()[0]:.1f}")
     sys.stdout.flush()
-    if a.what in ("slowloris", "both"):
-        slowloris(a.bin, a.secs, a.pod, a.connections, a.cap)
-    if a.what in ("wide", "both"):
-        wide(a.bin, a.pod)
+    try:
+        if a.what in ("slowloris", "both"):
+            slowloris(a.bin, a.secs, a.pod, a.connections, a.cap)
+        if a.what in ("wide", "both"):
+            wide(a.bin, a.pod)
+    finally:
+        for svc in Service.started:  # also when the service stopped answering (a timeout)
+            if svc.proc.poll() is None:
+                svc.proc.kill()
+                svc.proc.wait()
+        if a.pod:
+            try:
+                os.rmdir(CGROUP)
+            except OSError:
+                pass
 
 
 if __name__ == "__main__":
