@@ -81,7 +81,12 @@ impl Typed<'_> {
 
 /// Types `raw`, the text of one JSON value (as the record carried it), for a column of `kind`.
 pub fn typed(raw: &str, kind: Kind) -> Typed<'_> {
-    let raw = raw.trim();
+    // Values split from a record never have surrounding whitespace: trimmed only when needed.
+    let b = raw.as_bytes();
+    let raw = match (b.first(), b.last()) {
+        (Some(f), Some(l)) if !f.is_ascii_whitespace() && !l.is_ascii_whitespace() => raw,
+        _ => raw.trim(),
+    };
     if raw == "null" {
         return Typed::Null;
     }
@@ -167,6 +172,9 @@ fn integer(text: &str) -> Typed<'static> {
 /// is `None`: Parquet and DuckDB timestamps have no 61st second, and the `time` crate would read
 /// it as `23:59:59.999999999`, a value the record did not hold (it stays in `_sluice_errors`).
 pub fn timestamp_micros(s: &str) -> Option<i64> {
+    if let Some(micros) = utc_seconds_micros(s) {
+        return Some(micros);
+    }
     if s.get(16..19) == Some(":60") {
         return None;
     }
@@ -177,6 +185,50 @@ pub fn timestamp_micros(s: &str) -> Option<i64> {
             .assume_utc(),
     };
     i64::try_from(at.unix_timestamp_nanos().div_euclid(1000)).ok()
+}
+
+/// The common case of [`timestamp_micros`] read without a parser: exactly
+/// `YYYY-MM-DDTHH:MM:SSZ` (what GitHub, and most APIs, send), every field in range (the day
+/// within its month, no leap second). Anything else is `None`, and the caller reads it with
+/// the general parser, which decides.
+fn utc_seconds_micros(s: &str) -> Option<i64> {
+    let b: &[u8; 20] = s.as_bytes().try_into().ok()?;
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        b[r].iter().try_fold(0i64, |n, d| {
+            d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
+        })
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if day == 0 || day > month_days || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + hour) * 60 + minute) * 60_000_000 + second * 1_000_000)
 }
 
 /// `YYYY-MM-DD[T| ]HH:MM:SS[.fraction]`.
@@ -297,6 +349,55 @@ mod tests {
             typed("[1.50, 1e400]", Kind::Json),
             Typed::Text("[1.50, 1e400]".into())
         );
+    }
+
+    #[test]
+    fn the_quick_utc_form_reads_as_the_parser_does() {
+        // Every day of four years (leap and not, a century that is not a leap year, one that
+        // is), invalid days and months, and times at their bounds: the quick reading agrees
+        // with the time crate's RFC 3339 parser, or declines (and the parser decides).
+        let mut seen = 0;
+        for year in [1600, 1900, 1969, 1970, 2000, 2023, 2024, 2100, 9999, 0] {
+            for month in 0..=13 {
+                for day in 0..=32 {
+                    for (h, m, sec) in [
+                        (0, 0, 0),
+                        (23, 59, 59),
+                        (12, 5, 9),
+                        (24, 0, 0),
+                        (0, 60, 0),
+                        (0, 0, 60),
+                    ] {
+                        let s = format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{sec:02}Z");
+                        let parsed = OffsetDateTime::parse(&s, &Rfc3339)
+                            .ok()
+                            .filter(|_| sec != 60)
+                            .map(|t| (t.unix_timestamp_nanos() / 1000) as i64);
+                        let quick = utc_seconds_micros(&s);
+                        assert!(
+                            quick.is_none() || quick == parsed,
+                            "{s}: {quick:?} vs {parsed:?}"
+                        );
+                        if parsed.is_some() {
+                            assert_eq!(quick, parsed, "{s}: the common form is read quickly");
+                            seen += 1;
+                        }
+                        assert_eq!(timestamp_micros(&s), parsed, "{s}");
+                    }
+                }
+            }
+        }
+        assert!(seen > 10_000, "{seen}");
+        for other in [
+            "2024-01-01t00:00:00Z",
+            "2024-01-01T00:00:00z",
+            "2024-01-01T00:00:00+00:00",
+            "2024-01-01T00:00:0AZ",
+            "+024-01-01T00:00:00Z",
+            "2024-01-01T00:00:00.5Z",
+        ] {
+            assert_eq!(utc_seconds_micros(other), None, "{other}");
+        }
     }
 
     #[test]
