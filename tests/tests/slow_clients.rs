@@ -416,3 +416,49 @@ async fn drained_to_end(s: &mut TcpStream, deadline: Instant) -> bool {
         }
     }
 }
+
+/// A body that never finishes (`Content-Length: 100`, one byte sent) with a valid token is
+/// answered 408 `body_timeout` and its connection closed within the header-read timeout; it
+/// used to hold the connection for as long as the client liked (a newcomer held one 600 s).
+/// Without the token the answer is 401 at once, before any body is read.
+#[tokio::test]
+async fn a_body_that_never_arrives_is_answered_408_within_the_timeout() {
+    let root = tempfile::tempdir().unwrap();
+    let svc = start(root.path(), &[("SLUICE_HEADER_READ_TIMEOUT_SECS", "2")]).await;
+    let stalled = |token: &str| {
+        format!(
+            "POST /internal/mirror-connections/validate HTTP/1.1\r\nHost: x\r\n\
+             x-connect-service-token: {token}\r\ncontent-type: application/json\r\n\
+             content-length: 100\r\n\r\n{{"
+        )
+    };
+    for (token, want, within) in [
+        (svc.token.clone(), "408 Request Timeout", Duration::from_secs(8)),
+        ("wrong".to_string(), "401 Unauthorized", Duration::from_secs(1)),
+    ] {
+        let mut s = TcpStream::connect(addr(&svc)).await.unwrap();
+        s.write_all(stalled(&token).as_bytes()).await.unwrap();
+        let started = Instant::now();
+        let mut first = vec![0u8; 4096];
+        let n = timeout(Duration::from_secs(30), s.read(&mut first))
+            .await
+            .expect("no answer within 30 s")
+            .unwrap();
+        let took = started.elapsed();
+        let text = String::from_utf8_lossy(&first[..n]).into_owned();
+        assert!(text.starts_with(&format!("HTTP/1.1 {want}")), "{text}");
+        assert!(took < within, "{want} after {took:?}");
+        if want.starts_with("408") {
+            assert!(took >= Duration::from_secs(2), "answered before the timeout: {took:?}");
+            // The rest of the answer, then end of file: the connection is closed.
+            let mut rest = Vec::new();
+            timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+                .await
+                .expect("the connection stayed open after the 408")
+                .unwrap();
+            let all = format!("{text}{}", String::from_utf8_lossy(&rest));
+            assert!(all.contains("\"code\":\"body_timeout\""), "{all}");
+        }
+    }
+    assert_eq!(svc.get_json("/health").await["status"], "ok");
+}

@@ -4,6 +4,7 @@
 //! (unless made public) need the `x-connect-service-token` header (checked in [`auth`]).
 
 mod auth;
+mod body;
 mod connectors;
 mod error;
 mod metrics;
@@ -38,6 +39,8 @@ pub struct AppState {
     token: Arc<auth::Token>,
     /// `/metrics` answers without the token (`METRICS_PUBLIC=true`).
     metrics_public: bool,
+    /// How long a request's body may take to arrive ([`body`]).
+    body_read_timeout: Duration,
 }
 
 impl AppState {
@@ -55,7 +58,15 @@ impl AppState {
             call_deadline,
             token: Arc::new(auth::Token::new(token)),
             metrics_public: false,
+            body_read_timeout: Duration::from_secs(10),
         }
+    }
+
+    /// How long a request's body may take to arrive once its head has (default 10 s; `serve`
+    /// gives it `SLUICE_HEADER_READ_TIMEOUT_SECS`): past it, 408 and the connection closed.
+    pub fn with_body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.body_read_timeout = timeout;
+        self
     }
 
     /// Serves `/metrics` without the token when `public` (a scraper inside the cluster that
@@ -107,6 +118,11 @@ pub fn router(state: AppState) -> Router {
         .nest("/internal", internal)
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        // Inside the token check: a client without the token is answered 401 at once.
+        .layer(axum::middleware::from_fn_with_state(
+            state.body_read_timeout,
+            body::read_in_time,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -444,7 +444,8 @@ async fn serve(cfg: ServeConfig, warnings: Vec<config::Warning>) -> anyhow::Resu
         &cfg.token,
         Duration::from_secs(cfg.call_timeout_secs),
     )
-    .with_public_metrics(cfg.metrics_public);
+    .with_public_metrics(cfg.metrics_public)
+    .with_body_read_timeout(Duration::from_secs(cfg.header_read_timeout_secs));
     let app = sluice_api::router(state);
     let addr = std::net::SocketAddr::new(cfg.host, cfg.port);
     let listener = tokio::net::TcpListener::bind(addr)
