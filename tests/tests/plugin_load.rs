@@ -71,6 +71,16 @@ async fn listed(svc: &Service, id: &str) -> Option<Value> {
         .cloned()
 }
 
+/// The error `GET /internal/connectors` lists for the plugin file whose name ends with `file`.
+async fn failure_of(svc: &Service, file: &str) -> Option<String> {
+    let list = svc.get_json("/internal/connectors").await;
+    list["failures"]
+        .as_array()?
+        .iter()
+        .find(|f| f["file"].as_str().is_some_and(|p| p.ends_with(file)))
+        .map(|f| f["error"].as_str().unwrap_or_default().to_string())
+}
+
 /// Polls `f` every 20 ms until it gives a value; fails after `limit` (a generous bound for a
 /// shared machine: not a speed check).
 async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
@@ -392,17 +402,8 @@ async fn a_compile_over_its_memory_limit_is_refused_naming_the_setting() {
     )
     .await;
     copy_atomic(&plugin("python-hello"), &plugins.join("python-hello.wasm"));
-    let error = eventually("the load fails", Duration::from_secs(300), || async {
-        let list = svc.get_json("/internal/connectors").await;
-        list["failures"]
-            .as_array()?
-            .iter()
-            .find(|f| {
-                f["file"]
-                    .as_str()
-                    .is_some_and(|p| p.ends_with("python-hello.wasm"))
-            })
-            .map(|f| f["error"].as_str().unwrap_or_default().to_string())
+    let error = eventually("the load fails", Duration::from_secs(300), || {
+        failure_of(&svc, "python-hello.wasm")
     })
     .await;
     assert!(
@@ -497,18 +498,7 @@ async fn a_compile_killed_from_outside_is_tried_again() {
     let error = eventually(
         "the interrupted load is listed",
         Duration::from_secs(60),
-        || async {
-            let list = svc.get_json("/internal/connectors").await;
-            list["failures"]
-                .as_array()?
-                .iter()
-                .find(|f| {
-                    f["file"]
-                        .as_str()
-                        .is_some_and(|p| p.ends_with("python-hello.wasm"))
-                })
-                .map(|f| f["error"].as_str().unwrap_or_default().to_string())
-        },
+        || failure_of(&svc, "python-hello.wasm"),
     )
     .await;
     assert!(

@@ -455,12 +455,15 @@ async fn a_refused_record_reaches_the_plugin_as_invalid_record() {
     p.call_manifest().await.unwrap();
 }
 
+/// Waits until `f` holds. Generous, not a speed check (the 2 s hot-reload goal is measured by
+/// scripts/bench-plugin-load.sh): with 2 s here, a reload under a loaded machine's compile
+/// queue failed the test (helper-39, load ~10).
 async fn wait_for(reg: &Registry, what: &str, f: impl Fn(&Registry) -> bool) {
     let t = Instant::now();
     while !f(reg) {
         assert!(
-            t.elapsed() < Duration::from_secs(2),
-            "not live within 2 s: {what}"
+            t.elapsed() < Duration::from_secs(60),
+            "not live within 60 s: {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

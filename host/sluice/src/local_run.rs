@@ -60,7 +60,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         256,
         4,
         // Compile out of process, as `serve` does: the compiler's memory and code pages never
-        // stay in this process while it syncs (the compiled artifact is cached under --out).
+        // stay in this process while it syncs (the compiled artifact is cached for the user).
         std::env::current_exe().ok(),
         local_policy(&args.allow_private_addresses)?,
         OutboundConfig {
