@@ -71,6 +71,15 @@ async fn listed(svc: &Service, id: &str) -> Option<Value> {
         .cloned()
 }
 
+/// Waits until `id` is listed on optimized code (a background compile: minutes on a loaded
+/// machine, not a speed check).
+async fn optimized(svc: &Service, id: &str, what: &str) -> Value {
+    eventually(what, Duration::from_secs(600), || async {
+        listed(svc, id).await.filter(|c| c["tier"] == "optimized")
+    })
+    .await
+}
+
 /// The error `GET /internal/connectors` lists for the plugin file whose name ends with `file`.
 async fn failure_of(svc: &Service, file: &str) -> Option<String> {
     let list = svc.get_json("/internal/connectors").await;
@@ -162,16 +171,7 @@ async fn a_first_load_serves_on_baseline_code_then_optimized_code_is_swapped_in(
 
     // Let the optimizing compile finish: new calls run the optimized code.
     signal(compiler, "CONT");
-    eventually(
-        "optimized code swapped in",
-        Duration::from_secs(300),
-        || async {
-            listed(&svc, "python-hello")
-                .await
-                .filter(|c| c["tier"] == "optimized")
-        },
-    )
-    .await;
+    optimized(&svc, "python-hello", "optimized code swapped in").await;
     // The swap is published before its log line is written: wait for the line too.
     eventually("the swap logged", Duration::from_secs(10), || async {
         svc.logs()
@@ -535,16 +535,7 @@ async fn a_compile_killed_from_outside_is_tried_again() {
     .await;
     let entry = listed(&svc, "python-hello").await.unwrap();
     assert_eq!(entry["tier"], "baseline", "{entry}");
-    eventually(
-        "optimized on the retry",
-        Duration::from_secs(600),
-        || async {
-            listed(&svc, "python-hello")
-                .await
-                .filter(|c| c["tier"] == "optimized")
-        },
-    )
-    .await;
+    optimized(&svc, "python-hello", "optimized on the retry").await;
     let failures = svc.get_json("/internal/connectors").await["failures"].clone();
     assert_eq!(failures, json!([]), "{}", svc.logs());
 }

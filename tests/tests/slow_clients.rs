@@ -433,8 +433,16 @@ async fn a_body_that_never_arrives_is_answered_408_within_the_timeout() {
         )
     };
     for (token, want, within) in [
-        (svc.token.clone(), "408 Request Timeout", Duration::from_secs(8)),
-        ("wrong".to_string(), "401 Unauthorized", Duration::from_secs(1)),
+        (
+            svc.token.clone(),
+            "408 Request Timeout",
+            Duration::from_secs(8),
+        ),
+        (
+            "wrong".to_string(),
+            "401 Unauthorized",
+            Duration::from_secs(1),
+        ),
     ] {
         let mut s = TcpStream::connect(addr(&svc)).await.unwrap();
         s.write_all(stalled(&token).as_bytes()).await.unwrap();
@@ -449,7 +457,10 @@ async fn a_body_that_never_arrives_is_answered_408_within_the_timeout() {
         assert!(text.starts_with(&format!("HTTP/1.1 {want}")), "{text}");
         assert!(took < within, "{want} after {took:?}");
         if want.starts_with("408") {
-            assert!(took >= Duration::from_secs(2), "answered before the timeout: {took:?}");
+            assert!(
+                took >= Duration::from_secs(2),
+                "answered before the timeout: {took:?}"
+            );
             // The rest of the answer, then end of file: the connection is closed.
             let mut rest = Vec::new();
             timeout(Duration::from_secs(5), s.read_to_end(&mut rest))

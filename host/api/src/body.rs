@@ -34,7 +34,10 @@ pub(crate) async fn read_in_time(
 ) -> Response {
     let (parts, body) = req.into_parts();
     match tokio::time::timeout(timeout, read_whole(body)).await {
-        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
         Ok(Err(Unread::TooLarge)) => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",

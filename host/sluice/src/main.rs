@@ -463,9 +463,9 @@ async fn serve(cfg: ServeConfig, warnings: Vec<config::Warning>) -> anyhow::Resu
             failed = snap.failures().len(),
             "plugins ready"
         );
-        if let Err(e) = loader.watch() {
         // What starting up touched of the binary's code need not stay mapped.
         sluice_runtime::memory::release_code_pages();
+        if let Err(e) = loader.watch() {
             tracing::error!("cannot watch the plugin directory; hot reload is off: {e:#}");
         }
     });
