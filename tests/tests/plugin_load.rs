@@ -73,7 +73,7 @@ async fn listed(svc: &Service, id: &str) -> Option<Value> {
 
 /// Waits until `id` is listed on optimized code (a background compile: minutes on a loaded
 /// machine, not a speed check).
-async fn optimized(svc: &Service, id: &str, what: &str) -> Value {
+async fn listed_optimized(svc: &Service, id: &str, what: &str) -> Value {
     eventually(what, Duration::from_secs(600), || async {
         listed(svc, id).await.filter(|c| c["tier"] == "optimized")
     })
@@ -171,7 +171,7 @@ async fn a_first_load_serves_on_baseline_code_then_optimized_code_is_swapped_in(
 
     // Let the optimizing compile finish: new calls run the optimized code.
     signal(compiler, "CONT");
-    optimized(&svc, "python-hello", "optimized code swapped in").await;
+    listed_optimized(&svc, "python-hello", "optimized code swapped in").await;
     // The swap is published before its log line is written: wait for the line too.
     eventually("the swap logged", Duration::from_secs(10), || async {
         svc.logs()
@@ -535,7 +535,7 @@ async fn a_compile_killed_from_outside_is_tried_again() {
     .await;
     let entry = listed(&svc, "python-hello").await.unwrap();
     assert_eq!(entry["tier"], "baseline", "{entry}");
-    optimized(&svc, "python-hello", "optimized on the retry").await;
+    listed_optimized(&svc, "python-hello", "optimized on the retry").await;
     let failures = svc.get_json("/internal/connectors").await["failures"].clone();
     assert_eq!(failures, json!([]), "{}", svc.logs());
 }
