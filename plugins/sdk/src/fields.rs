@@ -565,7 +565,7 @@ mod tests {
                     let items: Vec<String> = (0..n).map(|_| value(next, depth + 1)).collect();
                     format!(
                         "[{}]",
-                        items.join(if next() % 2 == 0 { "," } else { " , " })
+                        items.join(if next().is_multiple_of(2) { "," } else { " , " })
                     )
                 }
                 _ => object(next, depth + 1),
@@ -577,7 +577,7 @@ mod tests {
                 .map(|i| {
                     format!(
                         "\"k{i}\"{}{}",
-                        if next() % 2 == 0 { ":" } else { " : " },
+                        if next().is_multiple_of(2) { ":" } else { " : " },
                         value(next, depth)
                     )
                 })
