@@ -38,7 +38,11 @@ case "$cmd" in
     # plain binary is built here first (a fresh machine has no leftover one).
     cargo build --workspace --bins
     cargo test --workspace "$@" 2>&1 | tee "$SLUICE_CACHE/last-test.log"
-    # The plugins' own unit tests, built for this machine (the components are built for wasm).
+    # The plugins' own lints and unit tests, built for this machine (the components are built for
+    # wasm; the native build shares its dependencies with the unit tests).
+    (cd plugins && cargo fmt --all -- --check &&
+      CARGO_TARGET_DIR="$SLUICE_CACHE/plugins-native-target" cargo clippy --workspace --all-targets \
+        --locked --quiet --target "$(rustc -vV | sed -n 's/^host: //p')" -- -D warnings)
     (cd plugins && CARGO_TARGET_DIR="$SLUICE_CACHE/plugins-native-target" \
       cargo test --workspace --locked --target "$(rustc -vV | sed -n 's/^host: //p')" 2>&1) |
       tee -a "$SLUICE_CACHE/last-test.log"

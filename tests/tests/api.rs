@@ -515,6 +515,8 @@ async fn runs_commit_and_schema_sync_describes_them() {
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["connector"], "probe");
     assert_eq!(run["connector_version"], "1.0.0");
+    // `streams` left out: every stream, spelled null as in the request (`[]` is refused).
+    assert!(run["requested_streams"].is_null(), "{run}");
     assert_eq!(run["streams"]["items"]["records"], 3000);
     assert_eq!(run["streams"]["items"]["committed_rows"], 3000);
     assert!(run["started_at"].is_string() && run["finished_at"].is_string());
@@ -932,6 +934,8 @@ async fn a_run_killed_after_its_commit_is_found_committed_at_the_next_start() {
     record["status"] = json!("running");
     record["finished_at"] = Value::Null;
     record["streams"] = json!({});
+    // As records written before the selection became optional spelled "every stream".
+    record["requested_streams"] = json!([]);
     std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
     // A second record, of a run that never committed, stays interrupted.
     let mut other = record.clone();
@@ -945,6 +949,10 @@ async fn a_run_killed_after_its_commit_is_found_committed_at_the_next_start() {
     let r = run_record(&svc, &run_id).await;
     assert_eq!(r["status"], "succeeded", "{r}");
     assert!(r["error"].is_null(), "{r}");
+    assert!(
+        r["requested_streams"].is_null(),
+        "an old `[]` reads as every stream: {r}"
+    );
     let committed_rows = |run: &Value| -> u64 {
         run["streams"]
             .as_object()

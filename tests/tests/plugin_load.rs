@@ -10,6 +10,16 @@ use serde_json::{Value, json};
 use sluice_runtime::{Runtime, RuntimeConfig, Tier};
 use sluice_tests::{Service, plugin, run_id_of};
 
+/// A service over an empty plugin directory under a new temporary root (kept alive by the
+/// returned guard), with `env`; plugins are dropped in by the test.
+async fn service_without_plugins(env: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf, Service) {
+    let root = tempfile::tempdir().unwrap();
+    let plugins = root.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let svc = Service::start(&root.path().join("data"), &plugins, env).await;
+    (root, plugins, svc)
+}
+
 fn copy_atomic(from: &Path, to: &Path) {
     let tmp = to.with_extension("tmp-copy");
     std::fs::copy(from, &tmp).unwrap();
@@ -137,10 +147,7 @@ fn artifacts(dir: &Path, sha256: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_load_serves_on_baseline_code_then_optimized_code_is_swapped_in() {
-    let root = tempfile::tempdir().unwrap();
-    let plugins = root.path().join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    let svc = Service::start(&root.path().join("data"), &plugins, &[]).await;
+    let (root, plugins, svc) = service_without_plugins(&[]).await;
 
     // Dropped in as an operator's copy does (write beside, rename in).
     copy_atomic(&plugin("python-hello"), &plugins.join("python-hello.wasm"));
@@ -353,10 +360,7 @@ fn compile_children(parent: u32) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_interpreter_components_compile_one_child_at_a_time() {
-    let root = tempfile::tempdir().unwrap();
-    let plugins = root.path().join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    let svc = Service::start(&root.path().join("data"), &plugins, &[]).await;
+    let (_root, plugins, svc) = service_without_plugins(&[]).await;
     copy_atomic(&plugin("python-hello"), &plugins.join("python-hello.wasm"));
     copy_atomic(&plugin("js-issues"), &plugins.join("js-issues.wasm"));
     // Both on optimized code: their four compiles (baseline, then optimized) are done.
@@ -392,15 +396,8 @@ async fn two_interpreter_components_compile_one_child_at_a_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compile_over_its_memory_limit_is_refused_naming_the_setting() {
-    let root = tempfile::tempdir().unwrap();
-    let plugins = root.path().join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    let svc = Service::start(
-        &root.path().join("data"),
-        &plugins,
-        &[("SLUICE_COMPILE_MEMORY_MIB", "64")],
-    )
-    .await;
+    let (_root, plugins, svc) =
+        service_without_plugins(&[("SLUICE_COMPILE_MEMORY_MIB", "64")]).await;
     copy_atomic(&plugin("python-hello"), &plugins.join("python-hello.wasm"));
     let error = eventually("the load fails", Duration::from_secs(300), || {
         failure_of(&svc, "python-hello.wasm")
@@ -475,10 +472,7 @@ async fn a_duplicate_that_stops_loading_reports_its_load_error() {
 /// Before, the plugin stayed failed until its file changed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compile_killed_from_outside_is_tried_again() {
-    let root = tempfile::tempdir().unwrap();
-    let plugins = root.path().join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    let svc = Service::start(&root.path().join("data"), &plugins, &[]).await;
+    let (_root, plugins, svc) = service_without_plugins(&[]).await;
     let pid = svc.child.id();
     copy_atomic(&plugin("python-hello"), &plugins.join("python-hello.wasm"));
 

@@ -439,6 +439,8 @@ async fn thirty_runs_round_robin_on_three_replicas_each_commit_exactly_once() {
         assert_eq!(run["status"], "succeeded", "{run}\n{}", cx.logs());
         assert_eq!(run["attempts"], 1, "{run}");
         assert_eq!(run["connection_id"], format!("conn-{i}"));
+        // The selection as the request spelled it, through PostgreSQL's jsonb.
+        assert_eq!(run["requested_streams"], json!(["issues"]), "{run}");
         assert_eq!(committed_rows(&run), 400, "{run}");
         let replica = run["replica"].as_str().unwrap_or_else(|| panic!("{run}"));
         cx.index_of(replica);

@@ -155,6 +155,7 @@ fn secrets(c: &Credentials) -> Secrets {
         (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"),
         (status = 404, body = ErrorBody, description = "Unknown connector (`not_found`)"),
         (status = 413, body = ErrorBody, description = "The body is over 128 KiB (`body_too_large`)"),
+        (status = 408, body = ErrorBody, description = "The body did not arrive within `SLUICE_HEADER_READ_TIMEOUT_SECS` of the request head (`body_timeout`); the connection is closed"),
         (status = 415, body = ErrorBody, description = "The body is not `application/json` (`unsupported_media_type`)"),
         (status = 422, body = ErrorBody, description = "The body does not fit the schema, or a required credential is missing (`invalid_request`)"),
     ))]
@@ -260,6 +261,7 @@ pub struct RunAccepted {
         (status = 404, body = ErrorBody, description = "Unknown connector (`not_found`)"),
         (status = 409, body = ErrorBody, description = "The connection already has an active run (`run_active`)"),
         (status = 413, body = ErrorBody, description = "The body is over 128 KiB (`body_too_large`)"),
+        (status = 408, body = ErrorBody, description = "The body did not arrive within `SLUICE_HEADER_READ_TIMEOUT_SECS` of the request head (`body_timeout`); the connection is closed"),
         (status = 415, body = ErrorBody, description = "The body is not `application/json` (`unsupported_media_type`)"),
         (status = 422, body = ErrorBody, description = "Refused before queueing (`invalid_request`: the body does not fit the schema, a credential is missing, the config fails the connector's schema (the detail names its path), an unknown stream, an empty `streams` list or a stream named twice, a bad connection_id, storage or Idempotency-Key; `idempotency_key_reused`: the key was used with another request)"),
         (status = 503, body = ErrorBody, description = "The run queue is full (`queue_full`), the service is shutting down (`shutting_down`), or (replicated mode) the run database is unavailable (`database_unavailable`); retry after Retry-After",
@@ -423,6 +425,7 @@ pub struct SchemaSyncRequest {
         (status = 401, body = AuthErrorBody, description = "Missing or wrong x-connect-service-token"),
         (status = 404, body = ErrorBody, description = "Unknown connector or service (`not_found`)"),
         (status = 413, body = ErrorBody, description = "The body is over 128 KiB (`body_too_large`)"),
+        (status = 408, body = ErrorBody, description = "The body did not arrive within `SLUICE_HEADER_READ_TIMEOUT_SECS` of the request head (`body_timeout`); the connection is closed"),
         (status = 415, body = ErrorBody, description = "The body is not `application/json` (`unsupported_media_type`)"),
         (status = 422, body = ErrorBody, description = "The body does not fit the schema, a bad connection_id or storage, the config fails the connector's schema, or the service is synced by another connector or with another config, or the connection's data was committed by another connector (`invalid_request`)"),
         (status = 502, body = ErrorBody, description = "Storage (`storage_error`) or the connector's discover (`connector_error`) failed"),

@@ -516,7 +516,7 @@ impl RunManager {
             connector_version: Some(plugin.info().version.clone()),
             status: RunStatus::Queued,
             full_refresh: req.full_refresh,
-            requested_streams: req.streams.clone(),
+            requested_streams: (!req.streams.is_empty()).then(|| req.streams.clone()),
             streams: BTreeMap::new(),
             bucket: req.storage.bucket.clone(),
             prefix: req.storage.prefix.clone(),

@@ -55,8 +55,12 @@ pub struct RunRecord {
     pub connector_version: Option<String>,
     pub status: RunStatus,
     pub full_refresh: bool,
-    /// Streams requested (empty: all).
-    pub requested_streams: Vec<String>,
+    /// The streams the request named, or null when it left `streams` out (every stream of the
+    /// connector) — the request's own spelling, since an empty list is refused at submit.
+    /// Records written before this rule stored `[]` for "all": read back as null.
+    #[serde(default, deserialize_with = "empty_selection_is_all")]
+    #[schema(required = true)]
+    pub requested_streams: Option<Vec<String>>,
     /// Counters per stream, by stream name.
     pub streams: BTreeMap<String, StreamStats>,
     pub bucket: String,
@@ -99,6 +103,16 @@ pub struct RunRecord {
     /// answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_sha256: Option<String>,
+}
+
+/// Reads a stored stream selection: `null`, a missing member and `[]` (how records written
+/// before the selection became optional spelled "every stream") all mean every stream.
+fn empty_selection_is_all<'de, D>(deserializer: D) -> Result<Option<Vec<String>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let streams = Option::<Vec<String>>::deserialize(deserializer)?;
+    Ok(streams.filter(|s| !s.is_empty()))
 }
 
 /// The manifest of the commit of run `r`, when its connection's `_state.json` names one (read
