@@ -175,6 +175,21 @@ impl Service {
             .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
     }
 
+    /// The value of an unlabelled sample of `GET /metrics` (`name value`), `None` when the
+    /// service has no such sample.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self
+            .get("/metrics")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET /metrics: {e}"))
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("GET /metrics: {e}"));
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
     /// A run's status record (`GET /runs/{id}`).
     pub async fn run_status(&self, run_id: &str) -> serde_json::Value {
         self.get_json(&format!("/internal/mirror-connections/runs/{run_id}"))

@@ -315,6 +315,8 @@ async fn at_the_cap_the_longest_waiting_heads_make_room_and_health_answers() {
     const SLOW: usize = 100;
     let root = tempfile::tempdir().unwrap();
     let (svc, baseline) = start_capped(root.path()).await;
+    const CLOSED_FOR_ROOM: &str = "sluice_http_connections_closed_for_room_total";
+    assert_eq!(svc.metric(CLOSED_FOR_ROOM).await, Some(0.0));
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = sample_fds(svc.child.id(), stop.clone());
 
@@ -341,6 +343,12 @@ async fn at_the_cap_the_longest_waiting_heads_make_room_and_health_answers() {
         closed[first_open..].iter().all(Option::is_none),
         "not the oldest were closed: {:?}",
         closed.iter().map(Option::is_some).collect::<Vec<_>>()
+    );
+    // Each closed for room is counted (the scrape's own connection may close one more).
+    let counted = svc.metric(CLOSED_FOR_ROOM).await.unwrap_or(0.0);
+    assert!(
+        counted >= n_closed as f64 && counted <= (n_closed + 16) as f64,
+        "{CLOSED_FOR_ROOM} is {counted}; {n_closed} connections were closed for room"
     );
 
     stop.store(true, Ordering::Relaxed);

@@ -181,10 +181,15 @@ pub async fn validate(
     if let Err(e) = check_config(&p, &req.config) {
         return Ok(invalid("invalid_config", e.to_string()));
     }
+    // A client that goes away stops the call (also while it waits for a call slot or memory):
+    // the handler is dropped, and with it this guard.
+    let cancel = sluice_runtime::CancellationToken::new();
+    let _stop_when_dropped = cancel.clone().drop_guard();
     let opts = CallOptions {
         secrets: secrets(&req.credentials),
         deadline: s.call_deadline,
         deadline_setting: Some("SLUICE_CALL_TIMEOUT_SECS"),
+        cancel,
         ..Default::default()
     };
     let config = req.config;
@@ -454,6 +459,9 @@ pub async fn schema_sync(
         check_config(&p, config).map_err(|e| ApiError::unprocessable(e.to_string()))?;
     }
     let deadline = s.call_deadline;
+    // A client that goes away stops the discover (also while it waits for a call slot).
+    let cancel = sluice_runtime::CancellationToken::new();
+    let _stop_when_dropped = cancel.clone().drop_guard();
     // The discover, the catalog and the page grow with the connector's columns: off the HTTP
     // threads.
     crate::off_http(async move {
@@ -464,6 +472,7 @@ pub async fn schema_sync(
                     secrets: secrets(&req.credentials),
                     deadline,
                     deadline_setting: Some("SLUICE_CALL_TIMEOUT_SECS"),
+                    cancel,
                     ..Default::default()
                 };
                 p.discover(config, opts).await.map_err(|e| {

@@ -267,6 +267,7 @@ impl Waiting {
         };
         // Stores a permit: the connection's task sees it even if it is not waiting yet.
         oldest.evict.notify_one();
+        sluice_telemetry::metrics().connection_closed_for_room();
         true
     }
 

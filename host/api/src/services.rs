@@ -468,9 +468,13 @@ pub async fn docs(
     let body = match s.registry.get(&svc.connector.id) {
         None => page(&svc, None),
         Some(p) => {
+            // A client that goes away stops the discover (also while it waits for a slot).
+            let cancel = sluice_runtime::CancellationToken::new();
+            let _stop_when_dropped = cancel.clone().drop_guard();
             let opts = CallOptions {
                 deadline: s.call_deadline,
                 deadline_setting: Some("SLUICE_CALL_TIMEOUT_SECS"),
+                cancel,
                 ..Default::default()
             };
             // Off the HTTP threads: the discover and the page grow with the connector's columns.

@@ -151,10 +151,15 @@ pub async fn check_discovered_streams(
     if streams.is_empty() || !plugin.manifest().streams.is_empty() {
         return Ok(());
     }
+    // A client that goes away (the submit dropped) stops the discover, also while it waits
+    // for a call slot.
+    let cancel = CancellationToken::new();
+    let _stop_when_dropped = cancel.clone().drop_guard();
     let opts = sluice_runtime::CallOptions {
         secrets: Secrets::new(credentials.iter().map(|(k, v)| (k.clone(), v.to_string()))),
         deadline,
         deadline_setting: Some("SLUICE_CALL_TIMEOUT_SECS"),
+        cancel,
         ..Default::default()
     };
     // On the work runtime, as every plugin call: never on the threads that answer the probes.
@@ -437,7 +442,12 @@ pub struct RunManager {
     registry: Arc<Registry>,
     book: Book,
     config: ManagerConfig,
+    /// Replicated mode: this replica's run slots (the database orders the queue).
     slots: Arc<Semaphore>,
+    /// Embedded mode: the run slots, shared fairly between connectors
+    /// ([`sluice_runtime::fair`]): a freed slot goes to a queued run of the connector with the
+    /// fewest running; from 4 slots on, one connector's runs leave a quarter to the others.
+    run_slots: Arc<sluice_runtime::fair::FairPool>,
     active: Mutex<Active>,
     tasks: TaskTracker,
     closing: AtomicBool,
@@ -453,6 +463,10 @@ impl RunManager {
             registry,
             book,
             slots: Arc::new(Semaphore::new(config.max_concurrent_runs.max(1))),
+            run_slots: sluice_runtime::fair::FairPool::quarter_reserve(
+                config.max_concurrent_runs.max(1) as u64,
+                |reserve| (reserve / 4).max(1),
+            ),
             config,
             active: Mutex::new(Active::default()),
             tasks: TaskTracker::new(),
@@ -589,8 +603,10 @@ impl RunManager {
                 });
             }
             let running = a.by_connection.len() - a.queued;
-            if running >= self.config.max_concurrent_runs && a.queued >= self.config.max_queued_runs
-            {
+            // Beyond the queue's cap, as many as there are free slots (those start at once; a
+            // slot kept for other connectors by `run_slots` is one of them).
+            let free = self.config.max_concurrent_runs.saturating_sub(running);
+            if a.queued >= self.config.max_queued_runs + free {
                 return Err(SubmitError::QueueFull);
             }
             a.by_connection
@@ -683,8 +699,9 @@ impl RunManager {
             return;
         };
         let run_id = spec.run_id.clone();
+        let connector: sluice_runtime::fair::Key = Arc::from(plugin.manifest().id.as_str());
         let permit = tokio::select! {
-            p = self.slots.clone().acquire_owned() => p.ok(),
+            p = self.run_slots.acquire(&connector, 1) => p,
             _ = cancel.cancelled() => None,
         };
         if let Ok(mut a) = self.active.lock() {

@@ -69,12 +69,14 @@ pub struct RuntimeConfig {
     /// Memory for plugins that do not ask for an amount, in MiB.
     pub default_memory_mib: u32,
     /// Plugin calls running at once; more wait for a slot (within their deadline). Sizes the
-    /// pooling allocator's slots.
+    /// pooling allocator's slots, which are shared fairly between plugins ([`crate::fair`]: one
+    /// plugin's calls hold at most three quarters of them).
     pub max_concurrent_calls: u32,
     /// Linear memory and tables (in MiB) that all plugin calls together may hold. A call takes
     /// from it what its memories and tables grow to (the initial pages of its component
     /// included), not its limit, and gives it back when it ends; a call's limit is capped at
-    /// the budget. See [`crate::budget`] for the waits when it is short.
+    /// the budget, and one plugin's calls hold at most three quarters of it ([`crate::fair`]).
+    /// See [`crate::budget`] for the waits when it is short.
     pub memory_budget_mib: u32,
     /// How long a growth may wait for the budget when the call already holds part of it;
     /// past that the growth is refused and the call fails with [`CallError::MemoryBudget`].
@@ -235,8 +237,8 @@ struct Inner {
     baseline: Option<TierEngine>,
     outbound: Arc<Outbound>,
     config: RuntimeConfig,
-    /// One permit per pooled instance slot.
-    call_slots: tokio::sync::Semaphore,
+    /// One unit per pooled instance slot, shared fairly between plugins ([`crate::fair`]).
+    call_slots: Arc<crate::fair::FairPool>,
     /// [`RuntimeConfig::memory_budget_mib`], taken as calls' memories grow.
     memory_budget: Arc<crate::budget::MemoryBudget>,
     /// One permit per compile allowed at once.
@@ -279,7 +281,7 @@ impl Runtime {
                 optimized,
                 baseline,
                 outbound,
-                call_slots: tokio::sync::Semaphore::new(config.max_concurrent_calls.max(1) as usize),
+                call_slots: call_slots(config.max_concurrent_calls),
                 memory_budget: crate::budget::MemoryBudget::new(
                     config.memory_budget_mib,
                     config.memory_growth_wait,
@@ -302,6 +304,16 @@ impl Runtime {
     /// of the calls under way (whole 64 KiB pages), 0 when none runs.
     pub fn plugin_memory_in_use_bytes(&self) -> u64 {
         self.inner.memory_budget.in_use_bytes()
+    }
+
+    /// The plugin memory budget's 64 KiB pages in use, and the calls waiting for pages.
+    pub fn plugin_memory_pages(&self) -> crate::fair::PoolStats {
+        self.inner.memory_budget.stats()
+    }
+
+    /// The pooled call slots in use, and the calls waiting for one.
+    pub fn call_slots(&self) -> crate::fair::PoolStats {
+        self.inner.call_slots.stats()
     }
 
     /// Loads a plugin file: read, check, compile (or reuse the cache), link, read its manifest.
@@ -940,25 +952,29 @@ impl Runtime {
                 waiting_for: in_flight.lock().ok().and_then(|r| r.clone()),
             })
         };
-        // The global memory budget is taken as the store's memories and tables grow (the async
+        // A pooled slot first, then the global memory budget, both shared fairly between
+        // plugins (`crate::fair`: a plugin whose calls hang cannot take the last quarter of
+        // either). The budget is taken as the store's memories and tables grow (the async
         // limiter, `crate::budget`) and given back when the store is dropped: a call holds what
-        // it uses, not its limit. The pages its component starts with are reserved first, in
-        // one step, holding nothing while it waits (so two instantiations never each hold a
-        // memory the other waits for); then a pooled slot. Both waits count against the call's
-        // deadline.
-        let mut share = self.inner.memory_budget.share(deadline);
+        // it uses, not its limit. The pages its component starts with are reserved in one step
+        // once the call has its slot, holding no memory while it waits (so two instantiations
+        // never each hold a memory the other waits for, and a call waiting for a slot holds
+        // nothing). Both waits count against the call's deadline and end with its cancel.
+        let plugin: crate::fair::Key = Arc::from(state.manifest.id.as_str());
+        let _slot = tokio::select! {
+            permit = self.inner.call_slots.acquire(&plugin, 1) => permit.ok_or_else(|| {
+                CallError::Host("no call slot can ever be granted".into())
+            })?,
+            _ = tokio::time::sleep_until(deadline.into()) => return Err(late()),
+            _ = cancel.cancelled() => return Err(CallError::Cancelled),
+        };
+        let mut share = self.inner.memory_budget.share(plugin, deadline);
         let initial = code
             .initial_bytes
             .load(Ordering::Relaxed)
             .min((memory_mib as usize) << 20);
-        let closed = |_| CallError::Host("runtime closed".into());
         tokio::select! {
             r = share.cover(initial) => r.map_err(|e| CallError::MemoryBudget(e.to_string()))?,
-            _ = tokio::time::sleep_until(deadline.into()) => return Err(late()),
-            _ = cancel.cancelled() => return Err(CallError::Cancelled),
-        };
-        let _slot = tokio::select! {
-            permit = self.inner.call_slots.acquire() => permit.map_err(closed)?,
             _ = tokio::time::sleep_until(deadline.into()) => return Err(late()),
             _ = cancel.cancelled() => return Err(CallError::Cancelled),
         };
@@ -1072,6 +1088,15 @@ fn wait_or_kill(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The call slots of `max_concurrent_calls` pooled instances: a quarter (rounded down) kept
+/// from plugins whose calls hold more than a quarter of that quarter (at least one slot), so
+/// that one plugin's hanging calls leave room for the calls of four others ([`crate::fair`]).
+fn call_slots(max_concurrent_calls: u32) -> Arc<crate::fair::FairPool> {
+    crate::fair::FairPool::quarter_reserve(u64::from(max_concurrent_calls.max(1)), |reserve| {
+        (reserve / 4).max(1)
+    })
 }
 
 /// The pooling allocator: instance, memory and stack slots made once and reused, so that a call

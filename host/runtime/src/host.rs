@@ -884,23 +884,23 @@ mod tests {
         use std::time::{Duration, Instant};
         let budget = crate::budget::MemoryBudget::new(8, Duration::from_millis(50));
         let far = Instant::now() + Duration::from_secs(60);
-        let mut m = MemoryLimits::new(6 << 20, Some(budget.share(far)));
-        let mut other = budget.share(far);
-        other.cover(4 << 20).await.unwrap();
-        assert!(m.grow(0, 4 << 20).await.unwrap());
-        let e = m.grow(4 << 20, 7 << 20).await.unwrap_err();
+        let mut m = MemoryLimits::new(6 << 20, Some(budget.share("m".into(), far)));
+        let mut other = budget.share("other".into(), far);
+        other.cover(3 << 20).await.unwrap();
+        assert!(m.grow(0, 3 << 20).await.unwrap());
+        let e = m.grow(3 << 20, 7 << 20).await.unwrap_err();
         assert!(
             matches!(e.downcast_ref::<Stop>(), Some(Stop::MemoryLimit)),
             "{e}"
         );
-        let e = m.grow(4 << 20, 5 << 20).await.unwrap_err();
+        let e = m.grow(3 << 20, 5 << 20).await.unwrap_err();
         assert!(
             matches!(e.downcast_ref::<Stop>(), Some(Stop::MemoryBudget(msg)) if msg.contains("SLUICE_PLUGIN_MEMORY_BUDGET_MIB")),
             "{e}"
         );
-        assert_eq!(budget.in_use_bytes(), 8 << 20);
+        assert_eq!(budget.in_use_bytes(), 6 << 20);
         drop(m);
-        assert_eq!(budget.in_use_bytes(), 4 << 20);
+        assert_eq!(budget.in_use_bytes(), 3 << 20);
     }
 
     #[test]

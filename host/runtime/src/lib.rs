@@ -11,6 +11,7 @@ mod cache;
 pub mod cassette;
 mod engine;
 mod error;
+pub mod fair;
 mod host;
 pub mod manifest;
 pub mod memory;

@@ -405,9 +405,12 @@ impl ServeConfig {
         if self.header_read_timeout_secs == 0 {
             errors.push("SLUICE_HEADER_READ_TIMEOUT_SECS must be at least 1".into());
         }
-        if self.plugin_memory_mib > self.plugin_memory_budget_mib {
+        // One plugin's calls may hold three quarters of the budget (the last quarter is kept
+        // for the other plugins' calls: sluice_runtime::fair).
+        let one_plugin = u64::from(self.plugin_memory_budget_mib) * 3 / 4;
+        if u64::from(self.plugin_memory_mib) > one_plugin {
             warnings.push(Warning::quiet(format!(
-                "SLUICE_PLUGIN_MEMORY_MIB ({}) is over SLUICE_PLUGIN_MEMORY_BUDGET_MIB ({}): one call gets at most the budget",
+                "SLUICE_PLUGIN_MEMORY_MIB ({}) is over three quarters of SLUICE_PLUGIN_MEMORY_BUDGET_MIB ({}): one call gets at most {one_plugin} MiB, what one plugin's calls may hold together",
                 self.plugin_memory_mib, self.plugin_memory_budget_mib
             )));
         }

@@ -431,7 +431,7 @@ async fn serve(cfg: ServeConfig, warnings: Vec<config::Warning>) -> anyhow::Resu
             backend: cfg.backend()?,
         },
     );
-    let metering = otlp_metrics(&runs, cfg.staging_dir());
+    let metering = otlp_metrics(&runs, &registry, cfg.staging_dir());
     let services = services::start(
         cfg.services_file.clone(),
         cfg.policy()?,
@@ -527,21 +527,29 @@ async fn run_book(cfg: &config::ServeConfig) -> anyhow::Result<Book> {
 }
 
 /// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the metrics also go out over OTLP/HTTP; their gauges
-/// read the run queue and the staging directory when collected.
+/// read the run queue, the staging directory, the call slots and the memory budget when
+/// collected.
 fn otlp_metrics(
     runs: &std::sync::Arc<RunManager>,
+    registry: &std::sync::Arc<Registry>,
     staging: PathBuf,
 ) -> Option<sluice_telemetry::otel::Metering> {
     if !sluice_telemetry::otel::metrics_enabled() {
         return None;
     }
-    let runs = runs.clone();
+    let (runs, registry) = (runs.clone(), registry.clone());
     sluice_telemetry::metrics().set_snapshot_source(Box::new(move || {
         let (queued, running) = runs.load();
+        let runtime = registry.runtime();
+        let (slots, pages) = (runtime.call_slots(), runtime.plugin_memory_pages());
         sluice_telemetry::Snapshot {
             queued_runs: queued as u64,
             running_runs: running as u64,
             staging_bytes: sluice_telemetry::dir_bytes(&staging),
+            call_slots_in_use: slots.in_use,
+            call_slots_waiting: slots.waiting,
+            memory_pages_in_use: pages.in_use,
+            memory_pages_waiting: pages.waiting,
         }
     }));
     match sluice_telemetry::otel::metrics() {

@@ -115,6 +115,11 @@ pub struct Metrics {
     staging_bytes: Gauge,
     queued_runs: Gauge,
     running_runs: Gauge,
+    call_slots_in_use: Gauge,
+    call_slots_waiting: Gauge,
+    memory_pages_in_use: Gauge,
+    memory_pages_waiting: Gauge,
+    connections_closed_for_room: Counter,
     resident_memory: Gauge,
     connectors: LabelCap,
     streams: LabelCap,
@@ -137,6 +142,14 @@ pub struct Snapshot {
     pub running_runs: u64,
     /// Bytes of the files under the staging directory (the Parquet parts being written).
     pub staging_bytes: u64,
+    /// Pooled plugin call slots held by calls (`SLUICE_MAX_CONCURRENT_CALLS` in all).
+    pub call_slots_in_use: u64,
+    /// Plugin calls waiting for a call slot.
+    pub call_slots_waiting: u64,
+    /// 64 KiB pages of the plugin memory budget held by calls.
+    pub memory_pages_in_use: u64,
+    /// Plugin calls waiting for pages of the memory budget.
+    pub memory_pages_waiting: u64,
 }
 
 /// The process-wide metrics.
@@ -169,6 +182,11 @@ impl Metrics {
             staging_bytes: Gauge::default(),
             queued_runs: Gauge::default(),
             running_runs: Gauge::default(),
+            call_slots_in_use: Gauge::default(),
+            call_slots_waiting: Gauge::default(),
+            memory_pages_in_use: Gauge::default(),
+            memory_pages_waiting: Gauge::default(),
+            connections_closed_for_room: Counter::default(),
             resident_memory: Gauge::default(),
             connectors: LabelCap::new(MAX_CONNECTORS),
             streams: LabelCap::new(MAX_STREAMS),
@@ -258,6 +276,31 @@ impl Metrics {
             "sluice_running_runs",
             "Runs executing",
             m.running_runs.clone(),
+        );
+        r.register(
+            "sluice_plugin_call_slots_in_use",
+            "Pooled plugin call slots held by calls (SLUICE_MAX_CONCURRENT_CALLS in all)",
+            m.call_slots_in_use.clone(),
+        );
+        r.register(
+            "sluice_plugin_call_slots_waiting",
+            "Plugin calls waiting for a call slot",
+            m.call_slots_waiting.clone(),
+        );
+        r.register(
+            "sluice_plugin_memory_pages_in_use",
+            "64 KiB pages of the plugin memory budget (SLUICE_PLUGIN_MEMORY_BUDGET_MIB) held by calls",
+            m.memory_pages_in_use.clone(),
+        );
+        r.register(
+            "sluice_plugin_memory_pages_waiting",
+            "Plugin calls waiting for pages of the memory budget",
+            m.memory_pages_waiting.clone(),
+        );
+        r.register(
+            "sluice_http_connections_closed_for_room",
+            "HTTP connections closed at the connection cap (SLUICE_MAX_CONNECTIONS) to make room for a new one: the open one that waited longest on its client",
+            m.connections_closed_for_room.clone(),
         );
         // The conventional name every Prometheus client uses.
         r.register_with_unit(
@@ -358,6 +401,14 @@ impl Metrics {
             .inc_by(waited.as_secs_f64());
     }
 
+    /// At the connection cap, an open connection was closed to make room for a new one.
+    pub fn connection_closed_for_room(&self) {
+        if let Some(o) = self.otel.get() {
+            o.connection_closed_for_room();
+        }
+        self.connections_closed_for_room.inc();
+    }
+
     /// A plugin file failed to load.
     pub fn plugin_load_failed(&self) {
         if let Some(o) = self.otel.get() {
@@ -382,6 +433,14 @@ impl Metrics {
         self.queued_runs.set(gauge_value(snapshot.queued_runs));
         self.running_runs.set(gauge_value(snapshot.running_runs));
         self.staging_bytes.set(gauge_value(snapshot.staging_bytes));
+        self.call_slots_in_use
+            .set(gauge_value(snapshot.call_slots_in_use));
+        self.call_slots_waiting
+            .set(gauge_value(snapshot.call_slots_waiting));
+        self.memory_pages_in_use
+            .set(gauge_value(snapshot.memory_pages_in_use));
+        self.memory_pages_waiting
+            .set(gauge_value(snapshot.memory_pages_waiting));
         if let Some(rss) = resident_bytes() {
             self.resident_memory.set(gauge_value(rss));
         }

@@ -145,6 +145,7 @@ pub(crate) struct Instruments {
     rate_limit_waits: Counter<u64>,
     rate_limit_wait: Counter<f64>,
     plugin_load_failures: Counter<u64>,
+    connections_closed_for_room: Counter<u64>,
     /// Kept alive: their callbacks run at each collection.
     _gauges: Vec<ObservableGauge<i64>>,
 }
@@ -237,6 +238,11 @@ impl Instruments {
                 "{file}",
                 "Plugin files that failed to load",
             ),
+            connections_closed_for_room: count(
+                "sluice.http.connections_closed_for_room",
+                "{connection}",
+                "HTTP connections closed at the connection cap to make room",
+            ),
             _gauges: vec![
                 gauge(
                     "sluice.queued_runs",
@@ -252,6 +258,30 @@ impl Instruments {
                     "By",
                     "Bytes of the files in the staging directory",
                     || gauge_of(crate::metrics().snapshot().staging_bytes),
+                ),
+                gauge(
+                    "sluice.plugin_call.slots_in_use",
+                    "{slot}",
+                    "Pooled plugin call slots held by calls",
+                    || gauge_of(crate::metrics().snapshot().call_slots_in_use),
+                ),
+                gauge(
+                    "sluice.plugin_call.slots_waiting",
+                    "{call}",
+                    "Plugin calls waiting for a call slot",
+                    || gauge_of(crate::metrics().snapshot().call_slots_waiting),
+                ),
+                gauge(
+                    "sluice.plugin_memory.pages_in_use",
+                    "{page}",
+                    "64 KiB pages of the plugin memory budget held by calls",
+                    || gauge_of(crate::metrics().snapshot().memory_pages_in_use),
+                ),
+                gauge(
+                    "sluice.plugin_memory.pages_waiting",
+                    "{call}",
+                    "Plugin calls waiting for pages of the memory budget",
+                    || gauge_of(crate::metrics().snapshot().memory_pages_waiting),
                 ),
                 gauge(
                     "process.memory.usage",
@@ -312,6 +342,10 @@ impl Instruments {
 
     pub(crate) fn plugin_load_failed(&self) {
         self.plugin_load_failures.add(1, &[]);
+    }
+
+    pub(crate) fn connection_closed_for_room(&self) {
+        self.connections_closed_for_room.add(1, &[]);
     }
 }
 

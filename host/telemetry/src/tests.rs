@@ -20,11 +20,17 @@ fn families_are_encoded_in_the_prometheus_text_format() {
     m.retry("github", Duration::from_millis(500));
     m.rate_limit_wait("github", Duration::from_secs(2));
     m.plugin_load_failed();
+    m.connection_closed_for_room();
+    m.connection_closed_for_room();
     let text = m
         .encode(Snapshot {
             queued_runs: 3,
             running_runs: 2,
             staging_bytes: 4096,
+            call_slots_in_use: 24,
+            call_slots_waiting: 7,
+            memory_pages_in_use: 418,
+            memory_pages_waiting: 1,
         })
         .unwrap();
     let c = r#"connector="github",stream="issues""#;
@@ -92,6 +98,11 @@ fn families_are_encoded_in_the_prometheus_text_format() {
         ("sluice_queued_runs ", "3"),
         ("sluice_running_runs ", "2"),
         ("sluice_staging_bytes ", "4096"),
+        ("sluice_plugin_call_slots_in_use ", "24"),
+        ("sluice_plugin_call_slots_waiting ", "7"),
+        ("sluice_plugin_memory_pages_in_use ", "418"),
+        ("sluice_plugin_memory_pages_waiting ", "1"),
+        ("sluice_http_connections_closed_for_room_total ", "2"),
     ] {
         assert!(
             text.contains(&format!("\n{line}{value}\n")),
