@@ -22,11 +22,13 @@
 //! (conversation types, channels, users) with a warning, unless `required_streams` names the
 //! stream, and fails if none of the selected streams can be read at all ([`Access`]).
 
+mod canon;
 mod time;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
+use sluice_sdk::fields::Scanned;
 use sluice_sdk::http::{Request, Response};
 use sluice_sdk::paging::LoopGuard;
 use sluice_sdk::records::Batcher;
@@ -183,15 +185,20 @@ impl Config {
         Ok(Auth { body, scopes, now })
     }
 
-    /// Reads every page of a listing. `page` gets each response body (it may take its items
-    /// out) and returns whether to go on. Returns Slack's answer if the method answered one of
-    /// the `tolerated` errors.
+    /// Reads every page of a listing. `page` gets the JSON text of each page's `field` array
+    /// (its items: `channels`, `members`, `messages`) and returns whether to go on. Returns
+    /// Slack's answer if the method answered one of the `tolerated` errors.
+    ///
+    /// An `ok` page is scanned ([`Scanned`]), not parsed: the connector reads its `ok`, its
+    /// items and `response_metadata`, and what it does not read is not checked. Any other
+    /// answer is parsed whole, as before.
     fn paginate(
         &self,
         method: &str,
         params: &[(&str, &str)],
         tolerated: &[&str],
-        mut page: impl FnMut(&mut Value) -> Result<bool>,
+        field: &str,
+        mut page: impl FnMut(&str) -> Result<bool>,
     ) -> Result<Option<Value>> {
         let mut cursor = String::new();
         let mut guard = LoopGuard::new(format!("Slack {method}"));
@@ -201,31 +208,48 @@ impl Config {
             if !cursor.is_empty() {
                 all.push(("cursor", &cursor));
             }
-            let mut body = match self.try_call(method, &all)? {
-                Ok(body) => body,
-                Err(body) => {
+            let response = self.send(method, &all)?;
+            let scanned = std::str::from_utf8(&response.body)
+                .ok()
+                .and_then(|text| Scanned::parse(text).ok());
+            let fields = match scanned {
+                Some(fields) if fields.get("ok") == Some("true") => fields,
+                // `ok: false`, or not an object (then `json` says why, or it is an answer
+                // without `ok: true`).
+                _ => {
+                    let body: Value = response.json()?;
                     if tolerated.contains(&error_name(&body)) {
                         return Ok(Some(body));
                     }
                     return Err(slack_error(method, &body));
                 }
             };
-            let (count, identity) = page_identity(&body);
-            guard.page(count, &[identity.as_bytes()])?;
-            if !page(&mut body)? {
+            let items = fields
+                .get(field)
+                .filter(|items| items.starts_with('['))
+                .ok_or_else(|| no_items(field))?;
+            let empty = items[1..]
+                .trim_start_matches([' ', '\n', '\r', '\t'])
+                .starts_with(']');
+            guard.page(usize::from(!empty), &[field.as_bytes(), items.as_bytes()])?;
+            if !page(items)? {
                 return Ok(None);
             }
-            let next = body
-                .pointer("/response_metadata/next_cursor")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let next = match fields.get("response_metadata") {
+                Some(meta) => sluice_sdk::serde_json::from_str::<Value>(meta)?
+                    .get("next_cursor")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .unwrap_or_default(),
+                None => String::new(),
+            };
             if next.is_empty() {
                 return Ok(None);
             }
             // A cursor followed before, or new cursors to the same records: the upstream goes
             // round in circles, and the run fails instead of reading until its deadline.
-            guard.follow(next)?;
-            cursor = next.to_string();
+            guard.follow(&next)?;
+            cursor = next;
         }
     }
 }
@@ -240,24 +264,6 @@ fn clamp_ts(ts: String, subject: &str) -> String {
             _ => ts,
         },
         None => ts,
-    }
-}
-
-/// A page's records for [`LoopGuard::page`]: the length of its item array (`channels`,
-/// `members`, `messages`…) and its first and last item.
-fn page_identity(body: &Value) -> (usize, String) {
-    let items = body
-        .as_object()
-        .and_then(|o| o.iter().find_map(|(k, v)| Some((k, v.as_array()?))));
-    match items {
-        Some((key, items)) => {
-            let end = |v: Option<&Value>| v.map(Value::to_string).unwrap_or_default();
-            (
-                items.len(),
-                format!("{key}\n{}\n{}", end(items.first()), end(items.last())),
-            )
-        }
-        None => (0, String::new()),
     }
 }
 
@@ -501,23 +507,17 @@ impl<'a> Access<'a> {
     }
 }
 
-/// The items array of a listing page, taken out of it.
-fn take_items(body: &mut Value, field: &str) -> Result<Vec<Value>> {
-    match body.get_mut(field).map(Value::take) {
-        Some(Value::Array(items)) => Ok(items),
-        _ => Err(no_items(field)),
-    }
+/// The items of a listing page (channels, users: few) as trees.
+fn parse_items(items: &str, method: &str) -> Result<Vec<Value>> {
+    sluice_sdk::serde_json::from_str(items).map_err(|e| {
+        ConnectorError::internal(format!(
+            "the upstream's answer to {method} is not the JSON expected: {e}"
+        ))
+    })
 }
 
-/// The items array of a listing page: an `ok` answer without it is an unexpected response,
-/// not an empty listing (Slack's methods always answer the array, empty or not).
-fn items<'a>(body: &'a Value, field: &str) -> Result<&'a [Value]> {
-    body.get(field)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .ok_or_else(|| no_items(field))
-}
-
+/// An `ok` answer without its items array is an unexpected response, not an empty listing
+/// (Slack's methods always answer the array, empty or not).
 fn no_items(field: &str) -> ConnectorError {
     ConnectorError::internal(format!(
         "Slack answered ok without a `{field}` array: an unexpected response"
@@ -587,17 +587,15 @@ fn user_record(u: &Value) -> Value {
     )
 }
 
-/// A `messages` or `threads` record: the message with `channel_id` and `created_at` (the
-/// message's own members moved, not copied).
-fn message_record(m: Value, channel: &str) -> Value {
-    let created_at = iso_of(m.get("ts"));
-    let mut map = match m {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    };
-    map.insert("channel_id".to_string(), Value::String(channel.to_string()));
-    map.insert("created_at".to_string(), created_at);
-    Value::Object(map)
+/// A `messages` or `threads` record: the message (whose `ts` is `ts`) with `channel_id`
+/// (`channel`, as JSON text) and `created_at`, written as the tree of it was ([`canon`]).
+fn message_record(mut m: canon::Object<'_>, channel: &str, ts: &str) -> String {
+    m.insert("channel_id", channel);
+    match time::ts_key(ts) {
+        Some((secs, _)) => m.insert("created_at", &time::iso_json(secs)),
+        None => m.insert("created_at", "null"),
+    }
+    m.finish()
 }
 
 /// Per-channel cursors of a stream's state `{"channels": {...}}`.
@@ -620,12 +618,11 @@ fn per_channel(state: Option<&Value>, key: &str) -> BTreeMap<String, String> {
 
 /// Whether a message changed at or after Slack timestamp `since`: edited (`edited.ts`) or
 /// replied to (`latest_reply`, which also moves `reply_count`).
-fn changed_since(m: &Value, since: &str) -> bool {
-    ["/edited/ts", "/latest_reply"].iter().any(|p| {
-        m.pointer(p)
-            .and_then(Value::as_str)
-            .is_some_and(|t| !time::ts_after(since, t))
-    })
+fn changed_since(m: &canon::Object<'_>, since: &str) -> bool {
+    [m.inner_str("edited", "ts"), m.str("latest_reply")]
+        .iter()
+        .flatten()
+        .any(|t| !time::ts_after(since, t))
 }
 
 /// The earlier of two optional `oldest` bounds (`None` = from the beginning).
@@ -661,6 +658,8 @@ struct Run<'a> {
     config: &'a Config,
     access: Access<'a>,
     out: Batcher,
+    /// Writes the messages of history and replies pages into records.
+    canon: canon::Canon,
     /// `messages` state: the cursor (newest `ts`) per channel...
     messages: BTreeMap<String, String>,
     /// ... and up to when its edits and replies were seen (`changes_seen`): Slack's time at
@@ -715,6 +714,7 @@ impl Run<'_> {
             (None, Some((t, _))) => t.clone(),
             (None, None) => return Ok(()),
         };
+        let channel_json = Value::from(channel).to_string();
         let mut params = vec![("channel", channel)];
         if let Some(oldest) = &oldest {
             params.push(("oldest", oldest));
@@ -723,31 +723,36 @@ impl Run<'_> {
         let mut parents: Vec<String> = Vec::new();
         let (mut count, mut changed) = (0u64, 0u64);
         let out = &mut self.out;
+        let canon = &mut self.canon;
         let skipped = self.config.paginate(
             "conversations.history",
             &params,
             &["not_in_channel", "channel_not_found", "missing_scope"],
-            |body| {
+            "messages",
+            |items| {
                 let mut untimed = 0;
-                for m in take_items(body, "messages")? {
-                    let Some(ts) = m.get("ts").and_then(Value::as_str) else {
+                let not_objects = canon.objects(items, "conversations.history", |m| {
+                    let Some(ts) = m.str("ts") else {
                         untimed += 1;
-                        continue;
+                        return Ok(());
                     };
                     if let Some((from, cursor)) = &plan.threads
-                        && m.get("reply_count").and_then(Value::as_u64).unwrap_or(0) > 0
-                        && from.as_ref().is_none_or(|f| !time::ts_after(f, ts))
+                        && m.u64("reply_count").unwrap_or(0) > 0
+                        && from.as_ref().is_none_or(|f| !time::ts_after(f, &ts))
                     {
-                        let latest = m.get("latest_reply").and_then(Value::as_str).unwrap_or(ts);
+                        let latest = m.str("latest_reply");
+                        let latest = latest.as_deref().unwrap_or(&ts);
                         if cursor.as_ref().is_none_or(|c| time::ts_after(latest, c)) {
-                            parents.push(ts.to_string());
+                            parents.push(ts.clone());
                         }
                     }
                     let emit = match &plan.messages {
-                        Some(plan) if plan.after.as_ref().is_none_or(|a| time::ts_after(ts, a)) => {
+                        Some(plan)
+                            if plan.after.as_ref().is_none_or(|a| time::ts_after(&ts, a)) =>
+                        {
                             count += 1;
-                            if newest.as_ref().is_none_or(|n| time::ts_after(ts, n)) {
-                                newest = Some(ts.to_string());
+                            if newest.as_ref().is_none_or(|n| time::ts_after(&ts, n)) {
+                                newest = Some(ts.clone());
                             }
                             true
                         }
@@ -761,10 +766,11 @@ impl Run<'_> {
                         _ => false,
                     };
                     if emit {
-                        out.push(MESSAGES, &message_record(m, channel))?;
+                        out.push_json(MESSAGES, message_record(m, &channel_json, &ts))?;
                     }
-                }
-                warn_untimed(untimed, "conversations.history", channel);
+                    Ok(())
+                })?;
+                warn_untimed(untimed + not_objects, "conversations.history", channel);
                 // The page's records go out with it. The state stays what the last channel
                 // checkpointed until this channel is read (its cursor moves only then), so it
                 // is not serialized again with every page (it grows with the channels read).
@@ -818,28 +824,31 @@ impl Run<'_> {
         cursor: Option<String>,
     ) -> Result<()> {
         let mut newest = cursor;
+        let channel_json = Value::from(channel).to_string();
         for parent in parents {
             let out = &mut self.out;
+            let canon = &mut self.canon;
             let skipped = self.config.paginate(
                 "conversations.replies",
                 &[("channel", channel), ("ts", parent)],
                 &["thread_not_found", "missing_scope"],
-                |body| {
+                "messages",
+                |items| {
                     let mut untimed = 0;
-                    for m in take_items(body, "messages")? {
-                        let Some(ts) = m.get("ts").and_then(Value::as_str) else {
+                    let not_objects = canon.objects(items, "conversations.replies", |m| {
+                        let Some(ts) = m.str("ts") else {
                             untimed += 1;
-                            continue;
+                            return Ok(());
                         };
-                        if ts == parent {
-                            continue; // the parent is in `messages`
+                        if ts == *parent {
+                            return Ok(()); // the parent is in `messages`
                         }
-                        if newest.as_ref().is_none_or(|n| time::ts_after(ts, n)) {
-                            newest = Some(ts.to_string());
+                        if newest.as_ref().is_none_or(|n| time::ts_after(&ts, n)) {
+                            newest = Some(ts.clone());
                         }
-                        out.push(THREADS, &message_record(m, channel))?;
-                    }
-                    warn_untimed(untimed, "conversations.replies", channel);
+                        out.push_json(THREADS, message_record(m, &channel_json, &ts))
+                    })?;
+                    warn_untimed(untimed + not_objects, "conversations.replies", channel);
                     Ok(true)
                 },
             )?;
@@ -949,6 +958,7 @@ impl Connector for Slack {
             config: &config,
             access,
             out: Batcher::new(500),
+            canon: canon::Canon::default(),
             messages: cursors(request.state(MESSAGES)),
             seen: per_channel(request.state(MESSAGES), "changes_seen"),
             now: auth.now,
@@ -974,9 +984,13 @@ impl Connector for Slack {
                 let out = &mut run.out;
                 channels.clear();
                 not_member = 0;
-                let denied =
-                    config.paginate("conversations.list", &params, &["missing_scope"], |body| {
-                        for c in items(body, "channels")? {
+                let denied = config.paginate(
+                    "conversations.list",
+                    &params,
+                    &["missing_scope"],
+                    "channels",
+                    |items| {
+                        for c in &parse_items(items, "conversations.list")? {
                             if emit_channels {
                                 out.push(CHANNELS, &channel_record(c))?;
                             }
@@ -992,7 +1006,8 @@ impl Connector for Slack {
                             }
                         }
                         Ok(true)
-                    })?;
+                    },
+                )?;
                 let Some(body) = denied else { break };
                 run.access.learn("conversations.list", &body)?;
                 let fewer = config
@@ -1007,12 +1022,13 @@ impl Connector for Slack {
         }
         if request.selected(USERS) && !run.access.lacks("users:read") {
             let out = &mut run.out;
-            let denied = config.paginate("users.list", &[], &["missing_scope"], |body| {
-                for u in items(body, "members")? {
-                    out.push(USERS, &user_record(u))?;
-                }
-                Ok(true)
-            })?;
+            let denied =
+                config.paginate("users.list", &[], &["missing_scope"], "members", |items| {
+                    for u in &parse_items(items, "users.list")? {
+                        out.push(USERS, &user_record(u))?;
+                    }
+                    Ok(true)
+                })?;
             if let Some(body) = denied {
                 run.access.learn("users.list", &body)?;
             }
@@ -1350,6 +1366,7 @@ mod tests {
             config: &config,
             access: Access::new(&config, None, vec![]),
             out: Batcher::new(1),
+            canon: canon::Canon::default(),
             messages: BTreeMap::from([("C1".to_string(), "1700000000.000200".to_string())]),
             seen: BTreeMap::from([("C1".to_string(), "1700000500.000000".to_string())]),
             now: None,
@@ -1387,17 +1404,74 @@ mod tests {
         };
         assert_eq!(p.messages, Some(first));
         let edited = json!({"ts": "1.000000", "edited": {"user": "U1", "ts": "5.000000"}});
-        assert!(changed_since(&edited, "5.000000") && !changed_since(&edited, "5.000001"));
-        assert!(changed_since(
+        assert!(with_message(&edited, |m| changed_since(m, "5.000000")));
+        assert!(!with_message(&edited, |m| changed_since(m, "5.000001")));
+        assert!(with_message(
             &json!({"ts": "1.0", "latest_reply": "9.0"}),
-            "4.0"
+            |m| changed_since(m, "4.0")
         ));
         assert!(
-            !changed_since(&json!({"ts": "1.0"}), "0.5"),
+            !with_message(&json!({"ts": "1.0"}), |m| changed_since(m, "0.5")),
             "ts alone is not a change"
         );
-        let m = message_record(json!({"ts": "1700000000.000200", "text": "hi"}), "C1");
-        assert_eq!(m["channel_id"], "C1");
-        assert_eq!(m["created_at"], "2023-11-14T22:13:20Z");
+        let m = record(r#"{"ts": "1700000000.000200", "text": "hi"}"#, "C1");
+        assert_eq!(
+            m,
+            r#"{"channel_id":"C1","created_at":"2023-11-14T22:13:20Z","text":"hi","ts":"1700000000.000200"}"#
+        );
+    }
+
+    /// `f` of the message `m` as a page's item.
+    fn with_message<T>(m: &Value, f: impl FnOnce(&canon::Object<'_>) -> T) -> T {
+        let mut canon = canon::Canon::default();
+        let mut f = Some(f);
+        let mut out = None;
+        canon
+            .objects(&format!("[{m}]"), "test", |o| {
+                out = f.take().map(|f| f(&o));
+                Ok(())
+            })
+            .expect("a page");
+        out.expect("one message")
+    }
+
+    /// The record of the message `item` (a page's item, JSON text) in `channel`.
+    fn record(item: &str, channel: &str) -> String {
+        let mut canon = canon::Canon::default();
+        let mut out = None;
+        canon
+            .objects(&format!("[{item}]"), "test", |o| {
+                let ts = o.str("ts").expect("a ts");
+                out = Some(message_record(o, &Value::from(channel).to_string(), &ts));
+                Ok(())
+            })
+            .expect("a page");
+        out.expect("one message")
+    }
+
+    /// The tree's record of a message (the connector's before [`canon`]): the message parsed
+    /// to a `Value`, `channel_id` and `created_at` inserted, written back.
+    fn tree_record(item: &str, channel: &str) -> String {
+        let mut map: Map<String, Value> =
+            sluice_sdk::serde_json::from_str(item).expect("an object");
+        let created_at = iso_of(map.get("ts"));
+        map.insert("channel_id".to_string(), Value::String(channel.to_string()));
+        map.insert("created_at".to_string(), created_at);
+        Value::Object(map).to_string()
+    }
+
+    #[test]
+    fn message_records_are_what_the_tree_wrote() {
+        // As fake-slack writes them (its keys in insertion order), and as Slack does (`\/`,
+        // `\u` escapes), with a `channel_id` of its own, numbers with exponents.
+        let items = [
+            r#"{"type":"message","user":"U00001000","text":"hello there","ts":"1700000000.000200","team":"T00000001","client_msg_id":"6553f100-0000-4000-8000-0000000000c8","blocks":[{"type":"rich_text","block_id":"b1","elements":[{"type":"rich_text_section","elements":[{"type":"text","text":"hello there"}]}]}],"thread_ts":"1700000000.000200","reply_count":2,"reply_users_count":1,"reply_users":["U00001001"],"latest_reply":"1700000100.000000","subscribed":false,"edited":{"user":"U00001000","ts":"1700000050.000000"}}"#,
+            r#"{"client_msg_id":"x","type":"message","text":"see https:\/\/acme.slack.com\/archives\/C1 \u00e9 \ud83d\ude00 \"q\" \\ \u0007","user":"U1","ts":"1700000001.000001","channel_id":"C_SELF","created_at":7,"files":[{"id":"F1","size":1E3,"ratio":0.50,"url_private":"https:\/\/files.slack.com\/f"}],"reactions":[{"name":"+1","users":["U2","U1"],"count":2}],"attachments":[],"z":{},"a":null}"#,
+            r#"{"ts":"junk","text":"a","text":"b"}"#,
+            r#" { "ts" : "1.5" , "k\u0065y" : [ 1 , { "b" : 2 , "a" : 1 } ] } "#,
+        ];
+        for item in items {
+            assert_eq!(record(item, "C9"), tree_record(item, "C9"), "{item}");
+        }
     }
 }

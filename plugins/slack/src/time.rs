@@ -37,6 +37,50 @@ pub fn ts_of(epoch: i64) -> String {
     format!("{epoch}.000000")
 }
 
+/// [`format_iso`] of `epoch` as a JSON string (`"2023-11-14T22:13:20Z"`), its digits written
+/// without `format!` (a message record's `created_at`: `core::fmt` was ~4 % of a sync's CPU).
+pub fn iso_json(epoch: i64) -> String {
+    let (days, secs) = (epoch.div_euclid(86_400), epoch.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    if !(0..=9999).contains(&y) {
+        return format!("\"{}\"", format_iso(epoch));
+    }
+    let digit = |n: i64| char::from(b'0' + (n % 10) as u8);
+    let mut out = String::with_capacity(22);
+    out.push('"');
+    for k in [1000, 100, 10, 1] {
+        out.push(digit(y / k));
+    }
+    let parts = [
+        ('-', m),
+        ('-', d),
+        ('T', secs / 3600),
+        (':', secs % 3600 / 60),
+        (':', secs % 60),
+    ];
+    for (sep, n) in parts {
+        out.push(sep);
+        out.push(digit(n / 10));
+        out.push(digit(n));
+    }
+    out.push_str("Z\"");
+    out
+}
+
+/// Year, month and day of days since 1970-01-01 (H. Hinnant's algorithm, as
+/// `sluice_sdk::time` computes them).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +99,27 @@ mod tests {
         );
         assert_eq!(parse_http_date("Tue, 14 Nov 2023 22:13:20 CET"), None);
         assert_eq!(parse_http_date("yesterday"), None);
+    }
+
+    #[test]
+    fn iso_json_is_format_iso_as_json() {
+        let as_json = |e: i64| sluice_sdk::serde_json::Value::from(format_iso(e)).to_string();
+        assert_eq!(iso_json(1_700_000_000), "\"2023-11-14T22:13:20Z\"");
+        // Every day from 1600 to 2500 at a varying time, and the edges of the 4-digit years.
+        let mut e = -11_676_096_000_i64;
+        while e < 16_725_225_600 {
+            assert_eq!(iso_json(e), as_json(e), "{e}");
+            e += 86_400 + 3_607;
+        }
+        for e in [
+            -62_167_219_200,
+            -62_167_219_201,
+            253_402_300_799,
+            253_402_300_800,
+            0,
+            -1,
+        ] {
+            assert_eq!(iso_json(e), as_json(e), "{e}");
+        }
     }
 }
