@@ -45,8 +45,17 @@ admin_token_file = "$DATA/admin_token"
 CFG
 chmod 600 "$GARAGE_CONFIG_FILE"
 if ! { [ -f "$DATA/garage.pid" ] && kill -0 "$(cat "$DATA/garage.pid")" 2>/dev/null; }; then
-  # --single-node applies a one-node layout itself.
-  nohup "$BIN" server --single-node >> "$DATA/garage.log" 2>&1 &
+  # --single-node applies a one-node layout itself. The server outlives this script: it gets
+  # none of the caller's descriptors but stdin/out/err. A benchmark runs under
+  # `flock /tmp/sluice-bench.lock …`, whose lock is an open descriptor its children inherit: a
+  # Garage started there held the lock for as long as it ran, and every later benchmark waited.
+  (
+    for fd in /proc/self/fd/*; do
+      n=${fd##*/}
+      [ "$n" -gt 2 ] && eval "exec $n>&-" 2>/dev/null
+    done
+    exec nohup "$BIN" server --single-node >> "$DATA/garage.log" 2>&1
+  ) &
   echo $! > "$DATA/garage.pid"
 fi
 for _ in $(seq 1 300); do
