@@ -26,7 +26,7 @@ write_if_changed() {
 }
 
 # The two negative-test components carry their own copy of the WIT, derived from the real one:
-# wrong-world's package version is one no host serves (9.0.0; the host serves 0.1.0 and 0.2.0).
+# wrong-world's package version is one no host serves (9.0.0; the host serves 0.1.x and 0.2.x).
 sed 's/^package sluice:connector@[0-9.]*;/package sluice:connector@9.0.0;/' "$WIT" |
   write_if_changed "$PLUGINS/testing/wrong-world/wit/connector.wit"
 sed 's/^world connector-plugin {/&\n    import evil:backdoor\/shell@0.1.0;/' "$WIT" |

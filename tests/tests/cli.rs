@@ -121,7 +121,7 @@ fn inspect_prints_the_manifest() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["manifest"]["id"], "http-json");
-    assert_eq!(v["wit_version"], "0.2.0");
+    assert_eq!(v["wit_version"], "0.2.1");
     assert_eq!(v["sha256"].as_str().unwrap().len(), 64);
     assert!(
         v["imports"]

@@ -1,12 +1,16 @@
-//! WIT versions side by side: the host serves `sluice:connector@0.2.0` (the current world) and
-//! `@0.1.0` at once, choosing by what each component exports.
+//! WIT versions side by side: the host serves `sluice:connector@0.2.1` (the current world; its
+//! 0.2.0 components link to it by semver) and `@0.1.0` at once, choosing by what each component
+//! exports.
 //!
 //! - `tests/fixtures/github-0.1.0.wasm` is the GitHub connector exactly as the tree built it
 //!   before 0.2.0 existed (sha256 `5fe542b4…`, built against 0.1.0 by the SDK of that day): it
 //!   must load and sync against the fake GitHub unchanged, incremental runs included.
+//! - `tests/fixtures/github-0.2.0.wasm`, the same connector built against 0.2.0 before 0.2.1
+//!   existed (sha256 `258c7bfb…`; it emits JSON text): the same, and its Parquet is
+//!   value-equal to today's build's, which emits field by field (`records.emit-fields`).
 //! - `probe-v01` is built today against the frozen copy `wit/versions/0.1.0` with wit-bindgen
 //!   alone; it uses every 0.1.0 import, so every conversion of the host is exercised.
-//! - `probe` (SDK, 0.2.0) sees `started-at`, `run-id` and `clock.now`.
+//! - `probe` (SDK, 0.2.1) sees `started-at`, `run-id` and `clock.now`.
 //! - Versions no host serves are refused.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,6 +33,11 @@ use sluice_tests::{Service, plugin, run_id_of, serve, sluice_bin};
 /// The GitHub connector built against 0.1.0, before the host served anything else.
 fn github_0_1_0() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/github-0.1.0.wasm")
+}
+
+/// The GitHub connector built against 0.2.0, before 0.2.1 (it emits JSON text).
+fn github_0_2_0() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/github-0.2.0.wasm")
 }
 
 fn runtime(cache: &Path) -> Runtime {
@@ -249,12 +258,12 @@ async fn a_0_2_0_component_gets_started_at_run_id_and_the_clock() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime(dir.path());
     let p = rt.load_file(&plugin("probe")).await.unwrap();
-    assert_eq!(p.info().wit_version, "0.2.0");
+    assert_eq!(p.info().wit_version, "0.2.1");
     assert!(
         p.info()
             .imports
             .iter()
-            .any(|i| i == "sluice:connector/clock@0.2.0"),
+            .any(|i| i == "sluice:connector/clock@0.2.1"),
         "{:?}",
         p.info().imports
     );
@@ -298,7 +307,7 @@ async fn versions_the_host_does_not_serve_are_refused() {
     let text = e.to_string();
     for needle in [
         "sluice:connector@9.0.0",
-        "sluice:connector@0.2.0",
+        "sluice:connector@0.2.1",
         "sluice:connector@0.1.0",
     ] {
         assert!(text.contains(needle), "{needle:?} not in {text:?}");
@@ -376,7 +385,7 @@ async fn both_versions_sync_end_to_end_in_one_service() {
     )
     .await;
     assert_eq!(wit_version(&svc, "probe-v01").await, "0.1.0");
-    assert_eq!(wit_version(&svc, "probe").await, "0.2.0");
+    assert_eq!(wit_version(&svc, "probe").await, "0.2.1");
 
     // 0.1.0: records committed, state committed and handed back to the next run.
     let first = run(
@@ -457,10 +466,78 @@ fn newest_per_repo<'a>(items: impl Iterator<Item = (&'a str, i64)>) -> BTreeMap<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_github_plugin_built_before_0_2_0_still_loads_and_syncs() {
-    // The fixture is the build of before: every import is a 0.1.0 one.
+    an_old_github_build_loads_and_syncs(github_0_1_0(), "0.1.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_github_plugin_built_before_0_2_1_still_loads_and_syncs() {
+    an_old_github_build_loads_and_syncs(github_0_2_0(), "0.2.0").await;
+}
+
+/// The records of today's GitHub connector, which emits issues field by field, are the 0.2.0
+/// build's, which emitted their JSON text: every column of every issue, by DuckDB (`EXCEPT
+/// ALL` both ways, the run's own columns aside).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issues_emitted_field_by_field_are_the_issues_emitted_as_text() {
+    let gh = FakeGithub::start(GithubConfig {
+        repos: 2,
+        issues: 700,
+        pr_every: 5,
+        ..Default::default()
+    })
+    .await;
+    // Two services: both builds are the connector `github`.
+    let config = json!({"api_url": gh.url, "organization": "acme"});
+    let (mut counts, mut dirs, mut roots) = (Vec::new(), Vec::new(), Vec::new());
+    for (wasm, version) in [(github_0_2_0(), "0.2.0"), (plugin("github"), "0.2.1")] {
+        let root = tempfile::tempdir().unwrap();
+        let svc = start(root.path(), &[("github", wasm)]).await;
+        assert_eq!(wit_version(&svc, "github").await, version);
+        let body = json!({"connection_id": "gh", "connector": "github", "config": config,
+            "streams": ["issues"], "credentials": {"token": gh.token()}, "storage": storage()});
+        let r = svc
+            .post("/internal/mirror-connections/runs")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
+        let done = svc.wait_run(&run_id_of(r).await).await;
+        assert_eq!(done["status"], "succeeded", "{done}\n{}", svc.logs());
+        counts.push(done["streams"]["issues"].clone());
+        dirs.push(connection_dir(&svc, "gh").join("issues/*.parquet"));
+        roots.push((root, svc));
+    }
+    assert_eq!(counts[0], counts[1], "records, bytes and invalid rows");
+    let plain = gh.data().plain_issues().len() as i64;
+    let db = duckdb::Connection::open_in_memory().unwrap();
+    let table = |files: &PathBuf| {
+        format!(
+            "(SELECT * EXCLUDE (_sluice_run_id, _sluice_extracted_at) FROM read_parquet('{}'))",
+            files.display()
+        )
+    };
+    let (old, new) = (table(&dirs[0]), table(&dirs[1]));
+    let (n, only_old, only_new): (i64, i64, i64) = db
+        .query_row(
+            &format!(
+                "SELECT (SELECT count(*) FROM {new}), \
+                 (SELECT count(*) FROM ({old} EXCEPT ALL {new})), \
+                 (SELECT count(*) FROM ({new} EXCEPT ALL {old}))"
+            ),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((n, only_old, only_new), (plain, 0, 0));
+}
+
+/// An earlier build of the GitHub connector (`wasm`, built against `version`) loads, validates
+/// and syncs every stream, and its next run is incremental.
+async fn an_old_github_build_loads_and_syncs(wasm: PathBuf, version: &str) {
     let out = std::process::Command::new(sluice_bin())
         .args(["plugin", "inspect"])
-        .arg(github_0_1_0())
+        .arg(&wasm)
         .output()
         .unwrap();
     assert!(
@@ -469,14 +546,14 @@ async fn the_github_plugin_built_before_0_2_0_still_loads_and_syncs() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["wit_version"], "0.1.0");
+    assert_eq!(v["wit_version"], version);
     assert_eq!(v["manifest"]["id"], "github");
     let imports = v["imports"].as_array().unwrap();
     assert!(!imports.is_empty());
     assert!(
         imports
             .iter()
-            .all(|i| i.as_str().unwrap().ends_with("@0.1.0")),
+            .all(|i| i.as_str().unwrap().ends_with(&format!("@{version}"))),
         "{v}"
     );
 
@@ -491,8 +568,8 @@ async fn the_github_plugin_built_before_0_2_0_still_loads_and_syncs() {
     .await;
     let before = gh.data();
     let root = tempfile::tempdir().unwrap();
-    let svc = start(root.path(), &[("github", github_0_1_0())]).await;
-    assert_eq!(wit_version(&svc, "github").await, "0.1.0");
+    let svc = start(root.path(), &[("github", wasm)]).await;
+    assert_eq!(wit_version(&svc, "github").await, version);
     let config = json!({"api_url": gh.url, "organization": "acme"});
 
     let r = svc

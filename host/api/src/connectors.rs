@@ -66,9 +66,10 @@ pub struct ConnectorInfo {
     pub version: String,
     pub description: String,
     /// Version of the WIT world (`sluice:connector@X`) the component was built against, from
-    /// the `connector` interface it exports, e.g. `0.2.0`. The host serves `0.2.0` (current) and
-    /// `0.1.0` side by side; a 0.1.0 component gets no `started-at`/`run-id` and no `clock`.
-    #[schema(example = "0.2.0")]
+    /// the `connector` interface it exports, e.g. `0.2.1`. The host serves `0.2.1` (current; it also
+    /// serves `0.2.0` components, by semver) and `0.1.0` side by side; a 0.1.0 component gets no
+    /// `started-at`/`run-id` and no `clock`, a 0.2.0 one no `records.emit-fields`.
+    #[schema(example = "0.2.1")]
     pub wit_version: String,
     /// SHA-256 of the `.wasm` file, hex.
     pub sha256: String,

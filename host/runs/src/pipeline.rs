@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice_runtime::{
-    CallError, CallLabels, CallOptions, CancellationToken, LogBudget, Plugin, RecordSink, Secrets,
-    SinkError, StreamSpec, SyncRequest,
+    CallError, CallLabels, CallOptions, CancellationToken, FieldBatch, LogBudget, Plugin,
+    RecordSink, Secrets, SinkError, StreamSpec, SyncRequest,
 };
 use sluice_staging::{RunStage, StagingConfig, StagingError, StreamDef};
 use sluice_storage::StorageError;
@@ -148,8 +148,15 @@ impl StagingSink {
     }
 }
 
-impl RecordSink for StagingSink {
-    fn emit(&mut self, stream: &str, records: Vec<String>) -> Result<(), SinkError> {
+impl StagingSink {
+    /// Stages a batch of `count` records of `stream` with `append` (which returns its bytes
+    /// of JSON), and counts it or its refusal.
+    fn stage(
+        &mut self,
+        stream: &str,
+        count: usize,
+        append: impl FnOnce(&mut RunStage) -> Result<u64, StagingError>,
+    ) -> Result<(), SinkError> {
         let mut guard = self
             .stage
             .lock()
@@ -157,10 +164,10 @@ impl RecordSink for StagingSink {
         let stage = guard
             .as_mut()
             .ok_or_else(|| anyhow::anyhow!("staging closed"))?;
-        match stage.append(stream, &records) {
-            Ok(()) => {}
+        let bytes = match append(stage) {
+            Ok(bytes) => bytes,
             Err(StagingError::BadRecord { index, reason, .. }) => {
-                self.note_refusal(stream, records.len(), index, &reason);
+                self.note_refusal(stream, count, index, &reason);
                 return Err(SinkError::Rejected {
                     index: index as u32,
                     reason,
@@ -173,14 +180,28 @@ impl RecordSink for StagingSink {
                 return Err(SinkError::Failed(e.into()));
             }
             Err(e) => return Err(SinkError::Failed(e.into())),
-        }
-        let bytes: u64 = records.iter().map(|r| r.len() as u64).sum();
+        };
         if let Ok(mut p) = self.progress.lock() {
             let s = p.entry(stream.to_string()).or_default();
-            s.records += records.len() as u64;
+            s.records += count as u64;
             s.bytes += bytes;
         }
         Ok(())
+    }
+}
+
+impl RecordSink for StagingSink {
+    fn emit(&mut self, stream: &str, records: Vec<String>) -> Result<(), SinkError> {
+        self.stage(stream, records.len(), |stage| {
+            stage.append(stream, &records)?;
+            Ok(records.iter().map(|r| r.len() as u64).sum())
+        })
+    }
+
+    fn emit_fields(&mut self, stream: &str, batch: FieldBatch) -> Result<(), SinkError> {
+        self.stage(stream, batch.fields.len(), |stage| {
+            stage.append_fields(stream, &batch.text, &batch.spans, &batch.fields)
+        })
     }
 
     fn checkpoint(&mut self, stream: &str, state: Value) -> anyhow::Result<()> {

@@ -1,7 +1,8 @@
 //! Host bindings of every `sluice:connector` version the host serves, side by side.
 //!
 //! One module per version, each with its own `bindgen!` (as Zed's extension host does for its
-//! extension API): [`v0_2_0`] is the current world (`wit/connector.wit`), whose imports
+//! extension API): [`v0_2`] is the current world (`wit/connector.wit`, 0.2.1; it also serves
+//! 0.2.0 components, which link to it by semver), whose imports
 //! [`crate::host`] implements; [`v0_1_0`] is the frozen copy (`wit/versions/0.1.0`), whose
 //! imports delegate to the current ones. All versions are linked into the one linker (their
 //! interfaces have distinct versioned names). The version of a component is the one of the
@@ -14,10 +15,13 @@
 //!
 //! Adding a version: copy the current WIT to `wit/versions/X/`, add a module for it here
 //! converting to the new current types, bump `wit/connector.wit`, and add a case to
-//! [`World`], [`ConnectorPre`] and [`Connector`].
+//! [`World`], [`ConnectorPre`] and [`Connector`]. A version that only adds (a function, an
+//! interface) bumps the patch number instead (0.2.0 → 0.2.1): wasmtime links a component's
+//! imports and finds its export by semver, so the components of the earlier patch versions
+//! run on the current module unchanged.
 
 pub(crate) mod v0_1_0;
-pub(crate) mod v0_2_0;
+pub(crate) mod v0_2;
 
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
@@ -30,7 +34,7 @@ use crate::host::HostState;
 /// checks are written against these types.
 pub(crate) use latest::{exports, sluice};
 /// The current world's bindings.
-pub(crate) use v0_2_0 as latest;
+pub(crate) use v0_2 as latest;
 
 use latest::exports::sluice::connector::connector as wit;
 use latest::sluice::connector::types as wit_types;
@@ -38,7 +42,7 @@ use latest::sluice::connector::types as wit_types;
 /// The current WIT package version: what the SDK and new components target.
 pub const WIT_VERSION: &str = latest::VERSION;
 /// Every package version the host serves, newest first.
-pub const WIT_VERSIONS: &[&str] = &[v0_2_0::VERSION, v0_1_0::VERSION];
+pub const WIT_VERSIONS: &[&str] = &[v0_2::VERSION, v0_1_0::VERSION];
 /// The package every connector import and export belongs to.
 pub const WIT_PACKAGE: &str = "sluice:connector";
 
@@ -46,7 +50,7 @@ pub const WIT_PACKAGE: &str = "sluice:connector";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum World {
     V0_1_0,
-    V0_2_0,
+    V0_2,
 }
 
 impl World {
@@ -65,8 +69,8 @@ impl World {
                     g[0] == s[0]
                 }
         };
-        if compatible(v0_2_0::VERSION) {
-            Some(Self::V0_2_0)
+        if compatible(v0_2::VERSION) {
+            Some(Self::V0_2)
         } else if compatible(v0_1_0::VERSION) {
             Some(Self::V0_1_0)
         } else {
@@ -77,7 +81,7 @@ impl World {
 
 /// Links the imports of every served version.
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    v0_2_0::ConnectorPlugin::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    v0_2::ConnectorPlugin::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     v0_1_0::ConnectorPlugin::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     Ok(())
 }
@@ -142,7 +146,7 @@ pub(crate) fn world_of(
 #[derive(Clone)]
 pub(crate) enum ConnectorPre {
     V0_1_0(v0_1_0::ConnectorPluginPre<HostState>),
-    V0_2_0(v0_2_0::ConnectorPluginPre<HostState>),
+    V0_2(v0_2::ConnectorPluginPre<HostState>),
 }
 
 impl ConnectorPre {
@@ -150,7 +154,7 @@ impl ConnectorPre {
     pub fn new(world: World, pre: InstancePre<HostState>) -> wasmtime::Result<Self> {
         Ok(match world {
             World::V0_1_0 => Self::V0_1_0(v0_1_0::ConnectorPluginPre::new(pre)?),
-            World::V0_2_0 => Self::V0_2_0(v0_2_0::ConnectorPluginPre::new(pre)?),
+            World::V0_2 => Self::V0_2(v0_2::ConnectorPluginPre::new(pre)?),
         })
     }
 
@@ -161,7 +165,7 @@ impl ConnectorPre {
     ) -> wasmtime::Result<Connector> {
         Ok(match self {
             Self::V0_1_0(pre) => Connector::V0_1_0(pre.instantiate_async(store).await?),
-            Self::V0_2_0(pre) => Connector::V0_2_0(pre.instantiate_async(store).await?),
+            Self::V0_2(pre) => Connector::V0_2(pre.instantiate_async(store).await?),
         })
     }
 }
@@ -169,7 +173,7 @@ impl ConnectorPre {
 /// An instance of a connector, whatever its version; its exports in the current types.
 pub(crate) enum Connector {
     V0_1_0(v0_1_0::ConnectorPlugin),
-    V0_2_0(v0_2_0::ConnectorPlugin),
+    V0_2(v0_2::ConnectorPlugin),
 }
 
 impl Connector {
@@ -183,7 +187,7 @@ impl Connector {
                 .call_manifest(store)
                 .await?
                 .into()),
-            Self::V0_2_0(p) => p.sluice_connector_connector().call_manifest(store).await,
+            Self::V0_2(p) => p.sluice_connector_connector().call_manifest(store).await,
         }
     }
 
@@ -200,7 +204,7 @@ impl Connector {
                 .call_validate(store, config)
                 .await?
                 .map_err(Into::into)),
-            Self::V0_2_0(p) => {
+            Self::V0_2(p) => {
                 p.sluice_connector_connector()
                     .call_validate(store, config)
                     .await
@@ -221,7 +225,7 @@ impl Connector {
                 .await?
                 .map(|s| s.into_iter().map(Into::into).collect())
                 .map_err(Into::into)),
-            Self::V0_2_0(p) => {
+            Self::V0_2(p) => {
                 p.sluice_connector_connector()
                     .call_discover(store, config)
                     .await
@@ -240,7 +244,7 @@ impl Connector {
                 .call_sync(store, &request.into())
                 .await?
                 .map_err(Into::into)),
-            Self::V0_2_0(p) => {
+            Self::V0_2(p) => {
                 p.sluice_connector_connector()
                     .call_sync(store, request)
                     .await
@@ -257,8 +261,9 @@ mod tests {
     fn versions_map_to_served_worlds_by_semver() {
         assert_eq!(World::of("0.1.0"), Some(World::V0_1_0));
         assert_eq!(World::of("0.1.7"), Some(World::V0_1_0));
-        assert_eq!(World::of("0.2.0"), Some(World::V0_2_0));
-        assert_eq!(World::of("0.2.3"), Some(World::V0_2_0));
+        assert_eq!(World::of("0.2.0"), Some(World::V0_2));
+        assert_eq!(World::of("0.2.1"), Some(World::V0_2));
+        assert_eq!(World::of("0.2.3"), Some(World::V0_2));
         for refused in ["0.3.0", "9.0.0", "1.0.0", "0.1", "", "0.1.x", "0.2.0-rc1"] {
             assert_eq!(World::of(refused), None, "{refused:?}");
         }

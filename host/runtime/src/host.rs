@@ -82,9 +82,132 @@ impl std::fmt::Debug for Secrets {
 pub trait RecordSink: Send {
     /// A batch of records of one stream, all kept or none.
     fn emit(&mut self, stream: &str, records: Vec<String>) -> Result<(), SinkError>;
+    /// A batch given field by field (`records.emit-fields`), all kept or none: what
+    /// [`RecordSink::emit`] of its records' JSON text does. By default that is what it does,
+    /// writing each record's text ([`FieldBatch::records`]); staging reads the fields as given.
+    fn emit_fields(&mut self, stream: &str, batch: FieldBatch) -> Result<(), SinkError> {
+        let records = batch
+            .records()
+            .map_err(|(index, reason)| SinkError::Rejected { index, reason })?;
+        self.emit(stream, records)
+    }
     /// The state a stream reached; covers every record emitted before it.
     fn checkpoint(&mut self, stream: &str, state: serde_json::Value) -> anyhow::Result<()>;
 }
+
+/// A batch of records given field by field (`records.emit-fields`, WIT 0.2.1), as the plugin
+/// sent it (nothing checked): the keys (JSON strings) and values (JSON text) of every record are
+/// cut from `text` by `spans` (four per field: key start and end, value start and end, in
+/// order), and `fields` says how many fields each record has.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldBatch {
+    pub text: String,
+    pub spans: Vec<u32>,
+    pub fields: Vec<u32>,
+}
+
+impl FieldBatch {
+    /// Each record's JSON text, `{k1:v1,k2:v2,...}`: the records `emit` would have carried.
+    /// Keys and values are not checked here (the sink checks the records).
+    ///
+    /// # Errors
+    /// `(index, reason)` of the first record whose spans are not in order within the text (or
+    /// inside a character), or when the spans and counts do not add up.
+    pub fn records(&self) -> Result<Vec<String>, (u32, String)> {
+        let mut out = Vec::with_capacity(self.fields.len());
+        let (mut at, mut end) = (0usize, 0usize);
+        for (index, &n) in self.fields.iter().enumerate() {
+            let wrong = || {
+                (
+                    u32::try_from(index).unwrap_or(u32::MAX),
+                    FIELD_SPANS_WRONG.to_string(),
+                )
+            };
+            let spans = self.spans.get(at..at + 4 * n as usize).ok_or_else(wrong)?;
+            let mut record = String::from("{");
+            for (i, piece) in spans.chunks_exact(2).enumerate() {
+                let (from, to) = (piece[0] as usize, piece[1] as usize);
+                let text = self
+                    .text
+                    .get(from..to)
+                    .filter(|_| from >= end)
+                    .ok_or_else(wrong)?;
+                record.push_str(match i {
+                    0 => "",
+                    _ if i % 2 == 1 => ":",
+                    _ => ",",
+                });
+                record.push_str(text);
+                end = to;
+            }
+            record.push('}');
+            out.push(record);
+            at += spans.len();
+        }
+        if at != self.spans.len() {
+            let index = u32::try_from(self.fields.len().saturating_sub(1)).unwrap_or(u32::MAX);
+            return Err((index, FIELD_SPANS_WRONG.to_string()));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod field_batch_tests {
+    use super::FieldBatch;
+
+    #[test]
+    fn a_field_batch_is_the_records_its_spans_cut_from_its_text() {
+        // What lies between spans is not read (here `,` and `:`, and a dropped field).
+        let text = r#"{"id":1,"url":"x","name":"é"} {} {"id":2}"#.to_string();
+        let batch = FieldBatch {
+            spans: vec![1, 5, 6, 7, 18, 24, 25, 29, 35, 39, 40, 41],
+            fields: vec![2, 0, 1],
+            text,
+        };
+        assert_eq!(
+            batch.records().unwrap(),
+            vec![r#"{"id":1,"name":"é"}"#, "{}", r#"{"id":2}"#]
+        );
+        for (spans, fields, index) in [
+            (
+                vec![1, 5, 6, 7, 18, 24, 25, 29, 35, 39, 40],
+                vec![2, 0, 1],
+                2,
+            ),
+            (
+                vec![1, 5, 6, 7, 18, 24, 25, 29, 35, 39, 40, 41],
+                vec![2, 0, 0],
+                2,
+            ),
+            (
+                vec![1, 5, 6, 7, 18, 24, 25, 27, 35, 39, 40, 41],
+                vec![2, 0, 1],
+                0,
+            ),
+            (
+                vec![1, 5, 6, 7, 3, 24, 25, 29, 35, 39, 40, 41],
+                vec![2, 0, 1],
+                0,
+            ),
+            (
+                vec![1, 5, 6, 7, 18, 24, 25, 29, 35, 39, 40, 99],
+                vec![2, 0, 1],
+                2,
+            ),
+        ] {
+            let bad = FieldBatch {
+                spans,
+                fields,
+                ..batch.clone()
+            };
+            assert_eq!(bad.records().unwrap_err().0, index, "{bad:?}");
+        }
+    }
+}
+
+/// Why a field batch whose spans do not cut its text into keys and values is refused.
+const FIELD_SPANS_WRONG: &str = "the batch's spans do not cut its text into keys and values (four per field, each at or after the one before, within the text)";
 
 /// Why a [`RecordSink`] did not take a batch.
 #[derive(Debug, thiserror::Error)]
@@ -674,11 +797,13 @@ fn to_wit_error(e: OutboundError) -> http::HttpError {
     }
 }
 
-impl records::Host for HostState {
-    async fn emit(
+impl HostState {
+    /// Hands a batch of `stream` to the sink with `deliver` (`emit` or `emit_fields`), and
+    /// answers the plugin.
+    fn deliver(
         &mut self,
         stream: String,
-        batch: Vec<String>,
+        deliver: impl FnOnce(&mut dyn RecordSink, &str) -> Result<(), SinkError>,
     ) -> wasmtime::Result<Result<(), records::EmitError>> {
         self.check_cancel()?;
         if !self.call.streams.contains(&stream) {
@@ -689,7 +814,7 @@ impl records::Host for HostState {
                 "emit is only allowed during sync".into(),
             )));
         };
-        match sink.emit(&stream, batch) {
+        match deliver(sink.as_mut(), &stream) {
             Ok(()) => Ok(Ok(())),
             Err(SinkError::Rejected { index, reason }) => {
                 // Logged by the host too (within the plugin's log budget, so a loop of bad
@@ -705,6 +830,29 @@ impl records::Host for HostState {
                 "staging failed: {e:#}"
             )))),
         }
+    }
+}
+
+impl records::Host for HostState {
+    async fn emit(
+        &mut self,
+        stream: String,
+        batch: Vec<String>,
+    ) -> wasmtime::Result<Result<(), records::EmitError>> {
+        self.deliver(stream, |sink, stream| sink.emit(stream, batch))
+    }
+
+    async fn emit_fields(
+        &mut self,
+        stream: String,
+        batch: records::FieldBatch,
+    ) -> wasmtime::Result<Result<(), records::EmitError>> {
+        let batch = FieldBatch {
+            text: batch.text,
+            spans: batch.spans,
+            fields: batch.fields,
+        };
+        self.deliver(stream, |sink, stream| sink.emit_fields(stream, batch))
     }
 
     async fn checkpoint(

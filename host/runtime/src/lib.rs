@@ -30,6 +30,6 @@ pub use engine::{
     Plugin, PluginInfo, Runtime, RuntimeConfig, SyncRequest, compile_artifact,
 };
 pub use error::{CallError, DeadlineExceeded, ErrorCode, LoadError};
-pub use host::{CallLabels, LogBudget, LogLimits, RecordSink, Secrets, SinkError};
+pub use host::{CallLabels, FieldBatch, LogBudget, LogLimits, RecordSink, Secrets, SinkError};
 pub use manifest::{Manifest, SecretSpec, StreamSpec};
 pub use tokio_util::sync::CancellationToken;

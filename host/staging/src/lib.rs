@@ -11,6 +11,7 @@
 //! Parquet is written by arrow-rs's `parquet` crate; DuckDB is what reads it (the tests check
 //! every part with DuckDB, and the catalog's `view_sql` is DuckDB SQL).
 
+mod json;
 mod record;
 mod schema;
 pub mod value;
@@ -247,29 +248,80 @@ impl RunStage {
     /// record leaves the stream as it was ([`StagingError::BadRecord`]); so does a batch past a
     /// quota ([`StagingError::Quota`]).
     pub fn append(&mut self, stream: &str, records: &[String]) -> Result<(), StagingError> {
+        self.append_with(stream, records.len(), |splitter, index, row| {
+            let record = records.get(index).map_or("", String::as_str);
+            splitter
+                .split(record, row)
+                .map(|extra| (extra, record.len()))
+        })
+        .map(|_| ())
+    }
+
+    /// [`RunStage::append`] of a batch given field by field (`records.emit-fields`): `spans`
+    /// cuts each key and value from `text` (four per field: key start and end, value start and
+    /// end, in order), `fields` says how many fields each record has. The same checks and the
+    /// same rows as `append` of the records `{k1:v1,...}` (their JSON text is never written);
+    /// returns the bytes of that text.
+    pub fn append_fields(
+        &mut self,
+        stream: &str,
+        text: &str,
+        spans: &[u32],
+        fields: &[u32],
+    ) -> Result<u64, StagingError> {
+        let pieces: u64 = fields.iter().map(|n| u64::from(*n)).sum();
+        if pieces.saturating_mul(4) != spans.len() as u64 {
+            return Err(StagingError::BadRecord {
+                stream: stream.to_string(),
+                index: fields.len().saturating_sub(1),
+                reason: record::FIELD_SPANS_WRONG.into(),
+            });
+        }
+        let (mut at, mut end) = (0usize, 0usize);
+        self.append_with(stream, fields.len(), |splitter, index, row| {
+            let n = fields.get(index).map_or(0, |n| *n as usize * 4);
+            let mine = spans.get(at..at + n).ok_or(record::FIELD_SPANS_WRONG)?;
+            at += n;
+            splitter.split_fields(text, mine, &mut end, row)
+        })
+    }
+
+    /// Appends `count` records, record `i` split into its row by `split(splitter, i, row)`
+    /// (which returns its `_sluice_extra` and its bytes of JSON). Every record is split before
+    /// any is kept; returns the bytes of the batch.
+    fn append_with<'a>(
+        &mut self,
+        stream: &str,
+        count: usize,
+        mut split: impl FnMut(
+            &mut record::Splitter,
+            usize,
+            &mut [Option<&'a str>],
+        ) -> Result<(Option<String>, usize), String>,
+    ) -> Result<u64, StagingError> {
         let st = self
             .streams
             .get_mut(stream)
             .ok_or_else(|| StagingError::UnknownStream(stream.to_string()))?;
-        // Every record is split before any is kept: `values` holds each record's columns in
-        // turn (`width` a record), `extras` its `_sluice_extra`.
+        // `values` holds each record's columns in turn (`width` a record), `extras` its
+        // `_sluice_extra`, `sizes` its bytes of JSON.
         let width = st.splitter.width();
-        let mut values: Vec<Option<&str>> = vec![None; records.len() * width];
-        let mut extras: Vec<Option<String>> = Vec::with_capacity(records.len());
-        for (index, rec) in records.iter().enumerate() {
+        let mut values: Vec<Option<&'a str>> = vec![None; count * width];
+        let mut extras: Vec<Option<String>> = Vec::with_capacity(count);
+        let mut sizes: Vec<usize> = Vec::with_capacity(count);
+        for index in 0..count {
             let row = &mut values[index * width..(index + 1) * width];
-            let extra = st
-                .splitter
-                .split(rec, row)
-                .and_then(|extra| key_present(&st.columns, row).map(|()| extra))
+            let (extra, size) = split(&mut st.splitter, index, row)
+                .and_then(|split| key_present(&st.columns, row).map(|()| split))
                 .map_err(|reason| StagingError::BadRecord {
                     stream: stream.to_string(),
                     index,
                     reason,
                 })?;
             extras.push(extra);
+            sizes.push(size);
         }
-        let n: u64 = records.iter().map(|r| r.len() as u64).sum();
+        let n: u64 = sizes.iter().map(|s| *s as u64).sum();
         if self.reserved.bytes.saturating_add(n) > self.config.run_quota_bytes {
             return Err(StagingError::Quota {
                 scope: "this run",
@@ -283,19 +335,20 @@ impl RunStage {
             });
         }
         self.reserved.bytes += n;
-        for (i, (rec, extra)) in records.iter().zip(&extras).enumerate() {
+        for (i, (size, extra)) in sizes.iter().zip(&extras).enumerate() {
             let seq = st.counts.records;
             let row = &values[i * width..(i + 1) * width];
-            if st.writer.push(row, extra.as_deref(), seq, rec.len()) {
+            if st.writer.push(row, extra.as_deref(), seq, *size) {
                 st.counts.invalid_rows += 1;
             }
             st.counts.records += 1;
-            st.counts.bytes += rec.len() as u64;
+            st.counts.bytes += *size as u64;
             if st.writer.full() {
                 st.writer.flush()?;
             }
         }
-        self.keep_buffers_in_budget()
+        self.keep_buffers_in_budget()?;
+        Ok(n)
     }
 
     /// Writes out the stream buffering the most while the run's buffers exceed their budget.

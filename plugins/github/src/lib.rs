@@ -370,10 +370,14 @@ impl Listing {
         }
     }
 
-    /// The cursor value and the record (JSON; `None`: not part of this stream) of each item of
-    /// a page, read in one scan of the page. Issues, the biggest stream, are reshaped without
-    /// building a tree of each item.
-    fn page(self, body: &[u8], repo: &str) -> Result<Vec<(Option<i64>, Option<String>)>> {
+    /// The cursor value and the record (`None`: not part of this stream) of each item of a
+    /// page, read in one scan of the page. Issues, the biggest stream, are reshaped without
+    /// building a tree of each item, and their records are written field by field.
+    fn page<'b>(
+        self,
+        body: &'b [u8],
+        repo: &str,
+    ) -> Result<Vec<(Option<i64>, Option<Shaped<'b>>)>> {
         let bad = |e: serde_json::Error| {
             ConnectorError::internal(format!(
                 "{} of repository {repo}: unexpected response body: {e}",
@@ -392,13 +396,20 @@ impl Listing {
             let items = sluice_sdk::fields::scan_objects(text).map_err(bad)?;
             return items
                 .into_iter()
-                .map(|fields| Self::shape_issue(fields, repo).map_err(bad))
+                .map(|fields| {
+                    let updated = fields.str("updated_at").map_err(bad)?;
+                    let issue = schema::is_issue(&fields).then_some(Shaped::Issue(fields));
+                    Ok((cursor_of(updated.as_deref()), issue))
+                })
                 .collect();
         }
         let items: Vec<Value> = serde_json::from_slice(body).map_err(bad)?;
         items
             .into_iter()
-            .map(|item| self.shape_tree(item, repo).map_err(bad))
+            .map(|item| {
+                let (cursor, record) = self.shape_tree(item, repo).map_err(bad)?;
+                Ok((cursor, record.map(Shaped::Json)))
+            })
             .collect()
     }
 
@@ -443,6 +454,13 @@ impl Listing {
         let cursor = cursor_of(item.pointer(at).and_then(Value::as_str));
         Ok((cursor, Some(record(item, repo).to_string())))
     }
+}
+
+/// A record of a listing page: its JSON text, or the fields of an issue, written into the
+/// batch as they are ([`schema::write_issue`]).
+enum Shaped<'a> {
+    Json(String),
+    Issue(schema::Scanned<'a>),
 }
 
 /// A cursor value: an ISO 8601 time as seconds since the epoch (`None` when absent or
@@ -590,10 +608,14 @@ fn sync_listing(
                 if cursor > newest {
                     newest = cursor;
                 }
-                if let Some(record) = record {
-                    out.push_json(stream, record)?;
-                    records += 1;
+                match record {
+                    Some(Shaped::Json(record)) => out.push_json(stream, record)?,
+                    Some(Shaped::Issue(fields)) => {
+                        out.push_fields(stream, |w| schema::write_issue(&fields, repo, w))?;
+                    }
+                    None => continue,
                 }
+                records += 1;
             }
             pages += 1;
             // The repository's cursor moves once its listing is complete (pages come newest

@@ -5,11 +5,8 @@
 //! record gets `repository` (`owner/repo`). Fields not declared here are kept by the host in
 //! `_sluice_extra`.
 
-use std::borrow::Cow;
-
-use serde::Deserialize;
-use sluice_sdk::fields::RecordWriter;
 pub use sluice_sdk::fields::Scanned;
+use sluice_sdk::fields::{FieldWriter, record_text};
 use sluice_sdk::schema::object as schema;
 use sluice_sdk::serde_json::{Map, Value, json};
 use sluice_sdk::{StreamSpec, serde_json};
@@ -238,32 +235,29 @@ pub fn repository(item: Value, repository: &str) -> Value {
 /// An `issues` record, or `None` for a pull request (the issues API returns both): the item's
 /// fields without hypermedia links, plus `user_login` and `repository`.
 pub fn issue(fields: Scanned<'_>, repository: &str) -> Option<String> {
-    #[derive(Deserialize)]
-    struct User<'a> {
-        #[serde(borrow)]
-        login: Option<Cow<'a, str>>,
-    }
-    if fields.get("pull_request").is_some() {
-        return None;
-    }
+    is_issue(&fields).then(|| record_text(|out| write_issue(&fields, repository, out)))
+}
+
+/// Whether a listed item is an issue (the issues listing holds pull requests too).
+pub fn is_issue(fields: &Scanned<'_>) -> bool {
+    fields.get("pull_request").is_none()
+}
+
+/// Writes an `issues` record of an item [`is_issue`] accepts: its fields as GitHub wrote them,
+/// without hypermedia links, then `user_login` and `repository`.
+pub fn write_issue(fields: &Scanned<'_>, repository: &str, out: &mut FieldWriter<'_>) {
+    // The user object is scanned, not parsed: only `login` is read (the host checks the rest
+    // when it takes the record, as it does every value).
     let login = fields
         .get("user")
-        .and_then(|u| serde_json::from_str::<Option<User<'_>>>(u).ok())
-        .flatten()
-        .and_then(|u| u.login);
-    // Sized from the fields (a fixed 2 KiB per record made a page of 40,000 tiny issues, 2 MB,
-    // take the guest's whole 64 MiB).
-    let mut out = RecordWriter::with_capacity(fields.text_len() + 64);
-    for (k, v) in fields.iter() {
+        .and_then(|u| Scanned::parse(u).ok())
+        .and_then(|u| u.str("login").ok().flatten());
+    out.scanned_fields(fields, |k| {
         let key = k.as_str();
-        if is_link(key) || key == "user_login" || key == "repository" {
-            continue;
-        }
-        out.scanned(k, v);
-    }
+        !(is_link(key) || key == "user_login" || key == "repository")
+    });
     out.str("user_login", login.as_deref());
     out.str("repository", Some(repository));
-    Some(out.finish())
 }
 
 /// Hypermedia links are dropped: `url` and `*_url`, except `html_url`.

@@ -134,7 +134,12 @@ impl<'a> Fields<'a> {
 /// emitted record in full and refuses one that is not JSON (`invalid-record`), so the page
 /// needs no second check in the guest. Reading a value (a cursor, a nested login) still checks
 /// it, with serde_json.
-pub struct Scanned<'a>(Vec<(Key<'a>, &'a str)>);
+pub struct Scanned<'a> {
+    /// Each field: its key, the key as written (quotes included) and its value.
+    fields: Vec<(Key<'a>, &'a str, &'a str)>,
+    /// The text the fields were found in (an item's, or a whole page's).
+    source: &'a str,
+}
 
 impl<'a> Scanned<'a> {
     /// The fields of one object given as JSON text (scanned as [`scan_objects`] scans).
@@ -158,11 +163,11 @@ impl<'a> Scanned<'a> {
 
     /// The value of `key` as JSON text; of a key given twice, the last.
     pub fn get(&self, key: &str) -> Option<&'a str> {
-        self.0
+        self.fields
             .iter()
             .rev()
-            .find(|(k, _)| k.0 == key)
-            .map(|(_, v)| *v)
+            .find(|(k, _, _)| k.0 == key)
+            .map(|(_, _, v)| *v)
     }
 
     /// A top-level string field (`None` when absent or null).
@@ -178,12 +183,15 @@ impl<'a> Scanned<'a> {
 
     /// Every field, in the order they came (a key given twice comes twice).
     pub fn iter(&self) -> impl Iterator<Item = (&Key<'a>, &'a str)> {
-        self.0.iter().map(|(k, v)| (k, *v))
+        self.fields.iter().map(|(k, _, v)| (k, *v))
     }
 
     /// Bytes of the fields' keys and values: a capacity for a record made of them.
     pub fn text_len(&self) -> usize {
-        self.0.iter().map(|(k, v)| k.0.len() + v.len() + 4).sum()
+        self.fields
+            .iter()
+            .map(|(k, _, v)| k.0.len() + v.len() + 4)
+            .sum()
     }
 }
 
@@ -358,7 +366,10 @@ impl<'a> Scan<'a> {
         self.ws();
         if self.peek() == Some(b'}') {
             self.i += 1;
-            return Ok(Scanned(fields));
+            return Ok(Scanned {
+                fields,
+                source: self.text,
+            });
         }
         loop {
             self.ws();
@@ -375,15 +386,25 @@ impl<'a> Scan<'a> {
                     self.text.get(start + 1..self.i - 1).unwrap_or_default(),
                 ))
             };
+            let key_end = self.i;
             self.ws();
             self.expect(b':')?;
             self.ws();
             let value = self.value()?;
-            fields.push((key, value));
+            fields.push((
+                key,
+                self.text.get(start..key_end).unwrap_or_default(),
+                value,
+            ));
             self.ws();
             match self.next()? {
                 b',' => {}
-                b'}' => return Ok(Scanned(fields)),
+                b'}' => {
+                    return Ok(Scanned {
+                        fields,
+                        source: self.text,
+                    });
+                }
                 _ => {
                     self.i -= 1;
                     return Err(self.error("expected `,` or `}` after a value"));
@@ -407,19 +428,12 @@ impl RecordWriter {
         Self { out }
     }
 
-    /// Appends `"key":` — a key borrowed from the input had no escapes there, so it goes back
-    /// as it was; any other is escaped.
+    /// Appends `"key":`.
     fn key(&mut self, key: &str, borrowed_plain: bool) {
         if self.out.len() > 1 {
             self.out.push(',');
         }
-        if borrowed_plain {
-            self.out.push('"');
-            self.out.push_str(key);
-            self.out.push('"');
-        } else {
-            self.out.push_str(&serde_json::Value::from(key).to_string());
-        }
+        write_key(&mut self.out, key, borrowed_plain);
         self.out.push(':');
     }
 
@@ -454,6 +468,147 @@ impl RecordWriter {
     }
 }
 
+/// Writes `key` as a JSON string: a key borrowed from the input had no escapes there, so it
+/// goes back between quotes as it was; any other is escaped.
+fn write_key(out: &mut String, key: &str, borrowed_plain: bool) {
+    if borrowed_plain {
+        out.push('"');
+        out.push_str(key);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::Value::from(key).to_string());
+    }
+}
+
+/// Writes one record field by field into a batch of
+/// [`Batcher::push_fields`](crate::records::Batcher::push_fields): the methods of
+/// [`RecordWriter`], and [`FieldWriter::scanned_fields`]. The record's JSON text is never
+/// written, here or in the host, which takes each key and value as given
+/// (`records.emit-fields`) and checks them as it would the record's text.
+pub struct FieldWriter<'b> {
+    text: &'b mut String,
+    spans: &'b mut Vec<u32>,
+    fields: u32,
+}
+
+/// Where [`FieldWriter::scanned_fields`] starts copying anew rather than copy the text between
+/// two fields it keeps along with them (what lies between spans is not read by the host).
+const MAX_COPIED_GAP: usize = 64;
+
+impl<'b> FieldWriter<'b> {
+    pub(crate) fn new(text: &'b mut String, spans: &'b mut Vec<u32>) -> Self {
+        Self {
+            text,
+            spans,
+            fields: 0,
+        }
+    }
+
+    /// Fields written so far.
+    pub(crate) fn fields(&self) -> u32 {
+        self.fields
+    }
+
+    fn at(&self) -> u32 {
+        u32::try_from(self.text.len()).unwrap_or(u32::MAX)
+    }
+
+    fn pair(&mut self, key: &str, borrowed_plain: bool, value: &str) {
+        let key_start = self.at();
+        write_key(self.text, key, borrowed_plain);
+        let key_end = self.at();
+        self.text.push_str(value);
+        let value_end = self.at();
+        self.spans.extend([key_start, key_end, key_end, value_end]);
+        self.fields += 1;
+    }
+
+    /// Appends `key` with `value`, JSON text (from [`Fields::get`], or made by the caller).
+    pub fn raw(&mut self, key: &str, value: &str) {
+        self.pair(key, is_plain(key), value);
+    }
+
+    /// Appends a field read by [`Fields::iter`] under its own key.
+    pub fn field(&mut self, key: &Key<'_>, value: &RawValue) {
+        self.pair(key.as_str(), matches!(key.0, Cow::Borrowed(_)), value.get());
+    }
+
+    /// Appends a field read by [`Scanned::iter`] under its own key.
+    pub fn scanned(&mut self, key: &Key<'_>, value: &str) {
+        self.pair(key.as_str(), matches!(key.0, Cow::Borrowed(_)), value);
+    }
+
+    /// Appends every field of `item` whose key `keep` accepts, in order, as `item`'s text
+    /// has it: fields close together there are copied in one piece (what lies between them
+    /// goes along and is not read), so a record made of most of an upstream item's fields
+    /// costs a few copies, not two per field.
+    pub fn scanned_fields(&mut self, item: &Scanned<'_>, mut keep: impl FnMut(&Key<'_>) -> bool) {
+        let base = item.source.as_ptr() as usize;
+        let offset = |s: &str| (s.as_ptr() as usize).saturating_sub(base);
+        // The part of `item.source` copied next, and where in `text` it will start.
+        let mut run: Option<(usize, usize)> = None;
+        let mut run_at = self.text.len();
+        for (key, raw, value) in &item.fields {
+            if !keep(key) {
+                continue;
+            }
+            let (key_start, value_start) = (offset(raw), offset(value));
+            let (key_end, value_end) = (key_start + raw.len(), value_start + value.len());
+            let start = match run {
+                Some((start, end)) if key_start >= end && key_start - end <= MAX_COPIED_GAP => {
+                    start
+                }
+                _ => {
+                    self.copy(item.source, run);
+                    run_at = self.text.len();
+                    key_start
+                }
+            };
+            run = Some((start, value_end));
+            let at = |o: usize| u32::try_from(run_at + o - start).unwrap_or(u32::MAX);
+            self.spans
+                .extend([at(key_start), at(key_end), at(value_start), at(value_end)]);
+            self.fields += 1;
+        }
+        self.copy(item.source, run);
+    }
+
+    fn copy(&mut self, source: &str, run: Option<(usize, usize)>) {
+        if let Some((start, end)) = run {
+            self.text
+                .push_str(source.get(start..end).unwrap_or_default());
+        }
+    }
+
+    /// Appends `key` with a string value (escaped), or null.
+    pub fn str(&mut self, key: &str, value: Option<&str>) {
+        let text = serde_json::Value::from(value).to_string();
+        self.raw(key, &text);
+    }
+}
+
+/// The JSON text of the record `write` writes with a [`FieldWriter`], `{k1:v1,k2:v2,...}`:
+/// what [`Batcher::push_fields`](crate::records::Batcher::push_fields) sends field by field.
+pub fn record_text(write: impl FnOnce(&mut FieldWriter<'_>)) -> String {
+    let (mut text, mut spans) = (String::new(), Vec::new());
+    write(&mut FieldWriter::new(&mut text, &mut spans));
+    let mut out = String::with_capacity(text.len() + spans.len() + 2);
+    out.push('{');
+    for (i, piece) in spans.chunks_exact(2).enumerate() {
+        out.push_str(match i {
+            0 => "",
+            _ if i % 2 == 1 => ":",
+            _ => ",",
+        });
+        out.push_str(
+            text.get(piece[0] as usize..piece[1] as usize)
+                .unwrap_or_default(),
+        );
+    }
+    out.push('}');
+    out
+}
+
 /// Whether `key` can go between quotes as it is (nothing JSON must escape).
 fn is_plain(key: &str) -> bool {
     key.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
@@ -462,6 +617,39 @@ fn is_plain(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scanned_fields_are_copied_in_runs_and_make_the_same_record() {
+        let page = r#"[{"url":"u","id":1,"t\u0069tle":"a \"q\"","skip_url":"s","n":null,"big_url":"LONGER THAN SIXTY-FOUR BYTES, SO THAT THE FIELD AFTER IT STARTS A NEW COPY","z":[1,{"k":2}]}]"#;
+        let item = &scan_objects(page).unwrap()[0];
+        let keep = |k: &Key<'_>| !k.as_str().ends_with("url");
+        let (mut text, mut spans) = (String::new(), Vec::new());
+        let mut w = FieldWriter::new(&mut text, &mut spans);
+        w.scanned_fields(item, keep);
+        w.str("extra", Some("x"));
+        assert_eq!(w.fields(), 5);
+        // `id` to `n` in one copy (the short dropped field rides along), `z` in another.
+        assert!(text.contains(r#""skip_url":"s""#), "{text}");
+        assert!(!text.contains("LONGER"), "{text}");
+        let record = record_text(|w| {
+            w.scanned_fields(item, keep);
+            w.str("extra", Some("x"));
+        });
+        assert_eq!(
+            record,
+            r#"{"id":1,"t\u0069tle":"a \"q\"","n":null,"z":[1,{"k":2}],"extra":"x"}"#
+        );
+        let mut by_field = RecordWriter::with_capacity(64);
+        for (k, v) in item.iter().filter(|(k, _)| keep(k)) {
+            by_field.scanned(k, v);
+        }
+        by_field.str("extra", Some("x"));
+        let (a, b): (serde_json::Value, serde_json::Value) = (
+            serde_json::from_str(&record).unwrap(),
+            serde_json::from_str(&by_field.finish()).unwrap(),
+        );
+        assert_eq!(a, b, "the record RecordWriter makes, value for value");
+    }
 
     #[test]
     fn fields_keep_their_text_and_the_last_of_a_repeated_key_wins() {
