@@ -17,6 +17,7 @@ if [ -z "${SLUICE_BENCH_LOCKED:-}" ]; then
   exec env SLUICE_BENCH_LOCKED=1 flock /tmp/sluice-bench.lock "$0" "$@"
 fi
 . "$(dirname "$0")/env.sh"
+. "$(dirname "$0")/bench-lib.sh"
 BIN=${1:-$CARGO_TARGET_DIR/debug/sluice}
 ROUNDS=${2:-3}
 HUNG=${3:-40}
@@ -35,25 +36,7 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 TOKEN=bench-token-0123456789abcdef0123456789
 BASE=http://127.0.0.1:$PORT
 
-# The silent upstream: accepts, keeps every connection open, never answers; one line per accept.
-python3 - "$WORK/upstream.port" "$WORK/accepted" <<'EOF' &
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", 0))
-s.listen(256)
-open(sys.argv[1], "w").write(str(s.getsockname()[1]))
-held = []
-while True:
-    c, _ = s.accept()
-    held.append(c)
-    with open(sys.argv[2], "a") as f:
-        f.write("x\n")
-EOF
-PIDS+=($!)
-for _ in $(seq 100); do [ -s "$WORK/upstream.port" ] && break; sleep 0.05; done
-UPSTREAM=http://127.0.0.1:$(cat "$WORK/upstream.port")/never
-: >"$WORK/accepted"
+start_silent_upstream "$WORK"
 
 env -i PATH="$PATH" LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}" PORT="$PORT" CONNECT_SERVICE_TOKEN="$TOKEN" \
   SLUICE_DATA_DIR="$WORK/data" PLUGINS_DIR="$WORK/plugins" SLUICE_ALLOW_PRIVATE_ADDRESSES=loopback \

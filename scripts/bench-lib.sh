@@ -1,17 +1,21 @@
 # Sourced by the bench scripts: submit a run to a local `sluice serve` and wait for its end.
 
 # run_to_end PORT TOKEN BODY: POSTs the run, polls it every 50 ms, prints its final JSON.
+# A poll is one curl and a shell pattern match: it used to start python3 to read each answer,
+# ~20 interpreters a second at nice 0 beside the service, whose plugin work runs at nice 10 —
+# in the same autogroup (one session), so they took most of the CPU from the run they waited for.
 run_to_end() {
-  local port=$1 token=$2 body=$3 run r s
+  local port=$1 token=$2 body=$3 run r
   r=$(curl -s -XPOST "http://127.0.0.1:$port/internal/mirror-connections/runs" \
     -H "x-connect-service-token: $token" -H 'content-type: application/json' -d "$body")
   run=$(echo "$r" | python3 -c 'import json,sys; print(json.load(sys.stdin)["run_id"])' 2>/dev/null) ||
     { echo "run_to_end: the service refused the run: ${r:-no answer}" >&2; return 1; }
   while :; do
     r=$(curl -sf "http://127.0.0.1:$port/internal/mirror-connections/runs/$run" -H "x-connect-service-token: $token")
-    s=$(echo "$r" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')
-    [ "$s" = queued ] || [ "$s" = running ] || break
-    sleep 0.05
+    case "$r" in
+      *'"status":"queued"'* | *'"status":"running"'*) sleep 0.05 ;;
+      *) break ;;
+    esac
   done
   echo "$r"
 }
@@ -54,4 +58,29 @@ peer_pid() {
     if [ -n "$c" ]; then p=$c; continue; fi
     sleep 0.01
   done
+}
+
+# start_silent_upstream WORK: a loopback upstream that accepts, keeps every connection open and
+# never answers; it appends a line to WORK/accepted per connection. Sets UPSTREAM (a URL on it)
+# and adds its pid to PIDS.
+start_silent_upstream() {
+  local work=$1
+  python3 - "$work/upstream.port" "$work/accepted" <<'EOF' &
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 0))
+s.listen(256)
+open(sys.argv[1], "w").write(str(s.getsockname()[1]))
+held = []
+while True:
+    c, _ = s.accept()
+    held.append(c)
+    with open(sys.argv[2], "a") as f:
+        f.write("x\n")
+EOF
+  PIDS+=($!)
+  for _ in $(seq 100); do [ -s "$work/upstream.port" ] && break; sleep 0.05; done
+  UPSTREAM=http://127.0.0.1:$(cat "$work/upstream.port")/never
+  : >"$work/accepted"
 }

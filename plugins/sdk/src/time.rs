@@ -97,7 +97,9 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
+/// Year, month (1–12) and day (1–31) of `z` days since 1970-01-01 in the proleptic Gregorian
+/// calendar (H. Hinnant's `civil_from_days`, http://howardhinnant.github.io/date_algorithms.html).
+pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;

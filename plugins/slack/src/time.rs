@@ -41,7 +41,7 @@ pub fn ts_of(epoch: i64) -> String {
 /// without `format!` (a message record's `created_at`: `core::fmt` was ~4 % of a sync's CPU).
 pub fn iso_json(epoch: i64) -> String {
     let (days, secs) = (epoch.div_euclid(86_400), epoch.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = sluice_sdk::time::civil_from_days(days);
     if !(0..=9999).contains(&y) {
         return format!("\"{}\"", format_iso(epoch));
     }
@@ -65,20 +65,6 @@ pub fn iso_json(epoch: i64) -> String {
     }
     out.push_str("Z\"");
     out
-}
-
-/// Year, month and day of days since 1970-01-01 (H. Hinnant's algorithm, as
-/// `sluice_sdk::time` computes them).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 #[cfg(test)]
