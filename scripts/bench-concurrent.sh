@@ -2,7 +2,7 @@
 # Issue 16's memory figure: N concurrent GitHub syncs (issues stream, ISSUES issues each, from the
 # fake GitHub) in one release `sluice serve` writing Parquet to Garage. Prints the service's idle
 # RSS, its high-water mark (VmHWM) after all runs, the wall time and the runs' outcome.
-#   scripts/bench-concurrent.sh [runs] [issues]
+#   scripts/bench-concurrent.sh [runs] [issues]     GITHUB_WASM=path/to/github.wasm syncs with another build
 # SLUICE_BENCH_S3_PORT picks the Garage port (default 3900; started if not running).
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
@@ -23,7 +23,7 @@ PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 start_fake_github "$ISSUES" "$WORK"
 
-mkdir -p "$WORK/plugins" && cp "$SLUICE_PLUGIN_OUT/github.wasm" "$WORK/plugins/"
+mkdir -p "$WORK/plugins" && cp "${GITHUB_WASM:-$SLUICE_PLUGIN_OUT/github.wasm}" "$WORK/plugins/github.wasm"
 PORT=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"); TOKEN=bench-token-0123456789
 CONNECT_SERVICE_TOKEN=$TOKEN PORT=$PORT SLUICE_DATA_DIR=$WORK/data PLUGINS_DIR=$WORK/plugins \
   SLUICE_ALLOW_PRIVATE_ADDRESSES=loopback S3_ENDPOINT=http://127.0.0.1:$S3_PORT RUST_LOG=${RUST_LOG:-warn} \
