@@ -1,6 +1,6 @@
 # Sourced by the bench scripts: submit a run to a local `sluice serve` and wait for its end.
 
-# run_to_end PORT TOKEN BODY: POSTs the run, polls it every 50 ms, prints its final JSON.
+# run_to_end PORT TOKEN BODY: POSTs the run, polls it every POLL_SECS (default 0.05 s), prints its final JSON.
 # A poll is one curl and a shell pattern match: it used to start python3 to read each answer,
 # ~20 interpreters a second at nice 0 beside the service, whose plugin work runs at nice 10 —
 # in the same autogroup (one session), so they took most of the CPU from the run they waited for.
@@ -13,7 +13,7 @@ run_to_end() {
   while :; do
     r=$(curl -sf "http://127.0.0.1:$port/internal/mirror-connections/runs/$run" -H "x-connect-service-token: $token")
     case "$r" in
-      *'"status":"queued"'* | *'"status":"running"'*) sleep 0.05 ;;
+      *'"status":"queued"'* | *'"status":"running"'*) sleep "${POLL_SECS:-0.05}" ;;
       *) break ;;
     esac
   done
