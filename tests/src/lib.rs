@@ -196,6 +196,19 @@ impl Service {
             .await
     }
 
+    /// Submits a run (`POST /internal/mirror-connections/runs` with `body`), asserts it was
+    /// accepted (202), and waits for its end ([`Service::wait_run`]): the run's final record.
+    pub async fn run_to_end(&self, body: &serde_json::Value) -> serde_json::Value {
+        let r = self
+            .post("/internal/mirror-connections/runs")
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
+        self.wait_run(&run_id_of(r).await).await
+    }
+
     /// Polls a run until it is no longer queued or running. The limit is generous: the big
     /// syncs of the tests may share two cores with another test.
     pub async fn wait_run(&self, run_id: &str) -> serde_json::Value {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use serde_json::{Value, json};
-use sluice_tests::{Service, plugin, run_id_of, serve};
+use sluice_tests::{Service, plugin, serve};
 
 async fn start(root: &Path, env: &[(&str, &str)]) -> Service {
     let dir = root.join("plugins");
@@ -119,14 +119,7 @@ async fn run(svc: &Service, connection: &str, config: &Value, streams: &[&str]) 
     if !streams.is_empty() {
         body["streams"] = json!(streams);
     }
-    let r = svc
-        .post("/internal/mirror-connections/runs")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
-    svc.wait_run(&run_id_of(r).await).await
+    svc.run_to_end(&body).await
 }
 
 fn columns(catalog: &Value, stream: &str) -> Vec<(String, String)> {

@@ -495,14 +495,7 @@ async fn issues_emitted_field_by_field_are_the_issues_emitted_as_text() {
         assert_eq!(wit_version(&svc, "github").await, version);
         let body = json!({"connection_id": "gh", "connector": "github", "config": config,
             "streams": ["issues"], "credentials": {"token": gh.token()}, "storage": storage()});
-        let r = svc
-            .post("/internal/mirror-connections/runs")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
-        let done = svc.wait_run(&run_id_of(r).await).await;
+        let done = svc.run_to_end(&body).await;
         assert_eq!(done["status"], "succeeded", "{done}\n{}", svc.logs());
         counts.push(done["streams"]["issues"].clone());
         dirs.push(connection_dir(&svc, "gh").join("issues/*.parquet"));
