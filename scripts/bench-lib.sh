@@ -22,10 +22,11 @@ run_to_end() {
 
 # cli_run WASM CONFIG SECRET OUT TMP [STREAM]: one `sluice run` (release, or $SLUICE_BIN; full refresh, loopback
 # upstream) of STREAM (default issues) into the local directory OUT, under GNU time; TMP is a
-# scratch directory. Prints "records wall_s cpu_s peak_rss_kib".
+# scratch directory. Prints "records wall_s cpu_s peak_rss_kib"; TIME_FMT='%e %U %S %M %R %w %c' adds GNU
+# time's minor page faults and voluntary/involuntary context switches after the RSS.
 cli_run() {
   local wasm=$1 config=$2 secret=$3 out=$4 tmp=$5 stream=${6:-issues} n wall user sys rss
-  /usr/bin/time -f '%e %U %S %M' -o "$tmp/time.txt" "${SLUICE_BIN:-$CARGO_TARGET_DIR/release/sluice}" run \
+  /usr/bin/time -f "${TIME_FMT:-%e %U %S %M}" -o "$tmp/time.txt" "${SLUICE_BIN:-$CARGO_TARGET_DIR/release/sluice}" run \
     "$wasm" --config "$config" --secret "$secret" --out "$out" --stream "$stream" --full-refresh \
     --allow-private-addresses loopback > "$tmp/run.out" 2> "$tmp/run.err" ||
     { tail -20 "$tmp/run.err" >&2; return 1; }

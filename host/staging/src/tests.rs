@@ -632,3 +632,67 @@ fn a_batch_given_field_by_field_stages_as_its_records_do() {
         "nothing of a refused batch is kept"
     );
 }
+
+#[test]
+fn only_columns_whose_values_repeat_are_dictionary_encoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stage = RunStage::begin(
+        &StagingConfig::new(dir.path()),
+        "dict",
+        "2024-05-01T12:00:00Z",
+        &[stream()],
+    )
+    .unwrap();
+    let n = 3000u64;
+    let batch: Vec<String> = (0..n)
+        .map(|id| {
+            let name = ["open", "closed", "draft"][(id % 3) as usize];
+            json!({"id": id, "name": name,
+                   "amount": id as f64 / 8.0, "active": id % 2 == 0,
+                   "updated_at": format!("2024-05-01T{:02}:{:02}:{:02}Z", id / 3600, id / 60 % 60, id % 60)})
+            .to_string()
+        })
+        .collect();
+    stage.append("items", &batch).unwrap();
+    let staged = stage.finish().unwrap();
+    let file = staged.streams[0].files[0].path.display().to_string();
+    let db = duckdb::Connection::open_in_memory().unwrap();
+    let encoded = |column: &str| -> String {
+        db.query_row(
+            &format!(
+                "SELECT string_agg(DISTINCT encodings, ',') FROM parquet_metadata('{file}') \
+                 WHERE path_in_schema = '{column}'"
+            ),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    for repeated in ["name", "_sluice_run_id", "_sluice_extracted_at"] {
+        assert!(
+            encoded(repeated).contains("DICTIONARY"),
+            "{repeated}: {}",
+            encoded(repeated)
+        );
+    }
+    for distinct in ["id", "amount", "updated_at", "_sluice_seq"] {
+        assert!(
+            !encoded(distinct).contains("DICTIONARY"),
+            "{distinct}: {}",
+            encoded(distinct)
+        );
+    }
+    // The values read back whichever way they were encoded.
+    let (rows, ids, names, amount): (i64, i64, i64, f64) = db
+        .query_row(
+            &format!(
+                "SELECT count(*), count(DISTINCT id), count(DISTINCT name), sum(amount) \
+                 FROM read_parquet('{file}')"
+            ),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!((rows, ids, names), (n as i64, n as i64, 3));
+    assert_eq!(amount, (0..n).map(|id| id as f64 / 8.0).sum::<f64>());
+}
