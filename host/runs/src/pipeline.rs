@@ -342,6 +342,9 @@ pub async fn execute(
         started_at: started_at.clone(),
         run_id: spec.run_id.clone(),
     };
+    // Admission, discover and the state read (the S3 client) are done: their code pages go
+    // before the sync maps its own, so a run's peak holds one phase's code, not both.
+    sluice_runtime::memory::release_code_pages();
     let t_sync = std::time::Instant::now();
     // What discover and the reads before used is gone from the run's budget.
     opts.deadline = deadline.saturating_duration_since(t_sync);
