@@ -55,38 +55,10 @@ PIDS+=($SVC)
 for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.1; done
 echo "sluice serve idle: RSS $(awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$SVC/status") MiB"
 
-# Peak anonymous RSS of a process (heap, stacks: what file-backed pages of shared libraries are
-# not), sampled every 20 ms into $2 until the process exits or $3 exists.
-sample_anon() {
-  local pid=$1 out=$2 stop=$3 max=0 v
-  while kill -0 "$pid" 2>/dev/null && [ ! -e "$stop" ]; do
-    v=$(awk '/RssAnon/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
-    [ "${v:-0}" -gt "$max" ] && max=$v
-    echo "$max" > "$out"
-    sleep 0.02
-  done
-}
-
-cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
 
 sluice_round() {
-  local prefix body t0 t1 c0 c1 r
-  prefix=bench-github/$(date +%s%N)
-  body='{"connection_id":"gh","connector":"github","streams":["issues"],
-    "config":{"api_url":"'$URL'","repositories":'$REPOS'},"credentials":{"token":"'$GH_TOKEN'"},
-    "storage":{"bucket":"sluice-test","prefix":"'$prefix'","access_key_id":"GK5106e0a2b1c8d0e7a3f4b5c6",
-    "secret_access_key":"5c1ce0a7e5c2e4b1d8f9a6b3c0d7e4f1a8b5c2d9e6f3a0b7c4d1e8f5a2b9c6d3"}}'
-  rm -f "$WORK/stop"; sample_anon "$SVC" "$WORK/sluice.anon" "$WORK/stop" &
-  local sampler=$!
-  c0=$(cpu_secs "$SVC"); t0=$(date +%s.%N)
-  r=$(run_to_end "$PORT" "$TOKEN" "$body")
-  t1=$(date +%s.%N); c1=$(cpu_secs "$SVC")
-  touch "$WORK/stop"; wait "$sampler"
-  echo "$r" | python3 -c '
-import json,sys
-r=json.load(sys.stdin)
-if r["status"] != "succeeded": sys.exit(f"sluice run failed: {r}")
-print(r["streams"]["issues"]["committed_rows"], '"$t1"'-'"$t0"', '"$c1"'-'"$c0"', '"$(cat "$WORK/sluice.anon")"')'
+  service_round "$SVC" "$PORT" "$TOKEN" issues "$WORK" '{"connection_id":"gh","connector":"github","streams":["issues"],
+    "config":{"api_url":"'$URL'","repositories":'$REPOS'},"credentials":{"token":"'$GH_TOKEN'"}}'
 }
 
 # --- Airbyte: source-github read, the issues stream only, records to a file.
@@ -170,7 +142,7 @@ cli_round > /dev/null
 echo "issues stream, $ISSUES issues served by the fake ($URL), $ROUNDS rounds each, alternating"
 : > "$WORK/results"
 for i in $(seq 1 "$ROUNDS"); do
-  read -r n wall cpu anon <<< "$(sluice_round)"
+  read -r n wall cpu anon _ <<< "$(sluice_round)"
   printf 'sluice  round %d: %6d records  %6.2f s wall  %9.0f records/s  %6.2f CPU s  peak anon RSS %.0f MiB\n' "$i" "$n" "$wall" "$(python3 -c "print($n/$wall)")" "$cpu" "$(python3 -c "print($anon/1024)")"
   echo "sluice $n $wall $cpu 0 $anon" >> "$WORK/results"
   read -r n wall cpu rss <<< "$(cli_round)"

@@ -20,6 +20,50 @@ run_to_end() {
   echo "$r"
 }
 
+# Peak anonymous RSS of a process (heap, stacks: what file-backed pages of shared libraries are
+# not), sampled every 20 ms into $2 until the process exits or $3 exists.
+sample_anon() {
+  local pid=$1 out=$2 stop=$3 max=0 v
+  while kill -0 "$pid" 2>/dev/null && [ ! -e "$stop" ]; do
+    v=$(awk '/RssAnon/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+    [ "${v:-0}" -gt "$max" ] && max=$v
+    echo "$max" > "$out"
+    sleep 0.02
+  done
+}
+
+# cpu_secs PID: the user + system CPU seconds process PID has used so far.
+cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
+
+# service_round SVC PORT TOKEN STREAM WORK REQUEST: one run through the `sluice serve` of pid SVC
+# (its API on PORT with TOKEN) of REQUEST, a run request's JSON without "storage" (the bench
+# bucket on Garage under a fresh prefix is added); WORK is a scratch directory. Fails unless the
+# run succeeded. Prints "rows wall_s cpu_s peak_anon_kib service_s": STREAM's committed rows, the
+# round's wall time and the service's CPU over it, the service's anonymous RSS sampled every 20 ms,
+# and created_at -> finished_at by the service's own clock (the harness's polling left out).
+service_round() {
+  local svc=$1 port=$2 token=$3 stream=$4 work=$5 body t0 t1 c0 c1 r sampler
+  body=$(python3 -c '
+import json,sys
+r=json.loads(sys.argv[1])
+r["storage"]={"bucket":"sluice-test","prefix":sys.argv[2],"access_key_id":"GK5106e0a2b1c8d0e7a3f4b5c6",
+  "secret_access_key":"5c1ce0a7e5c2e4b1d8f9a6b3c0d7e4f1a8b5c2d9e6f3a0b7c4d1e8f5a2b9c6d3"}
+print(json.dumps(r))' "$6" "bench/$stream/$(date +%s%N)")
+  rm -f "$work/stop"; sample_anon "$svc" "$work/sluice.anon" "$work/stop" &
+  sampler=$!
+  c0=$(cpu_secs "$svc"); t0=$(date +%s.%N)
+  r=$(run_to_end "$port" "$token" "$body")
+  t1=$(date +%s.%N); c1=$(cpu_secs "$svc")
+  touch "$work/stop"; wait "$sampler"
+  echo "$r" | python3 -c '
+import json,sys
+from datetime import datetime
+r=json.load(sys.stdin)
+if r["status"] != "succeeded": sys.exit(f"sluice run failed: {r}")
+at=lambda k: datetime.fromisoformat(r[k])
+print(r["streams"][sys.argv[1]]["committed_rows"], '"$t1"'-'"$t0"', '"$c1"'-'"$c0"', '"$(cat "$work/sluice.anon")"', (at("finished_at") - at("created_at")).total_seconds())' "$stream"
+}
+
 # cli_run WASM CONFIG SECRET OUT TMP [STREAM]: one `sluice run` (release, or $SLUICE_BIN; full refresh, loopback
 # upstream) of STREAM (default issues) into the local directory OUT, under GNU time; TMP is a
 # scratch directory. Prints "records wall_s cpu_s peak_rss_kib"; TIME_FMT='%e %U %S %M %R %w %c' adds GNU

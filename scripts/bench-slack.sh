@@ -95,41 +95,10 @@ PIDS+=($SVC)
 for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.1; done
 echo "sluice serve idle: RSS $(awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$SVC/status") MiB"
 
-# Peak anonymous RSS of a process (heap, stacks: what file-backed pages of shared libraries are
-# not), sampled every 20 ms into $2 until the process exits or $3 exists.
-sample_anon() {
-  local pid=$1 out=$2 stop=$3 max=0 v
-  while kill -0 "$pid" 2>/dev/null && [ ! -e "$stop" ]; do
-    v=$(awk '/RssAnon/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
-    [ "${v:-0}" -gt "$max" ] && max=$v
-    echo "$max" > "$out"
-    sleep 0.02
-  done
-}
-
-cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
 
 sluice_round() {
-  local prefix body t0 t1 c0 c1 r
-  prefix=bench-slack/$(date +%s%N)
-  body='{"connection_id":"slack","connector":"slack","streams":["messages"],
-    "config":{"api_url":"'$URL'"},"credentials":{"token":"'$SLACK_TOKEN'"},
-    "storage":{"bucket":"sluice-test","prefix":"'$prefix'","access_key_id":"GK5106e0a2b1c8d0e7a3f4b5c6",
-    "secret_access_key":"5c1ce0a7e5c2e4b1d8f9a6b3c0d7e4f1a8b5c2d9e6f3a0b7c4d1e8f5a2b9c6d3"}}'
-  rm -f "$WORK/stop"; sample_anon "$SVC" "$WORK/sluice.anon" "$WORK/stop" &
-  local sampler=$!
-  c0=$(cpu_secs "$SVC"); t0=$(date +%s.%N)
-  r=$(run_to_end "$PORT" "$TOKEN" "$body")
-  t1=$(date +%s.%N); c1=$(cpu_secs "$SVC")
-  touch "$WORK/stop"; wait "$sampler"
-  echo "$r" | python3 -c '
-import json,sys
-from datetime import datetime
-r=json.load(sys.stdin)
-if r["status"] != "succeeded": sys.exit(f"sluice run failed: {r}")
-# The service'"'"'s own clock too: created_at -> finished_at (the harness'"'"'s curl/python polling left out).
-at=lambda k: datetime.fromisoformat(r[k])
-print(r["streams"]["messages"]["committed_rows"], '"$t1"'-'"$t0"', '"$c1"'-'"$c0"', '"$(cat "$WORK/sluice.anon")"', (at("finished_at") - at("created_at")).total_seconds())'
+  service_round "$SVC" "$PORT" "$TOKEN" messages "$WORK" '{"connection_id":"slack","connector":"slack","streams":["messages"],
+    "config":{"api_url":"'$URL'"},"credentials":{"token":"'$SLACK_TOKEN'"}}'
 }
 
 # --- `sluice run`: one process per sync (as the peer runs), the messages stream into Parquet in
