@@ -58,7 +58,7 @@ echo "sluice serve idle: RSS $(awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$SV
 
 sluice_round() {
   service_round "$SVC" "$PORT" "$TOKEN" issues "$WORK" '{"connection_id":"gh","connector":"github","streams":["issues"],
-    "config":{"api_url":"'$URL'","repositories":'$REPOS'},"credentials":{"token":"'$GH_TOKEN'"}}'
+    "config":{"api_url":"'"$URL"'","repositories":'"$REPOS"'},"credentials":{"token":"'"$GH_TOKEN"'"}}'
 }
 
 # --- Airbyte: source-github read, the issues stream only, records to a file.

@@ -101,7 +101,7 @@ echo "sluice serve idle: RSS $(awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$SV
 
 sluice_round() {
   service_round "$SVC" "$PORT" "$TOKEN" contacts "$WORK" '{"connection_id":"hs","connector":"hubspot","streams":["contacts"],"full_refresh":true,
-    "config":{"api_url":"'$URL'","streams":["contacts"]},"credentials":{"token":"'$HS_TOKEN'"}}'
+    "config":{"api_url":"'"$URL"'","streams":["contacts"]},"credentials":{"token":"'"$HS_TOKEN"'"}}'
 }
 
 # --- `sluice run`: one process per sync (as the peers run), the contacts stream into Parquet in

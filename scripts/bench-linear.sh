@@ -80,7 +80,7 @@ echo "sluice serve idle: RSS $(awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$SV
 
 sluice_round() {
   service_round "$SVC" "$PORT" "$TOKEN" issues "$WORK" '{"connection_id":"lin","connector":"linear","streams":["issues"],
-    "config":{"api_url":"'$URL'"},"credentials":{"token":"'$KEY'"}}'
+    "config":{"api_url":"'"$URL"'"},"credentials":{"token":"'"$KEY"'"}}'
 }
 
 # --- `sluice run`: one process per sync (as the peer runs), the issues stream into Parquet in a

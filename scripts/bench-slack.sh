@@ -98,7 +98,7 @@ echo "sluice serve idle: RSS $(awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$SV
 
 sluice_round() {
   service_round "$SVC" "$PORT" "$TOKEN" messages "$WORK" '{"connection_id":"slack","connector":"slack","streams":["messages"],
-    "config":{"api_url":"'$URL'"},"credentials":{"token":"'$SLACK_TOKEN'"}}'
+    "config":{"api_url":"'"$URL"'"},"credentials":{"token":"'"$SLACK_TOKEN"'"}}'
 }
 
 # --- `sluice run`: one process per sync (as the peer runs), the messages stream into Parquet in
