@@ -23,18 +23,6 @@ fn run_body(prefix: &str, records: u64, bytes: u64, ak: &str, sk: &str) -> Value
     })
 }
 
-async fn run(svc: &Service, body: &Value) -> Value {
-    let r = svc
-        .post("/internal/mirror-connections/runs")
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
-    let id = run_id_of(r).await;
-    svc.wait_run(&id).await
-}
-
 /// Downloads every file the catalog names and answers `sql` over them (`files` is the list).
 async fn query_catalog_stream(
     store: &dyn Store,
@@ -70,7 +58,7 @@ async fn s3_round_trip_matches_what_the_plugin_emitted_and_the_local_backend() {
         &[("S3_ENDPOINT", &endpoint())],
     )
     .await;
-    let r = run(&s3, &run_body(&prefix, 3000, 300, AK, SK)).await;
+    let r = s3.run_to_end(&run_body(&prefix, 3000, 300, AK, SK)).await;
     assert_eq!(r["status"], "succeeded", "{r}\n{}", s3.logs());
     let store = bucket();
     let catalog: Value = s3
@@ -100,7 +88,9 @@ async fn s3_round_trip_matches_what_the_plugin_emitted_and_the_local_backend() {
 
     // The local backend writes the same layout and manifest.
     let local = Service::start(&root.path().join("local"), &plugins(root.path()), &[]).await;
-    let r2 = run(&local, &run_body(&prefix, 3000, 300, AK, SK)).await;
+    let r2 = local
+        .run_to_end(&run_body(&prefix, 3000, 300, AK, SK))
+        .await;
     assert_eq!(r2["status"], "succeeded", "{r2}");
     let norm = |keys: Vec<String>, run: &str| -> Vec<String> {
         let mut k: Vec<String> = keys.into_iter().map(|k| k.replace(run, "RUN")).collect();
@@ -177,7 +167,7 @@ async fn wrong_credentials_fail_the_run_and_commit_nothing() {
         (NOPERM_AK, NOPERM_SK),
         (AK, "wrong-secret-wrong-secret-wrong-secret"),
     ] {
-        let r = run(&svc, &run_body(&prefix, 100, 100, ak, sk)).await;
+        let r = svc.run_to_end(&run_body(&prefix, 100, 100, ak, sk)).await;
         assert_eq!(r["status"], "failed", "{r}");
         assert_eq!(r["error"]["code"], "storage_error", "{r}");
         let msg = r["error"]["message"].as_str().unwrap();
@@ -230,7 +220,7 @@ async fn sigkill_during_a_run_keeps_committed_data_and_the_next_run_completes_ex
 
     let mut svc = Service::start(&data, &plugins, &env).await;
     assert_eq!(
-        run(&svc, &run_body(&prefix, 1000, 200, AK, SK)).await["status"],
+        svc.run_to_end(&run_body(&prefix, 1000, 200, AK, SK)).await["status"],
         "succeeded"
     );
     let committed = store.get_bytes(&state_key).await.unwrap().unwrap();
@@ -292,7 +282,7 @@ async fn sigkill_during_a_run_keeps_committed_data_and_the_next_run_completes_ex
         killed["status"] == "failed" || killed["status"] == "succeeded",
         "{killed}"
     );
-    let next = run(&svc, &run_body(&prefix, 5000, 200, AK, SK)).await;
+    let next = svc.run_to_end(&run_body(&prefix, 5000, 200, AK, SK)).await;
     assert_eq!(next["status"], "succeeded", "{next}");
     let catalog: Value = svc
         .post("/internal/mirror-connections/schema-sync")
