@@ -2,6 +2,7 @@
 //! handle on a running `sluice serve`.
 
 pub mod fakes;
+pub mod mirror;
 pub mod postgres;
 pub mod s3;
 

@@ -10,10 +10,13 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sluice_tests::fakes::hubspot::{FakeHubspot, HubspotConfig, HubspotHandle, iso_ms, now_ms};
-use sluice_tests::s3::{AK, BUCKET, SK, endpoint, unique_prefix};
+use sluice_tests::mirror::{
+    Prefix, assert_invalid, count, read_parquet, records, strings, validate,
+};
+use sluice_tests::s3::endpoint;
 use sluice_tests::{Service, plugin, run_id_of};
 
-static PREFIX: LazyLock<String> = LazyLock::new(|| unique_prefix("hubspot"));
+static PREFIX: LazyLock<Prefix> = LazyLock::new(|| Prefix::new("hubspot"));
 
 async fn start(root: &Path, env: &[(&str, &str)]) -> Service {
     let dir = root.join("plugins");
@@ -25,41 +28,7 @@ async fn start(root: &Path, env: &[(&str, &str)]) -> Service {
     Service::start(&root.join("data"), &dir, &env).await
 }
 
-fn storage() -> Value {
-    json!({"bucket": BUCKET, "prefix": *PREFIX, "access_key_id": AK, "secret_access_key": SK})
-}
-
-fn mirror(svc: &Service) -> PathBuf {
-    svc.data_dir.join("mirror")
-}
-
-async fn validate(svc: &Service, config: &Value, token: &str) -> Value {
-    let r = svc
-        .post("/internal/mirror-connections/validate")
-        .json(&json!({"connector": "hubspot", "config": config, "credentials": {"token": token}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let body: Value = r.json().await.unwrap();
-    assert!(
-        !body.to_string().contains(token),
-        "a credential is never echoed: {body}"
-    );
-    body
-}
-
-fn assert_invalid(answer: &Value, code: &str, needles: &[&str]) {
-    assert_eq!(answer["valid"], false, "{answer}");
-    assert_eq!(answer["error"]["code"], code, "{answer}");
-    let message = answer["error"]["message"].as_str().unwrap_or_default();
-    assert!(!message.contains('\n'), "one line: {message:?}");
-    for needle in needles {
-        assert!(message.contains(needle), "{needle:?} not in {message:?}");
-    }
-}
-
-/// Runs a sync (of `streams`, or all) to the end, asserts it succeeded and mirrors the bucket.
+/// Runs a sync of `streams` (all with `None`) to the end: [`Prefix::sync_request`].
 async fn sync(
     svc: &Service,
     connection: &str,
@@ -67,83 +36,18 @@ async fn sync(
     token: &str,
     streams: Option<&[&str]>,
 ) -> Value {
-    let mut body = json!({"connection_id": connection, "connector": "hubspot", "config": config, "credentials": {"token": token}, "storage": storage()});
+    let mut body = json!({"connection_id": connection, "connector": "hubspot", "config": config, "credentials": {"token": token}});
     if let Some(streams) = streams {
         body["streams"] = json!(streams);
     }
-    let r = svc
-        .post("/internal/mirror-connections/runs")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
-    let run_id = run_id_of(r).await;
-    let run = svc.wait_run(&run_id).await;
-    assert_eq!(run["status"], "succeeded", "{run}\n{}", svc.logs());
-    sluice_tests::s3::download(&format!("{}/{connection}/", *PREFIX), &mirror(svc)).await;
-    run
+    PREFIX.sync_request(svc, body).await
 }
 
-fn records(run: &Value, stream: &str) -> u64 {
-    run["streams"][stream]["records"].as_u64().unwrap_or(0)
-}
-
-/// DuckDB with one view per stream (the latest version of each row).
-async fn views(svc: &Service, connection: &str) -> duckdb::Connection {
-    let r = svc
-        .post("/internal/mirror-connections/schema-sync")
-        .json(&json!({"connection_id": connection, "connector": "hubspot", "storage": storage()}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let catalog: Value = r.json().await.unwrap();
-    let db = duckdb::Connection::open_in_memory().unwrap();
-    for s in catalog["streams"].as_array().unwrap() {
-        if let Some(sql) = s["view_sql"].as_str() {
-            let local = format!("{}/", mirror(svc).join(BUCKET).display());
-            db.execute_batch(&sql.replace(&format!("s3://{BUCKET}/"), &local))
-                .unwrap();
-        }
-    }
-    db
-}
-
-/// The Parquet files one run committed for a stream, from its manifest.
+/// `read_parquet(...)` of the Parquet files one run committed for a stream (at least one).
 fn run_files(svc: &Service, connection: &str, run_id: &str, stream: &str) -> String {
-    let dir = mirror(svc).join(BUCKET).join(&*PREFIX).join(connection);
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(dir.join(format!("_runs/{run_id}.json"))).unwrap())
-            .unwrap();
-    let files: Vec<String> = manifest["streams"][stream]["files"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|f| {
-            format!(
-                "'{}'",
-                mirror(svc)
-                    .join(BUCKET)
-                    .join(f["key"].as_str().unwrap())
-                    .display()
-            )
-        })
-        .collect();
+    let files = PREFIX.run_files(svc, connection, run_id, stream);
     assert!(!files.is_empty(), "no files of {stream} in run {run_id}");
-    format!("[{}]", files.join(","))
-}
-
-fn strings(db: &duckdb::Connection, sql: &str) -> Vec<String> {
-    let mut stmt = db.prepare(sql).unwrap();
-    stmt.query_map([], |r| r.get::<_, String>(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-}
-
-fn count(db: &duckdb::Connection, sql: &str) -> i64 {
-    db.query_row(sql, [], |r| r.get(0)).unwrap()
+    read_parquet(&files)
 }
 
 fn config(hs: &HubspotHandle) -> Value {
@@ -177,19 +81,19 @@ async fn hubspot_validate_maps_tokens_and_scopes() {
     let svc = start(root.path(), &[]).await;
     let config = config(&hs);
 
-    let ok = validate(&svc, &config, hs.token()).await;
+    let ok = validate(&svc, "hubspot", &config, hs.token()).await;
     assert_eq!(ok["valid"], true, "{ok}");
     assert_eq!(ok["account"]["portal_id"], 12345678);
     assert_eq!(ok["account"]["time_zone"], "US/Eastern");
     assert_eq!(ok["account"]["currency"], "USD");
 
     assert_invalid(
-        &validate(&svc, &config, "pat-na1-unknown-0123456789").await,
+        &validate(&svc, "hubspot", &config, "pat-na1-unknown-0123456789").await,
         "invalid_credentials",
         &["INVALID_AUTHENTICATION"],
     );
     assert_invalid(
-        &validate(&svc, &config, hs.expired_token()).await,
+        &validate(&svc, "hubspot", &config, hs.expired_token()).await,
         "invalid_credentials",
         &["EXPIRED_AUTHENTICATION"],
     );
@@ -201,7 +105,7 @@ async fn hubspot_validate_maps_tokens_and_scopes() {
         &["crm.objects.contacts.read", "crm.objects.companies.read"],
     );
     assert_invalid(
-        &validate(&svc, &config, partial).await,
+        &validate(&svc, "hubspot", &config, partial).await,
         "insufficient_scope",
         &[
             "deals needs crm.objects.deals.read",
@@ -212,9 +116,12 @@ async fn hubspot_validate_maps_tokens_and_scopes() {
     );
     // The same token validates for the streams it can read.
     let narrow = json!({"api_url": hs.url, "streams": ["contacts", "companies"]});
-    assert_eq!(validate(&svc, &narrow, partial).await["valid"], true);
+    assert_eq!(
+        validate(&svc, "hubspot", &narrow, partial).await["valid"],
+        true
+    );
     // A sync of a stream it cannot read fails naming the scope.
-    let body = json!({"connection_id": "hs-partial", "connector": "hubspot", "config": config, "credentials": {"token": partial}, "storage": storage(), "streams": ["deals"]});
+    let body = json!({"connection_id": "hs-partial", "connector": "hubspot", "config": config, "credentials": {"token": partial}, "storage": PREFIX.storage(), "streams": ["deals"]});
     let r = svc
         .post("/internal/mirror-connections/runs")
         .json(&body)
@@ -279,7 +186,7 @@ async fn hubspot_full_sync_matches_the_fake_and_incrementals_bring_exactly_the_c
         );
     }
 
-    let db = views(&svc, "hs").await;
+    let db = PREFIX.views(&svc, "hs", "hubspot").await;
     for stream in ["contacts", "companies", "deals", "tickets"] {
         let ids: BTreeSet<String> = strings(&db, &format!("SELECT id FROM {stream}"))
             .into_iter()
@@ -392,12 +299,12 @@ async fn hubspot_full_sync_matches_the_fake_and_incrementals_bring_exactly_the_c
         .to_string();
     let files = run_files(&svc, "hs", &run_id, "contacts");
     let db = duckdb::Connection::open_in_memory().unwrap();
-    let ids: BTreeSet<u64> = strings(&db, &format!("SELECT id FROM read_parquet({files})"))
+    let ids: BTreeSet<u64> = strings(&db, &format!("SELECT id FROM {files}"))
         .iter()
         .map(|i| i.parse().unwrap())
         .collect();
     assert_eq!(ids, changed);
-    let db = views(&svc, "hs").await;
+    let db = PREFIX.views(&svc, "hs", "hubspot").await;
     for id in &touched {
         assert_eq!(
             strings(
@@ -441,7 +348,7 @@ async fn hubspot_full_sync_matches_the_fake_and_incrementals_bring_exactly_the_c
     hs.set_search_lag_ms(300);
     let run = sync(&svc, "hs", &config, hs.token(), Some(&["companies"])).await;
     assert_eq!(records(&run, "companies"), 1);
-    let db = views(&svc, "hs").await;
+    let db = PREFIX.views(&svc, "hs", "hubspot").await;
     assert_eq!(
         strings(
             &db,
@@ -494,15 +401,12 @@ async fn hubspot_25k_contacts_modified_in_one_millisecond_cross_the_search_cap()
     let files = run_files(&svc, "hs-25k", &run_id, "contacts");
     let db = duckdb::Connection::open_in_memory().unwrap();
     assert_eq!(
-        count(&db, &format!("SELECT count(*) FROM read_parquet({files})")),
+        count(&db, &format!("SELECT count(*) FROM {files}")),
         25_000,
         "none duplicated"
     );
     assert_eq!(
-        count(
-            &db,
-            &format!("SELECT count(DISTINCT id) FROM read_parquet({files})")
-        ),
+        count(&db, &format!("SELECT count(DISTINCT id) FROM {files}")),
         25_000,
         "none lost"
     );
@@ -520,22 +424,16 @@ async fn hubspot_25k_contacts_modified_in_one_millisecond_cross_the_search_cap()
         .to_string();
     let files = run_files(&svc, "hs-25k", &run_id, "contacts");
     assert_eq!(
-        count(
-            &db,
-            &format!("SELECT count(DISTINCT id) FROM read_parquet({files})")
-        ),
+        count(&db, &format!("SELECT count(DISTINCT id) FROM {files}")),
         25_000
     );
-    assert_eq!(
-        count(&db, &format!("SELECT count(*) FROM read_parquet({files})")),
-        25_000
-    );
+    assert_eq!(count(&db, &format!("SELECT count(*) FROM {files}")), 25_000);
     let want = iso_ms(at);
     assert_eq!(
         count(
             &db,
             &format!(
-                "SELECT count(*) FROM read_parquet({files}) WHERE strftime(updatedAt AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%S.%gZ') = '{want}'"
+                "SELECT count(*) FROM {files} WHERE strftime(updatedAt AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%S.%gZ') = '{want}'"
             )
         ),
         25_000
@@ -651,7 +549,7 @@ async fn hubspot_first_sync_of_many_properties_searches_instead_of_a_414() {
             .any(|s| s.path == "/crm/v3/objects/contacts/search"),
         "read through search"
     );
-    let db = views(&svc, "hs-wide").await;
+    let db = PREFIX.views(&svc, "hs-wide", "hubspot").await;
     assert_eq!(
         count(
             &db,

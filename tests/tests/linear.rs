@@ -10,11 +10,14 @@ use std::sync::atomic::Ordering::SeqCst;
 
 use serde_json::{Value, json};
 use sluice_tests::fakes::linear::{FakeLinear, Item, LinearConfig, LinearHandle, ROOTS, parse_ms};
-use sluice_tests::s3::{AK, BUCKET, SK, endpoint, unique_prefix};
+use sluice_tests::mirror::{
+    Prefix, assert_invalid, count, read_parquet, records, strings, validate,
+};
+use sluice_tests::s3::endpoint;
 use sluice_tests::{Service, plugin, run_id_of};
 
 /// This test binary's prefix in the bucket; every test uses its own connection ids under it.
-static PREFIX: LazyLock<String> = LazyLock::new(|| unique_prefix("linear"));
+static PREFIX: LazyLock<Prefix> = LazyLock::new(|| Prefix::new("linear"));
 
 /// `(stream, root field of the fake)`, in the connector's order.
 const STREAMS: [(&str, &str); 8] = [
@@ -39,125 +42,21 @@ async fn start(root: &Path, env: &[(&str, &str)]) -> Service {
     Service::start(&root.join("data"), &plugins, &env).await
 }
 
-fn storage() -> Value {
-    json!({"bucket": BUCKET, "prefix": *PREFIX, "access_key_id": AK, "secret_access_key": SK})
-}
-
 fn config(fake: &LinearHandle) -> Value {
     json!({"api_url": fake.url, "page_size": 100})
 }
 
-fn mirror(svc: &Service) -> PathBuf {
-    svc.data_dir.join("mirror")
-}
-
-/// `POST validate`; the whole answer.
-async fn validate(svc: &Service, config: &Value, token: &str) -> Value {
-    let r = svc
-        .post("/internal/mirror-connections/validate")
-        .json(&json!({"connector": "linear", "config": config, "credentials": {"token": token}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let body: Value = r.json().await.unwrap();
-    assert!(
-        !body.to_string().contains(token),
-        "a credential is never echoed: {body}"
-    );
-    body
-}
-
-fn assert_invalid(answer: &Value, code: &str, needle: &str) {
-    assert_eq!(answer["valid"], false, "{answer}");
-    assert_eq!(answer["error"]["code"], code, "{answer}");
-    let message = answer["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains(needle), "{needle:?} not in {message:?}");
-    assert!(!message.contains('\n'), "one line: {message:?}");
-}
-
-/// Runs a sync to the end; its status record (after asserting it succeeded) and the bucket
-/// copied to the mirror.
-async fn sync(svc: &Service, connection: &str, config: &Value, token: &str) -> Value {
-    let r = svc
-        .post("/internal/mirror-connections/runs")
-        .json(&json!({"connection_id": connection, "connector": "linear", "config": config, "credentials": {"token": token}, "storage": storage()}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
-    let run_id = run_id_of(r).await;
-    let run = svc.wait_run(&run_id).await;
-    assert_eq!(run["status"], "succeeded", "{run}\n{}", svc.logs());
-    sluice_tests::s3::download(&format!("{}/{connection}/", *PREFIX), &mirror(svc)).await;
-    run
-}
-
-fn records(run: &Value, stream: &str) -> u64 {
-    run["streams"][stream]["records"].as_u64().unwrap_or(0)
-}
-
-/// DuckDB with one view per stream (schema-sync's `view_sql`: the latest row per id).
-async fn views(svc: &Service, connection: &str) -> duckdb::Connection {
-    let r = svc
-        .post("/internal/mirror-connections/schema-sync")
-        .json(&json!({"connection_id": connection, "connector": "linear", "storage": storage()}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let catalog: Value = r.json().await.unwrap();
-    let db = duckdb::Connection::open_in_memory().unwrap();
-    for s in catalog["streams"].as_array().unwrap() {
-        if let Some(sql) = s["view_sql"].as_str() {
-            let local = format!("{}/", mirror(svc).join(BUCKET).display());
-            db.execute_batch(&sql.replace(&format!("s3://{BUCKET}/"), &local))
-                .unwrap();
-        }
-    }
-    db
-}
-
 /// The ids one run committed for a stream, read from its Parquet files.
 fn run_ids(svc: &Service, connection: &str, run: &Value, stream: &str) -> BTreeSet<String> {
-    let dir = mirror(svc).join(BUCKET).join(&*PREFIX).join(connection);
     let run_id = run["run_id"].as_str().unwrap();
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(dir.join(format!("_runs/{run_id}.json"))).unwrap())
-            .unwrap();
-    let files: Vec<String> = manifest["streams"][stream]["files"]
-        .as_array()
-        .map(|f| {
-            f.iter()
-                .map(|f| {
-                    let path = mirror(svc).join(BUCKET).join(f["key"].as_str().unwrap());
-                    format!("'{}'", path.display())
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let files = PREFIX.run_files(svc, connection, run_id, stream);
     if files.is_empty() {
         return BTreeSet::new();
     }
     let db = duckdb::Connection::open_in_memory().unwrap();
-    strings(
-        &db,
-        &format!("SELECT id FROM read_parquet([{}])", files.join(", ")),
-    )
-    .into_iter()
-    .collect()
-}
-
-fn strings(db: &duckdb::Connection, sql: &str) -> Vec<String> {
-    let mut stmt = db.prepare(sql).unwrap();
-    stmt.query_map([], |r| r.get::<_, String>(0))
-        .unwrap()
-        .map(Result::unwrap)
+    strings(&db, &format!("SELECT id FROM {}", read_parquet(&files)))
+        .into_iter()
         .collect()
-}
-
-fn count(db: &duckdb::Connection, sql: &str) -> i64 {
-    db.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
 /// A relation's id in the fake's item (`team` → `{"id": ...}`).
@@ -244,7 +143,7 @@ async fn linear_validate_maps_keys_tokens_access_and_outages() {
     let viewer = fake.data().viewer.clone();
 
     // A personal API key, sent as `Authorization: <key>`.
-    let ok = validate(&svc, &json!({"api_url": fake.url}), &c.api_key).await;
+    let ok = validate(&svc, "linear", &json!({"api_url": fake.url}), &c.api_key).await;
     assert_eq!(ok["valid"], true, "{ok}");
     assert_eq!(
         ok["account"],
@@ -254,17 +153,24 @@ async fn linear_validate_maps_keys_tokens_access_and_outages() {
     );
     // An OAuth token, sent as `Bearer <token>`.
     let oauth = json!({"api_url": fake.url, "token_type": "oauth"});
-    let ok = validate(&svc, &oauth, &c.oauth_token).await;
+    let ok = validate(&svc, "linear", &oauth, &c.oauth_token).await;
     assert_eq!(ok["valid"], true, "{ok}");
     assert_eq!(ok["account"]["token_type"], "oauth");
     // The wrong kind: an OAuth token sent as a key, a key sent as Bearer.
-    let wrong = validate(&svc, &json!({"api_url": fake.url}), &c.oauth_token).await;
-    assert_invalid(&wrong, "invalid_credentials", "You need to authenticate");
-    let wrong = validate(&svc, &oauth, &c.api_key).await;
-    assert_invalid(&wrong, "invalid_credentials", "HTTP 400");
+    let wrong = validate(
+        &svc,
+        "linear",
+        &json!({"api_url": fake.url}),
+        &c.oauth_token,
+    )
+    .await;
+    assert_invalid(&wrong, "invalid_credentials", &["You need to authenticate"]);
+    let wrong = validate(&svc, "linear", &oauth, &c.api_key).await;
+    assert_invalid(&wrong, "invalid_credentials", &["HTTP 400"]);
     // A bad key: HTTP 400 AUTHENTICATION_ERROR.
     let bad = validate(
         &svc,
+        "linear",
         &json!({"api_url": fake.url}),
         "lin_api_not_a_real_key",
     )
@@ -272,14 +178,21 @@ async fn linear_validate_maps_keys_tokens_access_and_outages() {
     assert_invalid(
         &bad,
         "invalid_credentials",
-        "Linear rejected the credentials",
+        &["Linear rejected the credentials"],
     );
     // A key without access: FORBIDDEN on HTTP 200.
-    let forbidden = validate(&svc, &json!({"api_url": fake.url}), &c.forbidden_key).await;
-    assert_invalid(&forbidden, "insufficient_scope", "may not read");
+    let forbidden = validate(
+        &svc,
+        "linear",
+        &json!({"api_url": fake.url}),
+        &c.forbidden_key,
+    )
+    .await;
+    assert_invalid(&forbidden, "insufficient_scope", &["may not read"]);
     // A bad config.
     let bad_config = validate(
         &svc,
+        "linear",
         &json!({"api_url": fake.url, "token_type": "jwt"}),
         &c.api_key,
     )
@@ -290,13 +203,13 @@ async fn linear_validate_maps_keys_tokens_access_and_outages() {
     );
     // The rate limit spent for an hour: the host waits at most 1 s, then the plugin says so.
     fake.knobs.set_exhausted(true);
-    let limited = validate(&svc, &json!({"api_url": fake.url}), &c.api_key).await;
-    assert_invalid(&limited, "rate_limited", "rate limit");
+    let limited = validate(&svc, "linear", &json!({"api_url": fake.url}), &c.api_key).await;
+    assert_invalid(&limited, "rate_limited", &["rate limit"]);
     fake.knobs.set_exhausted(false);
     // Nothing listening.
     let down = json!({"api_url": format!("http://127.0.0.1:{}", sluice_tests::free_port())});
     assert_eq!(
-        validate(&svc, &down, &c.api_key).await["error"]["code"],
+        validate(&svc, "linear", &down, &c.api_key).await["error"]["code"],
         "unreachable"
     );
     assert_eq!(
@@ -325,7 +238,7 @@ async fn linear_full_sync_matches_the_fake_and_an_incremental_brings_exactly_the
     let cfg = config(&fake);
     let token = fake.config().api_key.clone();
 
-    let run = sync(&svc, "lin", &cfg, &token).await;
+    let run = PREFIX.sync(&svc, "lin", "linear", &cfg, &token).await;
     for (stream, root) in STREAMS {
         assert_eq!(
             records(&run, stream),
@@ -341,7 +254,7 @@ async fn linear_full_sync_matches_the_fake_and_an_incremental_brings_exactly_the
                 .any(|u| u.fields["active"] == false),
         "the data set has archived issues and a deactivated user"
     );
-    let db = views(&svc, "lin").await;
+    let db = PREFIX.views(&svc, "lin", "linear").await;
     let got = issue_rows_of_parquet(&db);
     let want = issue_rows_of_fake(before.of("issues"));
     assert_eq!(got.len(), want.len());
@@ -437,7 +350,7 @@ async fn linear_full_sync_matches_the_fake_and_an_incremental_brings_exactly_the
     }));
     let after = fake.data();
 
-    let run2 = sync(&svc, "lin", &cfg, &token).await;
+    let run2 = PREFIX.sync(&svc, "lin", "linear", &cfg, &token).await;
     assert_eq!(
         run_ids(&svc, "lin", &run2, "issues"),
         changed,
@@ -453,7 +366,7 @@ async fn linear_full_sync_matches_the_fake_and_an_incremental_brings_exactly_the
             assert_eq!(records(&run2, stream), 0, "{stream}: nothing changed");
         }
     }
-    let db = views(&svc, "lin").await;
+    let db = PREFIX.views(&svc, "lin", "linear").await;
     assert_eq!(
         count(&db, "SELECT count(*) FROM issues"),
         after.of("issues").len() as i64,
@@ -474,7 +387,7 @@ async fn linear_full_sync_matches_the_fake_and_an_incremental_brings_exactly_the
     assert_eq!(fake.invalid_documents(), 0);
 
     // A third run with nothing changed brings nothing.
-    let run3 = sync(&svc, "lin", &cfg, &token).await;
+    let run3 = PREFIX.sync(&svc, "lin", "linear", &cfg, &token).await;
     for (stream, _) in STREAMS {
         assert_eq!(records(&run3, stream), 0, "{stream}: {run3}");
     }
@@ -495,7 +408,9 @@ async fn linear_query_too_complex_halves_the_page_instead_of_failing() {
     let root = tempfile::tempdir().unwrap();
     let svc = start(root.path(), &[]).await;
     let cfg = json!({"api_url": fake.url});
-    let run = sync(&svc, "complex", &cfg, &fake.config().api_key).await;
+    let run = PREFIX
+        .sync(&svc, "complex", "linear", &cfg, &fake.config().api_key)
+        .await;
     for (stream, root) in STREAMS {
         assert_eq!(
             records(&run, stream),
@@ -510,7 +425,7 @@ async fn linear_query_too_complex_halves_the_page_instead_of_failing() {
         "the smaller page is kept: {firsts:?}"
     );
     assert!(fake.too_complex() >= 3 * 2, "issues and comments shrank");
-    let db = views(&svc, "complex").await;
+    let db = PREFIX.views(&svc, "complex", "linear").await;
     assert_eq!(
         count(&db, "SELECT count(DISTINCT id) FROM issues"),
         data.of("issues").len() as i64
@@ -532,7 +447,15 @@ async fn linear_sync_survives_a_rate_limit_storm_waiting_no_longer_than_asked() 
     let root = tempfile::tempdir().unwrap();
     let svc = start(root.path(), &[]).await;
 
-    let run = sync(&svc, "storm", &config(&fake), &fake.config().api_key).await;
+    let run = PREFIX
+        .sync(
+            &svc,
+            "storm",
+            "linear",
+            &config(&fake),
+            &fake.config().api_key,
+        )
+        .await;
     let (limited, bad_gateways) = (
         fake.counters.rate_limited.load(SeqCst),
         fake.counters.bad_gateways.load(SeqCst),
@@ -556,7 +479,7 @@ async fn linear_sync_survives_a_rate_limit_storm_waiting_no_longer_than_asked() 
             next - wait.reset_at
         );
     }
-    let db = views(&svc, "storm").await;
+    let db = PREFIX.views(&svc, "storm", "linear").await;
     for (stream, root) in STREAMS {
         let want = data.of(root).len();
         assert_eq!(
@@ -577,13 +500,7 @@ async fn linear_sync_survives_a_rate_limit_storm_waiting_no_longer_than_asked() 
         .collect();
     let newest = updated.values().max().copied().unwrap();
     let state: Value = serde_json::from_slice(
-        &std::fs::read(
-            mirror(&svc)
-                .join(BUCKET)
-                .join(&*PREFIX)
-                .join("storm/_state.json"),
-        )
-        .unwrap(),
+        &std::fs::read(PREFIX.connection_dir(&svc, "storm").join("_state.json")).unwrap(),
     )
     .unwrap();
     let cursor = state["streams"]["issues"]["cursor"].as_str().unwrap();

@@ -13,14 +13,11 @@ use std::sync::LazyLock;
 use serde_json::{Value, json};
 use sluice_tests::fakes::github::{FakeGithub, GithubConfig, GithubHandle, Issue};
 use sluice_tests::fakes::iso;
-use sluice_tests::s3::{AK, BUCKET, SK, endpoint, unique_prefix};
+use sluice_tests::mirror::{Prefix, read_parquet, validate};
+use sluice_tests::s3::endpoint;
 use sluice_tests::{Service, plugin, run_id_of};
 
-static PREFIX: LazyLock<String> = LazyLock::new(|| unique_prefix("sdk-examples"));
-
-fn storage() -> Value {
-    json!({"bucket": BUCKET, "prefix": *PREFIX, "access_key_id": AK, "secret_access_key": SK})
-}
+static PREFIX: LazyLock<Prefix> = LazyLock::new(|| Prefix::new("sdk-examples"));
 
 /// One issue as every example writes it: (repository, number, title, state, user_login,
 /// comments, is_pull_request, created_at, updated_at, closed_at), times in epoch seconds.
@@ -54,27 +51,15 @@ fn expected_row(i: &Issue) -> Row {
 
 /// `id → row` of the Parquet files one run committed for `issues`, read with DuckDB from a local
 /// copy of the bucket.
-fn committed_rows(mirror: &Path, connection_dir: &Path, run_id: &str) -> BTreeMap<i64, Row> {
-    let manifest: Value = serde_json::from_slice(
-        &std::fs::read(connection_dir.join(format!("_runs/{run_id}.json"))).unwrap(),
-    )
-    .unwrap();
-    let files: Vec<String> = manifest["streams"]["issues"]["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            let path = mirror.join(BUCKET).join(f["key"].as_str().unwrap());
-            format!("'{}'", path.display().to_string().replace('\'', "''"))
-        })
-        .collect();
+fn committed_rows(svc: &Service, connection: &str, run_id: &str) -> BTreeMap<i64, Row> {
+    let files = PREFIX.run_files(svc, connection, run_id, "issues");
     assert!(!files.is_empty(), "run {run_id} committed no issues file");
     let db = duckdb::Connection::open_in_memory().unwrap();
     let sql = format!(
         "SELECT id, repository, number, title, state, user_login, comments, is_pull_request, \
          epoch(created_at)::BIGINT, epoch(updated_at)::BIGINT, epoch(closed_at)::BIGINT, \
-         _sluice_errors FROM read_parquet([{}])",
-        files.join(", ")
+         _sluice_errors FROM {}",
+        read_parquet(&files)
     );
     let mut stmt = db.prepare(&sql).unwrap();
     let rows = stmt
@@ -107,40 +92,6 @@ fn committed_rows(mirror: &Path, connection_dir: &Path, run_id: &str) -> BTreeMa
     let by_id: BTreeMap<i64, Row> = rows.into_iter().collect();
     assert_eq!(by_id.len(), n, "an id was committed twice in one run");
     by_id
-}
-
-async fn validate(svc: &Service, connector: &str, config: &Value, token: &str) -> Value {
-    let r = svc
-        .post("/internal/mirror-connections/validate")
-        .json(&json!({"connector": connector, "config": config, "credentials": {"token": token}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
-}
-
-async fn sync(
-    svc: &Service,
-    connection: &str,
-    connector: &str,
-    config: &Value,
-    token: &str,
-) -> Value {
-    let r = svc
-        .post("/internal/mirror-connections/runs")
-        .json(
-            &json!({"connection_id": connection, "connector": connector, "config": config,
-                      "credentials": {"token": token}, "storage": storage()}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
-    let run_id = run_id_of(r).await;
-    let run = svc.wait_run(&run_id).await;
-    assert_eq!(run["status"], "succeeded", "{run}\n{}", svc.logs());
-    run
 }
 
 /// A service on the real S3 server with the built components `names` as its plugins (the
@@ -181,7 +132,7 @@ async fn example_end_to_end(name: &str) {
         ..Default::default()
     })
     .await;
-    let (root, svc) = service_with(&[name]).await;
+    let (_root, svc) = service_with(&[name]).await;
     // Two repositories of 120 issues, 50 a page: three pages each, followed by `Link`.
     let config =
         json!({"api_url": gh.url, "repositories": ["acme/repo-0", "acme/repo-1"], "page_size": 50});
@@ -200,15 +151,14 @@ async fn example_end_to_end(name: &str) {
     assert!(!bad.to_string().contains("ghp_not_a_real_token"), "{bad}");
 
     let connection = format!("{name}-conn");
-    let connection_dir = |mirror: &Path| mirror.join(BUCKET).join(&*PREFIX).join(&connection);
-    let mirror = root.path().join("mirror");
 
     // Full sync: every issue, every value.
-    let first = sync(&svc, &connection, name, &config, gh.token()).await;
+    let first = PREFIX
+        .sync(&svc, &connection, name, &config, gh.token())
+        .await;
     assert_eq!(first["streams"]["issues"]["records"], 240, "{first}");
-    sluice_tests::s3::download(&format!("{}/{connection}/", *PREFIX), &mirror).await;
     let run_id = first["run_id"].as_str().unwrap();
-    let got = committed_rows(&mirror, &connection_dir(&mirror), run_id);
+    let got = committed_rows(&svc, &connection, run_id);
     let want: BTreeMap<i64, Row> = gh
         .data()
         .issues
@@ -219,7 +169,7 @@ async fn example_end_to_end(name: &str) {
     assert_eq!(got, want, "the committed issues differ from the fake's");
     let before = newest(&gh);
     let state: Value = serde_json::from_slice(
-        &std::fs::read(connection_dir(&mirror).join("_state.json")).unwrap(),
+        &std::fs::read(PREFIX.connection_dir(&svc, &connection).join("_state.json")).unwrap(),
     )
     .unwrap();
     let cursor: BTreeMap<String, i64> = before.clone();
@@ -232,13 +182,10 @@ async fn example_end_to_end(name: &str) {
     // Incremental: the edited issues, plus those sitting exactly on the cursor (`since` is
     // inclusive: at-least-once, deduplicated on the primary key), nothing else.
     let edited = gh.touch(5);
-    let second = sync(&svc, &connection, name, &config, gh.token()).await;
-    sluice_tests::s3::download(&format!("{}/{connection}/", *PREFIX), &mirror).await;
-    let got = committed_rows(
-        &mirror,
-        &connection_dir(&mirror),
-        second["run_id"].as_str().unwrap(),
-    );
+    let second = PREFIX
+        .sync(&svc, &connection, name, &config, gh.token())
+        .await;
+    let got = committed_rows(&svc, &connection, second["run_id"].as_str().unwrap());
     let data = gh.data();
     let mut want_ids: BTreeSet<i64> = edited.iter().map(|i| i.id as i64).collect();
     want_ids.extend(
@@ -285,7 +232,7 @@ async fn unflushed_records_are_committed(name: &str) {
         .post("/internal/mirror-connections/runs")
         .json(
             &json!({"connection_id": name, "connector": name, "config": {"count": 2500},
-                      "credentials": {}, "storage": storage()}),
+                      "credentials": {}, "storage": PREFIX.storage()}),
         )
         .send()
         .await
@@ -360,7 +307,7 @@ async fn every_sdk_reports_an_upstreams_redirect_link_and_oversized_body_as_such
             .json(
                 &json!({"connection_id": format!("{name}-link"), "connector": name,
                           "config": config("link"), "credentials": {"token": "ghp_token"},
-                          "storage": storage()}),
+                          "storage": PREFIX.storage()}),
             )
             .send()
             .await
