@@ -198,6 +198,49 @@ mod tests {
         serde_json::from_str::<&serde_json::value::RawValue>(text).is_ok_and(|r| r.get() == text)
     }
 
+    /// A string's end found a chunk at a time is where a byte-by-byte reading finds it, with
+    /// the byte that ends it (a quote, an escape, a control character) at every offset of
+    /// the first few 8-byte chunks, after fillers at the edges of the comparisons (0x20, 0x7f,
+    /// 0x80, 0xff).
+    #[test]
+    fn strings_end_where_a_byte_by_byte_reading_ends_them() {
+        fn by_bytes(b: &[u8]) -> Result<usize, usize> {
+            let mut j = 1;
+            loop {
+                match b.get(j) {
+                    Some(b'"') => return Ok(j + 1),
+                    Some(b'\\') if b.get(j + 1) == Some(&b'n') => j += 2,
+                    Some(b'\\') => return Err((j + 1).min(b.len())),
+                    Some(c) if *c < 0x20 => return Err(j),
+                    Some(_) => j += 1,
+                    None => return Err(b.len()),
+                }
+            }
+        }
+        for filler in [0x20u8, b'a', 0x7f, 0x80, 0xff] {
+            for len in 0..40 {
+                for (at, stop) in (0..=len).flat_map(|at| {
+                    [
+                        &b"\""[..],
+                        &b"\\n"[..],
+                        &b"\\x"[..],
+                        &b"\x01"[..],
+                        &b"\x1f"[..],
+                    ]
+                    .map(move |stop| (at, stop))
+                }) {
+                    let mut b = vec![b'"'];
+                    b.extend(std::iter::repeat_n(filler, at));
+                    b.extend_from_slice(stop);
+                    b.extend(std::iter::repeat_n(filler, len - at));
+                    b.push(b'"');
+                    let want = by_bytes(&b);
+                    assert_eq!(string_end(&b, 0), want, "{b:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn values_and_not_values() {
         for ok in [
