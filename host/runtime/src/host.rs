@@ -693,6 +693,7 @@ impl http::Host for HostState {
         if let (Some(sent), Ok(resp)) = (&sent, &result) {
             self.read_ahead
                 .after(sent, resp, &outbound, &destinations, &cancel);
+            self.read_ahead.let_start().await;
         }
         match result {
             Ok(r) => Ok(Ok(http::Response {

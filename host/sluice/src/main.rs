@@ -217,7 +217,18 @@ fn start() -> anyhow::Result<()> {
         // Before the runtime's threads exist: they would otherwise get arenas of their own.
         sluice_runtime::memory::single_arena();
     }
-    tokio::runtime::Builder::new_multi_thread()
+    // `run` is one sync in a process of its own, as a peer tool runs: on one thread, with the
+    // heap it frees kept for its next row group. Same 20k GitHub issues, alternating rounds
+    // (scripts/bench-guest-ab.sh with A_BIN/B_BIN, session 16): CPU 0.93x with the heap kept,
+    // 0.92x on one thread, 0.80-0.83x both (0.28 -> 0.23 s); records/s 1.03x; peak RSS 34 ->
+    // 36-40 MiB (tap-github's: 62).
+    let mut builder = if matches!(cli.command, Command::Run(_)) {
+        sluice_runtime::memory::keep_freed_heap();
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder
         .enable_all()
         .build()
         .context("starting the async runtime")?
