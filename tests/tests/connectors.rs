@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sluice_tests::fakes::github::{FakeGithub, GithubConfig, GithubHandle, Grant};
 use sluice_tests::fakes::slack::{ALL_SCOPES, FakeSlack, SlackConfig};
-use sluice_tests::mirror::{
-    Prefix, assert_invalid, count, mirror, read_parquet, records, validate,
-};
+use sluice_tests::mirror::{Prefix, assert_invalid, count, read_parquet, records, validate};
 use sluice_tests::s3::endpoint;
 use sluice_tests::{Service, plugin, run_id_of};
 

@@ -4,7 +4,7 @@
 //! Parquet files with DuckDB and compared with the fake's data set.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::LazyLock;
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! back from the Parquet files with DuckDB and compared with the fake's data set.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::LazyLock;
 use std::sync::atomic::Ordering::SeqCst;
 
@@ -14,7 +14,7 @@ use sluice_tests::mirror::{
     Prefix, assert_invalid, count, read_parquet, records, strings, validate,
 };
 use sluice_tests::s3::endpoint;
-use sluice_tests::{Service, plugin, run_id_of};
+use sluice_tests::{Service, plugin};
 
 /// This test binary's prefix in the bucket; every test uses its own connection ids under it.
 static PREFIX: LazyLock<Prefix> = LazyLock::new(|| Prefix::new("linear"));

@@ -7,7 +7,7 @@
 //! (the `ConnectorError` path of each SDK, which must not trap).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::LazyLock;
 
 use serde_json::{Value, json};
