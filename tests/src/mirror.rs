@@ -41,8 +41,21 @@ impl Prefix {
         mirror(svc).join(BUCKET).join(&self.0).join(connection)
     }
 
-    /// Runs a sync of `connection` with the token credential to its end, asserts it
-    /// succeeded and pulls the connection's objects; the run's final record.
+    /// The body of a run request (`POST /internal/mirror-connections/runs`) of `connection`
+    /// with the token credential, storing under this prefix.
+    pub fn run_request(
+        &self,
+        connection: &str,
+        connector: &str,
+        config: &Value,
+        token: &str,
+    ) -> Value {
+        json!({"connection_id": connection, "connector": connector, "config": config,
+               "credentials": {"token": token}, "storage": self.storage()})
+    }
+
+    /// Runs a sync of [`Prefix::run_request`] to its end, asserts it succeeded and pulls the
+    /// connection's objects; the run's final record.
     pub async fn sync(
         &self,
         svc: &Service,
@@ -51,12 +64,8 @@ impl Prefix {
         config: &Value,
         token: &str,
     ) -> Value {
-        self.sync_request(
-            svc,
-            json!({"connection_id": connection, "connector": connector, "config": config,
-                   "credentials": {"token": token}}),
-        )
-        .await
+        self.sync_request(svc, self.run_request(connection, connector, config, token))
+            .await
     }
 
     /// [`Prefix::sync`] of a request body of one's own (its `storage` is set here).

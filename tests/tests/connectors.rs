@@ -35,17 +35,11 @@ async fn start(root: &Path, env: &[(&str, &str)]) -> Service {
     Service::start(&root.join("data"), &plugins_dir(root), &env).await
 }
 
-/// Submits a run and returns its id.
-async fn submit(
-    svc: &Service,
-    connection: &str,
-    connector: &str,
-    config: &Value,
-    token: &str,
-) -> String {
+/// Submits a run request and returns the run's id.
+async fn submit(svc: &Service, request: &Value) -> String {
     let r = svc
         .post("/internal/mirror-connections/runs")
-        .json(&json!({"connection_id": connection, "connector": connector, "config": config, "credentials": {"token": token}, "storage": PREFIX.storage()}))
+        .json(request)
         .send()
         .await
         .unwrap();
@@ -610,7 +604,11 @@ async fn a_cancelled_github_run_commits_nothing() {
     let svc = start(root.path(), &[]).await;
     let config = github_config(&gh);
 
-    let run_id = submit(&svc, "cancel-me", "github", &config, gh.token()).await;
+    let run_id = submit(
+        &svc,
+        &PREFIX.run_request("cancel-me", "github", &config, gh.token()),
+    )
+    .await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while gh.counters.on("issues") < 3 {
         assert!(
@@ -827,15 +825,8 @@ async fn slack_full_sync_matches_the_fake_and_an_incremental_brings_only_new_mes
 }
 
 /// The run's error `{code, message}` once it failed.
-async fn failed_run(
-    svc: &Service,
-    connection: &str,
-    connector: &str,
-    config: &Value,
-    token: &str,
-) -> Value {
-    let run_id = submit(svc, connection, connector, config, token).await;
-    let run = svc.wait_run(&run_id).await;
+async fn failed_run(svc: &Service, request: &Value) -> Value {
+    let run = svc.run_to_end(request).await;
     assert_eq!(run["status"], "failed", "{run}");
     run["error"].clone()
 }
@@ -969,7 +960,11 @@ async fn slack_validate_names_what_each_stream_lacks_and_the_sync_reads_the_rest
         (data.messages.len() - public_messages) as u64
     );
     // A required stream the token cannot read fails the run instead.
-    let error = failed_run(&svc, "sl-required", "slack", &required, no_history).await;
+    let error = failed_run(
+        &svc,
+        &PREFIX.run_request("sl-required", "slack", &required, no_history),
+    )
+    .await;
     assert_eq!(error["code"], "insufficient_scope", "{error}");
 }
 
@@ -1110,7 +1105,11 @@ async fn github_validate_checks_classic_scopes_and_fine_grained_permissions() {
         heads.get("acme/repo-0").is_some() && heads.get("acme/repo-1").is_none(),
         "{state}"
     );
-    let error = failed_run(&svc, "gh-required", "github", &required, no_contents).await;
+    let error = failed_run(
+        &svc,
+        &PREFIX.run_request("gh-required", "github", &required, no_contents),
+    )
+    .await;
     assert_eq!(error["code"], "insufficient_scope", "{error}");
     assert!(
         error["message"].as_str().unwrap().contains("contents=read"),
